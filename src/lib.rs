@@ -1,0 +1,41 @@
+//! # ckm — Collaborative Key Management for Bitcoin
+//!
+//! A FROST threshold Taproot wallet: `n` co-signers ("secret servers") run a distributed key
+//! generation so that each holds one share and the group key never exists anywhere; any `t` of
+//! them co-sign PSBTs for the wallet, and the result on chain is an ordinary single-key
+//! Taproot key-path spend (BIP-0340 signature, BIP-0341 sighash, BIP-0086 style HD addresses).
+//!
+//! The crate is a pure core with a thin I/O shell:
+//! - [`frost`]: key shares, HD derivation on the group key, the DKG state machine and the
+//!   coordinator's relay;
+//! - [`psbt`]: the signer's checks, the two FROST rounds over all inputs of a PSBT, the
+//!   coordinator's aggregation, verification and finalization;
+//! - [`wallet`]: descriptors and the bdk_wallet wallet (SQLite) that builds PSBTs;
+//! - [`message`]: typed, versioned messages between coordinator and signers;
+//! - [`identity`], [`auth`], [`store`]: identity keys, request authentication and encryption
+//!   at rest;
+//! - the `ckm` binary wraps these in a CLI, the signer daemon and the coordinator client.
+//!
+//! ```
+//! use ckm::frost::dkg::{run_in_memory, DkgParams};
+//! use ckm::psbt::sign_in_memory;
+//!
+//! let mut rng = rand::thread_rng();
+//! let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+//! let group = shares[0].group().clone();
+//! assert!(shares.iter().all(|s| s.group() == &group));
+//! let (external, _internal) = ckm::wallet::descriptors(&group, bitcoin::Network::Regtest)?;
+//! assert!(external.starts_with("tr(["));
+//! # let _ = sign_in_memory;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod frost;
+pub mod identity;
+pub mod message;
+pub mod psbt;
+pub mod store;
+pub mod wallet;

@@ -1,0 +1,323 @@
+//! The co-signer's check of a PSBT before it commits or signs: every input must be ours (its
+//! `tap_internal_key` and `tap_key_origins` re-derive to the key its `witness_utxo` pays), use
+//! SIGHASH_DEFAULT or SIGHASH_ALL, and the BIP-0341 key-spend sighash of every input is
+//! computed here from the PSBT itself; outputs claiming to be ours are re-derived too.
+
+use bitcoin::bip32::DerivationPath;
+use bitcoin::key::TapTweak;
+use bitcoin::sighash::{Prevouts, SighashCache};
+use bitcoin::taproot::TapNodeHash;
+use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, XOnlyPublicKey};
+
+use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError};
+
+/// Why a PSBT was refused. Inputs and outputs are named by index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// Nothing to sign.
+    #[error("the PSBT has no inputs")]
+    NoInputs,
+    /// PSBT and unsigned transaction disagree on the number of inputs or outputs.
+    #[error("the PSBT is malformed: its maps do not match the unsigned transaction")]
+    Malformed,
+    /// The input lacks the previous output it spends.
+    #[error("input {input}: missing witness_utxo")]
+    MissingWitnessUtxo {
+        /// Input index.
+        input: usize,
+    },
+    /// `non_witness_utxo` contradicts the outpoint or `witness_utxo`.
+    #[error("input {input}: non_witness_utxo does not match the outpoint or the witness_utxo")]
+    UtxoMismatch {
+        /// Input index.
+        input: usize,
+    },
+    /// Only SIGHASH_DEFAULT and SIGHASH_ALL are signed.
+    #[error("input {input}: sighash type {sighash} is not allowed (only SIGHASH_DEFAULT or SIGHASH_ALL)")]
+    SighashType {
+        /// Input index.
+        input: usize,
+        /// The requested type.
+        sighash: String,
+    },
+    /// The input does not belong to this wallet.
+    #[error("input {input} is not ours: {reason}")]
+    NotOurs {
+        /// Input index.
+        input: usize,
+        /// What did not match.
+        reason: &'static str,
+    },
+    /// An output claims to be ours but does not re-derive to its script.
+    #[error("output {output} claims to be our change but its script is not ours: {reason}")]
+    ChangeNotOurs {
+        /// Output index.
+        output: usize,
+        /// What did not match.
+        reason: &'static str,
+    },
+    /// Derivation of the input's key failed.
+    #[error("input {input}: cannot derive its key")]
+    Derive {
+        /// Input index.
+        input: usize,
+        /// The cause.
+        #[source]
+        source: KeyError,
+    },
+    /// The sighash could not be computed.
+    #[error("input {input}: cannot compute the BIP-0341 sighash")]
+    Sighash {
+        /// Input index.
+        input: usize,
+        /// The cause.
+        #[source]
+        source: bitcoin::sighash::TaprootError,
+    },
+    /// Amounts overflow or outputs exceed inputs.
+    #[error("the outputs ({outputs_sats} sat) exceed the inputs ({inputs_sats} sat) or overflow")]
+    Amounts {
+        /// Sum of inputs.
+        inputs_sats: u64,
+        /// Sum of outputs.
+        outputs_sats: u64,
+    },
+}
+
+/// One checked input, ready to sign.
+#[derive(Debug, Clone)]
+pub struct CheckedInput {
+    /// Input index.
+    pub index: usize,
+    /// The BIP-0341 key-spend sighash, computed from the PSBT.
+    pub sighash: TapSighash,
+    /// The sighash type (Default or All).
+    pub sighash_type: TapSighashType,
+    /// Derivation of the input's internal key from the group root.
+    pub derivation: Derivation,
+    /// The input's script-tree merkle root (None for key-only outputs).
+    pub merkle_root: Option<TapNodeHash>,
+    /// The Taproot output key the signature must verify under.
+    pub output_key: XOnlyPublicKey,
+    /// The amount spent.
+    pub amount: Amount,
+}
+
+/// One output, classified.
+#[derive(Debug, Clone)]
+pub struct CheckedOutput {
+    /// Output index.
+    pub index: usize,
+    /// Amount paid.
+    pub amount: Amount,
+    /// Its script.
+    pub script_pubkey: ScriptBuf,
+    /// Derivation path when the output was verified to return to this wallet (change).
+    pub change_path: Option<DerivationPath>,
+}
+
+/// A PSBT that passed every check, with what a policy needs to judge it.
+#[derive(Debug, Clone)]
+pub struct CheckedPsbt {
+    /// Txid of the unsigned transaction.
+    pub txid: Txid,
+    /// Every input (all are ours).
+    pub inputs: Vec<CheckedInput>,
+    /// Every output.
+    pub outputs: Vec<CheckedOutput>,
+    /// Sum of inputs.
+    pub input_total: Amount,
+    /// The fee.
+    pub fee: Amount,
+    /// Virtual size estimate of the signed transaction (key-path witnesses of 64/65 bytes).
+    pub estimated_vsize: u64,
+}
+
+impl CheckedPsbt {
+    /// What leaves the wallet: outputs not verified as change.
+    pub fn payments(&self) -> impl Iterator<Item = &CheckedOutput> {
+        self.outputs.iter().filter(|o| o.change_path.is_none())
+    }
+
+    /// Sum of payments (excluding change and fee).
+    pub fn payment_total(&self) -> Amount {
+        self.payments().map(|o| o.amount).sum()
+    }
+}
+
+fn our_path(
+    group: &GroupPublic,
+    internal: &XOnlyPublicKey,
+    origins: &std::collections::BTreeMap<
+        XOnlyPublicKey,
+        (Vec<bitcoin::taproot::TapLeafHash>, bitcoin::bip32::KeySource),
+    >,
+) -> Result<DerivationPath, &'static str> {
+    let (leaves, (fingerprint, path)) = origins
+        .get(internal)
+        .ok_or("no tap_key_origins entry for its internal key")?;
+    if !leaves.is_empty() {
+        return Err("its internal key is listed under script leaves");
+    }
+    if *fingerprint != group.fingerprint() {
+        return Err("its key origin has another master fingerprint");
+    }
+    Ok(path.clone())
+}
+
+/// Checks `psbt` against the group and computes every input's sighash.
+///
+/// # Errors
+/// The first problem found, naming the input or output.
+pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, CheckError> {
+    let tx = &psbt.unsigned_tx;
+    if tx.input.is_empty() {
+        return Err(CheckError::NoInputs);
+    }
+    if psbt.inputs.len() != tx.input.len() || psbt.outputs.len() != tx.output.len() {
+        return Err(CheckError::Malformed);
+    }
+    let mut prevouts: Vec<TxOut> = Vec::with_capacity(tx.input.len());
+    for (index, (input, txin)) in psbt.inputs.iter().zip(&tx.input).enumerate() {
+        let utxo = input
+            .witness_utxo
+            .as_ref()
+            .ok_or(CheckError::MissingWitnessUtxo { input: index })?;
+        if let Some(prev_tx) = &input.non_witness_utxo {
+            let vout = usize::try_from(txin.previous_output.vout).unwrap_or(usize::MAX);
+            if prev_tx.compute_txid() != txin.previous_output.txid
+                || prev_tx.output.get(vout) != Some(utxo)
+            {
+                return Err(CheckError::UtxoMismatch { input: index });
+            }
+        }
+        prevouts.push(utxo.clone());
+    }
+
+    let mut cache = SighashCache::new(tx);
+    let mut inputs = Vec::with_capacity(tx.input.len());
+    for (index, (input, prevout)) in psbt.inputs.iter().zip(&prevouts).enumerate() {
+        let sighash_type = match input.sighash_type {
+            None => TapSighashType::Default,
+            Some(t) => match t.taproot_hash_ty() {
+                Ok(TapSighashType::Default) => TapSighashType::Default,
+                Ok(TapSighashType::All) => TapSighashType::All,
+                _ => {
+                    return Err(CheckError::SighashType {
+                        input: index,
+                        sighash: t.to_string(),
+                    })
+                }
+            },
+        };
+        let not_ours = |reason| CheckError::NotOurs {
+            input: index,
+            reason,
+        };
+        let internal = input
+            .tap_internal_key
+            .ok_or_else(|| not_ours("no tap_internal_key"))?;
+        let path =
+            our_path(group, &internal, &input.tap_key_origins).map_err(not_ours)?;
+        let derivation = group
+            .derivation(&path)
+            .map_err(|source| CheckError::Derive {
+                input: index,
+                source,
+            })?;
+        if derivation.internal_key() != internal {
+            return Err(not_ours("its internal key is not our key at its origin path"));
+        }
+        let merkle_root = input.tap_merkle_root;
+        let (output_key, _) = internal.tap_tweak(secp(), merkle_root);
+        if prevout.script_pubkey != ScriptBuf::new_p2tr_tweaked(output_key) {
+            return Err(not_ours("witness_utxo does not pay our key"));
+        }
+        let sighash = cache
+            .taproot_key_spend_signature_hash(index, &Prevouts::All(&prevouts), sighash_type)
+            .map_err(|source| CheckError::Sighash {
+                input: index,
+                source,
+            })?;
+        inputs.push(CheckedInput {
+            index,
+            sighash,
+            sighash_type,
+            derivation,
+            merkle_root,
+            output_key: output_key.to_x_only_public_key(),
+            amount: prevout.value,
+        });
+    }
+
+    let mut outputs = Vec::with_capacity(tx.output.len());
+    for (index, (output, txout)) in psbt.outputs.iter().zip(&tx.output).enumerate() {
+        let change_path = match output.tap_internal_key {
+            Some(internal)
+                if output
+                    .tap_key_origins
+                    .get(&internal)
+                    .is_some_and(|(_, (fp, _))| *fp == group.fingerprint()) =>
+            {
+                let bad = |reason| CheckError::ChangeNotOurs {
+                    output: index,
+                    reason,
+                };
+                let path =
+                    our_path(group, &internal, &output.tap_key_origins).map_err(bad)?;
+                let derivation = group.derivation(&path).map_err(|_| bad("its path cannot be derived"))?;
+                if derivation.internal_key() != internal {
+                    return Err(bad("its internal key is not our key at its origin path"));
+                }
+                if output.tap_tree.is_some() {
+                    return Err(bad("it commits to a script tree our wallet does not have"));
+                }
+                let (output_key, _) = internal.tap_tweak(secp(), None);
+                if txout.script_pubkey != ScriptBuf::new_p2tr_tweaked(output_key) {
+                    return Err(bad("its script does not pay our key"));
+                }
+                Some(path)
+            }
+            _ => None,
+        };
+        outputs.push(CheckedOutput {
+            index,
+            amount: txout.value,
+            script_pubkey: txout.script_pubkey.clone(),
+            change_path,
+        });
+    }
+
+    let input_total = prevouts
+        .iter()
+        .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.value));
+    let output_total = tx
+        .output
+        .iter()
+        .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.value));
+    let (input_total, fee) = match (input_total, output_total) {
+        (Some(i), Some(o)) if o <= i => (i, i - o),
+        (i, o) => {
+            return Err(CheckError::Amounts {
+                inputs_sats: i.map(|a| a.to_sat()).unwrap_or(u64::MAX),
+                outputs_sats: o.map(|a| a.to_sat()).unwrap_or(u64::MAX),
+            })
+        }
+    };
+    // Each key-path witness: 1 (item count) + 1 (length) + 64 or 65 bytes, in weight units.
+    let witness_weight: u64 = inputs
+        .iter()
+        .map(|i| if i.sighash_type == TapSighashType::Default { 66 } else { 67 })
+        .sum::<u64>()
+        + 2; // segwit marker and flag
+    let estimated_vsize = (tx.base_size() as u64 * 4 + witness_weight).div_ceil(4);
+    Ok(CheckedPsbt {
+        txid: tx.compute_txid(),
+        inputs,
+        outputs,
+        input_total,
+        fee,
+        estimated_vsize,
+    })
+}

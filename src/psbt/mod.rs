@@ -1,0 +1,77 @@
+//! PSBT co-signing: the signer's checks ([`check`]), the signer's rounds ([`sign`]) and the
+//! coordinator's aggregation and finalization ([`coordinate`]), plus an in-memory driver.
+
+pub mod check;
+pub mod coordinate;
+pub mod sign;
+
+use std::collections::BTreeMap;
+
+use bitcoin::{Psbt, Transaction};
+use rand::{CryptoRng, RngCore};
+
+pub use check::{check_psbt, CheckError, CheckedPsbt};
+pub use coordinate::{CoordinateError, SigningSession};
+pub use sign::{commit, SignError, SignerNonces};
+
+use crate::frost::keys::{roster_index, KeyShare};
+
+/// Errors of [`sign_in_memory`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InMemoryError {
+    /// A signer refused.
+    #[error("signer {signer} refused")]
+    Signer {
+        /// Roster index.
+        signer: u16,
+        /// The cause.
+        #[source]
+        source: SignError,
+    },
+    /// The coordinator failed.
+    #[error(transparent)]
+    Coordinate(#[from] CoordinateError),
+}
+
+/// Co-signs `psbt` with the given shares in one process (both rounds, aggregation,
+/// verification, finalization). For tests, benchmarks and documentation.
+///
+/// # Errors
+/// Any signer's refusal or the coordinator's error; `psbt` is untouched on error.
+pub fn sign_in_memory<R: RngCore + CryptoRng>(
+    psbt: &mut Psbt,
+    shares: &[&KeyShare],
+    rng: &mut R,
+) -> Result<Transaction, InMemoryError> {
+    let group = match shares.first() {
+        Some(s) => s.group().clone(),
+        None => {
+            return Err(CoordinateError::NotEnoughSigners { have: 0, need: 2 }.into());
+        }
+    };
+    let session = SigningSession::new(psbt, &group)?;
+    let mut nonces = Vec::new();
+    let mut commitments = BTreeMap::new();
+    for share in shares {
+        let (n, c, _) = commit(psbt, share, rng).map_err(|source| InMemoryError::Signer {
+            signer: roster_index(&share.identifier()),
+            source,
+        })?;
+        commitments.insert(share.identifier(), c);
+        nonces.push((*share, n));
+    }
+    let packages = session.signing_packages(&commitments)?;
+    let mut signature_shares = BTreeMap::new();
+    for (share, n) in nonces {
+        let s = n
+            .sign(psbt, share, &packages)
+            .map_err(|source| InMemoryError::Signer {
+                signer: roster_index(&share.identifier()),
+                source,
+            })?;
+        signature_shares.insert(share.identifier(), s);
+    }
+    let signatures = session.aggregate(&packages, &signature_shares)?;
+    Ok(session.finalize(psbt, &signatures)?)
+}

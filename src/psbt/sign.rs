@@ -1,0 +1,198 @@
+//! The co-signer's two FROST rounds over all inputs of a PSBT. Round 1 checks the PSBT and
+//! commits one nonce pair per input; round 2 consumes those nonces (they cannot be used twice:
+//! [`SignerNonces::sign`] takes `self`) after re-checking the PSBT and every signing package.
+
+use std::fmt;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{Psbt, Txid};
+use frost::round1::{SigningCommitments, SigningNonces};
+use frost::round2::SignatureShare;
+use frost::SigningPackage;
+use frost_secp256k1_tr as frost;
+use rand::{CryptoRng, RngCore};
+
+use super::check::{check_psbt, CheckError, CheckedPsbt};
+use crate::frost::keys::{KeyError, KeyShare};
+
+/// Why a co-signer refused to commit or sign.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The PSBT failed the co-signer's checks.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// Round 2 is for another transaction than round 1.
+    #[error("round 2 is for transaction {got}, but the nonces were committed for {expected}")]
+    TransactionChanged {
+        /// Txid committed in round 1.
+        expected: Txid,
+        /// Txid in round 2.
+        got: Txid,
+    },
+    /// Not one signing package per input.
+    #[error("expected {expected} signing packages (one per input), got {got}")]
+    PackageCount {
+        /// Inputs.
+        expected: usize,
+        /// Packages.
+        got: usize,
+    },
+    /// The coordinator asked to sign something else than the sighash we computed.
+    #[error("input {input}: the message to sign is not the sighash this signer computed")]
+    SighashMismatch {
+        /// Input index.
+        input: usize,
+    },
+    /// Our commitment in the signing package is not the one we sent.
+    #[error("input {input}: the signing package does not carry this signer's commitment")]
+    CommitmentMismatch {
+        /// Input index.
+        input: usize,
+    },
+    /// Fewer commitments than the threshold.
+    #[error("input {input}: {have} signers committed, the group needs {need}")]
+    TooFewSigners {
+        /// Input index.
+        input: usize,
+        /// Commitments in the package.
+        have: usize,
+        /// Threshold.
+        need: u16,
+    },
+    /// Key derivation failed.
+    #[error("input {input}: cannot derive the signing key")]
+    Derive {
+        /// Input index.
+        input: usize,
+        /// The cause.
+        #[source]
+        source: KeyError,
+    },
+    /// frost refused to sign.
+    #[error("input {input}: frost refused to sign")]
+    Frost {
+        /// Input index.
+        input: usize,
+        /// The cause.
+        #[source]
+        source: frost::Error,
+    },
+}
+
+/// One signer's nonces for one signing session: one pair per input, in memory only. Not
+/// `Clone`, not serializable; consumed by [`SignerNonces::sign`] and zeroized on drop.
+pub struct SignerNonces {
+    txid: Txid,
+    nonces: Vec<SigningNonces>,
+    commitments: Vec<SigningCommitments>,
+}
+
+impl fmt::Debug for SignerNonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignerNonces")
+            .field("txid", &self.txid)
+            .field("inputs", &self.nonces.len())
+            .field("nonces", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Round 1: checks the PSBT and commits a fresh nonce pair for each input.
+///
+/// # Errors
+/// [`SignError::Check`] when the PSBT is not one this signer will sign.
+pub fn commit<R: RngCore + CryptoRng>(
+    psbt: &Psbt,
+    share: &KeyShare,
+    rng: &mut R,
+) -> Result<(SignerNonces, Vec<SigningCommitments>, CheckedPsbt), SignError> {
+    let checked = check_psbt(psbt, share.group())?;
+    let (nonces, commitments): (Vec<_>, Vec<_>) = checked
+        .inputs
+        .iter()
+        .map(|_| frost::round1::commit(share.root_signing_share(), rng))
+        .unzip();
+    Ok((
+        SignerNonces {
+            txid: checked.txid,
+            nonces,
+            commitments: commitments.clone(),
+        },
+        commitments,
+        checked,
+    ))
+}
+
+impl SignerNonces {
+    /// The transaction these nonces were committed for.
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    /// Round 2: re-checks the PSBT, checks each signing package (message = our own sighash,
+    /// our commitment, at least threshold signers) and signs every input with the Taproot
+    /// tweak of its merkle root. The nonces are consumed whatever the outcome.
+    ///
+    /// # Errors
+    /// Any failed check; no share is returned unless every input passed.
+    pub fn sign(
+        self,
+        psbt: &Psbt,
+        share: &KeyShare,
+        packages: &[SigningPackage],
+    ) -> Result<Vec<SignatureShare>, SignError> {
+        let checked = check_psbt(psbt, share.group())?;
+        if checked.txid != self.txid {
+            return Err(SignError::TransactionChanged {
+                expected: self.txid,
+                got: checked.txid,
+            });
+        }
+        if packages.len() != checked.inputs.len() || self.nonces.len() != checked.inputs.len() {
+            return Err(SignError::PackageCount {
+                expected: checked.inputs.len(),
+                got: packages.len(),
+            });
+        }
+        let me = share.identifier();
+        let threshold = share.group().threshold();
+        for ((input, package), commitment) in
+            checked.inputs.iter().zip(packages).zip(&self.commitments)
+        {
+            let index = input.index;
+            if package.message().as_slice() != input.sighash.as_byte_array().as_slice() {
+                return Err(SignError::SighashMismatch { input: index });
+            }
+            if package.signing_commitments().get(&me) != Some(commitment) {
+                return Err(SignError::CommitmentMismatch { input: index });
+            }
+            let have = package.signing_commitments().len();
+            if have < usize::from(threshold) {
+                return Err(SignError::TooFewSigners {
+                    input: index,
+                    have,
+                    need: threshold,
+                });
+            }
+        }
+        let mut shares = Vec::with_capacity(packages.len());
+        for ((input, package), nonces) in checked.inputs.iter().zip(packages).zip(&self.nonces) {
+            let key_package = share
+                .derive(&input.derivation)
+                .map_err(|source| SignError::Derive {
+                    input: input.index,
+                    source,
+                })?;
+            let merkle_root = input.merkle_root.as_ref().map(|r| r.as_byte_array().as_slice());
+            let signature_share =
+                frost::round2::sign_with_tweak(package, nonces, &key_package, merkle_root)
+                    .map_err(|source| SignError::Frost {
+                        input: input.index,
+                        source,
+                    })?;
+            shares.push(signature_share);
+        }
+        Ok(shares)
+    }
+}

@@ -1,0 +1,251 @@
+//! The wallet's public side: BIP-0086-style descriptors `tr([fp]xpub/0/*)` / `…/1/*` built from
+//! the group key and chain code, and a bdk_wallet wallet persisted in SQLite together with
+//! the wallet's metadata (roster of signers, group public key package; never a secret).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
+use bdk_wallet::{AddressInfo, KeychainKind, PersistedWallet, Wallet};
+use bitcoin::{Address, Amount, FeeRate, Network, Psbt};
+use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::frost::keys::GroupPublic;
+use crate::identity::IdentityPublic;
+
+/// Errors of wallet operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalletError {
+    /// The descriptor could not be built.
+    #[error("cannot build the wallet descriptor: {0}")]
+    Descriptor(String),
+    /// SQLite failed.
+    #[error("wallet database error")]
+    Database(#[from] rusqlite::Error),
+    /// The database already holds a wallet.
+    #[error("a wallet already exists at {0}")]
+    Exists(String),
+    /// No wallet in the database.
+    #[error("no wallet found at {0}")]
+    NotFound(String),
+    /// bdk refused to create or load the wallet.
+    #[error("bdk_wallet: {0}")]
+    Bdk(String),
+    /// Metadata could not be encoded or decoded.
+    #[error("wallet metadata is malformed: {0}")]
+    Metadata(String),
+    /// The address is for another network.
+    #[error("address {address} is not valid on {network}")]
+    WrongNetwork {
+        /// The address as given.
+        address: String,
+        /// The wallet's network.
+        network: Network,
+    },
+    /// The payment could not be built (insufficient funds, dust, ...).
+    #[error("cannot build the transaction: {0}")]
+    Build(String),
+}
+
+/// The external and internal descriptors (with checksums) of a group's wallet:
+/// `tr([fp]xpub/0/*)#…` and `tr([fp]xpub/1/*)#…`.
+///
+/// # Errors
+/// Only if miniscript rejects the descriptor it is handed (a bug).
+pub fn descriptors(group: &GroupPublic, network: Network) -> Result<(String, String), WalletError> {
+    let xpub = group.xpub(network);
+    let fp = group.fingerprint();
+    let make = |branch: u32| -> Result<String, WalletError> {
+        let text = format!("tr([{fp}]{xpub}/{branch}/*)");
+        Descriptor::<DescriptorPublicKey>::from_str(&text)
+            .map(|d| d.to_string())
+            .map_err(|e| WalletError::Descriptor(e.to_string()))
+    };
+    Ok((make(0)?, make(1)?))
+}
+
+/// A signer in the wallet's roster: its position (FROST identifier), where to reach it and
+/// its identity key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// 1-based roster index (the FROST identifier).
+    pub index: u16,
+    /// Base URL of the signer's server.
+    pub url: String,
+    /// The signer's identity public key.
+    pub identity: IdentityPublic,
+}
+
+/// Everything the coordinator keeps about a wallet besides bdk's own state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalletMeta {
+    /// Wallet name (unique within a home).
+    pub name: String,
+    /// Bitcoin network.
+    pub network: Network,
+    /// The group's public key package and chain code.
+    pub group: GroupPublic,
+    /// The signers.
+    pub roster: Vec<RosterEntry>,
+    /// Default Electrum server for this wallet, if configured.
+    #[serde(default)]
+    pub electrum: Option<String>,
+}
+
+impl WalletMeta {
+    /// The external and internal descriptors.
+    ///
+    /// # Errors
+    /// See [`descriptors`].
+    pub fn descriptors(&self) -> Result<(String, String), WalletError> {
+        descriptors(&self.group, self.network)
+    }
+}
+
+const META_TABLE: &str = "CREATE TABLE IF NOT EXISTS ckm_wallet (id INTEGER PRIMARY KEY CHECK (id = 0), meta TEXT NOT NULL)";
+
+/// A ckm wallet: bdk_wallet over SQLite plus ckm's metadata in the same database.
+#[derive(Debug)]
+pub struct CkmWallet {
+    meta: WalletMeta,
+    wallet: PersistedWallet<Connection>,
+    db: Connection,
+}
+
+impl CkmWallet {
+    /// Creates the wallet database at `path` (which must not hold a wallet yet).
+    ///
+    /// # Errors
+    /// An existing wallet, a database error or bdk refusing the descriptors.
+    pub fn create(path: &Path, meta: WalletMeta) -> Result<Self, WalletError> {
+        let mut db = Connection::open(path)?;
+        db.execute(META_TABLE, [])?;
+        let existing: Option<String> = db
+            .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
+            .optional()?;
+        if existing.is_some() {
+            return Err(WalletError::Exists(path.display().to_string()));
+        }
+        let (external, internal) = meta.descriptors()?;
+        let wallet = Wallet::create(external, internal)
+            .network(meta.network)
+            .create_wallet(&mut db)
+            .map_err(|e| WalletError::Bdk(e.to_string()))?;
+        let text =
+            serde_json::to_string(&meta).map_err(|e| WalletError::Metadata(e.to_string()))?;
+        db.execute("INSERT INTO ckm_wallet (id, meta) VALUES (0, ?1)", [text])?;
+        Ok(CkmWallet { meta, wallet, db })
+    }
+
+    /// Loads the wallet stored at `path`, checking bdk's descriptors against the metadata.
+    ///
+    /// # Errors
+    /// No wallet there, a database error, or inconsistent contents.
+    pub fn load(path: &Path) -> Result<Self, WalletError> {
+        if !path.exists() {
+            return Err(WalletError::NotFound(path.display().to_string()));
+        }
+        let mut db = Connection::open(path)?;
+        db.execute(META_TABLE, [])?;
+        let text: Option<String> = db
+            .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
+            .optional()?;
+        let text = text.ok_or_else(|| WalletError::NotFound(path.display().to_string()))?;
+        let meta: WalletMeta =
+            serde_json::from_str(&text).map_err(|e| WalletError::Metadata(e.to_string()))?;
+        let (external, internal) = meta.descriptors()?;
+        let wallet = Wallet::load()
+            .descriptor(KeychainKind::External, Some(external))
+            .descriptor(KeychainKind::Internal, Some(internal))
+            .check_network(meta.network)
+            .load_wallet(&mut db)
+            .map_err(|e| WalletError::Bdk(e.to_string()))?
+            .ok_or_else(|| WalletError::NotFound(path.display().to_string()))?;
+        Ok(CkmWallet { meta, wallet, db })
+    }
+
+    /// Replaces the stored metadata (e.g. a new default Electrum server).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn set_meta(&mut self, meta: WalletMeta) -> Result<(), WalletError> {
+        let text =
+            serde_json::to_string(&meta).map_err(|e| WalletError::Metadata(e.to_string()))?;
+        self.db
+            .execute("UPDATE ckm_wallet SET meta = ?1 WHERE id = 0", [text])?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// The wallet's metadata.
+    pub fn meta(&self) -> &WalletMeta {
+        &self.meta
+    }
+
+    /// The underlying bdk wallet.
+    pub fn bdk(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// The underlying bdk wallet, mutably (remember to [`CkmWallet::persist`]).
+    pub fn bdk_mut(&mut self) -> &mut Wallet {
+        &mut self.wallet
+    }
+
+    /// Writes bdk's pending changes to SQLite.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn persist(&mut self) -> Result<(), WalletError> {
+        self.wallet.persist(&mut self.db)?;
+        Ok(())
+    }
+
+    /// Reveals and persists the next receive address.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn reveal_next_address(&mut self) -> Result<AddressInfo, WalletError> {
+        let info = self.wallet.reveal_next_address(KeychainKind::External);
+        self.persist()?;
+        Ok(info)
+    }
+
+    /// Parses an address and checks it belongs to the wallet's network.
+    ///
+    /// # Errors
+    /// Malformed address or another network.
+    pub fn parse_address(&self, text: &str) -> Result<Address, WalletError> {
+        let wrong = || WalletError::WrongNetwork {
+            address: text.to_string(),
+            network: self.meta.network,
+        };
+        Address::from_str(text)
+            .map_err(|_| wrong())?
+            .require_network(self.meta.network)
+            .map_err(|_| wrong())
+    }
+
+    /// Builds an unsigned PSBT paying `amount` to `to` with change back to the wallet, at
+    /// `fee_rate`; persists the revealed change address.
+    ///
+    /// # Errors
+    /// Insufficient funds, dust amounts and other builder errors.
+    pub fn build_payment(
+        &mut self,
+        to: &Address,
+        amount: Amount,
+        fee_rate: FeeRate,
+    ) -> Result<Psbt, WalletError> {
+        let mut builder = self.wallet.build_tx();
+        builder.add_recipient(to.script_pubkey(), amount);
+        builder.fee_rate(fee_rate);
+        let psbt = builder
+            .finish()
+            .map_err(|e| WalletError::Build(e.to_string()))?;
+        self.persist()?;
+        Ok(psbt)
+    }
+}
