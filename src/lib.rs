@@ -36,6 +36,8 @@ pub mod auth;
 pub mod frost;
 pub mod identity;
 pub mod message;
+pub mod net;
 pub mod psbt;
+pub mod signer;
 pub mod store;
 pub mod wallet;

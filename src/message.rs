@@ -114,7 +114,7 @@ pub struct WalletRef {
 
 /// Requests from the coordinator to a signer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 #[allow(clippy::large_enum_variant)]
 pub enum CoordinatorToSigner {
     /// Who are you? (answered with [`SignerToCoordinator::Status`]).
@@ -170,7 +170,7 @@ pub enum CoordinatorToSigner {
 
 /// Answers from a signer to the coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 #[allow(clippy::large_enum_variant)]
 pub enum SignerToCoordinator {
     /// The signer's identity and the wallets it holds.

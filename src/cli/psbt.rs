@@ -1,0 +1,220 @@
+//! `ckm psbt …`: the file workflow — create an unsigned PSBT, co-sign it with the signers,
+//! broadcast it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use bitcoin::Psbt;
+use clap::Subcommand;
+use ckm::net::client::Client;
+use ckm::net::coordinator::SignReport;
+use ckm::psbt::SigningSession;
+use ckm::wallet::CkmWallet;
+
+use super::wallet::{electrum_url, fee_rate, ElectrumArg, PaymentArgs, WalletArg};
+use super::{runtime, write_file, Context};
+
+/// Largest PSBT file read.
+const MAX_PSBT_FILE: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub enum PsbtCommand {
+    /// Build an unsigned PSBT paying an address, with change back to the wallet
+    ///
+    /// Example:
+    ///   ckm psbt create --to bcrt1p... --amount 150000 --fee-rate 2 --out pay.psbt
+    #[command(verbatim_doc_comment)]
+    Create {
+        #[command(flatten)]
+        wallet: WalletArg,
+        #[command(flatten)]
+        payment: PaymentArgs,
+        /// Where to write the PSBT (base64)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Co-sign a PSBT with the wallet's signers and write it finalized
+    ///
+    /// Contacts all signers in parallel and uses the first T that answer (an unreachable
+    /// signer is skipped after --timeout). Each signer checks the PSBT and computes the
+    /// sighashes itself. One request per signer per round covers all inputs. A signer that
+    /// returns an invalid share is named, excluded, and signing retried with another subset.
+    /// Every aggregated signature is verified before it is written. On failure the output
+    /// file is not written.
+    ///
+    /// Example:
+    ///   ckm psbt sign pay.psbt --out pay.signed.psbt
+    #[command(verbatim_doc_comment)]
+    Sign {
+        /// The PSBT to sign (base64 or binary)
+        input: PathBuf,
+        /// Where to write the finalized PSBT (base64)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// Seconds to wait for each signer
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// Broadcast a finalized PSBT through Electrum
+    ///
+    /// Example:
+    ///   ckm psbt broadcast pay.signed.psbt
+    #[command(verbatim_doc_comment)]
+    Broadcast {
+        /// The finalized PSBT
+        input: PathBuf,
+        #[command(flatten)]
+        wallet: WalletArg,
+        #[command(flatten)]
+        electrum: ElectrumArg,
+    },
+}
+
+pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
+    match cmd {
+        PsbtCommand::Create {
+            wallet,
+            payment,
+            out,
+        } => {
+            let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+            let psbt = build(&mut w, &payment)?;
+            let fee = psbt.fee().context("computing the fee")?;
+            if !ctx.json {
+                eprintln!("{}", summary(&w, &psbt)?);
+            }
+            write_file(&out, psbt.to_string().as_bytes())?;
+            ctx.output(
+                serde_json::json!({ "psbt": out.display().to_string(), "fee_sats": fee.to_sat() }),
+                || format!("wrote {}", out.display()),
+            )
+        }
+        PsbtCommand::Sign {
+            input,
+            out,
+            wallet,
+            timeout,
+        } => {
+            let w = ctx.open_wallet(wallet.name.as_deref())?;
+            let mut psbt = read_psbt(&input)?;
+            let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout)?;
+            write_file(&out, psbt.to_string().as_bytes())?;
+            let identities: Vec<String> =
+                report.signer_identities.iter().map(|i| i.to_string()).collect();
+            ctx.output(
+                serde_json::json!({
+                    "psbt": out.display().to_string(),
+                    "complete": true,
+                    "signers": identities,
+                    "signer_indexes": report.signers,
+                    "culprits": report.culprits,
+                    "txid": report.transaction.compute_txid().to_string(),
+                }),
+                || {
+                    let mut text = format!(
+                        "signed by signers {:?}; wrote {}",
+                        report.signers,
+                        out.display()
+                    );
+                    if !report.culprits.is_empty() {
+                        text.push_str(&format!(
+                            "\nexcluded for invalid shares: {:?}",
+                            report.culprits
+                        ));
+                    }
+                    text
+                },
+            )
+        }
+        PsbtCommand::Broadcast {
+            input,
+            wallet,
+            electrum,
+        } => {
+            let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+            let url = electrum_url(&electrum, &w)?;
+            let psbt = read_psbt(&input)?;
+            let tx = psbt
+                .extract_tx()
+                .context("the PSBT is not finalized (run `ckm psbt sign` first)")?;
+            if tx.input.iter().any(|i| i.witness.is_empty()) {
+                bail!("the PSBT is not finalized (run `ckm psbt sign` first)");
+            }
+            let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &tx)?;
+            ctx.output(serde_json::json!({ "txid": txid.to_string() }), || txid.to_string())
+        }
+    }
+}
+
+/// Reads a PSBT file, base64 or binary.
+pub fn read_psbt(path: &Path) -> Result<Psbt> {
+    let bytes = ckm::store::read_limited(path, MAX_PSBT_FILE)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(psbt) = Psbt::deserialize(&bytes) {
+        return Ok(psbt);
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not a PSBT", path.display()))?;
+    text.trim()
+        .parse::<Psbt>()
+        .map_err(|e| anyhow::anyhow!("{} is not a valid PSBT: {e}", path.display()))
+}
+
+/// Builds the payment PSBT.
+pub fn build(w: &mut CkmWallet, payment: &PaymentArgs) -> Result<Psbt> {
+    let to = w.parse_address(&payment.to)?;
+    Ok(w.build_payment(&to, payment.amount, fee_rate(payment.fee_rate)?)?)
+}
+
+/// A human summary of what a PSBT pays, as the signers will see it.
+pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
+    let session = SigningSession::new(psbt, &w.meta().group)?;
+    let checked = session.checked();
+    let mut lines = Vec::new();
+    for out in checked.payments() {
+        let addr = bitcoin::Address::from_script(&out.script_pubkey, w.meta().network)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| out.script_pubkey.to_hex_string());
+        lines.push(format!("pay     {:>14} sat to {addr}", out.amount.to_sat()));
+    }
+    for out in checked.outputs.iter().filter(|o| o.change_path.is_some()) {
+        lines.push(format!("change  {:>14} sat back to the wallet", out.amount.to_sat()));
+    }
+    let rate = checked.fee.to_sat() as f64 / checked.estimated_vsize.max(1) as f64;
+    lines.push(format!(
+        "fee     {:>14} sat ({rate:.1} sat/vB, {} input(s))",
+        checked.fee.to_sat(),
+        checked.inputs.len()
+    ));
+    Ok(lines.join("\n"))
+}
+
+/// Co-signs with the wallet's signers (default timeout).
+pub fn cosign(ctx: &Context, w: &CkmWallet, psbt: &mut Psbt) -> Result<SignReport> {
+    cosign_with_timeout(ctx, w, psbt, 30)
+}
+
+fn cosign_with_timeout(
+    ctx: &Context,
+    w: &CkmWallet,
+    psbt: &mut Psbt,
+    timeout: u64,
+) -> Result<SignReport> {
+    let key = ctx.coordinator_identity()?;
+    let client = Client::new(key, Duration::from_secs(timeout))?;
+    ctx.say(format!(
+        "co-signing with {} of the {} signers…",
+        w.meta().group.threshold(),
+        w.meta().roster.len()
+    ));
+    let report = runtime()?
+        .block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
+        .context("co-signing failed; the PSBT was not changed")?;
+    for (index, reason) in &report.skipped {
+        ctx.say(format!("skipped signer {index}: {reason}"));
+    }
+    Ok(report)
+}

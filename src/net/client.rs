@@ -1,0 +1,273 @@
+//! The coordinator's HTTP client for signers: signs each request with the coordinator's
+//! identity (bound to the target signer), checks the signer's signature on the answer, and
+//! reuses pooled connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{response_digest, signed_path, AUTH_HEADER, MAX_BODY, MESSAGE_PATH, RESPONSE_HEADER};
+use crate::auth::{unix_now, RequestAuth};
+use crate::identity::IdentityKey;
+use crate::message::{self, CoordinatorToSigner, ErrorCode, SignerToCoordinator};
+use crate::wallet::RosterEntry;
+
+/// Why a call to a signer failed. Signers are named by roster index and URL.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No connection, or the connection broke.
+    #[error("signer {index} ({url}) is unreachable: {reason}")]
+    Unreachable {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The signer did not answer in time.
+    #[error("signer {index} ({url}) did not answer within {secs} s")]
+    Timeout {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The signer refused the request.
+    #[error("signer {index} refused: {message}")]
+    Refused {
+        /// Roster index.
+        index: u16,
+        /// Reason code.
+        code: ErrorCode,
+        /// Reason.
+        message: String,
+    },
+    /// The answer is malformed or not signed by the expected identity.
+    #[error("signer {index} ({url}) sent an invalid answer: {reason}")]
+    BadResponse {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The URL is not usable.
+    #[error("signer {index}: invalid URL {url}: {reason}")]
+    BadUrl {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl CallError {
+    /// The signer's roster index.
+    pub fn index(&self) -> u16 {
+        match self {
+            CallError::Unreachable { index, .. }
+            | CallError::Timeout { index, .. }
+            | CallError::Refused { index, .. }
+            | CallError::BadResponse { index, .. }
+            | CallError::BadUrl { index, .. } => *index,
+        }
+    }
+}
+
+/// The coordinator's client: its identity key and a pooled HTTP client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    key: Arc<IdentityKey>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("identity", &self.key.public())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Checks a signer URL: `http://` is accepted only for loopback hosts.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    match parsed.scheme() {
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !loopback {
+                return Err(
+                    "plain http is allowed only for loopback addresses (127.0.0.1, ::1, localhost)"
+                        .into(),
+                );
+            }
+        }
+        "https" => {}
+        other => return Err(format!("unsupported scheme {other}")),
+    }
+    Ok(parsed)
+}
+
+impl Client {
+    /// A client signing with `key`; each call gives up after `timeout`.
+    ///
+    /// # Errors
+    /// Only if the HTTP stack cannot be initialised.
+    pub fn new(key: IdentityKey, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .pool_max_idle_per_host(8)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Client {
+            http,
+            key: Arc::new(key),
+            timeout,
+        })
+    }
+
+    /// The coordinator's identity key.
+    pub fn identity(&self) -> &IdentityKey {
+        &self.key
+    }
+
+    /// Sends one message to `signer` and returns its (verified) answer. A refusal from the
+    /// signer is returned as [`CallError::Refused`].
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn call(
+        &self,
+        signer: &RosterEntry,
+        message: &CoordinatorToSigner,
+    ) -> Result<SignerToCoordinator, CallError> {
+        let index = signer.index;
+        let url = signer.url.clone();
+        let base = check_url(&signer.url).map_err(|reason| CallError::BadUrl {
+            index,
+            url: url.clone(),
+            reason,
+        })?;
+        let endpoint = base.join(MESSAGE_PATH).map_err(|e| CallError::BadUrl {
+            index,
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let body = message::encode(message);
+        let auth = RequestAuth::sign(
+            &self.key,
+            "POST",
+            &signed_path(&signer.identity),
+            &body,
+            unix_now(),
+            &mut rand::rngs::OsRng,
+        );
+        let response = self
+            .http
+            .post(endpoint)
+            .header(AUTH_HEADER, auth.to_header_value())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    CallError::Timeout {
+                        index,
+                        url: url.clone(),
+                        secs: self.timeout.as_secs(),
+                    }
+                } else {
+                    CallError::Unreachable {
+                        index,
+                        url: url.clone(),
+                        reason: error_chain(&e),
+                    }
+                }
+            })?;
+        let bad = |reason: String| CallError::BadResponse {
+            index,
+            url: url.clone(),
+            reason,
+        };
+        let signature = response
+            .headers()
+            .get(RESPONSE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| hex::decode(v).ok());
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_BODY as u64)
+        {
+            return Err(bad("answer too large".into()));
+        }
+        let bytes = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                CallError::Timeout {
+                    index,
+                    url: url.clone(),
+                    secs: self.timeout.as_secs(),
+                }
+            } else {
+                bad(error_chain(&e))
+            }
+        })?;
+        let Some(signature) = signature else {
+            // Unauthenticated refusals (401) carry no signature: report them as refusals.
+            if let Ok(SignerToCoordinator::Error { code, message }) = message::decode(&bytes) {
+                return Err(CallError::Refused {
+                    index,
+                    code,
+                    message,
+                });
+            }
+            return Err(bad("answer is not signed".into()));
+        };
+        signer
+            .identity
+            .verify(
+                "response",
+                &response_digest(&auth.signature, &bytes),
+                &signature,
+            )
+            .map_err(|_| bad("answer is not signed by the signer's identity key".into()))?;
+        let reply: SignerToCoordinator =
+            message::decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        match reply {
+            SignerToCoordinator::Error { code, message } => Err(CallError::Refused {
+                index,
+                code,
+                message,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
