@@ -321,13 +321,15 @@ fn start_all(
     Ok((states, broadcasts))
 }
 
+type Relay = DkgRelay<round2::Package>;
+
 /// Runs round 1 → round 2 with a per-participant view of the round-1 broadcasts, routing
 /// round 2 through a relay.
 fn round2_with_views(
     params: DkgParams,
     states: Vec<DkgRound1>,
     view: impl Fn(&Identifier) -> BTreeMap<Identifier, Round1Broadcast>,
-) -> Result<(Vec<(Identifier, DkgRound2)>, DkgRelay<round2::Package>)> {
+) -> Result<(Vec<(Identifier, DkgRound2)>, Relay)> {
     let mut relay = DkgRelay::new(params);
     let mut next = Vec::new();
     for state in states {

@@ -1,0 +1,40 @@
+# ckm — Collaborative Key Management for Bitcoin. `just --list` shows every recipe.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List recipes
+default:
+    @just --list
+
+# Format check, clippy (-D warnings) on every target, docs (-D warnings)
+check:
+    cargo fmt --all -- --check
+    cargo clippy --locked --all-targets --all-features -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
+
+# Make bitcoind, bitcoin-cli and electrs available (cached build; idempotent)
+regtest-install:
+    regtest/install
+
+# Unit, integration and regtest tests (real bitcoind + electrs, installed if missing)
+test: regtest-install
+    eval "$(regtest/install --print-env)"; export BITCOIND_EXE BITCOIN_CLI_EXE ELECTRS_EXE; \
+    cargo test --locked --features regtest -- --test-threads 2
+
+# Fast tests only (no bitcoind/electrs needed)
+test-fast:
+    cargo test --locked
+
+# The main job on a local regtest: 3 signers, a 2-of-3 wallet, a payment co-signed by two
+demo: regtest-install
+    cargo build --locked --release
+    eval "$(regtest/install --print-env)"; export BITCOIND_EXE BITCOIN_CLI_EXE ELECTRS_EXE; \
+    CKM=target/release/ckm regtest/demo
+
+# Start bitcoind + electrs for manual use (prints the URLs); stop with `just down`
+up: regtest-install
+    regtest/up
+
+# Stop what `just up` started
+down:
+    regtest/down
