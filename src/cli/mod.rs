@@ -12,11 +12,11 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bitcoin::Network;
-use clap::{Args, Parser, Subcommand};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::signer::home::SignerHome;
 use ckm::store::write_atomic;
 use ckm::wallet::CkmWallet;
+use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
 const ABOUT: &str = "Collaborative Key Management for Bitcoin: FROST threshold Taproot wallets.
@@ -137,11 +137,7 @@ impl Context {
     /// Prints a result: JSON on stdout with `--json`, else the human text.
     pub fn output(&self, json: serde_json::Value, human: impl FnOnce() -> String) -> Result<()> {
         let mut out = std::io::stdout().lock();
-        let text = if self.json {
-            json.to_string()
-        } else {
-            human()
-        };
+        let text = if self.json { json.to_string() } else { human() };
         match writeln!(out, "{text}") {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             other => other.context("writing to stdout"),
@@ -213,7 +209,9 @@ impl Context {
             return Ok(Vec::new());
         }
         let mut names = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.extension().and_then(|e| e.to_str()) == Some("sqlite") {
                 if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
@@ -231,7 +229,10 @@ impl Context {
         std::fs::create_dir_all(self.wallets_dir())?;
         let path = self.wallets_dir().join(format!("{name}.sqlite"));
         if path.exists() {
-            bail!("a wallet named '{name}' already exists in {}", self.home.display());
+            bail!(
+                "a wallet named '{name}' already exists in {}",
+                self.home.display()
+            );
         }
         Ok(path)
     }
@@ -267,10 +268,7 @@ impl Context {
             .with_context(|| format!("opening wallet '{name}'"))?;
         if let Some(n) = self.network {
             if n != wallet.meta().network {
-                bail!(
-                    "wallet '{name}' is on {}, not {n}",
-                    wallet.meta().network
-                );
+                bail!("wallet '{name}' is on {}, not {n}", wallet.meta().network);
             }
         }
         Ok(wallet)
@@ -321,7 +319,9 @@ pub fn read_passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<S
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no passphrase: pass --passphrase-file FILE, set CKM_PASSPHRASE, or run in a terminal");
+        bail!(
+            "no passphrase: pass --passphrase-file FILE, set CKM_PASSPHRASE, or run in a terminal"
+        );
     }
     let first = Zeroizing::new(rpassword::prompt_password("Share store passphrase: ")?);
     if first.is_empty() {

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bitcoin::Psbt;
-use clap::Subcommand;
 use ckm::net::client::Client;
 use ckm::net::coordinator::SignReport;
 use ckm::psbt::SigningSession;
 use ckm::wallet::CkmWallet;
+use clap::Subcommand;
 
 use super::wallet::{electrum_url, fee_rate, ElectrumArg, PaymentArgs, WalletArg};
 use super::{runtime, write_file, Context};
@@ -102,8 +102,11 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             let mut psbt = read_psbt(&input)?;
             let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout)?;
             write_file(&out, psbt.to_string().as_bytes())?;
-            let identities: Vec<String> =
-                report.signer_identities.iter().map(|i| i.to_string()).collect();
+            let identities: Vec<String> = report
+                .signer_identities
+                .iter()
+                .map(|i| i.to_string())
+                .collect();
             ctx.output(
                 serde_json::json!({
                     "psbt": out.display().to_string(),
@@ -144,7 +147,9 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                 bail!("the PSBT is not finalized (run `ckm psbt sign` first)");
             }
             let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &tx)?;
-            ctx.output(serde_json::json!({ "txid": txid.to_string() }), || txid.to_string())
+            ctx.output(serde_json::json!({ "txid": txid.to_string() }), || {
+                txid.to_string()
+            })
         }
     }
 }
@@ -181,7 +186,10 @@ pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
         lines.push(format!("pay     {:>14} sat to {addr}", out.amount.to_sat()));
     }
     for out in checked.outputs.iter().filter(|o| o.change_path.is_some()) {
-        lines.push(format!("change  {:>14} sat back to the wallet", out.amount.to_sat()));
+        lines.push(format!(
+            "change  {:>14} sat back to the wallet",
+            out.amount.to_sat()
+        ));
     }
     let rate = checked.fee.to_sat() as f64 / checked.estimated_vsize.max(1) as f64;
     lines.push(format!(

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
-use clap::Subcommand;
 use ckm::identity::IdentityPublic;
 use ckm::signer::home::{list_wallets, SignerHome};
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
+use clap::Subcommand;
 
 use super::{read_passphrase, runtime, Context};
 
@@ -86,9 +86,10 @@ fn init(ctx: &Context, passphrase_file: Option<PathBuf>) -> Result<()> {
         &mut rand::rngs::OsRng,
     )?;
     let identity = home.identity().public();
-    ctx.output(serde_json::json!({ "identity": identity.to_string() }), || {
-        identity.to_string()
-    })
+    ctx.output(
+        serde_json::json!({ "identity": identity.to_string() }),
+        || identity.to_string(),
+    )
 }
 
 fn serve(

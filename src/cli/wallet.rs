@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::{Amount, FeeRate, Network};
-use clap::{Args, Subcommand};
 use ckm::identity::IdentityPublic;
 use ckm::net::client::Client;
 use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
+use clap::{Args, Subcommand};
 
 use super::{psbt, runtime, Context};
 
@@ -159,7 +159,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             timeout,
         } => create(ctx, &name, threshold, signers, timeout),
         WalletCommand::List => list(ctx),
-        WalletCommand::Descriptor { wallet } => descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
+        WalletCommand::Descriptor { wallet } => {
+            descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
+        }
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -401,5 +403,6 @@ fn send(
 
 /// Fee rate from sat/vB.
 pub fn fee_rate(sat_per_vb: u64) -> Result<FeeRate> {
-    FeeRate::from_sat_per_vb(sat_per_vb).ok_or_else(|| anyhow!("fee rate {sat_per_vb} sat/vB is too large"))
+    FeeRate::from_sat_per_vb(sat_per_vb)
+        .ok_or_else(|| anyhow!("fee rate {sat_per_vb} sat/vB is too large"))
 }

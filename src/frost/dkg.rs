@@ -95,7 +95,9 @@ pub enum DkgError {
         got: usize,
     },
     /// The relay altered this participant's own round-1 broadcast.
-    #[error("the round-1 broadcast relayed back for participant {participant} is not the one it sent")]
+    #[error(
+        "the round-1 broadcast relayed back for participant {participant} is not the one it sent"
+    )]
     OwnBroadcastAltered {
         /// The participant.
         participant: u16,
@@ -107,7 +109,9 @@ pub enum DkgError {
         culprits: Vec<u16>,
     },
     /// Participants ended with different group keys or chain codes.
-    #[error("participants disagree on the group: {culprits:?} reported another group key or chain code")]
+    #[error(
+        "participants disagree on the group: {culprits:?} reported another group key or chain code"
+    )]
     Disagreement {
         /// Participants disagreeing with the majority.
         culprits: Vec<u16>,
@@ -258,7 +262,9 @@ impl DkgRound1 {
         broadcasts: &BTreeMap<Identifier, Round1Broadcast>,
     ) -> Result<(DkgRound2, Round2Send), DkgError> {
         let expected = self.params.identifiers();
-        if broadcasts.len() != expected.len() || !expected.iter().all(|id| broadcasts.contains_key(id)) {
+        if broadcasts.len() != expected.len()
+            || !expected.iter().all(|id| broadcasts.contains_key(id))
+        {
             return Err(DkgError::WrongParticipants {
                 round: 1,
                 expected: expected.len(),
@@ -421,7 +427,10 @@ impl<S: Clone> DkgRelay<S> {
     pub fn round2_for(
         &self,
         recipient: &Identifier,
-    ) -> Option<(BTreeMap<Identifier, S>, BTreeMap<Identifier, TranscriptHash>)> {
+    ) -> Option<(
+        BTreeMap<Identifier, S>,
+        BTreeMap<Identifier, TranscriptHash>,
+    )> {
         if self.transcripts.len() != usize::from(self.params.signers) {
             return None;
         }
@@ -455,7 +464,7 @@ impl<S: Clone> DkgRelay<S> {
                 None => counts.push((g, 1)),
             }
         }
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let Some((majority, _)) = counts.first() else {
             return Err(DkgError::WrongParticipants {
                 round: 3,
@@ -509,14 +518,11 @@ pub fn run_in_memory<R: RngCore + CryptoRng>(
     }
     let mut shares = Vec::new();
     for (id, state) in round2 {
-        let (packages, transcripts) =
-            relay
-                .round2_for(&id)
-                .ok_or(DkgError::WrongParticipants {
-                    round: 2,
-                    expected: usize::from(params.signers),
-                    got: 0,
-                })?;
+        let (packages, transcripts) = relay.round2_for(&id).ok_or(DkgError::WrongParticipants {
+            round: 2,
+            expected: usize::from(params.signers),
+            got: 0,
+        })?;
         let share = state.finish(&packages, &transcripts)?;
         relay.add_result(id, share.group().clone());
         shares.push(share);

@@ -53,7 +53,9 @@ pub enum KeyError {
     #[error("the public key package does not record its threshold")]
     MissingThreshold,
     /// A key package does not belong to the group it was paired with.
-    #[error("key package of participant {participant} does not match the group public key package")]
+    #[error(
+        "key package of participant {participant} does not match the group public key package"
+    )]
     Mismatch {
         /// Roster index of the participant.
         participant: u16,
@@ -140,7 +142,10 @@ impl GroupPublic {
     ///
     /// # Errors
     /// Fails when the package records no threshold or its keys do not encode.
-    pub fn new(public_key_package: PublicKeyPackage, chain_code: [u8; 32]) -> Result<Self, KeyError> {
+    pub fn new(
+        public_key_package: PublicKeyPackage,
+        chain_code: [u8; 32],
+    ) -> Result<Self, KeyError> {
         let public_key_package = public_key_package.into_even_y(None);
         let threshold = public_key_package
             .min_signers()
@@ -214,10 +219,11 @@ impl GroupPublic {
                 return Err(KeyError::HardenedPath { path: path.clone() });
             }
             let (step, chain_code) =
-                xpub.ckd_pub_tweak(*child).map_err(|source| KeyError::Bip32 {
-                    path: path.clone(),
-                    source,
-                })?;
+                xpub.ckd_pub_tweak(*child)
+                    .map_err(|source| KeyError::Bip32 {
+                        path: path.clone(),
+                        source,
+                    })?;
             let public_key = xpub
                 .public_key
                 .add_exp_tweak(secp(), &Scalar::from(step))
@@ -260,9 +266,11 @@ impl GroupPublic {
             Some(ids) => ids
                 .iter()
                 .map(|id| {
-                    shares.get_key_value(id).ok_or(KeyError::UnknownParticipant {
-                        participant: roster_index(id),
-                    })
+                    shares
+                        .get_key_value(id)
+                        .ok_or(KeyError::UnknownParticipant {
+                            participant: roster_index(id),
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -407,9 +415,8 @@ impl KeyShare {
         let child_bytes = Zeroizing::new(child_secret.secret_bytes());
         child_secret.non_secure_erase();
         let signing_share = SigningShare::deserialize(child_bytes.as_slice())?;
-        let verifying_share = derivation.apply_to_point(&point_of(
-            &self.key_package.verifying_share().serialize()?,
-        )?)?;
+        let verifying_share = derivation
+            .apply_to_point(&point_of(&self.key_package.verifying_share().serialize()?)?)?;
         Ok(KeyPackage::new(
             *self.key_package.identifier(),
             signing_share,

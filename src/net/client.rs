@@ -248,8 +248,7 @@ impl Client {
                 &signature,
             )
             .map_err(|_| bad("answer is not signed by the signer's identity key".into()))?;
-        let reply: SignerToCoordinator =
-            message::decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        let reply: SignerToCoordinator = message::decode(&bytes).map_err(|e| bad(e.to_string()))?;
         match reply {
             SignerToCoordinator::Error { code, message } => Err(CallError::Refused {
                 index,

@@ -60,7 +60,8 @@ pub async fn create_wallet(
     threshold: u16,
     roster: &[RosterEntry],
 ) -> Result<GroupPublic, CreateError> {
-    let n = u16::try_from(roster.len()).map_err(|_| CreateError::Roster("too many signers".into()))?;
+    let n =
+        u16::try_from(roster.len()).map_err(|_| CreateError::Roster("too many signers".into()))?;
     let params = DkgParams::new(threshold, n)?;
     let mut seen = BTreeSet::new();
     for (i, r) in roster.iter().enumerate() {
@@ -100,7 +101,12 @@ pub async fn create_wallet(
                 relay.add_round1(id(index)?, broadcast.clone());
                 broadcasts.insert(index, broadcast);
             }
-            _ => return Err(CreateError::Protocol { stage: "round 1", index }),
+            _ => {
+                return Err(CreateError::Protocol {
+                    stage: "round 1",
+                    index,
+                })
+            }
         }
     }
 
@@ -119,10 +125,17 @@ pub async fn create_wallet(
         })? {
             SignerToCoordinator::DkgRound2 { transcript, sealed } => {
                 let mut hash = [0u8; 32];
-                hex::decode_to_slice(&transcript, &mut hash)
-                    .map_err(|_| CreateError::Protocol { stage: "round 2", index })?;
+                hex::decode_to_slice(&transcript, &mut hash).map_err(|_| {
+                    CreateError::Protocol {
+                        stage: "round 2",
+                        index,
+                    }
+                })?;
                 if sealed.len() != roster.len() - 1 || sealed.contains_key(&index) {
-                    return Err(CreateError::Protocol { stage: "round 2", index });
+                    return Err(CreateError::Protocol {
+                        stage: "round 2",
+                        index,
+                    });
                 }
                 let sealed = sealed
                     .into_iter()
@@ -131,7 +144,12 @@ pub async fn create_wallet(
                 relay.add_round2(id(index)?, hash, sealed);
                 transcripts.insert(index, transcript);
             }
-            _ => return Err(CreateError::Protocol { stage: "round 2", index }),
+            _ => {
+                return Err(CreateError::Protocol {
+                    stage: "round 2",
+                    index,
+                })
+            }
         }
     }
 
@@ -140,7 +158,10 @@ pub async fn create_wallet(
     for entry in roster.iter() {
         let (sealed, _) = relay
             .round2_for(&id(entry.index)?)
-            .ok_or(CreateError::Protocol { stage: "round 3", index: entry.index })?;
+            .ok_or(CreateError::Protocol {
+                stage: "round 3",
+                index: entry.index,
+            })?;
         let sealed: BTreeMap<u16, Sealed> = sealed
             .into_iter()
             .map(|(from, s)| (crate::frost::keys::roster_index(&from), s))
@@ -161,7 +182,12 @@ pub async fn create_wallet(
             source,
         })? {
             SignerToCoordinator::DkgDone { group } => relay.add_result(id(index)?, group),
-            _ => return Err(CreateError::Protocol { stage: "round 3", index }),
+            _ => {
+                return Err(CreateError::Protocol {
+                    stage: "round 3",
+                    index,
+                })
+            }
         }
     }
     Ok(relay.finish()?)
@@ -281,7 +307,7 @@ pub async fn sign_psbt(
 
         // Round 1: ask everyone still in, keep the first `need` to answer.
         let mut set = JoinSet::new();
-        for entry in candidates.iter().cloned() {
+        for entry in candidates.clone() {
             let client = client.clone();
             let message = CoordinatorToSigner::SignCommit {
                 session,
@@ -296,7 +322,9 @@ pub async fn sign_psbt(
             let Ok((entry, reply)) = joined else { continue };
             match reply {
                 Ok(SignerToCoordinator::SignCommitments { commitments: c }) => {
-                    let Ok(fid) = identifier(entry.index) else { continue };
+                    let Ok(fid) = identifier(entry.index) else {
+                        continue;
+                    };
                     commitments.insert(fid, c);
                     chosen.push(entry);
                     if chosen.len() == usize::from(need) {
@@ -304,7 +332,10 @@ pub async fn sign_psbt(
                     }
                 }
                 Ok(_) => {
-                    failures.insert(entry.index, format!("signer {} answered out of protocol", entry.index));
+                    failures.insert(
+                        entry.index,
+                        format!("signer {} answered out of protocol", entry.index),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(signer = entry.index, error = %e, "signer skipped in round 1");
@@ -316,12 +347,19 @@ pub async fn sign_psbt(
         set.abort_all();
         if chosen.len() < usize::from(need) {
             let available = meta.roster.len() - failures.len();
-            return Err(not_enough(&failures, &culprits, available.min(chosen.len())));
+            return Err(not_enough(
+                &failures,
+                &culprits,
+                available.min(chosen.len()),
+            ));
         }
         let packages = match session_core.signing_packages(&commitments) {
             Ok(p) => Arc::new(p),
             Err(CoordinateError::WrongCount { signer, .. }) => {
-                failures.insert(signer, format!("signer {signer} sent a wrong number of commitments"));
+                failures.insert(
+                    signer,
+                    format!("signer {signer} sent a wrong number of commitments"),
+                );
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -329,7 +367,7 @@ pub async fn sign_psbt(
 
         // Round 2: the chosen signers sign every input.
         let mut set = JoinSet::new();
-        for entry in chosen.iter().cloned() {
+        for entry in chosen.clone() {
             let client = client.clone();
             let message = CoordinatorToSigner::SignShare {
                 session,
@@ -349,7 +387,10 @@ pub async fn sign_psbt(
                 }
                 Ok(_) => {
                     round2_failed = true;
-                    failures.insert(entry.index, format!("signer {} answered out of protocol", entry.index));
+                    failures.insert(
+                        entry.index,
+                        format!("signer {} answered out of protocol", entry.index),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(signer = entry.index, error = %e, "signer failed in round 2");
@@ -372,15 +413,23 @@ pub async fn sign_psbt(
                     transaction,
                 });
             }
-            Err(CoordinateError::InvalidShares { culprits: found, .. }) => {
+            Err(CoordinateError::InvalidShares {
+                culprits: found, ..
+            }) => {
                 for c in found {
-                    tracing::warn!(signer = c, "signer returned an invalid signature share; excluded");
+                    tracing::warn!(
+                        signer = c,
+                        "signer returned an invalid signature share; excluded"
+                    );
                     culprits.insert(c);
                     failures.insert(c, format!("signer {c} returned an invalid signature share"));
                 }
             }
             Err(CoordinateError::WrongCount { signer, .. }) => {
-                failures.insert(signer, format!("signer {signer} sent a wrong number of signature shares"));
+                failures.insert(
+                    signer,
+                    format!("signer {signer} sent a wrong number of signature shares"),
+                );
             }
             Err(e) => return Err(e.into()),
         }

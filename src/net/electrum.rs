@@ -40,12 +40,11 @@ pub fn connect(url: &str) -> Result<BdkElectrumClient<electrum_client::Client>, 
         .timeout(Some(30))
         .retry(1)
         .build();
-    let client = electrum_client::Client::from_config(url, config).map_err(|e| {
-        ElectrumError::Server {
+    let client =
+        electrum_client::Client::from_config(url, config).map_err(|e| ElectrumError::Server {
             url: url.to_string(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(BdkElectrumClient::new(client))
 }
 
@@ -66,12 +65,13 @@ pub fn sync(
         .start_full_scan()
         .inspect(move |keychain, index, _| progress(keychain, index))
         .build();
-    let update = client
-        .full_scan(request, STOP_GAP, 10, true)
-        .map_err(|e| ElectrumError::Server {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+    let update =
+        client
+            .full_scan(request, STOP_GAP, 10, true)
+            .map_err(|e| ElectrumError::Server {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
     wallet
         .bdk_mut()
         .apply_update(update)
@@ -102,9 +102,7 @@ pub fn broadcast(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        wallet
-            .bdk_mut()
-            .apply_unconfirmed_txs([(tx.clone(), now)]);
+        wallet.bdk_mut().apply_unconfirmed_txs([(tx.clone(), now)]);
         wallet.persist()?;
     }
     Ok(txid)

@@ -151,7 +151,10 @@ fn our_path(
     internal: &XOnlyPublicKey,
     origins: &std::collections::BTreeMap<
         XOnlyPublicKey,
-        (Vec<bitcoin::taproot::TapLeafHash>, bitcoin::bip32::KeySource),
+        (
+            Vec<bitcoin::taproot::TapLeafHash>,
+            bitcoin::bip32::KeySource,
+        ),
     >,
 ) -> Result<DerivationPath, &'static str> {
     let (leaves, (fingerprint, path)) = origins
@@ -218,8 +221,7 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
         let internal = input
             .tap_internal_key
             .ok_or_else(|| not_ours("no tap_internal_key"))?;
-        let path =
-            our_path(group, &internal, &input.tap_key_origins).map_err(not_ours)?;
+        let path = our_path(group, &internal, &input.tap_key_origins).map_err(not_ours)?;
         let derivation = group
             .derivation(&path)
             .map_err(|source| CheckError::Derive {
@@ -227,7 +229,9 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                 source,
             })?;
         if derivation.internal_key() != internal {
-            return Err(not_ours("its internal key is not our key at its origin path"));
+            return Err(not_ours(
+                "its internal key is not our key at its origin path",
+            ));
         }
         let merkle_root = input.tap_merkle_root;
         let (output_key, _) = internal.tap_tweak(secp(), merkle_root);
@@ -264,9 +268,10 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                     output: index,
                     reason,
                 };
-                let path =
-                    our_path(group, &internal, &output.tap_key_origins).map_err(bad)?;
-                let derivation = group.derivation(&path).map_err(|_| bad("its path cannot be derived"))?;
+                let path = our_path(group, &internal, &output.tap_key_origins).map_err(bad)?;
+                let derivation = group
+                    .derivation(&path)
+                    .map_err(|_| bad("its path cannot be derived"))?;
                 if derivation.internal_key() != internal {
                     return Err(bad("its internal key is not our key at its origin path"));
                 }
@@ -308,7 +313,13 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
     // Each key-path witness: 1 (item count) + 1 (length) + 64 or 65 bytes, in weight units.
     let witness_weight: u64 = inputs
         .iter()
-        .map(|i| if i.sighash_type == TapSighashType::Default { 66 } else { 67 })
+        .map(|i| {
+            if i.sighash_type == TapSighashType::Default {
+                66
+            } else {
+                67
+            }
+        })
         .sum::<u64>()
         + 2; // segwit marker and flag
     let estimated_vsize = (tx.base_size() as u64 * 4 + witness_weight).div_ceil(4);

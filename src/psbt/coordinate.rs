@@ -194,14 +194,19 @@ impl SigningSession {
                 .group
                 .derive_public_key_package(&input.derivation, Some(&signers))
                 .map_err(derive_err)?;
-            let merkle_root = input.merkle_root.as_ref().map(|r| r.as_byte_array().as_slice());
+            let merkle_root = input
+                .merkle_root
+                .as_ref()
+                .map(|r| r.as_byte_array().as_slice());
             match frost::aggregate_with_tweak(package, &per_input, &public_key_package, merkle_root)
             {
                 Ok(signature) => {
-                    let bytes = signature.serialize().map_err(|source| CoordinateError::Frost {
-                        input: input.index,
-                        source,
-                    })?;
+                    let bytes = signature
+                        .serialize()
+                        .map_err(|source| CoordinateError::Frost {
+                            input: input.index,
+                            source,
+                        })?;
                     let signature = schnorr::Signature::from_slice(&bytes)
                         .map_err(|_| CoordinateError::InvalidSignature { input: input.index })?;
                     let message = Message::from_digest(input.sighash.to_byte_array());

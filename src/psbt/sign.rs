@@ -178,13 +178,17 @@ impl SignerNonces {
         }
         let mut shares = Vec::with_capacity(packages.len());
         for ((input, package), nonces) in checked.inputs.iter().zip(packages).zip(&self.nonces) {
-            let key_package = share
-                .derive(&input.derivation)
-                .map_err(|source| SignError::Derive {
-                    input: input.index,
-                    source,
-                })?;
-            let merkle_root = input.merkle_root.as_ref().map(|r| r.as_byte_array().as_slice());
+            let key_package =
+                share
+                    .derive(&input.derivation)
+                    .map_err(|source| SignError::Derive {
+                        input: input.index,
+                        source,
+                    })?;
+            let merkle_root = input
+                .merkle_root
+                .as_ref()
+                .map(|r| r.as_byte_array().as_slice());
             let signature_share =
                 frost::round2::sign_with_tweak(package, nonces, &key_package, merkle_root)
                     .map_err(|source| SignError::Frost {

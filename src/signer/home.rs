@@ -136,12 +136,11 @@ impl SignerHome {
             return Err(HomeError::AlreadyInitialized(dir));
         }
         fs::create_dir_all(dir.join("wallets")).map_err(io("create", &dir))?;
-        let (key, header) = StoreKey::create(passphrase, params, rng).map_err(|source| {
-            HomeError::Store {
+        let (key, header) =
+            StoreKey::create(passphrase, params, rng).map_err(|source| HomeError::Store {
                 path: header_path.clone(),
                 source,
-            }
-        })?;
+            })?;
         let identity = IdentityKey::generate(rng);
         let sealed = key.seal(b"identity", identity.secret_bytes().as_slice(), rng);
         let identity_path = dir.join("identity.sealed");
@@ -155,11 +154,7 @@ impl SignerHome {
         })?;
         // The header goes last: a crash before this leaves no half-initialized store.
         write_atomic(&header_path, &header_json).map_err(io("write", &header_path))?;
-        Ok(SignerHome {
-            dir,
-            key,
-            identity,
-        })
+        Ok(SignerHome { dir, key, identity })
     }
 
     /// The public identity of a signer home without unlocking it.
@@ -172,10 +167,12 @@ impl SignerHome {
             return Err(HomeError::NotInitialized(Self::dir_of(home)));
         }
         let text = fs::read_to_string(&path).map_err(io("read", &path))?;
-        text.trim().parse().map_err(|e: crate::identity::IdentityError| HomeError::Malformed {
-            path,
-            reason: e.to_string(),
-        })
+        text.trim()
+            .parse()
+            .map_err(|e: crate::identity::IdentityError| HomeError::Malformed {
+                path,
+                reason: e.to_string(),
+            })
     }
 
     /// Unlocks the store with the passphrase.
@@ -217,11 +214,7 @@ impl SignerHome {
                 path: identity_path,
                 reason: e.to_string(),
             })?;
-        Ok(SignerHome {
-            dir,
-            key,
-            identity,
-        })
+        Ok(SignerHome { dir, key, identity })
     }
 
     /// This signer's identity key.
@@ -324,7 +317,9 @@ fn share_aad(group_key: &str) -> String {
 }
 
 fn is_hex_key(s: &str) -> bool {
-    s.len() == 66 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 66
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The wallet key used on signers: the group root key as 33-byte hex.
@@ -351,10 +346,11 @@ pub fn list_wallets(dir: &Path) -> Result<Vec<WalletInfo>, HomeError> {
             continue;
         }
         let bytes = read_limited(&path, MAX_FILE).map_err(io("read", &path))?;
-        let info: WalletInfo = serde_json::from_slice(&bytes).map_err(|e| HomeError::Malformed {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let info: WalletInfo =
+            serde_json::from_slice(&bytes).map_err(|e| HomeError::Malformed {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         out.push(info);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

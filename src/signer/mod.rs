@@ -69,8 +69,15 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-fn refuse(code: ErrorCode, message: impl std::fmt::Display) -> SignerToCoordinator {
-    SignerToCoordinator::Error {
+/// A refusal, turned into [`SignerToCoordinator::Error`] at the end of [`Signer::handle`].
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+fn refuse(code: ErrorCode, message: impl std::fmt::Display) -> Refusal {
+    Refusal {
         code,
         message: message.to_string(),
     }
@@ -79,11 +86,7 @@ fn refuse(code: ErrorCode, message: impl std::fmt::Display) -> SignerToCoordinat
 fn prune<V>(map: &mut HashMap<SessionId, V>, started: impl Fn(&V) -> Instant) {
     map.retain(|_, v| started(v).elapsed() < SESSION_TTL);
     if map.len() >= MAX_SESSIONS {
-        if let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, v)| started(v))
-            .map(|(k, _)| *k)
-        {
+        if let Some(oldest) = map.iter().min_by_key(|(_, v)| started(v)).map(|(k, _)| *k) {
             map.remove(&oldest);
         }
     }
@@ -149,10 +152,13 @@ impl Signer {
                 self.sign_share(from, session, packages)
             }
         };
-        result.unwrap_or_else(|e| e)
+        result.unwrap_or_else(|r| SignerToCoordinator::Error {
+            code: r.code,
+            message: r.message,
+        })
     }
 
-    fn status(&self) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    fn status(&self) -> Result<SignerToCoordinator, Refusal> {
         let wallets = self
             .home
             .wallets()
@@ -175,7 +181,7 @@ impl Signer {
         roster: Vec<RosterEntry>,
         index: u16,
         rng: &mut R,
-    ) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         let bad = |m: &str| refuse(ErrorCode::BadRequest, m);
         let params = DkgParams::new(params.threshold(), params.signers())
             .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
@@ -228,11 +234,7 @@ impl Signer {
         Ok(SignerToCoordinator::DkgRound1 { broadcast })
     }
 
-    fn take_dkg(
-        &self,
-        from: &IdentityPublic,
-        session: &SessionId,
-    ) -> Result<DkgSession, SignerToCoordinator> {
+    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
         let mut dkg = self
             .dkg
             .lock()
@@ -253,10 +255,13 @@ impl Signer {
         session: SessionId,
         broadcasts: BTreeMap<u16, Round1Broadcast>,
         rng: &mut R,
-    ) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         let mut s = self.take_dkg(from, &session)?;
         let DkgStage::Round1(state) = s.stage else {
-            return Err(refuse(ErrorCode::UnknownSession, "DKG session is not in round 1"));
+            return Err(refuse(
+                ErrorCode::UnknownSession,
+                "DKG session is not in round 1",
+            ));
         };
         let broadcasts = broadcasts
             .into_iter()
@@ -281,7 +286,11 @@ impl Signer {
             let aad = round2_aad(&session, s.index, to_index, &send.transcript);
             sealed.insert(
                 to_index,
-                Sealed(self.home.identity().seal(&recipient.identity, &aad, &bytes, rng)),
+                Sealed(
+                    self.home
+                        .identity()
+                        .seal(&recipient.identity, &aad, &bytes, rng),
+                ),
             );
         }
         s.stage = DkgStage::Round2(next);
@@ -300,11 +309,14 @@ impl Signer {
         sealed: BTreeMap<u16, Sealed>,
         transcripts: BTreeMap<u16, String>,
         rng: &mut R,
-    ) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         // The session is consumed: whatever happens, this DKG is over for this signer.
         let s = self.take_dkg(from, &session)?;
         let DkgStage::Round2(state) = s.stage else {
-            return Err(refuse(ErrorCode::UnknownSession, "DKG session is not in round 2"));
+            return Err(refuse(
+                ErrorCode::UnknownSession,
+                "DKG session is not in round 2",
+            ));
         };
         let mine = state.transcript();
         let mut hashes: BTreeMap<frost::Identifier, TranscriptHash> = BTreeMap::new();
@@ -383,7 +395,7 @@ impl Signer {
         wallet: WalletRef,
         psbt: String,
         rng: &mut R,
-    ) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         let info = self
             .home
             .wallet(&wallet.group_key)
@@ -425,27 +437,26 @@ impl Signer {
         from: &IdentityPublic,
         session: SessionId,
         packages: Vec<frost::SigningPackage>,
-    ) -> Result<SignerToCoordinator, SignerToCoordinator> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         // Removing the session first guarantees its nonces are used at most once.
-        let s = {
-            let mut signing = self
-                .signing
-                .lock()
-                .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-            match signing.remove(&session) {
-                Some(s) if s.coordinator == *from => s,
-                Some(s) => {
-                    signing.insert(session, s);
-                    return Err(refuse(ErrorCode::UnknownSession, "unknown signing session"));
-                }
-                None => {
-                    return Err(refuse(
+        let s =
+            {
+                let mut signing = self
+                    .signing
+                    .lock()
+                    .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+                match signing.remove(&session) {
+                    Some(s) if s.coordinator == *from => s,
+                    Some(s) => {
+                        signing.insert(session, s);
+                        return Err(refuse(ErrorCode::UnknownSession, "unknown signing session"));
+                    }
+                    None => return Err(refuse(
                         ErrorCode::UnknownSession,
                         "unknown signing session (already used, expired, or the signer restarted)",
-                    ))
+                    )),
                 }
-            }
-        };
+            };
         let share = self
             .home
             .load_share(&s.group_key)
