@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use ckm::identity::IdentityPublic;
+use std::str::FromStr;
+
 use ckm::signer::home::{list_wallets, SignerHome};
+use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use clap::Subcommand;
@@ -52,6 +55,67 @@ pub enum SignerCommand {
     },
     /// List the wallets this signer holds a share of (public information only)
     Wallets,
+    /// Set or show this signer's spending policy per wallet
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Check this signer's audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set limits for one wallet (merged into its current policy; a running server applies
+    /// them to the next request, no restart needed)
+    ///
+    /// Example:
+    ///   ckm --home ~/signer1 signer policy set --wallet vault --max-fee-sats 20000 \
+    ///       --max-amount-sats 5000000 --daily-limit-sats 10000000
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// Wallet name (as given at creation) or group key
+        #[arg(long = "wallet", value_name = "NAME")]
+        wallet: String,
+        /// Largest fee per spend, in satoshis
+        #[arg(long, value_name = "N")]
+        max_fee_sats: Option<u64>,
+        /// Largest fee rate, in sat/vB
+        #[arg(long, value_name = "SAT_PER_VB")]
+        max_fee_rate: Option<u64>,
+        /// Largest amount paid out by one spend (change excluded), in satoshis
+        #[arg(long, value_name = "N")]
+        max_amount_sats: Option<u64>,
+        /// Largest amount paid out over any 24 hours, in satoshis
+        #[arg(long, value_name = "N")]
+        daily_limit_sats: Option<u64>,
+        /// Allow paying this address (repeatable); once any is set, only these are allowed
+        #[arg(long = "allow-address", value_name = "ADDR")]
+        allow_address: Vec<String>,
+        /// Start from no limits instead of the current policy
+        #[arg(long)]
+        clear: bool,
+        /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Show the policy of every wallet (or one)
+    Show {
+        /// Wallet name or group key
+        #[arg(long = "wallet", value_name = "NAME")]
+        wallet: Option<String>,
+        /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain of the audit log; fails at the first edited, removed or
+    /// reordered record
+    Verify,
+    /// Print the audit log's records
+    Show,
 }
 
 pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
@@ -63,6 +127,8 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             passphrase_file,
         } => serve(ctx, listen, allow_coordinator, passphrase_file),
         SignerCommand::Wallets => wallets(ctx),
+        SignerCommand::Policy(cmd) => policy(ctx, cmd),
+        SignerCommand::Audit(cmd) => audit(ctx, cmd),
     }
 }
 
@@ -107,7 +173,7 @@ fn serve(
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
     let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
     drop(passphrase);
-    let signer = Arc::new(Signer::new(home));
+    let signer = Arc::new(Signer::new(home)?);
     let identity = signer.identity();
     let rt = runtime()?;
     rt.block_on(async move {
@@ -167,4 +233,132 @@ fn wallets(ctx: &Context) -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     })
+}
+
+fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
+    match cmd {
+        PolicyCommand::Set {
+            wallet,
+            max_fee_sats,
+            max_fee_rate,
+            max_amount_sats,
+            daily_limit_sats,
+            allow_address,
+            clear,
+            passphrase_file,
+        } => {
+            let info = ckm::signer::home::find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
+            for a in &allow_address {
+                let parsed = bitcoin::Address::from_str(a)
+                    .map_err(|e| anyhow::anyhow!("--allow-address {a}: {e}"))?;
+                if !parsed.is_valid_for_network(info.network) {
+                    bail!("--allow-address {a} is not a {} address", info.network);
+                }
+            }
+            let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
+            let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+            let mut policies = home.load_policies()?;
+            let entry = policies.wallets.entry(info.group_key.clone()).or_default();
+            if clear {
+                *entry = Policy::default();
+            }
+            if max_fee_sats.is_some() {
+                entry.max_fee_sats = max_fee_sats;
+            }
+            if max_fee_rate.is_some() {
+                entry.max_fee_rate = max_fee_rate;
+            }
+            if max_amount_sats.is_some() {
+                entry.max_amount_sats = max_amount_sats;
+            }
+            if daily_limit_sats.is_some() {
+                entry.daily_limit_sats = daily_limit_sats;
+            }
+            for a in allow_address {
+                if !entry.allow_addresses.contains(&a) {
+                    entry.allow_addresses.push(a);
+                }
+            }
+            let shown = entry.clone();
+            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            ctx.output(
+                serde_json::json!({ "wallet": info.name, "group_key": info.group_key, "policy": shown }),
+                || format!("{}: {shown}", info.name),
+            )
+        }
+        PolicyCommand::Show {
+            wallet,
+            passphrase_file,
+        } => {
+            let dir = SignerHome::dir_of(&ctx.home);
+            let wallets = match wallet {
+                Some(w) => vec![ckm::signer::home::find_wallet(&dir, &w)?],
+                None => list_wallets(&dir)?,
+            };
+            let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
+            let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+            let policies = home.load_policies()?;
+            let rows: Vec<(String, String, Policy)> = wallets
+                .into_iter()
+                .map(|w| {
+                    let p = policies
+                        .wallets
+                        .get(&w.group_key)
+                        .cloned()
+                        .unwrap_or_default();
+                    (w.name, w.group_key, p)
+                })
+                .collect();
+            let json: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(n, k, p)| serde_json::json!({ "wallet": n, "group_key": k, "policy": p }))
+                .collect();
+            ctx.output(serde_json::Value::Array(json), || {
+                if rows.is_empty() {
+                    return "no wallets".into();
+                }
+                rows.iter()
+                    .map(|(n, _, p)| format!("{n}: {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+fn audit(ctx: &Context, cmd: AuditCommand) -> Result<()> {
+    let path = SignerHome::dir_of(&ctx.home).join("audit.log");
+    if !path.exists() {
+        if !SignerHome::exists(&ctx.home) {
+            bail!("{} is not a signer home", ctx.home.display());
+        }
+        return ctx.output(serde_json::json!({ "ok": true, "records": 0 }), || {
+            "audit log is empty".into()
+        });
+    }
+    let records = ckm::signer::audit::verify(&path)?;
+    match cmd {
+        AuditCommand::Verify => ctx.output(
+            serde_json::json!({ "ok": true, "records": records.len() }),
+            || format!("audit log OK: {} records, chain intact", records.len()),
+        ),
+        AuditCommand::Show => ctx.output(serde_json::to_value(&records)?, || {
+            records
+                .iter()
+                .map(|r| {
+                    format!(
+                        "#{} {} {} tx {} pays {} sat fee {} sat: {}",
+                        r.seq,
+                        r.time,
+                        r.event.wallet,
+                        r.event.txid,
+                        r.event.amount_sats,
+                        r.event.fee_sats,
+                        r.event.outcome
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+    }
 }

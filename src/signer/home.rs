@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::frost::keys::{GroupPublic, KeyError, KeyShare};
 use crate::identity::{IdentityKey, IdentityPublic};
+use crate::signer::policy::Policies;
 use crate::store::{read_limited, write_atomic, KdfParams, StoreError, StoreHeader, StoreKey};
 
 const MAX_FILE: u64 = 1 << 20;
@@ -309,6 +310,54 @@ impl SignerHome {
             });
         }
         Ok(share)
+    }
+}
+
+impl SignerHome {
+    /// Path of the audit log.
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// The signer's policies (sealed: only the passphrase holder can change them).
+    ///
+    /// # Errors
+    /// A corrupted or tampered policy file.
+    pub fn load_policies(&self) -> Result<Policies, HomeError> {
+        let path = self.dir.join("policy.sealed");
+        if !path.exists() {
+            return Ok(Policies::default());
+        }
+        let sealed = read_limited(&path, MAX_FILE).map_err(io("read", &path))?;
+        let plain = self
+            .key
+            .open(b"policy", &sealed)
+            .map_err(|source| HomeError::Store {
+                path: path.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| HomeError::Malformed {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Replaces the signer's policies (atomic write).
+    ///
+    /// # Errors
+    /// A write failure.
+    pub fn save_policies<R: RngCore + CryptoRng>(
+        &self,
+        policies: &Policies,
+        rng: &mut R,
+    ) -> Result<(), HomeError> {
+        let path = self.dir.join("policy.sealed");
+        let plain = serde_json::to_vec(policies).map_err(|e| HomeError::Malformed {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let sealed = self.key.seal(b"policy", &plain, rng);
+        write_atomic(&path, &sealed).map_err(io("write", &path))
     }
 }
 

@@ -3,7 +3,9 @@
 //! [`SignerToCoordinator`] messages. DKG and signing sessions live only in memory; nonces are
 //! consumed once; a restarted signer knows no session and refuses round 2.
 
+pub mod audit;
 pub mod home;
+pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -15,14 +17,16 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
+use crate::auth::unix_now;
 use crate::frost::dkg::{DkgParams, DkgRound1, DkgRound2, Round1Broadcast, TranscriptHash};
 use crate::frost::identifier;
 use crate::identity::IdentityPublic;
 use crate::message::{
     CoordinatorToSigner, ErrorCode, Sealed, SessionId, SignerToCoordinator, WalletRef,
 };
-use crate::psbt::{commit, SignerNonces};
+use crate::psbt::{commit, CheckedPsbt, SignerNonces};
 use crate::wallet::RosterEntry;
+use audit::{AuditEvent, AuditLog};
 use home::{group_key_hex, SignerHome, WalletInfo};
 
 /// How long an unfinished session is kept.
@@ -49,7 +53,9 @@ struct DkgSession {
 struct SignSession {
     coordinator: IdentityPublic,
     group_key: String,
+    wallet: WalletInfo,
     psbt: Psbt,
+    checked: CheckedPsbt,
     nonces: SignerNonces,
     started: Instant,
 }
@@ -59,6 +65,7 @@ pub struct Signer {
     home: SignerHome,
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
+    audit: Mutex<AuditLog>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -94,11 +101,71 @@ fn prune<V>(map: &mut HashMap<SessionId, V>, started: impl Fn(&V) -> Instant) {
 
 impl Signer {
     /// A signer serving the wallets of `home`.
-    pub fn new(home: SignerHome) -> Self {
-        Signer {
+    ///
+    /// # Errors
+    /// The audit log is unreadable or its chain is broken.
+    pub fn new(home: SignerHome) -> Result<Self, audit::AuditError> {
+        let audit = AuditLog::open(&home.audit_path())?;
+        Ok(Signer {
             home,
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
+            audit: Mutex::new(audit),
+        })
+    }
+
+    /// Judges a spend against the wallet's policy (re-read from disk, so changes apply
+    /// without a restart) and the audit log's last 24 hours. Refusals are audited.
+    fn enforce_policy(
+        &self,
+        audit: &mut AuditLog,
+        from: &IdentityPublic,
+        wallet: &WalletInfo,
+        checked: &CheckedPsbt,
+    ) -> Result<(), Refusal> {
+        let policies = self
+            .home
+            .load_policies()
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let Some(policy) = policies.wallets.get(&wallet.group_key) else {
+            return Ok(());
+        };
+        let now = unix_now();
+        let paid = audit
+            .paid_since(&wallet.group_key, now.saturating_sub(24 * 3600))
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        if let Err(violation) = policy.check(checked, wallet.network, paid) {
+            self.audit_event(
+                audit,
+                from,
+                wallet,
+                checked,
+                format!("refused: {violation}"),
+            );
+            return Err(refuse(ErrorCode::Policy, violation));
+        }
+        Ok(())
+    }
+
+    fn audit_event(
+        &self,
+        audit: &mut AuditLog,
+        from: &IdentityPublic,
+        wallet: &WalletInfo,
+        checked: &CheckedPsbt,
+        outcome: String,
+    ) {
+        let event = AuditEvent {
+            wallet: wallet.name.clone(),
+            group_key: wallet.group_key.clone(),
+            coordinator: from.to_string(),
+            txid: checked.txid.to_string(),
+            amount_sats: checked.payment_total().to_sat(),
+            fee_sats: checked.fee.to_sat(),
+            outcome,
+        };
+        if let Err(e) = audit.append(event, unix_now()) {
+            tracing::error!(error = %e, "cannot write the audit log");
         }
     }
 
@@ -410,6 +477,13 @@ impl Signer {
         let (nonces, commitments, checked) =
             commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
+        {
+            let mut audit = self
+                .audit
+                .lock()
+                .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+            self.enforce_policy(&mut audit, from, &info, &checked)?;
+        }
         let mut signing = self
             .signing
             .lock()
@@ -423,7 +497,9 @@ impl Signer {
             SignSession {
                 coordinator: *from,
                 group_key: info.group_key.clone(),
+                wallet: info.clone(),
                 psbt,
+                checked: checked.clone(),
                 nonces,
                 started: Instant::now(),
             },
@@ -457,14 +533,32 @@ impl Signer {
                     )),
                 }
             };
+        // Policy again, under the audit lock, so concurrent sessions cannot together exceed
+        // the daily limit; the signature is recorded before it leaves.
+        let mut audit = self
+            .audit
+            .lock()
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+        self.enforce_policy(&mut audit, from, &s.wallet, &s.checked)?;
         let share = self
             .home
             .load_share(&s.group_key)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let shares = s
-            .nonces
-            .sign(&s.psbt, &share, &packages)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
+            Ok(shares) => shares,
+            Err(e) => {
+                self.audit_event(
+                    &mut audit,
+                    from,
+                    &s.wallet,
+                    &s.checked,
+                    format!("refused: {e}"),
+                );
+                return Err(refuse(ErrorCode::Refused, e));
+            }
+        };
+        self.audit_event(&mut audit, from, &s.wallet, &s.checked, "signed".into());
+        drop(audit);
         tracing::info!(%session, inputs = shares.len(), "signed");
         Ok(SignerToCoordinator::SignShares { shares })
     }

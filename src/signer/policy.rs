@@ -1,0 +1,174 @@
+//! Per-wallet spending policy of a signer: maximum fee (absolute and rate), maximum amount per
+//! spend and per 24 hours, optional destination allowlist. Pure: judged against a
+//! [`CheckedPsbt`] (in which change has already been re-derived and verified as ours).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bitcoin::{Address, Network};
+use serde::{Deserialize, Serialize};
+
+use crate::psbt::CheckedPsbt;
+
+/// One wallet's policy; `None` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Largest fee, in satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_sats: Option<u64>,
+    /// Largest fee rate, in sat/vB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_rate: Option<u64>,
+    /// Largest amount paid out (excluding change and fee) by one spend, in satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_amount_sats: Option<u64>,
+    /// Largest amount paid out over any 24 hours, in satoshis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_limit_sats: Option<u64>,
+    /// When not empty, the only destinations allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_addresses: Vec<String>,
+}
+
+/// All policies of a signer, by wallet group key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    /// Policy by group key (33-byte hex).
+    pub wallets: BTreeMap<String, Policy>,
+}
+
+/// The rule a spend broke.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyViolation {
+    /// `max-fee-sats`.
+    #[error("policy max-fee-sats: the fee of {fee} sat exceeds {max} sat")]
+    Fee {
+        /// The fee.
+        fee: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// `max-fee-rate`.
+    #[error("policy max-fee-rate: the fee rate of {rate:.1} sat/vB exceeds {max} sat/vB")]
+    FeeRate {
+        /// The fee rate.
+        rate: f64,
+        /// The limit.
+        max: u64,
+    },
+    /// `max-amount-sats`.
+    #[error("policy max-amount-sats: paying {amount} sat exceeds {max} sat per spend")]
+    Amount {
+        /// Amount paid out.
+        amount: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// `daily-limit-sats`.
+    #[error("policy daily-limit-sats: paying {amount} sat after {spent} sat in the last 24 hours exceeds {limit} sat")]
+    Daily {
+        /// Amount paid out by this spend.
+        amount: u64,
+        /// Already paid out in the last 24 hours.
+        spent: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// `allow-address`.
+    #[error(
+        "policy allow-address: output {output} pays {destination}, which is not on the allowlist"
+    )]
+    Destination {
+        /// Output index.
+        output: usize,
+        /// Address or script of the destination.
+        destination: String,
+    },
+}
+
+impl Policy {
+    /// Judges a checked spend; `spent_last_24h` is what this wallet paid out in the last 24
+    /// hours according to the signer's audit log.
+    ///
+    /// # Errors
+    /// The first rule broken.
+    pub fn check(
+        &self,
+        spend: &CheckedPsbt,
+        network: Network,
+        spent_last_24h: u64,
+    ) -> Result<(), PolicyViolation> {
+        let fee = spend.fee.to_sat();
+        if let Some(max) = self.max_fee_sats {
+            if fee > max {
+                return Err(PolicyViolation::Fee { fee, max });
+            }
+        }
+        if let Some(max) = self.max_fee_rate {
+            let rate = fee as f64 / spend.estimated_vsize.max(1) as f64;
+            if rate > max as f64 {
+                return Err(PolicyViolation::FeeRate { rate, max });
+            }
+        }
+        let amount = spend.payment_total().to_sat();
+        if let Some(max) = self.max_amount_sats {
+            if amount > max {
+                return Err(PolicyViolation::Amount { amount, max });
+            }
+        }
+        if let Some(limit) = self.daily_limit_sats {
+            if spent_last_24h.saturating_add(amount) > limit {
+                return Err(PolicyViolation::Daily {
+                    amount,
+                    spent: spent_last_24h,
+                    limit,
+                });
+            }
+        }
+        if !self.allow_addresses.is_empty() {
+            for out in spend.payments() {
+                let destination = Address::from_script(&out.script_pubkey, network)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| out.script_pubkey.to_hex_string());
+                if !self.allow_addresses.contains(&destination) {
+                    return Err(PolicyViolation::Destination {
+                        output: out.index,
+                        destination,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the policy sets any limit.
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no limits");
+        }
+        let mut parts = Vec::new();
+        if let Some(v) = self.max_fee_sats {
+            parts.push(format!("max-fee-sats {v}"));
+        }
+        if let Some(v) = self.max_fee_rate {
+            parts.push(format!("max-fee-rate {v} sat/vB"));
+        }
+        if let Some(v) = self.max_amount_sats {
+            parts.push(format!("max-amount-sats {v}"));
+        }
+        if let Some(v) = self.daily_limit_sats {
+            parts.push(format!("daily-limit-sats {v}"));
+        }
+        for a in &self.allow_addresses {
+            parts.push(format!("allow-address {a}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
