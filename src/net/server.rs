@@ -24,8 +24,26 @@ use crate::signer::Signer;
 /// Time allowed for one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What the server serves: something that answers authenticated messages and signs with an
+/// identity key. [`Signer`] is the real one; tests wrap it to inject faults.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one message from the authenticated coordinator `from`.
+    fn handle(&self, from: &IdentityPublic, message: CoordinatorToSigner) -> SignerToCoordinator;
+    /// The identity key answers are signed with.
+    fn identity_key(&self) -> &crate::identity::IdentityKey;
+}
+
+impl Handler for Signer {
+    fn handle(&self, from: &IdentityPublic, message: CoordinatorToSigner) -> SignerToCoordinator {
+        Signer::handle(self, from, message, &mut rand::rngs::OsRng)
+    }
+    fn identity_key(&self) -> &crate::identity::IdentityKey {
+        self.home().identity()
+    }
+}
+
 struct AppState {
-    signer: Arc<Signer>,
+    signer: Arc<dyn Handler>,
     allowed: Vec<IdentityPublic>,
     guard: Mutex<ReplayGuard>,
     path: String,
@@ -37,11 +55,11 @@ struct AppState {
 /// I/O errors of the listener.
 pub async fn serve(
     listener: TcpListener,
-    signer: Arc<Signer>,
+    signer: Arc<dyn Handler>,
     allowed: Vec<IdentityPublic>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let path = signed_path(&signer.identity());
+    let path = signed_path(&signer.identity_key().public());
     let state = Arc::new(AppState {
         signer,
         allowed,
@@ -118,9 +136,7 @@ async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         Ok(msg) => {
             let signer = state.signer.clone();
             let from = auth.coordinator;
-            match tokio::task::spawn_blocking(move || {
-                signer.handle(&from, msg, &mut rand::rngs::OsRng)
-            })
+            match tokio::task::spawn_blocking(move || signer.handle(&from, msg))
             .await
             {
                 Ok(reply) => reply,
@@ -138,8 +154,7 @@ async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     let body = message::encode(&reply);
     let signature = state
         .signer
-        .home()
-        .identity()
+        .identity_key()
         .sign("response", &response_digest(&auth.signature, &body));
     let mut response = (status, body).into_response();
     if let Ok(v) = HeaderValue::from_str(&hex::encode(signature)) {
