@@ -36,7 +36,7 @@ pub enum SignerCommand {
     /// Every request must be signed by one of the --allow-coordinator keys, carry a fresh
     /// timestamp and nonce (replays are refused with 401) and fit the size and time limits.
     /// The signer re-checks every PSBT and computes every sighash itself before it signs.
-    /// Stops cleanly on SIGTERM or Ctrl-C. Prints `listening on http://ADDR` when ready.
+    /// Stops cleanly on SIGTERM or Ctrl-C. Prints `listening on http://ADDR as IDENTITY` when ready.
     ///
     /// Example:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
