@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use ckm::identity::IdentityPublic;
 use std::str::FromStr;
 
+use ckm::net::tls::{TlsIdentity, TlsListener};
 use ckm::signer::home::{list_wallets, SignerHome};
 use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
@@ -38,14 +39,28 @@ pub enum SignerCommand {
     /// The signer re-checks every PSBT and computes every sighash itself before it signs.
     /// Stops cleanly on SIGTERM or Ctrl-C. Prints `listening on http://ADDR as IDENTITY` when ready.
     ///
-    /// Example:
+    /// Plain HTTP is served only on loopback addresses; anywhere else use --tls (a
+    /// self-signed certificate kept in the signer's home, pinned by coordinators through its
+    /// fingerprint: `ckm signer tls`) or --tls-cert/--tls-key.
+    ///
+    /// Examples:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
     ///       --allow-coordinator $(ckm --home ~/coordinator id) --passphrase-file ~/signer1.pass
+    ///   ckm --home ~/signer1 signer serve --listen 0.0.0.0:7443 --tls --allow-coordinator <id>
     #[command(verbatim_doc_comment)]
     Serve {
         /// Address to listen on (port 0 picks a free port); plain HTTP only on loopback
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
         listen: SocketAddr,
+        /// Serve HTTPS with the signer's self-signed certificate (created on first use)
+        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+        tls: bool,
+        /// Serve HTTPS with this PEM certificate (needs --tls-key)
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Identity key of a coordinator allowed to use this signer (repeatable; see `ckm id`)
         #[arg(long = "allow-coordinator", value_name = "PUBKEY", required = true)]
         allow_coordinator: Vec<IdentityPublic>,
@@ -55,6 +70,9 @@ pub enum SignerCommand {
     },
     /// List the wallets this signer holds a share of (public information only)
     Wallets,
+    /// Print the SHA-256 fingerprint of this signer's self-signed TLS certificate (created
+    /// on first use); coordinators pin it: --signer https://HOST:PORT#PUBKEY@FINGERPRINT
+    Tls,
     /// Set or show this signer's spending policy per wallet
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -123,9 +141,30 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
         SignerCommand::Init { passphrase_file } => init(ctx, passphrase_file),
         SignerCommand::Serve {
             listen,
+            tls,
+            tls_cert,
+            tls_key,
             allow_coordinator,
             passphrase_file,
-        } => serve(ctx, listen, allow_coordinator, passphrase_file),
+        } => {
+            let tls = match (tls, tls_cert, tls_key) {
+                (true, _, _) => Some(TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?),
+                (false, Some(cert), Some(key)) => Some(TlsIdentity::from_pem_files(&cert, &key)?),
+                _ => None,
+            };
+            serve(ctx, listen, tls, allow_coordinator, passphrase_file)
+        }
+        SignerCommand::Tls => {
+            if !SignerHome::exists(&ctx.home) {
+                bail!(
+                    "{} is not a signer home; run `signer init` first",
+                    ctx.home.display()
+                );
+            }
+            let tls = TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?;
+            let fp = tls.fingerprint();
+            ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone())
+        }
         SignerCommand::Wallets => wallets(ctx),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
         SignerCommand::Audit(cmd) => audit(ctx, cmd),
@@ -161,13 +200,14 @@ fn init(ctx: &Context, passphrase_file: Option<PathBuf>) -> Result<()> {
 fn serve(
     ctx: &Context,
     listen: SocketAddr,
+    tls: Option<TlsIdentity>,
     allowed: Vec<IdentityPublic>,
     passphrase_file: Option<PathBuf>,
 ) -> Result<()> {
-    if !listen.ip().is_loopback() {
+    if tls.is_none() && !listen.ip().is_loopback() {
         bail!(
-            "refusing to serve plain HTTP on {listen}: without TLS, listen on a loopback address \
-             (127.0.0.1 or ::1) and put a TLS-terminating tunnel in front"
+            "refusing to serve plain HTTP on {listen}: use --tls (or --tls-cert/--tls-key), \
+             or listen on a loopback address (127.0.0.1 or ::1)"
         );
     }
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
@@ -181,14 +221,28 @@ fn serve(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let pin = tls.as_ref().map(|t| t.fingerprint());
         ctx.output(
-            serde_json::json!({ "listening": format!("http://{addr}"), "identity": identity.to_string() }),
-            || format!("listening on http://{addr} as {identity}"),
+            serde_json::json!({
+                "listening": format!("{scheme}://{addr}"),
+                "identity": identity.to_string(),
+                "tls_sha256": pin,
+            }),
+            || match &pin {
+                Some(fp) => format!("listening on {scheme}://{addr} as {identity} tls-sha256 {fp}"),
+                None => format!("listening on {scheme}://{addr} as {identity}"),
+            },
         )?;
-        tracing::info!(%addr, %identity, coordinators = allowed.len(), "signer serving");
-        ckm::net::server::serve(listener, signer, allowed, shutdown_signal())
-            .await
-            .context("serving")?;
+        tracing::info!(%addr, %identity, coordinators = allowed.len(), tls = tls.is_some(), "signer serving");
+        match tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls.server_config()?)?;
+                ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await
+            }
+            None => ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await,
+        }
+        .context("serving")?;
         tracing::info!("signer stopped");
         Ok(())
     })

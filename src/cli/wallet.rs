@@ -63,17 +63,36 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
 pub struct SignerSpec {
     url: String,
     identity: IdentityPublic,
+    tls_sha256: Option<String>,
 }
 
 fn parse_signer(s: &str) -> Result<SignerSpec, String> {
-    let (url, key) = s
-        .rsplit_once('#')
-        .ok_or_else(|| format!("'{s}' is not URL#PUBKEY (the signer's identity from `ckm id`)"))?;
-    ckm::net::client::check_url(url).map_err(|e| format!("signer URL {url}: {e}"))?;
+    let (url, key) = s.rsplit_once('#').ok_or_else(|| {
+        format!("'{s}' is not URL#PUBKEY or https://…#PUBKEY@TLS_SHA256 (see `ckm id`, `ckm signer tls`)")
+    })?;
+    let (key, pin) = match key.split_once('@') {
+        Some((k, p)) => (k, Some(p.to_ascii_lowercase())),
+        None => (key, None),
+    };
+    let parsed = ckm::net::client::check_url(url).map_err(|e| format!("signer URL {url}: {e}"))?;
     let identity = IdentityPublic::from_str(key).map_err(|e| format!("signer key {key}: {e}"))?;
+    match (parsed.scheme(), &pin) {
+        ("https", None) => {
+            return Err(format!(
+                "{url}: an https signer needs its certificate pinned: URL#PUBKEY@TLS_SHA256 \
+                 (the fingerprint printed by `ckm signer tls` on the signer)"
+            ))
+        }
+        ("https", Some(p)) => {
+            ckm::net::tls::pinned_client_config(p).map_err(|e| e.to_string())?;
+        }
+        (_, Some(_)) => return Err(format!("{url}: a TLS fingerprint needs an https URL")),
+        _ => {}
+    }
     Ok(SignerSpec {
         url: url.to_string(),
         identity,
+        tls_sha256: pin,
     })
 }
 
@@ -190,6 +209,7 @@ fn create(
             index: u16::try_from(i + 1).unwrap_or(u16::MAX),
             url: s.url,
             identity: s.identity,
+            tls_sha256: s.tls_sha256,
         })
         .collect();
     let key = ctx.coordinator_identity()?;

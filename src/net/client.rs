@@ -84,6 +84,7 @@ impl CallError {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    pinned: Arc<std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>>,
     key: Arc<IdentityKey>,
     timeout: Duration,
 }
@@ -138,9 +139,37 @@ impl Client {
             .build()?;
         Ok(Client {
             http,
+            pinned: Arc::default(),
             key: Arc::new(key),
             timeout,
         })
+    }
+
+    /// The HTTP client for a signer: the shared plain one for loopback `http`, or a pooled
+    /// client that trusts only the signer's pinned certificate for `https`.
+    fn http_for(&self, signer: &RosterEntry, scheme: &str) -> Result<reqwest::Client, String> {
+        if scheme != "https" {
+            return Ok(self.http.clone());
+        }
+        let pin = signer
+            .tls_sha256
+            .as_deref()
+            .ok_or("https signer without a pinned certificate fingerprint")?;
+        let mut cache = self.pinned.lock().map_err(|_| "lock poisoned")?;
+        if let Some(c) = cache.get(pin) {
+            return Ok(c.clone());
+        }
+        let tls = crate::net::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(5).min(self.timeout))
+            .timeout(self.timeout)
+            .pool_max_idle_per_host(8)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        cache.insert(pin.to_string(), client.clone());
+        Ok(client)
     }
 
     /// The coordinator's identity key.
@@ -170,6 +199,13 @@ impl Client {
             url: url.clone(),
             reason: e.to_string(),
         })?;
+        let http = self
+            .http_for(signer, base.scheme())
+            .map_err(|reason| CallError::BadUrl {
+                index,
+                url: url.clone(),
+                reason,
+            })?;
         let body = message::encode(message);
         let auth = RequestAuth::sign(
             &self.key,
@@ -179,8 +215,7 @@ impl Client {
             unix_now(),
             &mut rand::rngs::OsRng,
         );
-        let response = self
-            .http
+        let response = http
             .post(endpoint)
             .header(AUTH_HEADER, auth.to_header_value())
             .header("content-type", "application/json")

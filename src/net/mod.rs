@@ -11,6 +11,7 @@ pub mod client;
 pub mod coordinator;
 pub mod electrum;
 pub mod server;
+pub mod tls;
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 

@@ -2,7 +2,6 @@
 //! request (allowed coordinator keys, signature, freshness, replay), limits body size and
 //! time, runs the cryptography off the async threads and signs every answer.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 
 use super::{response_digest, signed_path, AUTH_HEADER, MAX_BODY, MESSAGE_PATH, RESPONSE_HEADER};
@@ -53,12 +51,16 @@ struct AppState {
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     signer: Arc<dyn Handler>,
     allowed: Vec<IdentityPublic>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let path = signed_path(&signer.identity_key().public());
     let state = Arc::new(AppState {
         signer,
@@ -74,12 +76,9 @@ pub async fn serve(
             REQUEST_TIMEOUT,
         ))
         .with_state(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn status_of(reply: &SignerToCoordinator) -> StatusCode {
@@ -136,9 +135,7 @@ async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
         Ok(msg) => {
             let signer = state.signer.clone();
             let from = auth.coordinator;
-            match tokio::task::spawn_blocking(move || signer.handle(&from, msg))
-            .await
-            {
+            match tokio::task::spawn_blocking(move || signer.handle(&from, msg)).await {
                 Ok(reply) => reply,
                 Err(e) => SignerToCoordinator::Error {
                     code: ErrorCode::Internal,

@@ -76,6 +76,9 @@ pub struct RosterEntry {
     pub url: String,
     /// The signer's identity public key.
     pub identity: IdentityPublic,
+    /// SHA-256 fingerprint of the signer's TLS certificate, pinned for `https` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
 }
 
 /// Everything the coordinator keeps about a wallet besides bdk's own state.
