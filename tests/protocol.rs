@@ -430,6 +430,56 @@ fn dkg_relay_equivocation_with_forged_transcripts_denies_the_victim_a_share() ->
 }
 
 #[test]
+fn dkg_chain_code_equivocation_with_forged_transcripts_is_caught_by_the_agreement_check(
+) -> Result<()> {
+    // Documents a limit of the participant-side check: the transcript hashes reach each
+    // participant through the relay, so a relay that forges them AND only changes a chain
+    // code contribution (frost's package is untouched, so frost is happy) makes participant
+    // 3 finish with the same group key but another chain code. The final agreement check
+    // (`DkgRelay::finish`) names it. (Over the network, `ckm::signer` binds the sender's
+    // transcript into the AEAD of every sealed round-2 package, which catches this earlier.)
+    let mut rng = test_rng("dkg_chain_code_equivocation_with_forged_transcripts");
+    let params = DkgParams::new(2, 3)?;
+    let (states, honest) = start_all(params, &mut rng)?;
+    let mut forged = honest.clone();
+    forged
+        .get_mut(&id(1))
+        .context("participant 1")?
+        .chain_code_contribution[5] ^= 0x10;
+    let (round2, relay) = round2_with_views(params, states, |me| {
+        if *me == id(3) {
+            forged.clone()
+        } else {
+            honest.clone()
+        }
+    })?;
+    let t_honest = round2[0].1.transcript();
+    let t_forged = round2[2].1.transcript();
+    ensure!(t_honest != t_forged);
+    let mut results = BTreeMap::new();
+    for (me, state) in round2 {
+        let (packages, _) = relay.round2_for(&me).context("round 2 complete")?;
+        let lie = if me == id(3) { t_forged } else { t_honest };
+        let transcripts: BTreeMap<Identifier, TranscriptHash> =
+            params.identifiers().into_iter().map(|i| (i, lie)).collect();
+        results.insert(me, state.finish(&packages, &transcripts)?);
+    }
+    let (g1, g3) = (results[&id(1)].group(), results[&id(3)].group());
+    ensure!(results[&id(2)].group() == g1);
+    ensure!(g1.group_key() == g3.group_key(), "same key");
+    ensure!(g1.chain_code() != g3.chain_code(), "different chain code");
+    let mut final_relay: Relay = DkgRelay::new(params);
+    for (me, share) in &results {
+        final_relay.add_result(*me, share.group().clone());
+    }
+    match final_relay.finish() {
+        Err(DkgError::Disagreement { culprits }) => ensure!(culprits == vec![3]),
+        other => bail!("expected Disagreement naming 3, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
 fn dkg_tampered_chain_code_contribution_is_caught_by_the_transcript() -> Result<()> {
     // frost cannot see the chain-code contribution; only the transcript check can.
     let mut rng = test_rng("dkg_tampered_chain_code_contribution");
@@ -647,6 +697,7 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
             index,
             url: format!("http://127.0.0.1:{}", 40_000 + index),
             identity: IdentityKey::generate(rng).public(),
+            tls_sha256: (index == 2).then(|| "ab".repeat(32)),
         })
         .collect();
     let meta = WalletMeta {
@@ -1175,7 +1226,7 @@ fn signers_refuse_inputs_that_are_not_ours() -> Result<()> {
     entry.1 .1 = path("m/0/99");
     expect_check_error(&psbt, share, &mut rng, "wrong origin path", is_not_ours)?;
 
-    // Our key, script-path leaves, or a script tree we do not have.
+    // Our key and origin, but a script tree (merkle root) the wallet does not have.
     let mut psbt = f.psbt.clone();
     psbt.inputs[k].tap_merkle_root = Some(bitcoin::taproot::TapNodeHash::from_byte_array([7; 32]));
     expect_check_error(&psbt, share, &mut rng, "merkle root", is_not_ours)?;
