@@ -150,6 +150,14 @@ pub enum CoordinatorToSigner {
         /// Transcript hashes by participant index (hex).
         transcripts: BTreeMap<u16, String>,
     },
+    /// Every signer reported the same group: store the share (until then it is only in
+    /// memory, so an aborted DKG leaves no share file anywhere).
+    DkgConfirm {
+        /// DKG session.
+        session: SessionId,
+        /// The agreed group key (33-byte hex), as a check.
+        group_key: String,
+    },
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -194,11 +202,14 @@ pub enum SignerToCoordinator {
         /// Sealed packages by recipient index.
         sealed: BTreeMap<u16, Sealed>,
     },
-    /// The DKG finished: the group as this signer sees it (share stored encrypted).
+    /// The DKG finished: the group as this signer sees it (share held in memory until
+    /// [`CoordinatorToSigner::DkgConfirm`]).
     DkgDone {
         /// The group public side.
         group: GroupPublic,
     },
+    /// The share is stored, encrypted, on the signer's disk.
+    DkgStored,
     /// Nonce commitments, one per input.
     SignCommitments {
         /// Commitments, one per input.

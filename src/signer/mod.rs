@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::auth::unix_now;
 use crate::frost::dkg::{DkgParams, DkgRound1, DkgRound2, Round1Broadcast, TranscriptHash};
 use crate::frost::identifier;
+use crate::frost::keys::KeyShare;
 use crate::identity::IdentityPublic;
 use crate::message::{
     CoordinatorToSigner, ErrorCode, Sealed, SessionId, SignerToCoordinator, WalletRef,
@@ -37,6 +38,9 @@ pub const MAX_SESSIONS: usize = 10_000;
 enum DkgStage {
     Round1(DkgRound1),
     Round2(DkgRound2),
+    Done(Box<KeyShare>),
+    /// Placeholder while a stage is being advanced.
+    Spent,
 }
 
 struct DkgSession {
@@ -209,7 +213,10 @@ impl Signer {
                 session,
                 sealed,
                 transcripts,
-            } => self.dkg_round2(from, session, sealed, transcripts, rng),
+            } => self.dkg_round2(from, session, sealed, transcripts),
+            CoordinatorToSigner::DkgConfirm { session, group_key } => {
+                self.dkg_confirm(from, session, group_key, rng)
+            }
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
@@ -369,17 +376,16 @@ impl Signer {
         Ok(SignerToCoordinator::DkgRound2 { transcript, sealed })
     }
 
-    fn dkg_round2<R: RngCore + CryptoRng>(
+    fn dkg_round2(
         &self,
         from: &IdentityPublic,
         session: SessionId,
         sealed: BTreeMap<u16, Sealed>,
         transcripts: BTreeMap<u16, String>,
-        rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
-        // The session is consumed: whatever happens, this DKG is over for this signer.
-        let s = self.take_dkg(from, &session)?;
-        let DkgStage::Round2(state) = s.stage else {
+        // The session is taken out: on any error this DKG is over for this signer.
+        let mut s = self.take_dkg(from, &session)?;
+        let DkgStage::Round2(state) = std::mem::replace(&mut s.stage, DkgStage::Spent) else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not in round 2",
@@ -439,10 +445,37 @@ impl Signer {
         if group.threshold() != s.params.threshold() {
             return Err(refuse(ErrorCode::Internal, "threshold mismatch"));
         }
+        s.stage = DkgStage::Done(Box::new(share));
+        self.dkg
+            .lock()
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?
+            .insert(session, s);
+        tracing::info!(%session, "dkg finished; share held until the coordinator confirms");
+        Ok(SignerToCoordinator::DkgDone { group })
+    }
+
+    fn dkg_confirm<R: RngCore + CryptoRng>(
+        &self,
+        from: &IdentityPublic,
+        session: SessionId,
+        group_key: String,
+        rng: &mut R,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        let s = self.take_dkg(from, &session)?;
+        let DkgStage::Done(share) = s.stage else {
+            return Err(refuse(ErrorCode::UnknownSession, "DKG session is not finished"));
+        };
+        let group = share.group();
+        if group_key_hex(group) != group_key {
+            return Err(refuse(
+                ErrorCode::Refused,
+                "the confirmed group key is not the one this signer computed",
+            ));
+        }
         let info = WalletInfo {
             name: s.wallet.clone(),
             network: s.network,
-            group_key: group_key_hex(&group),
+            group_key: group_key_hex(group),
             coordinator: s.coordinator,
             threshold: group.threshold(),
             signers: group.signers(),
@@ -451,8 +484,8 @@ impl Signer {
         self.home
             .save_share(&info, &share, rng)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, "dkg finished, share stored");
-        Ok(SignerToCoordinator::DkgDone { group })
+        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, "share stored");
+        Ok(SignerToCoordinator::DkgStored)
     }
 
     fn sign_commit<R: RngCore + CryptoRng>(
