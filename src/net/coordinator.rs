@@ -190,7 +190,30 @@ pub async fn create_wallet(
             }
         }
     }
-    Ok(relay.finish()?)
+    let group = relay.finish()?;
+
+    // Everyone agrees: only now do the signers write their shares.
+    let group_key = group_key_hex(&group);
+    let replies = call_all(client, &roster, |_| CoordinatorToSigner::DkgConfirm {
+        session,
+        group_key: group_key.clone(),
+    })
+    .await;
+    for (index, reply) in replies {
+        match reply.map_err(|source| CreateError::Signer {
+            stage: "confirmation",
+            source,
+        })? {
+            SignerToCoordinator::DkgStored => {}
+            _ => {
+                return Err(CreateError::Protocol {
+                    stage: "confirmation",
+                    index,
+                })
+            }
+        }
+    }
+    Ok(group)
 }
 
 fn id(index: u16) -> Result<frost::Identifier, CreateError> {

@@ -153,15 +153,20 @@ impl TestEnv {
         TestEnv::with_binaries(bins)
     }
 
-    /// Like [`TestEnv::new`] with explicit binaries. Retries start-up twice if it fails
-    /// (a free port can be taken by someone else between picking it and binding it).
+    /// Like [`TestEnv::new`] with explicit binaries. Retries start-up twice if a process
+    /// could not bind its port (a free port can be taken between picking and binding it).
     pub fn with_binaries(bins: Binaries) -> Result<TestEnv> {
         let mut last_err = None;
         for attempt in 1..=3 {
             match TestEnv::start_once(bins.clone()) {
                 Ok(env) => return Ok(env),
                 Err(err) => {
-                    eprintln!("testenv: start-up attempt {attempt} failed: {err:#}");
+                    let text = format!("{err:#}").to_ascii_lowercase();
+                    let port_clash = text.contains("in use") || text.contains("unable to bind");
+                    if !port_clash {
+                        return Err(err);
+                    }
+                    eprintln!("testenv: start-up attempt {attempt} failed (port clash): {err:#}");
                     last_err = Some(err);
                 }
             }
@@ -258,9 +263,10 @@ impl TestEnv {
         let db_dir = self.root.join("electrs-db");
         fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
         let child = Command::new(&self.bins.electrs)
-            // Don't let ./electrs.toml or ~/.electrs/config.toml change anything.
+            // No electrs.toml from /etc, ~ or the working directory changes anything.
             .current_dir(&self.root)
             .env("HOME", &self.root)
+            .arg("--skip-default-conf-files")
             .arg("--network")
             .arg("regtest")
             .arg("--daemon-dir")
@@ -277,6 +283,9 @@ impl TestEnv {
             .arg(format!("127.0.0.1:{}", self.monitoring_port))
             .arg("--wait-duration-secs")
             .arg("1")
+            // A fresh regtest chain counts as "in initial block download" until a block is
+            // mined; without this electrs would not serve anything until then.
+            .arg("--skip-block-download-wait")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
