@@ -361,7 +361,7 @@ pub async fn sign_psbt(
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(signer = entry.index, error = %e, "signer skipped in round 1");
+                    tracing::info!(signer = entry.index, error = %e, "signer skipped in round 1");
                     failures.insert(entry.index, e.to_string());
                 }
             }
@@ -416,7 +416,7 @@ pub async fn sign_psbt(
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(signer = entry.index, error = %e, "signer failed in round 2");
+                    tracing::info!(signer = entry.index, error = %e, "signer failed in round 2");
                     round2_failed = true;
                     failures.insert(entry.index, e.to_string());
                 }
