@@ -104,7 +104,10 @@ fn main() -> Result<()> {
     let handler: Arc<dyn Handler> = Arc::new(Faulty { inner, fault });
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        println!("listening on http://{} as {identity}", listener.local_addr()?);
+        println!(
+            "listening on http://{} as {identity}",
+            listener.local_addr()?
+        );
         serve(listener, handler, allowed, async {
             let _ = tokio::signal::ctrl_c().await;
         })

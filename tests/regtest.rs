@@ -4,10 +4,8 @@
 #![cfg(feature = "regtest")]
 
 #[path = "common/cluster.rs"]
-#[allow(dead_code)]
 mod cluster;
 #[path = "common/testenv.rs"]
-#[allow(dead_code)]
 mod testenv;
 
 use std::path::Path;
@@ -27,7 +25,9 @@ fn sats(v: &serde_json::Value) -> Result<u64> {
 
 fn address(c: &Cluster) -> Result<(String, u64)> {
     let v = ckm_json(&c.coord, &["wallet", "address"])?;
-    let index = v["index"].as_u64().ok_or_else(|| anyhow!("no index in {v}"))?;
+    let index = v["index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no index in {v}"))?;
     Ok((json_str(&v, "address")?.to_string(), index))
 }
 
@@ -54,7 +54,9 @@ fn sync(c: &Cluster, env: &TestEnv) -> Result<serde_json::Value> {
 fn balance(home: &Path) -> Result<(u64, u64)> {
     let v = ckm_json(home, &["wallet", "balance"])?;
     let confirmed = v["confirmed_sats"].as_u64().ok_or_else(|| anyhow!("{v}"))?;
-    let unconfirmed = v["unconfirmed_sats"].as_u64().ok_or_else(|| anyhow!("{v}"))?;
+    let unconfirmed = v["unconfirmed_sats"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{v}"))?;
     Ok((confirmed, unconfirmed))
 }
 
@@ -91,7 +93,9 @@ fn mine_and_confirm(env: &TestEnv, txid: &str) -> Result<serde_json::Value> {
 
 /// Every input is a Taproot key-path spend: a single 64-byte witness element.
 fn assert_key_path(tx: &serde_json::Value) -> Result<()> {
-    let inputs = tx["vin"].as_array().ok_or_else(|| anyhow!("no vin in {tx}"))?;
+    let inputs = tx["vin"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no vin in {tx}"))?;
     for (i, vin) in inputs.iter().enumerate() {
         let witness = vin["txinwitness"]
             .as_array()
@@ -104,7 +108,10 @@ fn assert_key_path(tx: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-fn output_paying<'a>(tx: &'a serde_json::Value, address: &str) -> Result<(u64, &'a serde_json::Value)> {
+fn output_paying<'a>(
+    tx: &'a serde_json::Value,
+    address: &str,
+) -> Result<(u64, &'a serde_json::Value)> {
     tx["vout"]
         .as_array()
         .and_then(|outs| {
@@ -128,7 +135,10 @@ fn key_path_spend_is_accepted_to_the_mempool_and_mined() -> Result<()> {
     let sent = send(&c, &env, &to, 300_000)?;
     let txid = json_str(&sent, "txid")?.to_string();
     let entry = env.rpc("getmempoolentry", json!([txid]))?;
-    ensure!(entry["vsize"].as_u64().is_some(), "not in the mempool: {entry}");
+    ensure!(
+        entry["vsize"].as_u64().is_some(),
+        "not in the mempool: {entry}"
+    );
     let signers = u16_array(&sent["signers"])?;
     assert_eq!(signers.len(), 2, "two signers co-signed: {sent}");
 
@@ -225,20 +235,30 @@ fn restarted_coordinator_shows_the_same_balance_and_next_address() -> Result<()>
     let txid = json_str(&sent, "txid")?.to_string();
     env.wait_until_electrum_sees(&txid, SYNC_TIMEOUT)?;
     let before = balance(&c.coord)?;
-    ensure!(before.1 > 0, "the change is pending before mining: {before:?}");
+    ensure!(
+        before.1 > 0,
+        "the change is pending before mining: {before:?}"
+    );
 
     // Each CLI run is a fresh process that reloads the wallet from SQLite; check the
     // library's reload too.
     let wallet = ckm::wallet::CkmWallet::load(&c.wallet_path())?;
     let b = wallet.bdk().balance();
     assert_eq!(
-        (b.confirmed.to_sat(), (b.trusted_pending + b.untrusted_pending).to_sat()),
+        (
+            b.confirmed.to_sat(),
+            (b.trusted_pending + b.untrusted_pending).to_sat()
+        ),
         before
     );
     drop(wallet);
     assert_eq!(balance(&c.coord)?, before);
     let (_, next) = address(&c)?;
-    assert_eq!(next, index + 1, "the next receive address continues after a restart");
+    assert_eq!(
+        next,
+        index + 1,
+        "the next receive address continues after a restart"
+    );
 
     mine_and_confirm(&env, &txid)?;
     sync(&c, &env)?;
@@ -261,16 +281,29 @@ fn file_workflow_create_sign_broadcast_confirms() -> Result<()> {
     let created = ckm_json(
         &c.coord,
         &[
-            "psbt", "create", "--to", &to, "--amount", "250000", "--fee-rate", "3", "--out",
+            "psbt",
+            "create",
+            "--to",
+            &to,
+            "--amount",
+            "250000",
+            "--fee-rate",
+            "3",
+            "--out",
             unsigned.to_str().unwrap_or_default(),
         ],
     )?;
-    let fee = created["fee_sats"].as_u64().ok_or_else(|| anyhow!("{created}"))?;
+    let fee = created["fee_sats"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{created}"))?;
     ensure!(fee > 0, "fee {fee}");
     let report = ckm_json(
         &c.coord,
         &[
-            "psbt", "sign", unsigned.to_str().unwrap_or_default(), "--out",
+            "psbt",
+            "sign",
+            unsigned.to_str().unwrap_or_default(),
+            "--out",
             signed.to_str().unwrap_or_default(),
         ],
     )?;
@@ -279,7 +312,10 @@ fn file_workflow_create_sign_broadcast_confirms() -> Result<()> {
     let refused = ckm(
         &c.coord,
         &[
-            "psbt", "broadcast", unsigned.to_str().unwrap_or_default(), "--electrum",
+            "psbt",
+            "broadcast",
+            unsigned.to_str().unwrap_or_default(),
+            "--electrum",
             &env.electrum_url(),
         ],
     )?;
@@ -287,7 +323,10 @@ fn file_workflow_create_sign_broadcast_confirms() -> Result<()> {
     let sent = ckm_json(
         &c.coord,
         &[
-            "psbt", "broadcast", signed.to_str().unwrap_or_default(), "--electrum",
+            "psbt",
+            "broadcast",
+            signed.to_str().unwrap_or_default(),
+            "--electrum",
             &env.electrum_url(),
         ],
     )?;

@@ -463,7 +463,10 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         let s = self.take_dkg(from, &session)?;
         let DkgStage::Done(share) = s.stage else {
-            return Err(refuse(ErrorCode::UnknownSession, "DKG session is not finished"));
+            return Err(refuse(
+                ErrorCode::UnknownSession,
+                "DKG session is not finished",
+            ));
         };
         let group = share.group();
         if group_key_hex(group) != group_key {
