@@ -386,9 +386,12 @@ fn audit(ctx: &Context, cmd: AuditCommand) -> Result<()> {
         if !SignerHome::exists(&ctx.home) {
             bail!("{} is not a signer home", ctx.home.display());
         }
-        return ctx.output(serde_json::json!({ "ok": true, "records": 0 }), || {
-            "audit log is empty".into()
-        });
+        // No log yet: an empty record list for `show`, like an empty log.
+        let json = match cmd {
+            AuditCommand::Verify => serde_json::json!({ "ok": true, "records": 0 }),
+            AuditCommand::Show => serde_json::json!([]),
+        };
+        return ctx.output(json, || "audit log is empty".into());
     }
     let records = ckm::signer::audit::verify(&path)?;
     match cmd {

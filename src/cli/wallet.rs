@@ -230,7 +230,20 @@ fn create(
         roster,
         electrum: None,
     };
-    let wallet = CkmWallet::create(&path, meta)?;
+    // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
+    // only once complete: a crash part-way leaves no half-made wallet that would break
+    // `wallet list` and block the name. The hard link refuses to replace an existing wallet.
+    let tmp = path.with_file_name(format!(".{name}.sqlite.creating-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    drop(CkmWallet::create(&tmp, meta)?);
+    let placed = std::fs::hard_link(&tmp, &path)
+        .with_context(|| format!("storing wallet '{name}' at {}", path.display()));
+    let _ = std::fs::remove_file(&tmp);
+    placed?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    }
+    let wallet = CkmWallet::load(&path)?;
     descriptor(ctx, &wallet)
 }
 

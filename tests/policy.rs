@@ -1,0 +1,340 @@
+//! Spending policies and the audit log of `ckm` signers, with real processes.
+//!
+//! For each rule (`max-fee-sats`, `max-fee-rate`, `max-amount-sats`, `daily-limit-sats`,
+//! `allow-address`) the policy is set on all three signers of a 2-of-3 wallet with
+//! `ckm signer policy set` while they are running; then a PSBT over the limit is refused
+//! (non-zero exit, the error names the rule, no output, a `refused: policy …` audit record
+//! and no `signed` record on the refusing signers) and one within the limit is signed (valid
+//! under libbitcoinconsensus). `signer policy show --json` shows what was set.
+//!
+//! The audit log's hash chain: `signer audit verify` accepts an intact log, names the edited
+//! record of a tampered one, and `signer serve` refuses to start on a tampered log.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bitcoin::{Address, OutPoint, TxOut};
+use cluster::*;
+
+/// A running 2-of-3 cluster with a funded wallet.
+struct Setup {
+    c: Cluster,
+    funding: HashMap<OutPoint, TxOut>,
+}
+
+fn setup() -> Result<Setup> {
+    let c = Cluster::with_wallet(3, 2)?;
+    let funding = fund(&c, &FUNDS)?;
+    Ok(Setup { c, funding })
+}
+
+impl Setup {
+    fn pay(&self, to: &Address, sats: u64, sat_per_vb: u32) -> Result<Payment> {
+        self.c.pay(&self.funding, to, sats, sat_per_vb)
+    }
+
+    /// `signer policy set --wallet WALLET ARGS…` on every (running) signer; then checks
+    /// with `signer policy show --json` that every signer shows `expect` (JSON) under
+    /// `field`.
+    fn set_policy(&mut self, args: &[&str], field: &str, expect: serde_json::Value) -> Result<()> {
+        for (i, s) in self.c.signers.iter_mut().enumerate() {
+            ensure!(!s.has_exited()?, "signer {} is not running", i + 1);
+            let pid = s.pid();
+            let mut all = vec!["signer", "policy", "set", "--wallet", WALLET];
+            all.extend_from_slice(args);
+            let v = ckm_json(&s.home, &all)?;
+            ensure!(json_str(&v, "wallet")? == WALLET, "{v}");
+            ensure!(v["policy"][field] == expect, "policy set printed {v}");
+            let shown = ckm_json(&s.home, &["signer", "policy", "show", "--wallet", WALLET])?;
+            let rows = shown.as_array().context("policy show is not an array")?;
+            ensure!(rows.len() == 1, "{shown}");
+            ensure!(json_str(&rows[0], "wallet")? == WALLET, "{shown}");
+            ensure!(
+                rows[0]["policy"][field] == expect,
+                "signer {}: policy show says {shown}",
+                i + 1
+            );
+            // Same process: no restart was needed.
+            ensure!(s.pid() == pid && !s.has_exited()?);
+        }
+        Ok(())
+    }
+
+    /// Signs `p` (must succeed), checks the transaction and the report; returns the roster
+    /// indexes of the signers used.
+    fn expect_signed(&self, p: &Payment, name: &str) -> Result<Vec<u16>> {
+        let input = self.c.write_psbt(&format!("{name}.psbt"), &p.psbt)?;
+        let out = self.c.dir.path().join(format!("{name}.signed.psbt"));
+        let v = self.c.sign_ok(&input, &out, &[])?;
+        let tx = check_signed(&out, p)?;
+        let used = check_report(&self.c, &v, &tx)?;
+        ensure!(used.len() == 2, "{v}");
+        for &i in &used {
+            let records = audit_for(&self.c.signers[usize::from(i) - 1].home, &p.txid())?;
+            ensure!(
+                records.iter().any(|r| r["outcome"] == "signed"),
+                "signer {i} signed {name} without a `signed` audit record: {records:?}"
+            );
+        }
+        Ok(used)
+    }
+
+    /// Signs `p` (must fail): non-zero exit, the error names `rule`, no output, input
+    /// unchanged; every signer in `refusing` (roster indexes) has a `refused: policy RULE`
+    /// record for the txid, and no signer has a `signed` record for it.
+    fn expect_refused(&self, p: &Payment, name: &str, rule: &str, refusing: &[u16]) -> Result<()> {
+        let input = self.c.write_psbt(&format!("{name}.psbt"), &p.psbt)?;
+        let input_bytes = std::fs::read(&input)?;
+        let out = self.c.dir.path().join(format!("{name}.signed.psbt"));
+        let res = self.c.sign(&input, &out, &[])?;
+        ensure!(
+            !res.status.success(),
+            "{name} was signed despite {rule}: {}",
+            String::from_utf8_lossy(&res.stdout)
+        );
+        let err = json_error(&res)?;
+        ensure!(
+            err.contains(&format!("policy {rule}")),
+            "the error does not name {rule}: {err}"
+        );
+        ensure!(err.contains("of the 2 required signers"), "{err}");
+        ensure!(!out.exists(), "{name}: output written despite the refusal");
+        ensure!(
+            std::fs::read(&input)? == input_bytes,
+            "{name}: input changed"
+        );
+        let txid = p.txid();
+        for (i, s) in self.c.signers.iter().enumerate() {
+            let index = u16::try_from(i + 1)?;
+            let records = audit_for(&s.home, &txid)?;
+            ensure!(
+                !records.iter().any(|r| r["outcome"] == "signed"),
+                "signer {index} has a `signed` record for refused {name}: {records:?}"
+            );
+            if refusing.contains(&index) {
+                let prefix = format!("refused: policy {rule}");
+                ensure!(
+                    records.iter().any(|r| r["outcome"]
+                        .as_str()
+                        .is_some_and(|o| o.starts_with(&prefix))),
+                    "signer {index} has no `{prefix}` record for {name}: {records:?}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `signer audit show --json` of a signer home (the command verifies the chain).
+fn audit_records(home: &Path) -> Result<Vec<serde_json::Value>> {
+    let v = ckm_json(home, &["signer", "audit", "show"])?;
+    Ok(v.as_array().context("audit show is not an array")?.clone())
+}
+
+/// The audit records of one transaction.
+fn audit_for(home: &Path, txid: &str) -> Result<Vec<serde_json::Value>> {
+    Ok(audit_records(home)?
+        .into_iter()
+        .filter(|r| r["txid"] == txid)
+        .collect())
+}
+
+const ALL: [u16; 3] = [1, 2, 3];
+
+// ---------------------------------------------------------------------------------------
+// One test per rule
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn policy_max_fee_sats() -> Result<()> {
+    let mut s = setup()?;
+    let low = s.pay(&foreign_address(), 100_000, 2)?;
+    let high = s.pay(&foreign_address(), 100_000, 40)?;
+    let (fee_low, fee_high) = (low.fee()?, high.fee()?);
+    ensure!(fee_low * 4 < fee_high, "fees {fee_low} / {fee_high}");
+    let max = (fee_low + fee_high) / 2;
+    s.set_policy(
+        &["--max-fee-sats", &max.to_string()],
+        "max_fee_sats",
+        max.into(),
+    )?;
+    s.expect_refused(&high, "high-fee", "max-fee-sats", &ALL)?;
+    s.expect_signed(&low, "low-fee")?;
+    Ok(())
+}
+
+#[test]
+fn policy_max_fee_rate() -> Result<()> {
+    let mut s = setup()?;
+    let low = s.pay(&foreign_address(), 100_000, 2)?;
+    let high = s.pay(&foreign_address(), 100_000, 25)?;
+    s.set_policy(&["--max-fee-rate", "10"], "max_fee_rate", 10.into())?;
+    s.expect_refused(&high, "high-rate", "max-fee-rate", &ALL)?;
+    s.expect_signed(&low, "low-rate")?;
+    Ok(())
+}
+
+#[test]
+fn policy_max_amount_sats() -> Result<()> {
+    let mut s = setup()?;
+    let small = s.pay(&foreign_address(), 50_000, 2)?;
+    let large = s.pay(&foreign_address(), 300_000, 2)?;
+    s.set_policy(
+        &["--max-amount-sats", "100000"],
+        "max_amount_sats",
+        100_000.into(),
+    )?;
+    s.expect_refused(&large, "large", "max-amount-sats", &ALL)?;
+    s.expect_signed(&small, "small")?;
+    Ok(())
+}
+
+#[test]
+fn policy_daily_limit_sats() -> Result<()> {
+    let mut s = setup()?;
+    s.set_policy(
+        &["--daily-limit-sats", "150000"],
+        "daily_limit_sats",
+        150_000.into(),
+    )?;
+    // 100k of 150k: signed.
+    let first = s.pay(&foreign_address(), 100_000, 2)?;
+    let used = s.expect_signed(&first, "first")?;
+    // Another 100k within 24 h: refused by the two signers that signed the first (the third
+    // has paid nothing yet and alone cannot sign).
+    let second = s.pay(&foreign_address(), 100_000, 2)?;
+    s.expect_refused(&second, "second", "daily-limit-sats", &used)?;
+    let third_signer = ALL
+        .iter()
+        .find(|i| !used.contains(i))
+        .context("no unused signer")?;
+    let records = audit_for(
+        &s.c.signers[usize::from(*third_signer) - 1].home,
+        &second.txid(),
+    )?;
+    ensure!(
+        records.is_empty(),
+        "signer {third_signer} (nothing paid yet) audited {records:?}"
+    );
+    // 40k more still fits (100k + 40k <= 150k).
+    let small = s.pay(&foreign_address(), 40_000, 2)?;
+    s.expect_signed(&small, "third")?;
+    Ok(())
+}
+
+#[test]
+fn policy_allow_address() -> Result<()> {
+    let mut s = setup()?;
+    let allowed = foreign_address();
+    s.set_policy(
+        &["--allow-address", &allowed.to_string()],
+        "allow_addresses",
+        serde_json::json!([allowed.to_string()]),
+    )?;
+    let other = s.pay(&foreign_address(), 100_000, 2)?;
+    s.expect_refused(&other, "elsewhere", "allow-address", &ALL)?;
+    let ok = s.pay(&allowed, 100_000, 2)?;
+    s.expect_signed(&ok, "allowed")?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit log tampering
+// ---------------------------------------------------------------------------------------
+
+/// Runs `cmd` to completion, killing it (and failing) after `limit`.
+fn output_within(mut cmd: std::process::Command, limit: Duration) -> Result<std::process::Output> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "still running after {limit:?}; stdout: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn audit_log_tampering_is_detected() -> Result<()> {
+    let mut s = setup()?;
+    // Signer 3 down: signers 1 and 2 sign every spend, so each has one record per spend.
+    s.c.signers[2].kill();
+    let payments = (0..3)
+        .map(|k| s.pay(&foreign_address(), 20_000 + k * 1_000, 2))
+        .collect::<Result<Vec<_>>>()?;
+    for (k, p) in payments.iter().enumerate() {
+        s.expect_signed(p, &format!("spend{k}"))?;
+    }
+    let home = s.c.signers[0].home.clone();
+    let v = ckm_json(&home, &["signer", "audit", "verify"])?;
+    ensure!(v["ok"] == true && v["records"] == 3, "{v}");
+    let records = audit_records(&home)?;
+    for (k, (r, p)) in records.iter().zip(&payments).enumerate() {
+        ensure!(r["seq"] == k && r["outcome"] == "signed", "{r}");
+        ensure!(r["txid"] == p.txid() && r["amount_sats"] == p.amount, "{r}");
+    }
+
+    // Edit the amount of record 1.
+    let log = home.join("signer").join("audit.log");
+    let text = std::fs::read_to_string(&log)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    ensure!(lines.len() == 3, "{text}");
+    let amount = format!("\"amount_sats\":{}", payments[1].amount);
+    ensure!(lines[1].contains(&amount), "{}", lines[1]);
+    lines[1] = lines[1].replace(
+        &amount,
+        &format!("\"amount_sats\":{}", payments[1].amount - 1),
+    );
+    std::fs::write(&log, lines.join("\n") + "\n")?;
+
+    for cmd in ["verify", "show"] {
+        let res = ckm(&home, &["--json", "signer", "audit", cmd])?;
+        ensure!(!res.status.success(), "audit {cmd} accepted a tampered log");
+        let err = json_error(&res)?;
+        ensure!(
+            err.contains("broken at record 1 ") && err.contains("edited"),
+            "audit {cmd}: the edited record is not named: {err}"
+        );
+    }
+    // The untouched log of signer 2 still verifies.
+    let v = ckm_json(&s.c.signers[1].home, &["signer", "audit", "verify"])?;
+    ensure!(v["ok"] == true && v["records"] == 3, "{v}");
+
+    // A signer does not start on a tampered log.
+    s.c.signers[0].stop()?;
+    let mut cmd = ckm_cmd(&home);
+    cmd.args([
+        "signer",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-coordinator",
+        &s.c.coord_id,
+    ]);
+    let out = output_within(cmd, Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "serve started on a tampered log");
+    ensure!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening"),
+        "serve announced itself"
+    );
+    ensure!(
+        stderr.contains("audit log broken at record 1"),
+        "unclear error: {stderr}"
+    );
+    Ok(())
+}
