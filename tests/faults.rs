@@ -20,6 +20,8 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/consensus.rs"]
+mod consensus;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -12,6 +12,8 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/consensus.rs"]
+mod consensus;
 
 use std::collections::HashMap;
 use std::path::Path;

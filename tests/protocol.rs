@@ -15,6 +15,10 @@
 //! The random generator is seeded from `CKM_TEST_SEED` when set (the seed of every test is
 //! printed, and shown when a test fails), otherwise from the OS.
 
+#[path = "common/consensus.rs"]
+mod consensus;
+use consensus::{consensus_verify, consensus_verify_against};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
@@ -766,42 +770,6 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
         to,
         amount,
     })
-}
-
-/// Verifies every input of `tx` with libbitcoinconsensus (Taproot rules) against `funding`.
-fn consensus_verify(tx: &Transaction, funding: &HashMap<OutPoint, TxOut>) -> Result<()> {
-    let spent: Vec<TxOut> = tx
-        .input
-        .iter()
-        .map(|i| funding.get(&i.previous_output).cloned())
-        .collect::<Option<_>>()
-        .context("transaction spends an unknown output")?;
-    consensus_verify_against(tx, &spent)
-}
-
-fn consensus_verify_against(tx: &Transaction, spent: &[TxOut]) -> Result<()> {
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    // The Utxo structs point into `spent`, which outlives them.
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, prev) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            prev.script_pubkey.as_bytes(),
-            prev.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| anyhow::anyhow!("input {index}: consensus verification failed: {e:?}"))?;
-    }
-    Ok(())
 }
 
 fn origin_path(psbt: &Psbt, input: usize) -> Option<DerivationPath> {

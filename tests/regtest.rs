@@ -5,6 +5,8 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/consensus.rs"]
+mod consensus;
 #[path = "common/testenv.rs"]
 mod testenv;
 

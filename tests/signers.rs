@@ -19,6 +19,8 @@
 
 #[path = "common/cluster.rs"]
 mod cluster;
+#[path = "common/consensus.rs"]
+mod consensus;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -215,6 +215,18 @@ impl Client {
             unix_now(),
             &mut rand::rngs::OsRng,
         );
+        // A timeout is reported as such; any other transport error as `other`.
+        let transport = |e: reqwest::Error, other: fn(u16, String, String) -> CallError| {
+            if e.is_timeout() {
+                CallError::Timeout {
+                    index,
+                    url: url.clone(),
+                    secs: self.timeout.as_secs(),
+                }
+            } else {
+                other(index, url.clone(), error_chain(&e))
+            }
+        };
         let response = http
             .post(endpoint)
             .header(AUTH_HEADER, auth.to_header_value())
@@ -223,19 +235,11 @@ impl Client {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
-                    CallError::Timeout {
-                        index,
-                        url: url.clone(),
-                        secs: self.timeout.as_secs(),
-                    }
-                } else {
-                    CallError::Unreachable {
-                        index,
-                        url: url.clone(),
-                        reason: error_chain(&e),
-                    }
-                }
+                transport(e, |index, url, reason| CallError::Unreachable {
+                    index,
+                    url,
+                    reason,
+                })
             })?;
         let bad = |reason: String| CallError::BadResponse {
             index,
@@ -254,15 +258,11 @@ impl Client {
             return Err(bad("answer too large".into()));
         }
         let bytes = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                CallError::Timeout {
-                    index,
-                    url: url.clone(),
-                    secs: self.timeout.as_secs(),
-                }
-            } else {
-                bad(error_chain(&e))
-            }
+            transport(e, |index, url, reason| CallError::BadResponse {
+                index,
+                url,
+                reason,
+            })
         })?;
         let Some(signature) = signature else {
             // Unauthenticated refusals (401) carry no signature: report them as refusals.

@@ -833,37 +833,7 @@ pub fn fund_and_build(c: &Cluster) -> Result<Payment> {
     Ok(p)
 }
 
-/// Verifies every input of `tx` with libbitcoinconsensus (Taproot rules) against `funding`.
-pub fn consensus_verify(tx: &Transaction, funding: &HashMap<OutPoint, TxOut>) -> Result<()> {
-    let spent: Vec<TxOut> = tx
-        .input
-        .iter()
-        .map(|i| funding.get(&i.previous_output).cloned())
-        .collect::<Option<_>>()
-        .context("the transaction spends an unknown output")?;
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    // The Utxo structs point into `spent`, which outlives them.
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, prev) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            prev.script_pubkey.as_bytes(),
-            prev.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| anyhow!("input {index}: consensus verification failed: {e:?}"))?;
-    }
-    Ok(())
-}
+pub use crate::consensus::consensus_verify;
 
 /// Reads a signed PSBT file, extracts the transaction, checks it against the payment and
 /// verifies every input with libbitcoinconsensus.
