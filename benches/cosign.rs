@@ -1,0 +1,1202 @@
+//! What co-signing a PSBT costs, from the bare FROST arithmetic to real signer processes.
+//!
+//! Run with `just bench` (which builds `target/release/ckm` first) or
+//! `cargo bench --locked --bench cosign` once the release binary exists. One run measures, for
+//! N = 1, 10, 100 inputs and 2-of-3, 3-of-5, 7-of-10 groups (median of several repetitions,
+//! after one warm-up):
+//!
+//! - **floor**: the bare frost-secp256k1-tr work (`round1::commit` for t signers × N inputs,
+//!   `round2::sign_with_tweak` with the root key packages on N random messages,
+//!   `aggregate_with_tweak`), one process, no I/O, no PSBT;
+//! - **memory**: [`ckm::psbt::sign_in_memory`] on a real wallet PSBT of N inputs (signer
+//!   checks, sighashes, HD derivation, both rounds, aggregation, verification, finalization),
+//!   shares from [`ckm::frost::dkg::run_in_memory`];
+//! - **network**: the same shape of PSBT co-signed by [`ckm::net::coordinator::sign_psbt`]
+//!   through n real `ckm signer serve` processes on loopback, the wallet created by a DKG
+//!   across those processes ([`ckm::net::coordinator::create_wallet`]);
+//! - **single-key**: bdk_wallet signing (and finalizing) the same shape of PSBT with an ordinary
+//!   `tr(tprv…/0/*)` / `tr(tprv…/1/*)` wallet.
+//!
+//! Plus the DKG across real signer processes vs in one process for n = 3, 5, 10, 20 with
+//! t = ⌈2n/3⌉, and a load figure: 50 coordinators (each its own identity, all allowed on the
+//! signers) co-signing a 10-input PSBT of one 2-of-3 wallet concurrently through the same three
+//! signer processes.
+//!
+//! Every signed transaction is checked once with libbitcoinconsensus (Taproot rules).
+//! Output: a table on stdout and `target/bench/report.json`.
+//!
+//! Environment: `CKM_BIN` (the ckm binary; default: the one cargo built with this bench,
+//! `target/release/ckm`),
+//! `CKM_BENCH_QUICK=1` (N = 1 and 10 only, fewer repetitions, DKG up to n = 10: a smoke run),
+//! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
+//! `perf record --call-graph dwarf` attached to the signer processes and this process, written
+//! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use bdk_wallet::{KeychainKind, SignOptions, Wallet};
+use bitcoin::absolute::LockTime;
+use bitcoin::bip32::Xpriv;
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Keypair, SecretKey};
+use bitcoin::transaction::Version;
+use bitcoin::{
+    Address, Amount, FeeRate, Network, NetworkKind, OutPoint, Psbt, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Txid, Witness,
+};
+use ckm::frost::dkg::{run_in_memory, DkgParams};
+use ckm::frost::keys::{secp, GroupPublic, KeyShare};
+use ckm::identity::{IdentityKey, IdentityPublic};
+use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
+use ckm::net::client::Client;
+use ckm::net::coordinator::{create_wallet, sign_psbt};
+use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
+use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
+use frost_secp256k1_tr as frost;
+use rand::rngs::ThreadRng;
+use rand::{Rng, RngCore};
+
+const NETWORK: Network = Network::Regtest;
+const SATS_PER_INPUT: u64 = 100_000;
+const PASSPHRASE: &str = "ckm-bench-passphrase";
+const GROUPS: [(u16, u16); 3] = [(2, 3), (3, 5), (7, 10)];
+const LOAD_COORDINATORS: usize = 50;
+const LOAD_INPUTS: usize = 10;
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+fn log(text: impl AsRef<str>) {
+    eprintln!("[bench] {}", text.as_ref());
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// One warm-up call, then `reps` timed calls; each call returns the time of its timed part.
+fn sample(reps: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Vec<f64>> {
+    f()?;
+    (0..reps).map(|_| f().map(ms)).collect()
+}
+
+fn spread(samples: &[f64]) -> String {
+    let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "median {:.2} ms (min {:.2}, max {:.2}, n={})",
+        median(samples),
+        min,
+        max,
+        samples.len()
+    )
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{model}, {cores} cores")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn ckm_bin() -> Result<PathBuf> {
+    // Cargo builds the binary with the library a bench links (same sources, same profile
+    // directory: target/release/ckm); CKM_BIN overrides it.
+    let bin = std::env::var_os("CKM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ckm")));
+    let bin = if bin.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(bin)
+    } else {
+        bin
+    };
+    ensure!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --release --locked` (or set CKM_BIN)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+// ---------------------------------------------------------------------------------------
+// PSBTs of N inputs
+// ---------------------------------------------------------------------------------------
+
+fn foreign_address(rng: &mut ThreadRng) -> Address {
+    let sk = SecretKey::new(rng);
+    let (xonly, _) = Keypair::from_secret_key(secp(), &sk).x_only_public_key();
+    Address::p2tr(secp(), xonly, None, NETWORK)
+}
+
+/// A made-up unconfirmed transaction paying `sats` to `script_pubkey`.
+fn made_up_funding(rng: &mut ThreadRng, script_pubkey: ScriptBuf, sats: u64) -> Transaction {
+    let mut prev = [0u8; 32];
+    rng.fill_bytes(&mut prev);
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::from_byte_array(prev), rng.gen_range(0..4)),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::from_slice(&[[0u8; 64]]),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(sats),
+                script_pubkey,
+            },
+            TxOut {
+                value: Amount::from_sat(12_345),
+                script_pubkey: foreign_address(rng).script_pubkey(),
+            },
+        ],
+    }
+}
+
+/// Funds `inputs` fresh receive addresses of `wallet` with made-up unconfirmed transactions
+/// and builds a PSBT spending all of them: one payment (half the funds) and change.
+fn fund_and_build(wallet: &mut Wallet, inputs: usize, rng: &mut ThreadRng) -> Result<Psbt> {
+    let scripts: Vec<ScriptBuf> = (0..inputs)
+        .map(|_| {
+            wallet
+                .reveal_next_address(KeychainKind::External)
+                .address
+                .script_pubkey()
+        })
+        .collect();
+    let txs: Vec<(Transaction, u64)> = scripts
+        .into_iter()
+        .map(|spk| (made_up_funding(rng, spk, SATS_PER_INPUT), 1_700_000_000))
+        .collect();
+    wallet.apply_unconfirmed_txs(txs);
+    let to = foreign_address(rng);
+    let mut builder = wallet.build_tx();
+    builder.add_recipient(
+        to.script_pubkey(),
+        Amount::from_sat(inputs as u64 * SATS_PER_INPUT / 2),
+    );
+    builder.drain_wallet();
+    builder.fee_rate(FeeRate::from_sat_per_vb_u32(2));
+    let psbt = builder.finish().context("building the PSBT")?;
+    ensure!(
+        psbt.inputs.len() == inputs && psbt.outputs.len() == 2,
+        "expected {inputs} inputs and 2 outputs, got {} and {}",
+        psbt.inputs.len(),
+        psbt.outputs.len()
+    );
+    Ok(psbt)
+}
+
+/// A ckm wallet (SQLite in `dir`) of `group` holding a PSBT of `inputs` inputs.
+fn ckm_psbt(
+    dir: &Path,
+    name: &str,
+    group: &GroupPublic,
+    roster: Vec<RosterEntry>,
+    inputs: usize,
+    rng: &mut ThreadRng,
+) -> Result<(WalletMeta, Psbt)> {
+    let meta = WalletMeta {
+        name: name.to_string(),
+        network: NETWORK,
+        group: group.clone(),
+        roster,
+        electrum: None,
+    };
+    let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
+    let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;
+    Ok((meta, psbt))
+}
+
+/// Checks every input of `tx` with libbitcoinconsensus (Taproot rules) against the outputs
+/// the unsigned PSBT says it spends.
+fn consensus_verify(unsigned: &Psbt, tx: &Transaction) -> Result<()> {
+    let spent: Vec<TxOut> = unsigned
+        .inputs
+        .iter()
+        .map(|i| i.witness_utxo.clone())
+        .collect::<Option<_>>()
+        .context("an input has no witness_utxo")?;
+    ensure!(spent.len() == tx.input.len(), "input count changed");
+    let tx_bytes = bitcoin::consensus::serialize(tx);
+    // The Utxo structs point into `spent`, which outlives them.
+    let utxos: Vec<bitcoinconsensus::Utxo> = spent
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    for (index, prev) in spent.iter().enumerate() {
+        bitcoinconsensus::verify_with_flags(
+            prev.script_pubkey.as_bytes(),
+            prev.value.to_sat(),
+            &tx_bytes,
+            Some(&utxos),
+            index,
+            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
+        )
+        .map_err(|e| anyhow!("input {index}: consensus verification failed: {e:?}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Signer processes
+// ---------------------------------------------------------------------------------------
+
+/// A running `ckm signer serve` process; killed (by its pid) when dropped.
+struct SignerProc {
+    child: Child,
+    url: String,
+    identity: IdentityPublic,
+}
+
+impl SignerProc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn status_field_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| {
+            l.strip_prefix(field)
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+    }
+
+    /// Resets the peak RSS (VmHWM) to the current RSS (Linux `clear_refs` value 5).
+    fn reset_peak_rss(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
+    }
+}
+
+impl Drop for SignerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn roster(signers: &[SignerProc]) -> Vec<RosterEntry> {
+    signers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| RosterEntry {
+            index: u16::try_from(i + 1).expect("small roster"),
+            url: s.url.clone(),
+            identity: s.identity,
+            tls_sha256: None,
+        })
+        .collect()
+}
+
+/// `ckm signer init` in each home (in parallel), then `ckm signer serve` on a free loopback
+/// port allowing `allowed`; returns once every server printed its address.
+fn start_signers(
+    bin: &Path,
+    homes: &[PathBuf],
+    allowed: &[IdentityPublic],
+) -> Result<Vec<SignerProc>> {
+    let mut inits = Vec::new();
+    for home in homes {
+        let child = Command::new(bin)
+            .arg("--home")
+            .arg(home)
+            .args(["signer", "init"])
+            .env("CKM_PASSPHRASE", PASSPHRASE)
+            .env_remove("CKM_HOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} signer init", bin.display()))?;
+        inits.push((home, child));
+    }
+    for (home, child) in inits {
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "signer init in {} failed: {}",
+            home.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut pending = Vec::new();
+    for home in homes {
+        let log = std::fs::File::create(home.join("serve.log"))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--home")
+            .arg(home)
+            .args(["signer", "serve", "--listen", "127.0.0.1:0"]);
+        for key in allowed {
+            cmd.arg("--allow-coordinator").arg(key.to_string());
+        }
+        let mut child = cmd
+            .env("CKM_PASSPHRASE", PASSPHRASE)
+            .env_remove("CKM_HOME")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {} signer serve", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        pending.push((home, child, rx));
+    }
+    // Every child is owned by a guard from here on, so an early return kills them all.
+    let mut procs = Vec::new();
+    let mut waiting = Vec::new();
+    for (home, child, rx) in pending {
+        procs.push(SignerProc {
+            child,
+            url: String::new(),
+            identity: IdentityKey::generate(&mut rand::rngs::OsRng).public(),
+        });
+        waiting.push((home, rx));
+    }
+    for (signer, (home, rx)) in procs.iter_mut().zip(waiting) {
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Some(Ok(line))) => line,
+            other => bail!(
+                "signer in {} did not start ({other:?}); see {}",
+                home.display(),
+                home.join("serve.log").display()
+            ),
+        };
+        // "listening on http://ADDR as ID"
+        let (url, id) = line
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_once(" as "))
+            .with_context(|| format!("unexpected first line from signer: {line}"))?;
+        signer.url = url.to_string();
+        signer.identity = IdentityPublic::from_str(id.trim())
+            .map_err(|e| anyhow!("signer identity {id}: {e}"))?;
+    }
+    Ok(procs)
+}
+
+// ---------------------------------------------------------------------------------------
+// The four ways of signing
+// ---------------------------------------------------------------------------------------
+
+/// Bare frost: t signers commit, sign (root key packages) and one aggregation per message.
+fn floor_samples(
+    t: u16,
+    n: u16,
+    inputs: usize,
+    reps: usize,
+    rng: &mut ThreadRng,
+) -> Result<Vec<f64>> {
+    let (secret_shares, public_key_package) =
+        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, &mut *rng)?;
+    let key_packages: Vec<frost::keys::KeyPackage> = secret_shares
+        .into_values()
+        .take(usize::from(t))
+        .map(frost::keys::KeyPackage::try_from)
+        .collect::<Result<_, _>>()?;
+    sample(reps, || {
+        let messages: Vec<[u8; 32]> = (0..inputs).map(|_| rng.gen()).collect();
+        let start = Instant::now();
+        let mut commitments: Vec<BTreeMap<frost::Identifier, frost::round1::SigningCommitments>> =
+            vec![BTreeMap::new(); inputs];
+        let mut nonces: Vec<Vec<frost::round1::SigningNonces>> = Vec::new();
+        for kp in &key_packages {
+            let mut mine = Vec::with_capacity(inputs);
+            for per_input in commitments.iter_mut() {
+                let (nonce, commitment) = frost::round1::commit(kp.signing_share(), &mut *rng);
+                per_input.insert(*kp.identifier(), commitment);
+                mine.push(nonce);
+            }
+            nonces.push(mine);
+        }
+        let packages: Vec<frost::SigningPackage> = commitments
+            .into_iter()
+            .zip(&messages)
+            .map(|(c, m)| frost::SigningPackage::new(c, m))
+            .collect();
+        let mut shares: Vec<BTreeMap<frost::Identifier, frost::round2::SignatureShare>> =
+            vec![BTreeMap::new(); inputs];
+        for (kp, mine) in key_packages.iter().zip(&nonces) {
+            for ((package, nonce), per_input) in packages.iter().zip(mine).zip(shares.iter_mut()) {
+                let share = frost::round2::sign_with_tweak(package, nonce, kp, None)?;
+                per_input.insert(*kp.identifier(), share);
+            }
+        }
+        for (package, per_input) in packages.iter().zip(&shares) {
+            frost::aggregate_with_tweak(package, per_input, &public_key_package, None)?;
+        }
+        Ok(start.elapsed())
+    })
+}
+
+fn memory_samples(
+    psbt: &Psbt,
+    shares: &[KeyShare],
+    t: u16,
+    reps: usize,
+    rng: &mut ThreadRng,
+) -> Result<Vec<f64>> {
+    let signers: Vec<&KeyShare> = shares.iter().take(usize::from(t)).collect();
+    let mut checked = false;
+    sample(reps, || {
+        let mut p = psbt.clone();
+        let start = Instant::now();
+        let tx = sign_in_memory(&mut p, &signers, &mut *rng)?;
+        let elapsed = start.elapsed();
+        if !checked {
+            consensus_verify(psbt, &tx)?;
+            checked = true;
+        }
+        Ok(elapsed)
+    })
+}
+
+fn network_samples(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    meta: &WalletMeta,
+    psbt: &Psbt,
+    reps: usize,
+) -> Result<Vec<f64>> {
+    let mut checked = false;
+    sample(reps, || {
+        let mut p = psbt.clone();
+        let start = Instant::now();
+        let report = rt.block_on(sign_psbt(client, meta, &mut p))?;
+        let elapsed = start.elapsed();
+        ensure!(
+            report.culprits.is_empty() && report.skipped.is_empty(),
+            "signers failed: {:?}",
+            report.skipped
+        );
+        if !checked {
+            consensus_verify(psbt, &report.transaction)?;
+            checked = true;
+        }
+        Ok(elapsed)
+    })
+}
+
+/// An ordinary single-key BIP-0086-style wallet (`tr(tprv/0/*)`, `tr(tprv/1/*)`).
+fn single_key_samples(inputs: usize, reps: usize, rng: &mut ThreadRng) -> Result<Vec<f64>> {
+    let seed: [u8; 32] = rng.gen();
+    let xprv = Xpriv::new_master(NetworkKind::Test, &seed)?;
+    let mut wallet = Wallet::create(format!("tr({xprv}/0/*)"), format!("tr({xprv}/1/*)"))
+        .network(NETWORK)
+        .create_wallet_no_persist()?;
+    let psbt = fund_and_build(&mut wallet, inputs, rng)?;
+    let mut checked = false;
+    sample(reps, || {
+        let mut p = psbt.clone();
+        let start = Instant::now();
+        #[allow(deprecated)]
+        let finalized = wallet.sign(&mut p, SignOptions::default())?;
+        let elapsed = start.elapsed();
+        ensure!(finalized, "the single-key wallet did not finalize its PSBT");
+        if !checked {
+            let tx = p.extract_tx()?;
+            consensus_verify(&psbt, &tx)?;
+            checked = true;
+        }
+        Ok(elapsed)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Where the time goes (100 inputs, 2-of-3, in one process)
+// ---------------------------------------------------------------------------------------
+
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let start = Instant::now();
+    let v = f()?;
+    Ok((v, ms(start.elapsed())))
+}
+
+/// Times each phase of co-signing separately and the size of the protocol messages.
+fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(String, f64)>> {
+    let mut rng = rand::thread_rng();
+    let group = shares[0].group().clone();
+    let signers: Vec<&KeyShare> = shares.iter().take(2).collect();
+    let inputs = psbt.inputs.len();
+    // Phases in the order they run (insertion order kept).
+    let mut rows: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    let mut sizes: Vec<(String, f64)> = Vec::new();
+    for rep in 0..=reps {
+        let mut add = |k: &'static str, v: f64| {
+            if rep > 0 {
+                match rows.iter_mut().find(|(name, _)| *name == k) {
+                    Some((_, samples)) => samples.push(v),
+                    None => rows.push((k, vec![v])),
+                }
+            }
+        };
+        let (checked, t) = timed(|| Ok(check_psbt(psbt, &group)?))?;
+        add("check_psbt (whole PSBT, incl. derivation + sighashes)", t);
+        let (_, t) = timed(|| {
+            for i in &checked.inputs {
+                group.derivation(i.derivation.path())?;
+            }
+            Ok(())
+        })?;
+        add("check_psbt, of which GroupPublic::derivation × N", t);
+        let (_, t) = timed(|| {
+            for i in &checked.inputs {
+                signers[0].derive(&i.derivation)?;
+            }
+            Ok(())
+        })?;
+        add("KeyShare::derive × N (one signer)", t);
+        let ids = signers.iter().map(|s| s.identifier()).collect();
+        let (_, t) = timed(|| {
+            for i in &checked.inputs {
+                group.derive_public_key_package(&i.derivation, Some(&ids))?;
+            }
+            Ok(())
+        })?;
+        add("GroupPublic::derive_public_key_package × N (t shares)", t);
+
+        let (session, t) = timed(|| Ok(SigningSession::new(psbt, &group)?))?;
+        add("coordinator: SigningSession::new (= check_psbt)", t);
+        let mut commitments = BTreeMap::new();
+        let mut nonces = Vec::new();
+        let mut t_commit = 0.0;
+        for s in &signers {
+            let ((n, c, _), t) = timed(|| Ok(commit(psbt, s, &mut rng)?))?;
+            t_commit += t;
+            commitments.insert(s.identifier(), c);
+            nonces.push((*s, n));
+        }
+        add(
+            "signer round 1: commit (check + N nonces), per signer",
+            t_commit / 2.0,
+        );
+        let (packages, t) = timed(|| Ok(session.signing_packages(&commitments)?))?;
+        add("coordinator: signing_packages", t);
+        let mut signature_shares = BTreeMap::new();
+        let mut t_sign = 0.0;
+        for (s, n) in nonces {
+            let (sh, t) = timed(|| Ok(n.sign(psbt, s, &packages)?))?;
+            t_sign += t;
+            signature_shares.insert(s.identifier(), sh);
+        }
+        add(
+            "signer round 2: sign (check + derive + sign), per signer",
+            t_sign / 2.0,
+        );
+        let (signatures, t) = timed(|| Ok(session.aggregate(&packages, &signature_shares)?))?;
+        add(
+            "coordinator: aggregate (derive + aggregate_with_tweak + verify)",
+            t,
+        );
+        let mut p = psbt.clone();
+        let (_, t) = timed(|| Ok(session.finalize(&mut p, &signatures)?))?;
+        add("coordinator: finalize (miniscript)", t);
+
+        let session_id = SessionId::random(&mut rng);
+        let commit_msg = CoordinatorToSigner::SignCommit {
+            session: session_id,
+            wallet: WalletRef {
+                name: "bench".into(),
+                group_key: group.group_key().to_string(),
+            },
+            psbt: psbt.to_string(),
+        };
+        let share_msg = CoordinatorToSigner::SignShare {
+            session: session_id,
+            packages: packages.clone(),
+        };
+        let (bytes, t) = timed(|| Ok(message::encode(&share_msg)))?;
+        add("JSON encode SignShare (N signing packages)", t);
+        let (_, t) = timed(|| Ok(message::decode::<CoordinatorToSigner>(&bytes)?))?;
+        add("JSON decode SignShare", t);
+        let (text, t) = timed(|| Ok(psbt.to_string()))?;
+        add("PSBT to base64", t);
+        let (_, t) = timed(|| Ok(Psbt::from_str(&text)?))?;
+        add("PSBT from base64", t);
+        if rep == reps {
+            let commitments_reply = SignerToCoordinator::SignCommitments {
+                commitments: commitments.values().next().cloned().unwrap_or_default(),
+            };
+            let shares_reply = SignerToCoordinator::SignShares {
+                shares: signature_shares
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            for (name, len) in [
+                (
+                    "SignCommit request (PSBT)",
+                    message::encode(&commit_msg).len(),
+                ),
+                (
+                    "SignCommitments reply",
+                    message::encode(&commitments_reply).len(),
+                ),
+                ("SignShare request (packages)", bytes.len()),
+                ("SignShares reply", message::encode(&shares_reply).len()),
+            ] {
+                sizes.push((format!("{name} (bytes, {inputs} inputs)"), len as f64));
+            }
+        }
+    }
+    let mut out: Vec<(String, f64)> = rows
+        .into_iter()
+        .map(|(k, v)| (format!("{k} (ms)"), median(&v)))
+        .collect();
+    out.extend(sizes);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------
+
+struct CaseResult {
+    inputs: usize,
+    t: u16,
+    n: u16,
+    floor: f64,
+    memory: f64,
+    network: f64,
+    single_key: f64,
+}
+
+struct DkgResult {
+    t: u16,
+    n: u16,
+    frost: f64,
+    network: f64,
+}
+
+struct LoadResult {
+    sessions: usize,
+    errors: usize,
+    wall_ms: f64,
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    peak_rss_mb: f64,
+    startup_rss_mb: f64,
+    rss_reset: bool,
+}
+
+fn reps_for(inputs: usize, t: u16, network: bool, quick: bool) -> usize {
+    // The in-process kinds are cheap: more repetitions against a noisy machine.
+    let base = match (network, inputs) {
+        (false, 1) => 15,
+        (false, 10) => 9,
+        (false, _) => 5,
+        (true, 1) => 9,
+        (true, 10) => 7,
+        (true, _) if t >= 7 => 3,
+        (true, _) => 5,
+    };
+    if quick {
+        base.min(3)
+    } else {
+        base
+    }
+}
+
+fn dkg_threshold(n: u16) -> u16 {
+    (2 * n).div_ceil(3).max(2)
+}
+
+fn main() -> Result<()> {
+    if let Some(path) = std::env::var_os("CKM_BENCH_PERF") {
+        return profile(Path::new(&path).to_path_buf());
+    }
+    let quick = std::env::var("CKM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let started = Instant::now();
+    let bin = ckm_bin()?;
+    let machine = machine();
+    log(format!("machine: {machine}; ckm binary: {}", bin.display()));
+    let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
+    let mut rng = rand::thread_rng();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    let input_counts: &[usize] = if quick { &[1, 10] } else { &[1, 10, 100] };
+    let dkg_sizes: &[u16] = if quick { &[3, 5, 10] } else { &[3, 5, 10, 20] };
+    let pool_size = usize::from(*dkg_sizes.iter().max().unwrap_or(&10)).max(10);
+
+    // Signer processes: a pool for the cases and the DKG, three more for the load test.
+    let coordinator = IdentityKey::generate(&mut rand::rngs::OsRng);
+    let coordinator_pub = coordinator.public();
+    let client = Client::new(coordinator, CALL_TIMEOUT)?;
+    let load_keys: Vec<IdentityKey> = (0..LOAD_COORDINATORS)
+        .map(|_| IdentityKey::generate(&mut rand::rngs::OsRng))
+        .collect();
+    let load_pubs: Vec<IdentityPublic> = load_keys.iter().map(IdentityKey::public).collect();
+    let t0 = Instant::now();
+    let pool_homes: Vec<PathBuf> = (1..=pool_size)
+        .map(|i| dir.path().join(format!("s{i}")))
+        .collect();
+    let load_homes: Vec<PathBuf> = (1..=3)
+        .map(|i| dir.path().join(format!("load{i}")))
+        .collect();
+    log(format!(
+        "starting {} signer processes (init + serve, Argon2 64 MiB each)…",
+        pool_size + 3
+    ));
+    let pool = start_signers(&bin, &pool_homes, &[coordinator_pub])?;
+    let load_signers = start_signers(&bin, &load_homes, &load_pubs)?;
+    log(format!("signers up in {:.1} s", t0.elapsed().as_secs_f64()));
+    let pool_roster = roster(&pool);
+
+    // Wallets: in memory (run_in_memory) and across processes (create_wallet) per group.
+    let mut mem_groups = BTreeMap::new();
+    let mut net_groups = BTreeMap::new();
+    for (t, n) in GROUPS {
+        let shares = run_in_memory(DkgParams::new(t, n)?, &mut rng)?;
+        mem_groups.insert((t, n), shares);
+        let members = pool_roster[..usize::from(n)].to_vec();
+        let group = rt
+            .block_on(create_wallet(
+                &client,
+                &format!("bench-{t}of{n}"),
+                NETWORK,
+                t,
+                &members,
+            ))
+            .with_context(|| format!("DKG {t}-of-{n} across signer processes"))?;
+        net_groups.insert((t, n), (group, members));
+    }
+
+    // The cases, interleaved so that background load hits every kind alike.
+    let mut cases = Vec::new();
+    for &inputs in input_counts {
+        for (t, n) in GROUPS {
+            let label = format!("{inputs} input(s), {t}-of-{n}");
+            let reps = reps_for(inputs, t, false, quick);
+            let floor = floor_samples(t, n, inputs, reps, &mut rng)?;
+            log(format!("{label}: floor {}", spread(&floor)));
+
+            let shares = &mem_groups[&(t, n)];
+            let fake_roster: Vec<RosterEntry> = pool_roster[..usize::from(n)].to_vec();
+            let (_, mem_psbt) = ckm_psbt(
+                dir.path(),
+                &format!("mem-{t}of{n}"),
+                shares[0].group(),
+                fake_roster,
+                inputs,
+                &mut rng,
+            )?;
+            let memory = memory_samples(&mem_psbt, shares, t, reps, &mut rng)?;
+            log(format!("{label}: memory {}", spread(&memory)));
+
+            let (group, members) = &net_groups[&(t, n)];
+            let (meta, net_psbt) = ckm_psbt(
+                dir.path(),
+                &format!("bench-{t}of{n}"),
+                group,
+                members.clone(),
+                inputs,
+                &mut rng,
+            )?;
+            let network = network_samples(
+                &rt,
+                &client,
+                &meta,
+                &net_psbt,
+                reps_for(inputs, t, true, quick),
+            )?;
+            log(format!("{label}: network {}", spread(&network)));
+
+            let single = single_key_samples(inputs, reps, &mut rng)?;
+            log(format!("{label}: single-key {}", spread(&single)));
+            cases.push(CaseResult {
+                inputs,
+                t,
+                n,
+                floor: median(&floor),
+                memory: median(&memory),
+                network: median(&network),
+                single_key: median(&single),
+            });
+        }
+    }
+
+    // Where the time goes for the largest 2-of-3 case, in one process.
+    let breakdown_inputs = *input_counts.last().unwrap_or(&10);
+    let shares = &mem_groups[&(2, 3)];
+    let (_, psbt) = ckm_psbt(
+        dir.path(),
+        "breakdown",
+        shares[0].group(),
+        pool_roster[..3].to_vec(),
+        breakdown_inputs,
+        &mut rng,
+    )?;
+    let phases = breakdown(&psbt, shares, 3)?;
+
+    // DKG: across the signer processes vs in one process.
+    let mut dkgs = Vec::new();
+    for &n in dkg_sizes {
+        let t = dkg_threshold(n);
+        let reps = match n {
+            0..=5 => 5,
+            6..=10 => 3,
+            _ => 2,
+        };
+        let reps = if quick { reps.min(2) } else { reps };
+        let params = DkgParams::new(t, n)?;
+        let frost_ms = sample(reps, || {
+            let start = Instant::now();
+            run_in_memory(params, &mut rng)?;
+            Ok(start.elapsed())
+        })?;
+        let members = pool_roster[..usize::from(n)].to_vec();
+        let mut k = 0;
+        let network_ms = sample(reps, || {
+            k += 1;
+            let start = Instant::now();
+            rt.block_on(create_wallet(
+                &client,
+                &format!("dkg-{n}-{k}"),
+                NETWORK,
+                t,
+                &members,
+            ))?;
+            Ok(start.elapsed())
+        })?;
+        log(format!(
+            "DKG {t}-of-{n}: in one process {}; across processes {}",
+            spread(&frost_ms),
+            spread(&network_ms)
+        ));
+        dkgs.push(DkgResult {
+            t,
+            n,
+            frost: median(&frost_ms),
+            network: median(&network_ms),
+        });
+    }
+    drop(pool);
+
+    // Load: many coordinators at once on the same three signer processes.
+    let load = load_test(&rt, dir.path(), &load_signers, load_keys, &mut rng)?;
+    drop(load_signers);
+
+    report(&machine, &cases, &phases, &dkgs, &load)?;
+    log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
+    ensure!(load.errors == 0, "{} load sessions failed", load.errors);
+    Ok(())
+}
+
+fn load_test(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    signers: &[SignerProc],
+    keys: Vec<IdentityKey>,
+    rng: &mut ThreadRng,
+) -> Result<LoadResult> {
+    let clients: Vec<Client> = keys
+        .into_iter()
+        .map(|k| Client::new(k, CALL_TIMEOUT))
+        .collect::<Result<_, _>>()?;
+    let members = roster(signers);
+    let group = rt
+        .block_on(create_wallet(&clients[0], "load", NETWORK, 2, &members))
+        .context("DKG of the load wallet")?;
+    let (meta, psbt) = ckm_psbt(dir, "load", &group, members, LOAD_INPUTS, rng)?;
+    let startup_rss = signers
+        .iter()
+        .filter_map(|s| s.status_field_kib("VmHWM:"))
+        .max()
+        .unwrap_or(0);
+    let rss_reset = signers.iter().all(SignerProc::reset_peak_rss);
+    let sessions = clients.len();
+    log(format!(
+        "load: {sessions} coordinators co-signing a {LOAD_INPUTS}-input 2-of-3 PSBT at once…"
+    ));
+    let meta = Arc::new(meta);
+    let psbt = Arc::new(psbt);
+    let barrier = Arc::new(tokio::sync::Barrier::new(sessions + 1));
+    let (latencies, errors, wall) = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for client in clients {
+            let meta = meta.clone();
+            let psbt = psbt.clone();
+            let barrier = barrier.clone();
+            set.spawn(async move {
+                barrier.wait().await;
+                let start = Instant::now();
+                let mut p = (*psbt).clone();
+                let result = sign_psbt(&client, &meta, &mut p).await;
+                let ok = matches!(&result, Ok(r) if r.skipped.is_empty() && r.culprits.is_empty());
+                if let Err(e) = &result {
+                    log(format!("load session failed: {e}"));
+                }
+                (ms(start.elapsed()), ok)
+            });
+        }
+        barrier.wait().await;
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((latency, true)) => latencies.push(latency),
+                _ => errors += 1,
+            }
+        }
+        (latencies, errors, ms(start.elapsed()))
+    });
+    let peak = signers
+        .iter()
+        .filter_map(|s| s.status_field_kib("VmHWM:"))
+        .max()
+        .unwrap_or(0);
+    let result = LoadResult {
+        sessions,
+        errors,
+        wall_ms: wall,
+        per_second: latencies.len() as f64 / (wall / 1000.0),
+        p50: percentile(&latencies, 50.0),
+        p99: percentile(&latencies, 99.0),
+        peak_rss_mb: peak as f64 / 1024.0,
+        startup_rss_mb: startup_rss as f64 / 1024.0,
+        rss_reset,
+    };
+    log(format!(
+        "load: {} ok, {} errors in {:.0} ms: {:.1} sessions/s, p50 {:.0} ms, p99 {:.0} ms, peak RSS {:.1} MiB",
+        latencies.len(),
+        errors,
+        wall,
+        result.per_second,
+        result.p50,
+        result.p99,
+        result.peak_rss_mb
+    ));
+    Ok(result)
+}
+
+fn report(
+    machine: &str,
+    cases: &[CaseResult],
+    phases: &[(String, f64)],
+    dkgs: &[DkgResult],
+    load: &LoadResult,
+) -> Result<()> {
+    let mut out = String::new();
+    out.push_str(&format!("\nckm co-signing benchmark — {machine}\n\n"));
+    out.push_str("Signing one PSBT (median ms; t-of-n signers; ratios of medians)\n\n");
+    out.push_str("| inputs | t-of-n | floor | memory | network | single-key | memory/floor | network/floor | network/single-key |\n");
+    out.push_str("|---:|:---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for c in cases {
+        out.push_str(&format!(
+            "| {} | {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            c.inputs,
+            c.t,
+            c.n,
+            c.floor,
+            c.memory,
+            c.network,
+            c.single_key,
+            c.memory / c.floor,
+            c.network / c.floor,
+            c.network / c.single_key
+        ));
+    }
+    out.push_str("\nDKG (median ms; t = ceil(2n/3))\n\n");
+    out.push_str("| t-of-n | in one process (run_in_memory) | across signer processes (create_wallet) | ratio |\n");
+    out.push_str("|:---:|---:|---:|---:|\n");
+    for d in dkgs {
+        out.push_str(&format!(
+            "| {}-of-{} | {:.1} | {:.1} | {:.2} |\n",
+            d.t,
+            d.n,
+            d.frost,
+            d.network,
+            d.network / d.frost
+        ));
+    }
+    out.push_str(&format!(
+        "\nLoad: {} coordinators at once, each co-signing a {LOAD_INPUTS}-input PSBT of one 2-of-3 wallet through the same 3 signer processes\n\n",
+        load.sessions
+    ));
+    out.push_str("| sessions | errors | wall ms | sessions/s | p50 ms | p99 ms | peak RSS per signer MiB |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str(&format!(
+        "| {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} |\n",
+        load.sessions,
+        load.errors,
+        load.wall_ms,
+        load.per_second,
+        load.p50,
+        load.p99,
+        load.peak_rss_mb
+    ));
+    out.push_str(&format!(
+        "\n(peak RSS = VmHWM during the load{}; at start-up, including the Argon2 unlock: {:.1} MiB)\n",
+        if load.rss_reset {
+            ", after resetting it with /proc/PID/clear_refs"
+        } else {
+            " (could not reset it: includes start-up)"
+        },
+        load.startup_rss_mb
+    ));
+    if !phases.is_empty() {
+        out.push_str("\nWhere the time goes: 2-of-3, largest PSBT, one process (median of 3)\n\n");
+        out.push_str("| phase | value |\n|:---|---:|\n");
+        for (name, v) in phases {
+            if name.contains("(bytes") {
+                out.push_str(&format!("| {name} | {v:.0} |\n"));
+            } else {
+                out.push_str(&format!("| {name} | {v:.2} |\n"));
+            }
+        }
+    }
+    print!("{out}");
+    std::io::stdout().flush()?;
+
+    let json = serde_json::json!({
+        "machine": machine,
+        "cases": cases.iter().map(|c| serde_json::json!({
+            "inputs": c.inputs,
+            "threshold": c.t,
+            "signers": c.n,
+            "floor_ms": round3(c.floor),
+            "memory_ms": round3(c.memory),
+            "network_ms": round3(c.network),
+            "single_key_ms": round3(c.single_key),
+        })).collect::<Vec<_>>(),
+        "dkg": dkgs.iter().map(|d| serde_json::json!({
+            "signers": d.n,
+            "frost_ms": round3(d.frost),
+            "network_ms": round3(d.network),
+        })).collect::<Vec<_>>(),
+        "load": {
+            "sessions": load.sessions,
+            "per_second": round3(load.per_second),
+            "p50_ms": round3(load.p50),
+            "p99_ms": round3(load.p99),
+            "peak_rss_mb": round3(load.peak_rss_mb),
+        },
+    });
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
+    log(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// Profile mode: the 100-input 2-of-3 network case under `perf record`, attached to the
+/// three signer processes and to this process once they are up (so start-up is not recorded).
+fn profile(out: PathBuf) -> Result<()> {
+    let bin = ckm_bin()?;
+    let reps: usize = std::env::var("CKM_BENCH_PERF_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
+    let mut rng = rand::thread_rng();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let coordinator = IdentityKey::generate(&mut rand::rngs::OsRng);
+    let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("s{i}"))).collect();
+    let signers = start_signers(&bin, &homes, &[coordinator.public()])?;
+    let client = Client::new(coordinator, CALL_TIMEOUT)?;
+    let members = roster(&signers);
+    let group = rt.block_on(create_wallet(&client, "perf", NETWORK, 2, &members))?;
+    let (meta, psbt) = ckm_psbt(dir.path(), "perf", &group, members, 100, &mut rng)?;
+    // Warm up the connections.
+    let mut p = psbt.clone();
+    rt.block_on(sign_psbt(&client, &meta, &mut p))?;
+    let mut pids: Vec<String> = signers.iter().map(|s| s.pid().to_string()).collect();
+    pids.push(std::process::id().to_string());
+    let mut perf = Command::new("perf")
+        .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+        .arg(&out)
+        .arg("-p")
+        .arg(pids.join(","))
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting perf")?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let mut p = psbt.clone();
+        let start = Instant::now();
+        rt.block_on(sign_psbt(&client, &meta, &mut p))?;
+        samples.push(ms(start.elapsed()));
+    }
+    // Stop perf (our own child) with SIGINT so that it writes its file.
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    perf.wait()?;
+    log(format!(
+        "profiled {reps} network signings of 100 inputs, 2-of-3: {}; signer pids {}; perf data in {}",
+        spread(&samples),
+        pids.join(","),
+        out.display()
+    ));
+    Ok(())
+}
