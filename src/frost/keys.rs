@@ -212,9 +212,40 @@ impl GroupPublic {
     /// # Errors
     /// Fails for hardened steps.
     pub fn derivation(&self, path: &DerivationPath) -> Result<Derivation, KeyError> {
-        let mut xpub = self.xpub(NetworkKind::Test);
-        let mut tweak: Option<SecretKey> = None;
-        for child in path {
+        let root = Derivation {
+            path: DerivationPath::master(),
+            tweak: None,
+            public_key: self.group_key,
+            chain_code: ChainCode::from(self.chain_code),
+        };
+        root.extend(path)
+    }
+}
+
+impl Derivation {
+    /// The derivation of `self`'s path followed by `steps` (all non-hardened): lets callers
+    /// derive many children of one parent without repeating the parent's steps.
+    ///
+    /// # Errors
+    /// Fails for hardened steps.
+    pub fn extend(&self, steps: &DerivationPath) -> Result<Derivation, KeyError> {
+        let path = self.path.extend(steps);
+        let mut xpub = Xpub {
+            network: NetworkKind::Test,
+            depth: 0,
+            parent_fingerprint: Fingerprint::default(),
+            child_number: ChildNumber::Normal { index: 0 },
+            public_key: self.public_key,
+            chain_code: self.chain_code,
+        };
+        let mut tweak: Option<SecretKey> = match &self.tweak {
+            None => None,
+            Some(t) => Some(
+                SecretKey::from_slice(&t.to_be_bytes())
+                    .map_err(|_| KeyError::InvalidTweak { path: path.clone() })?,
+            ),
+        };
+        for child in steps {
             if child.is_hardened() {
                 return Err(KeyError::HardenedPath { path: path.clone() });
             }
@@ -234,22 +265,23 @@ impl GroupPublic {
                     .add_tweak(&Scalar::from(step))
                     .map_err(|_| KeyError::InvalidTweak { path: path.clone() })?,
             });
+            // Only the key and chain code matter for the next step.
             xpub = Xpub {
-                network: xpub.network,
-                depth: xpub.depth.saturating_add(1),
-                parent_fingerprint: xpub.fingerprint(),
-                child_number: *child,
                 public_key,
                 chain_code,
+                ..xpub
             };
         }
         Ok(Derivation {
-            path: path.clone(),
+            path,
             tweak: tweak.map(Scalar::from),
             public_key: xpub.public_key,
+            chain_code: xpub.chain_code,
         })
     }
+}
 
+impl GroupPublic {
     /// The public key package of the child at `path`, restricted to `participants` when given
     /// (aggregation needs only the verifying shares of those who signed).
     ///
@@ -295,6 +327,7 @@ pub struct Derivation {
     path: DerivationPath,
     tweak: Option<Scalar>,
     public_key: PublicKey,
+    chain_code: ChainCode,
 }
 
 impl Derivation {

@@ -3,7 +3,9 @@
 //! SIGHASH_DEFAULT or SIGHASH_ALL, and the BIP-0341 key-spend sighash of every input is
 //! computed here from the PSBT itself; outputs claiming to be ours are re-derived too.
 
-use bitcoin::bip32::DerivationPath;
+use std::collections::HashMap;
+
+use bitcoin::bip32::{ChildNumber, DerivationPath};
 use bitcoin::key::TapTweak;
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::TapNodeHash;
@@ -169,6 +171,28 @@ fn our_path(
     Ok(path.clone())
 }
 
+/// Derives `path`, reusing the derivation of its parent (`m/0`, `m/1`: shared by every
+/// address of a keychain) from `parents`.
+fn derive_cached(
+    group: &GroupPublic,
+    parents: &mut HashMap<DerivationPath, Derivation>,
+    path: &DerivationPath,
+) -> Result<Derivation, KeyError> {
+    let steps: &[ChildNumber] = path.as_ref();
+    let Some((last, parent_steps)) = steps.split_last() else {
+        return group.derivation(path);
+    };
+    let parent_path = DerivationPath::from(parent_steps.to_vec());
+    let parent = match parents.get(&parent_path) {
+        Some(p) => p,
+        None => {
+            let p = group.derivation(&parent_path)?;
+            parents.entry(parent_path).or_insert(p)
+        }
+    };
+    parent.extend(&DerivationPath::from(vec![*last]))
+}
+
 /// Checks `psbt` against the group and computes every input's sighash.
 ///
 /// # Errors
@@ -199,6 +223,7 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
     }
 
     let mut cache = SighashCache::new(tx);
+    let mut parents: HashMap<DerivationPath, Derivation> = HashMap::new();
     let mut inputs = Vec::with_capacity(tx.input.len());
     for (index, (input, prevout)) in psbt.inputs.iter().zip(&prevouts).enumerate() {
         let sighash_type = match input.sighash_type {
@@ -222,9 +247,8 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
             .tap_internal_key
             .ok_or_else(|| not_ours("no tap_internal_key"))?;
         let path = our_path(group, &internal, &input.tap_key_origins).map_err(not_ours)?;
-        let derivation = group
-            .derivation(&path)
-            .map_err(|source| CheckError::Derive {
+        let derivation =
+            derive_cached(group, &mut parents, &path).map_err(|source| CheckError::Derive {
                 input: index,
                 source,
             })?;
@@ -269,8 +293,7 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                     reason,
                 };
                 let path = our_path(group, &internal, &output.tap_key_origins).map_err(bad)?;
-                let derivation = group
-                    .derivation(&path)
+                let derivation = derive_cached(group, &mut parents, &path)
                     .map_err(|_| bad("its path cannot be derived"))?;
                 if derivation.internal_key() != internal {
                     return Err(bad("its internal key is not our key at its origin path"));

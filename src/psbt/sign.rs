@@ -84,6 +84,10 @@ pub enum SignError {
 /// `Clone`, not serializable; consumed by [`SignerNonces::sign`] and zeroized on drop.
 pub struct SignerNonces {
     txid: Txid,
+    /// The wallet (group key) of round 1.
+    group_key: bitcoin::secp256k1::PublicKey,
+    /// What round 1 checked: round 2 signs exactly these inputs and sighashes.
+    checked: CheckedPsbt,
     nonces: Vec<SigningNonces>,
     commitments: Vec<SigningCommitments>,
 }
@@ -116,6 +120,8 @@ pub fn commit<R: RngCore + CryptoRng>(
     Ok((
         SignerNonces {
             txid: checked.txid,
+            group_key: share.group().group_key(),
+            checked: checked.clone(),
             nonces,
             commitments: commitments.clone(),
         },
@@ -130,9 +136,12 @@ impl SignerNonces {
         self.txid
     }
 
-    /// Round 2: re-checks the PSBT, checks each signing package (message = our own sighash,
-    /// our commitment, at least threshold signers) and signs every input with the Taproot
-    /// tweak of its merkle root. The nonces are consumed whatever the outcome.
+    /// Round 2: checks that `psbt` is the transaction of round 1, checks each signing
+    /// package (message = the sighash this signer computed in round 1, our commitment, at
+    /// least threshold signers) and signs every input with the Taproot tweak of its merkle
+    /// root. Everything signed comes from round 1's own check of the PSBT, so nothing in
+    /// `psbt` beyond its transaction is trusted again. The nonces are consumed whatever the
+    /// outcome.
     ///
     /// # Errors
     /// Any failed check; no share is returned unless every input passed.
@@ -142,13 +151,20 @@ impl SignerNonces {
         share: &KeyShare,
         packages: &[SigningPackage],
     ) -> Result<Vec<SignatureShare>, SignError> {
-        let checked = check_psbt(psbt, share.group())?;
-        if checked.txid != self.txid {
+        let txid = psbt.unsigned_tx.compute_txid();
+        if txid != self.txid {
             return Err(SignError::TransactionChanged {
                 expected: self.txid,
-                got: checked.txid,
+                got: txid,
             });
         }
+        if share.group().group_key() != self.group_key {
+            return Err(SignError::Check(CheckError::NotOurs {
+                input: 0,
+                reason: "round 2 uses another wallet's share than round 1",
+            }));
+        }
+        let checked = &self.checked;
         if packages.len() != checked.inputs.len() || self.nonces.len() != checked.inputs.len() {
             return Err(SignError::PackageCount {
                 expected: checked.inputs.len(),
