@@ -18,7 +18,6 @@
 //!
 //! ```
 //! use ckm::frost::dkg::{run_in_memory, DkgParams};
-//! use ckm::psbt::sign_in_memory;
 //!
 //! let mut rng = rand::thread_rng();
 //! let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
@@ -26,7 +25,7 @@
 //! assert!(shares.iter().all(|s| s.group() == &group));
 //! let (external, _internal) = ckm::wallet::descriptors(&group, bitcoin::Network::Regtest)?;
 //! assert!(external.starts_with("tr(["));
-//! # let _ = sign_in_memory;
+//! // Co-signing a wallet PSBT in one process: see `ckm::psbt::sign_in_memory`.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
