@@ -201,6 +201,8 @@ fn create(
     timeout: u64,
 ) -> Result<()> {
     let path = ctx.new_wallet_path(name)?;
+    let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
+    ckm::frost::dkg::DkgParams::new(threshold, n)?;
     let network = ctx.network.unwrap_or(Network::Regtest);
     let roster: Vec<RosterEntry> = signers
         .into_iter()

@@ -416,3 +416,63 @@ pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeErro
         .find(|w| w.name == name_or_key || w.group_key == name_or_key)
         .ok_or_else(|| HomeError::UnknownWallet(name_or_key.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frost::dkg::{run_in_memory, DkgParams};
+
+    #[test]
+    fn shares_round_trip_and_corruption_is_refused() {
+        let mut rng = rand::thread_rng();
+        let dir = tempfile::tempdir().unwrap();
+        let shares = run_in_memory(DkgParams::new(2, 3).unwrap(), &mut rng).unwrap();
+        let home =
+            SignerHome::init(dir.path(), b"pw", KdfParams::fast_for_tests(), &mut rng).unwrap();
+        let group_key = group_key_hex(shares[0].group());
+        let info = WalletInfo {
+            name: "w".into(),
+            network: Network::Regtest,
+            group_key: group_key.clone(),
+            coordinator: home.identity().public(),
+            threshold: 2,
+            signers: 3,
+            index: 1,
+        };
+        home.save_share(&info, &shares[0], &mut rng).unwrap();
+        assert!(matches!(
+            home.save_share(&info, &shares[0], &mut rng),
+            Err(HomeError::WalletExists(_))
+        ));
+        let loaded = home.load_share(&group_key).unwrap();
+        assert_eq!(loaded.identifier(), shares[0].identifier());
+        assert_eq!(home.wallet("w").unwrap(), info);
+
+        // Wrong passphrase.
+        assert!(matches!(
+            SignerHome::open(dir.path(), b"nope"),
+            Err(HomeError::Store {
+                source: StoreError::WrongPassphrase,
+                ..
+            })
+        ));
+        // One flipped byte in the sealed share: refused, never a panic.
+        let path = home.share_path(&group_key);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            home.load_share(&group_key),
+            Err(HomeError::Store { .. })
+        ));
+        // Truncated.
+        fs::write(&path, &bytes[..10]).unwrap();
+        assert!(home.load_share(&group_key).is_err());
+        // Unknown or malformed wallet keys.
+        assert!(matches!(
+            home.load_share("../../etc/passwd"),
+            Err(HomeError::UnknownWallet(_))
+        ));
+    }
+}
