@@ -56,7 +56,6 @@ struct DkgSession {
 
 struct SignSession {
     coordinator: IdentityPublic,
-    group_key: String,
     wallet: WalletInfo,
     psbt: Psbt,
     checked: CheckedPsbt,
@@ -532,7 +531,6 @@ impl Signer {
             session,
             SignSession {
                 coordinator: *from,
-                group_key: info.group_key.clone(),
                 wallet: info.clone(),
                 psbt,
                 checked: checked.clone(),
@@ -578,7 +576,7 @@ impl Signer {
         self.enforce_policy(&mut audit, from, &s.wallet, &s.checked)?;
         let share = self
             .home
-            .load_share(&s.group_key)
+            .load_share(&s.wallet.group_key)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
         let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
             Ok(shares) => shares,
