@@ -32,6 +32,10 @@
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15).
 
+#[path = "../tests/common/consensus.rs"]
+mod consensus;
+use consensus::made_up_funding;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -43,14 +47,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::{KeychainKind, SignOptions, Wallet};
-use bitcoin::absolute::LockTime;
 use bitcoin::bip32::Xpriv;
-use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Keypair, SecretKey};
-use bitcoin::transaction::Version;
 use bitcoin::{
-    Address, Amount, FeeRate, Network, NetworkKind, OutPoint, Psbt, ScriptBuf, Sequence,
-    Transaction, TxIn, TxOut, Txid, Witness,
+    Address, Amount, FeeRate, Network, NetworkKind, Psbt, ScriptBuf, Transaction, TxOut,
 };
 use ckm::frost::dkg::{run_in_memory, DkgParams};
 use ckm::frost::keys::{secp, GroupPublic, KeyShare};
@@ -62,7 +62,7 @@ use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
 use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
 use frost_secp256k1_tr as frost;
 use rand::rngs::ThreadRng;
-use rand::{Rng, RngCore};
+use rand::Rng;
 
 const NETWORK: Network = Network::Regtest;
 const SATS_PER_INPUT: u64 = 100_000;
@@ -179,32 +179,6 @@ fn foreign_address(rng: &mut ThreadRng) -> Address {
     Address::p2tr(secp(), xonly, None, NETWORK)
 }
 
-/// A made-up unconfirmed transaction paying `sats` to `script_pubkey`.
-fn made_up_funding(rng: &mut ThreadRng, script_pubkey: ScriptBuf, sats: u64) -> Transaction {
-    let mut prev = [0u8; 32];
-    rng.fill_bytes(&mut prev);
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::new(Txid::from_byte_array(prev), rng.gen_range(0..4)),
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::from_slice(&[[0u8; 64]]),
-        }],
-        output: vec![
-            TxOut {
-                value: Amount::from_sat(sats),
-                script_pubkey,
-            },
-            TxOut {
-                value: Amount::from_sat(12_345),
-                script_pubkey: foreign_address(rng).script_pubkey(),
-            },
-        ],
-    }
-}
-
 /// Funds `inputs` fresh receive addresses of `wallet` with made-up unconfirmed transactions
 /// and builds a PSBT spending all of them: one payment (half the funds) and change.
 fn fund_and_build(wallet: &mut Wallet, inputs: usize, rng: &mut ThreadRng) -> Result<Psbt> {
@@ -270,28 +244,7 @@ fn consensus_verify(unsigned: &Psbt, tx: &Transaction) -> Result<()> {
         .collect::<Option<_>>()
         .context("an input has no witness_utxo")?;
     ensure!(spent.len() == tx.input.len(), "input count changed");
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    // The Utxo structs point into `spent`, which outlives them.
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, prev) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            prev.script_pubkey.as_bytes(),
-            prev.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| anyhow!("input {index}: consensus verification failed: {e:?}"))?;
-    }
-    Ok(())
+    consensus::consensus_verify_against(tx, &spent)
 }
 
 // ---------------------------------------------------------------------------------------

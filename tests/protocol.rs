@@ -17,23 +17,20 @@
 
 #[path = "common/consensus.rs"]
 mod consensus;
-use consensus::{consensus_verify, consensus_verify_against};
+use consensus::{consensus_verify, consensus_verify_against, made_up_funding};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use anyhow::{bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
-use bitcoin::absolute::LockTime;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Fingerprint};
 use bitcoin::hashes::Hash;
 use bitcoin::key::{Keypair, TapTweak};
 use bitcoin::psbt::PsbtSighashType;
 use bitcoin::secp256k1::{schnorr, Message, Parity, Scalar, SecretKey, XOnlyPublicKey};
-use bitcoin::transaction::Version;
 use bitcoin::{
-    Address, Amount, FeeRate, Network, OutPoint, Psbt, ScriptBuf, Sequence, TapSighashType,
-    Transaction, TxIn, TxOut, Txid, Witness,
+    Address, Amount, FeeRate, Network, OutPoint, Psbt, ScriptBuf, TapSighashType, TxOut, Witness,
 };
 use ckm::frost::dkg::{
     run_in_memory, DkgError, DkgParams, DkgRelay, DkgRound1, DkgRound2, Round1Broadcast,
@@ -53,7 +50,7 @@ use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{RngCore, SeedableRng};
 
 const NETWORK: Network = Network::Regtest;
 
@@ -665,31 +662,6 @@ const FUNDS: [(KeychainKind, u32, u64); 3] = [
     (KeychainKind::External, 4, 200_000),
     (KeychainKind::Internal, 2, 300_000),
 ];
-
-fn made_up_funding(rng: &mut StdRng, script_pubkey: ScriptBuf, sats: u64) -> Transaction {
-    let mut prev = [0u8; 32];
-    rng.fill_bytes(&mut prev);
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::new(Txid::from_byte_array(prev), rng.gen_range(0..4)),
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::from_slice(&[[0u8; 64]]),
-        }],
-        output: vec![
-            TxOut {
-                value: Amount::from_sat(sats),
-                script_pubkey,
-            },
-            TxOut {
-                value: Amount::from_sat(12_345),
-                script_pubkey: foreign_address(rng).script_pubkey(),
-            },
-        ],
-    }
-}
 
 fn fixture(rng: &mut StdRng) -> Result<Fixture> {
     let shares = run_in_memory(DkgParams::new(2, 3)?, rng)?;

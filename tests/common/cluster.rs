@@ -33,13 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
-use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash;
-use bitcoin::transaction::Version;
-use bitcoin::{
-    Address, Amount, FeeRate, Network, OutPoint, Psbt, ScriptBuf, Sequence, Transaction, TxIn,
-    TxOut, Txid, Witness,
-};
+use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Psbt, Transaction, TxOut};
 use ckm::frost::keys::{secp, GroupPublic};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
@@ -733,28 +727,7 @@ pub fn foreign_address() -> Address {
     Address::p2tr(secp(), key.public().x_only(), None, NETWORK)
 }
 
-pub fn made_up_funding(script_pubkey: ScriptBuf, sats: u64) -> Transaction {
-    Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint::new(Txid::from_byte_array(rand::random()), 1),
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::from_slice(&[[0u8; 64]]),
-        }],
-        output: vec![
-            TxOut {
-                value: Amount::from_sat(sats),
-                script_pubkey,
-            },
-            TxOut {
-                value: Amount::from_sat(12_345),
-                script_pubkey: foreign_address().script_pubkey(),
-            },
-        ],
-    }
-}
+pub use crate::consensus::made_up_funding;
 
 /// Funds to revealed addresses of both keychains: (keychain, index, sats).
 pub const FUNDS: [(KeychainKind, u32, u64); 4] = [
@@ -808,7 +781,7 @@ pub fn fund(c: &Cluster, funds: &[(KeychainKind, u32, u64)]) -> Result<HashMap<O
             .peek_address(keychain, index)
             .address
             .script_pubkey();
-        let tx = made_up_funding(spk, sats);
+        let tx = made_up_funding(&mut rand::thread_rng(), spk, sats);
         funding.insert(OutPoint::new(tx.compute_txid(), 0), tx.output[0].clone());
         txs.push((tx, 1_700_000_000u64));
     }

@@ -1,11 +1,53 @@
-//! Bitcoin Core's script interpreter (libbitcoinconsensus, Taproot rules) as the test oracle
-//! for every signed transaction.
+//! Transactions for tests and benches: made-up funding for wallets that have no chain, and
+//! Bitcoin Core's script interpreter (libbitcoinconsensus, Taproot rules) as the oracle for
+//! every signed transaction.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 
 use anyhow::{anyhow, Context, Result};
-use bitcoin::{OutPoint, Transaction, TxOut};
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Keypair, Secp256k1};
+use bitcoin::transaction::Version;
+use bitcoin::{
+    Address, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid,
+    Witness,
+};
+use rand::{Rng, RngCore};
+
+/// A made-up unconfirmed transaction paying `sats` to `script_pubkey` (output 0), spending a
+/// random outpoint, with a second output of 12 345 sat to a random regtest Taproot address.
+pub fn made_up_funding<R: RngCore>(
+    rng: &mut R,
+    script_pubkey: ScriptBuf,
+    sats: u64,
+) -> Transaction {
+    let mut prev = [0u8; 32];
+    rng.fill_bytes(&mut prev);
+    let secp = Secp256k1::new();
+    let (decoy, _) = Keypair::new(&secp, rng).x_only_public_key();
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::from_byte_array(prev), rng.gen_range(0..4)),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::from_slice(&[[0u8; 64]]),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(sats),
+                script_pubkey,
+            },
+            TxOut {
+                value: Amount::from_sat(12_345),
+                script_pubkey: Address::p2tr(&secp, decoy, None, Network::Regtest).script_pubkey(),
+            },
+        ],
+    }
+}
 
 /// Verifies every input of `tx` against the outputs it spends, looked up in `funding`.
 pub fn consensus_verify(tx: &Transaction, funding: &HashMap<OutPoint, TxOut>) -> Result<()> {
