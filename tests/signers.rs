@@ -34,12 +34,13 @@ use ckm::auth::{unix_now, RequestAuth};
 use ckm::frost::identifier;
 use ckm::frost::keys::GroupPublic;
 use ckm::identity::{IdentityKey, IdentityPublic};
+use ckm::keys::GroupKey;
 use ckm::message::{
     self, CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef,
 };
 use ckm::net::{response_digest, signed_path, AUTH_HEADER, RESPONSE_HEADER};
 use ckm::psbt::SigningSession;
-use ckm::signer::home::{group_key_hex, SignerHome};
+use ckm::signer::home::SignerHome;
 use ckm::wallet::CkmWallet;
 use cluster::*;
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
@@ -155,7 +156,7 @@ fn send_signed(
 fn wallet_ref(group: &GroupPublic) -> WalletRef {
     WalletRef {
         name: WALLET.into(),
-        group_key: group_key_hex(group),
+        group_key: GroupKey::of(group),
     }
 }
 
@@ -239,7 +240,7 @@ fn dkg_2_of_3_across_processes() -> Result<()> {
     // The coordinator's wallet is that group's.
     let meta_key = {
         let w = CkmWallet::load(&c.wallet_path())?;
-        group_key_hex(&w.meta().group)
+        GroupKey::of(&w.meta().group).to_string()
     };
     ensure!(meta_key == group_keys[0]);
 
@@ -600,7 +601,7 @@ fn shares_encrypted_at_rest_and_wrong_passphrase() -> Result<()> {
     }
     for s in &c.signers {
         let list = ckm_json(&s.home, &["signer", "wallets"])?;
-        let group_key = json_str(&list[0], "group_key")?.to_string();
+        let group_key: GroupKey = json_str(&list[0], "group_key")?.parse()?;
         let home = SignerHome::open(&s.home, PASSPHRASE.as_bytes())?;
         let share = home.load_share(&group_key)?;
         let secret = share.to_secret_bytes()?;

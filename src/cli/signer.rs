@@ -15,6 +15,7 @@ use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use clap::Subcommand;
 
+use super::signer_peers::{self, PeersCommand, WalletBindCommand};
 use super::{read_passphrase, runtime, Context};
 
 #[derive(Debug, Subcommand)]
@@ -43,9 +44,15 @@ pub enum SignerCommand {
     /// self-signed certificate kept in the signer's home, pinned by coordinators through its
     /// fingerprint: `ckm signer tls`) or --tls-cert/--tls-key.
     ///
+    /// A key generation is joined only when every other signer of its roster is an approved
+    /// peer: --allow-peer PUBKEY (for the life of the process) or `ckm signer peers add`
+    /// (kept in the sealed store, re-read for every key generation).
+    ///
     /// Examples:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
-    ///       --allow-coordinator $(ckm --home ~/coordinator id) --passphrase-file ~/signer1.pass
+    ///       --allow-coordinator $(ckm --home ~/coordinator id) \
+    ///       --allow-peer $(ckm --home ~/signer2 id) --allow-peer $(ckm --home ~/signer3 id) \
+    ///       --passphrase-file ~/signer1.pass
     ///   ckm --home ~/signer1 signer serve --listen 0.0.0.0:7443 --tls --allow-coordinator <id>
     #[command(verbatim_doc_comment)]
     Serve {
@@ -64,12 +71,23 @@ pub enum SignerCommand {
         /// Identity key of a coordinator allowed to use this signer (repeatable; see `ckm id`)
         #[arg(long = "allow-coordinator", value_name = "PUBKEY", required = true)]
         allow_coordinator: Vec<IdentityPublic>,
+        /// Identity key of another signer this one may generate keys with (repeatable; adds
+        /// to those approved with `ckm signer peers add`)
+        #[arg(long = "allow-peer", value_name = "PUBKEY")]
+        allow_peer: Vec<IdentityPublic>,
         /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
-    /// List the wallets this signer holds a share of (public information only)
+    /// List the wallets this signer holds a share of (public information only), with the
+    /// fingerprint of each certified key generation: compare it with the coordinator's
     Wallets,
+    /// Approve (or withdraw) the other signers this one generates keys with
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Manage which coordinators may use a wallet
+    #[command(subcommand)]
+    Wallet(WalletBindCommand),
     /// Print the SHA-256 fingerprint of this signer's self-signed TLS certificate (created
     /// on first use); coordinators pin it: --signer https://HOST:PORT#PUBKEY@FINGERPRINT
     Tls,
@@ -145,6 +163,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             tls_cert,
             tls_key,
             allow_coordinator,
+            allow_peer,
             passphrase_file,
         } => {
             let tls = match (tls, tls_cert, tls_key) {
@@ -152,7 +171,14 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
                 (false, Some(cert), Some(key)) => Some(TlsIdentity::from_pem_files(&cert, &key)?),
                 _ => None,
             };
-            serve(ctx, listen, tls, allow_coordinator, passphrase_file)
+            serve(
+                ctx,
+                listen,
+                tls,
+                allow_coordinator,
+                allow_peer,
+                passphrase_file,
+            )
         }
         SignerCommand::Tls => {
             if !SignerHome::exists(&ctx.home) {
@@ -166,6 +192,8 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone())
         }
         SignerCommand::Wallets => wallets(ctx),
+        SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
+        SignerCommand::Wallet(cmd) => signer_peers::wallet(ctx, cmd),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
         SignerCommand::Audit(cmd) => audit(ctx, cmd),
     }
@@ -202,6 +230,7 @@ fn serve(
     listen: SocketAddr,
     tls: Option<TlsIdentity>,
     allowed: Vec<IdentityPublic>,
+    peers: Vec<IdentityPublic>,
     passphrase_file: Option<PathBuf>,
 ) -> Result<()> {
     if tls.is_none() && !listen.ip().is_loopback() {
@@ -213,7 +242,7 @@ fn serve(
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
     let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
     drop(passphrase);
-    let signer = Arc::new(Signer::new(home)?);
+    let signer = Arc::new(Signer::new(home)?.with_peers(peers));
     let identity = signer.identity();
     let rt = runtime()?;
     rt.block_on(async move {
@@ -273,15 +302,37 @@ async fn shutdown_signal() {
 
 fn wallets(ctx: &Context) -> Result<()> {
     let list = list_wallets(&SignerHome::dir_of(&ctx.home))?;
-    ctx.output(serde_json::to_value(&list)?, || {
+    let json: Vec<serde_json::Value> = list
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name,
+                "network": w.network.to_string(),
+                "group_key": w.group_key.to_string(),
+                "threshold": w.threshold,
+                "signers": w.signers,
+                "index": w.index,
+                "coordinator": w.coordinator.to_string(),
+                "fingerprint": w.fingerprint.map(|f| f.to_string()),
+            })
+        })
+        .collect();
+    ctx.output(serde_json::Value::Array(json), || {
         if list.is_empty() {
             return "no wallets".into();
         }
         list.iter()
             .map(|w| {
                 format!(
-                    "{}  {}-of-{}  signer #{}  {}  {}",
-                    w.name, w.threshold, w.signers, w.index, w.network, w.group_key
+                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}",
+                    w.name,
+                    w.threshold,
+                    w.signers,
+                    w.index,
+                    w.network,
+                    w.fingerprint
+                        .map_or_else(|| "none".to_string(), |f| f.to_string()),
+                    w.group_key
                 )
             })
             .collect::<Vec<_>>()
@@ -312,7 +363,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
             let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key.clone()).or_default();
+            let entry = policies.wallets.entry(info.group_key).or_default();
             if clear {
                 *entry = Policy::default();
             }
@@ -352,7 +403,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
             let policies = home.load_policies()?;
-            let rows: Vec<(String, String, Policy)> = wallets
+            let rows: Vec<(String, ckm::keys::GroupKey, Policy)> = wallets
                 .into_iter()
                 .map(|w| {
                     let p = policies

@@ -13,8 +13,11 @@ use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::frost::keys::{GroupPublic, KeyError, KeyShare};
+use crate::frost::keys::{KeyError, KeyShare};
 use crate::identity::{IdentityKey, IdentityPublic};
+use crate::keys::{GroupKey, Roster, WalletFingerprint};
+use crate::protocol::dkg::CertifiedKeygen;
+use crate::signer::peers::Peers;
 use crate::signer::policy::Policies;
 use crate::store::{read_limited, write_atomic, KdfParams, StoreError, StoreHeader, StoreKey};
 
@@ -82,9 +85,10 @@ pub struct WalletInfo {
     pub name: String,
     /// Network.
     pub network: Network,
-    /// The group root key (33-byte hex): the wallet's identity on this signer.
-    pub group_key: String,
-    /// The coordinator that created it.
+    /// The group root key: the wallet's identity on this signer.
+    pub group_key: GroupKey,
+    /// The coordinator that created it (and may use it; see also the policy's
+    /// `coordinators`).
     pub coordinator: IdentityPublic,
     /// Threshold.
     pub threshold: u16,
@@ -92,6 +96,20 @@ pub struct WalletInfo {
     pub signers: u16,
     /// This signer's roster index.
     pub index: u16,
+    /// Fingerprint of the certified key generation (`None` for wallets made before
+    /// certification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<WalletFingerprint>,
+    /// The certified key generation: roster, round-1 broadcasts, every certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keygen: Option<CertifiedKeygen>,
+}
+
+impl WalletInfo {
+    /// The certified roster, when the wallet has one.
+    pub fn roster(&self) -> Option<&Roster> {
+        self.keygen.as_ref().map(|k| &k.context.roster)
+    }
 }
 
 /// An unlocked signer home.
@@ -223,11 +241,11 @@ impl SignerHome {
         &self.identity
     }
 
-    fn share_path(&self, group_key: &str) -> PathBuf {
+    fn share_path(&self, group_key: &GroupKey) -> PathBuf {
         self.dir.join("wallets").join(format!("{group_key}.share"))
     }
 
-    fn info_path(&self, group_key: &str) -> PathBuf {
+    fn info_path(&self, group_key: &GroupKey) -> PathBuf {
         self.dir.join("wallets").join(format!("{group_key}.json"))
     }
 
@@ -243,7 +261,7 @@ impl SignerHome {
     ) -> Result<(), HomeError> {
         let share_path = self.share_path(&info.group_key);
         if share_path.exists() {
-            return Err(HomeError::WalletExists(info.group_key.clone()));
+            return Err(HomeError::WalletExists(info.group_key.to_string()));
         }
         let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
             path: share_path.clone(),
@@ -283,10 +301,7 @@ impl SignerHome {
     ///
     /// # Errors
     /// Unknown wallet, corrupted file or inconsistent share.
-    pub fn load_share(&self, group_key: &str) -> Result<KeyShare, HomeError> {
-        if !is_hex_key(group_key) {
-            return Err(HomeError::UnknownWallet(group_key.to_string()));
-        }
+    pub fn load_share(&self, group_key: &GroupKey) -> Result<KeyShare, HomeError> {
         let path = self.share_path(group_key);
         if !path.exists() {
             return Err(HomeError::UnknownWallet(group_key.to_string()));
@@ -303,7 +318,7 @@ impl SignerHome {
             path: path.clone(),
             source,
         })?;
-        if group_key_hex(share.group()) != group_key {
+        if GroupKey::of(share.group()) != *group_key {
             return Err(HomeError::Malformed {
                 path,
                 reason: "the share belongs to another group".into(),
@@ -361,19 +376,51 @@ impl SignerHome {
     }
 }
 
-fn share_aad(group_key: &str) -> String {
+impl SignerHome {
+    /// The peers this signer's operator approved for key generations (sealed).
+    ///
+    /// # Errors
+    /// A corrupted or tampered peers file.
+    pub fn load_peers(&self) -> Result<Peers, HomeError> {
+        let path = self.dir.join("peers.sealed");
+        if !path.exists() {
+            return Ok(Peers::default());
+        }
+        let sealed = read_limited(&path, MAX_FILE).map_err(io("read", &path))?;
+        let plain = self
+            .key
+            .open(b"peers", &sealed)
+            .map_err(|source| HomeError::Store {
+                path: path.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| HomeError::Malformed {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Replaces the approved peers (atomic write).
+    ///
+    /// # Errors
+    /// A write failure.
+    pub fn save_peers<R: RngCore + CryptoRng>(
+        &self,
+        peers: &Peers,
+        rng: &mut R,
+    ) -> Result<(), HomeError> {
+        let path = self.dir.join("peers.sealed");
+        let plain = serde_json::to_vec(peers).map_err(|e| HomeError::Malformed {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let sealed = self.key.seal(b"peers", &plain, rng);
+        write_atomic(&path, &sealed).map_err(io("write", &path))
+    }
+}
+
+fn share_aad(group_key: &GroupKey) -> String {
     format!("share:{group_key}")
-}
-
-fn is_hex_key(s: &str) -> bool {
-    s.len() == 66
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-/// The wallet key used on signers: the group root key as 33-byte hex.
-pub fn group_key_hex(group: &GroupPublic) -> String {
-    group.group_key().to_string()
 }
 
 /// Lists the wallets of a signer directory without unlocking it (public info only).
@@ -413,7 +460,7 @@ pub fn list_wallets(dir: &Path) -> Result<Vec<WalletInfo>, HomeError> {
 pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
     list_wallets(dir)?
         .into_iter()
-        .find(|w| w.name == name_or_key || w.group_key == name_or_key)
+        .find(|w| w.name == name_or_key || w.group_key.to_string() == name_or_key)
         .ok_or_else(|| HomeError::UnknownWallet(name_or_key.to_string()))
 }
 
@@ -429,15 +476,17 @@ mod tests {
         let shares = run_in_memory(DkgParams::new(2, 3).unwrap(), &mut rng).unwrap();
         let home =
             SignerHome::init(dir.path(), b"pw", KdfParams::fast_for_tests(), &mut rng).unwrap();
-        let group_key = group_key_hex(shares[0].group());
+        let group_key = GroupKey::of(shares[0].group());
         let info = WalletInfo {
             name: "w".into(),
             network: Network::Regtest,
-            group_key: group_key.clone(),
+            group_key,
             coordinator: home.identity().public(),
             threshold: 2,
             signers: 3,
             index: 1,
+            fingerprint: None,
+            keygen: None,
         };
         home.save_share(&info, &shares[0], &mut rng).unwrap();
         assert!(matches!(
@@ -469,10 +518,7 @@ mod tests {
         // Truncated.
         fs::write(&path, &bytes[..10]).unwrap();
         assert!(home.load_share(&group_key).is_err());
-        // Unknown or malformed wallet keys.
-        assert!(matches!(
-            home.load_share("../../etc/passwd"),
-            Err(HomeError::UnknownWallet(_))
-        ));
+        // Path-like wallet keys cannot even be expressed.
+        assert!("../../etc/passwd".parse::<GroupKey>().is_err());
     }
 }

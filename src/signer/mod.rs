@@ -5,30 +5,26 @@
 
 pub mod audit;
 pub mod home;
+pub mod peers;
 pub mod policy;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bitcoin::Psbt;
-use frost::keys::dkg::round2;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
 use crate::auth::unix_now;
-use crate::frost::dkg::{DkgParams, DkgRound1, DkgRound2, Round1Broadcast, TranscriptHash};
-use crate::frost::identifier;
-use crate::frost::keys::KeyShare;
 use crate::identity::IdentityPublic;
-use crate::message::{
-    CoordinatorToSigner, ErrorCode, Sealed, SessionId, SignerToCoordinator, WalletRef,
-};
+use crate::keys::GroupKey;
+use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
+use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, ParticipantError};
 use crate::psbt::{commit, CheckedPsbt, SignerNonces};
-use crate::wallet::RosterEntry;
 use audit::{AuditEvent, AuditLog};
-use home::{group_key_hex, SignerHome, WalletInfo};
+use home::{SignerHome, WalletInfo};
+use policy::Policy;
 
 /// How long an unfinished session is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -36,20 +32,13 @@ pub const SESSION_TTL: Duration = Duration::from_secs(300);
 pub const MAX_SESSIONS: usize = 10_000;
 
 enum DkgStage {
-    Round1(DkgRound1),
-    Round2(DkgRound2),
-    Done(Box<KeyShare>),
-    /// Placeholder while a stage is being advanced.
-    Spent,
+    One(Participant1),
+    Two(Participant2),
+    Three(Box<Participant3>),
 }
 
 struct DkgSession {
     coordinator: IdentityPublic,
-    wallet: String,
-    network: bitcoin::Network,
-    params: DkgParams,
-    roster: Vec<RosterEntry>,
-    index: u16,
     stage: DkgStage,
     started: Instant,
 }
@@ -69,6 +58,7 @@ pub struct Signer {
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
     audit: Mutex<AuditLog>,
+    flag_peers: BTreeSet<IdentityPublic>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -114,7 +104,31 @@ impl Signer {
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
             audit: Mutex::new(audit),
+            flag_peers: BTreeSet::new(),
         })
+    }
+
+    /// Also approves these peers for key generations, for the life of this process (what
+    /// `ckm signer serve --allow-peer` gives), besides those in the sealed store.
+    #[must_use]
+    pub fn with_peers(mut self, peers: impl IntoIterator<Item = IdentityPublic>) -> Self {
+        self.flag_peers.extend(peers);
+        self
+    }
+
+    /// The peers approved now: those given at start plus those in the store (re-read, so
+    /// `ckm signer peers add` applies without a restart).
+    ///
+    /// # Errors
+    /// The peers file is unreadable.
+    pub fn approved_peers(&self) -> Result<BTreeSet<IdentityPublic>, home::HomeError> {
+        let stored = self.home.load_peers()?;
+        Ok(self
+            .flag_peers
+            .iter()
+            .copied()
+            .chain(stored.peers.into_keys())
+            .collect())
     }
 
     /// Judges a spend against the wallet's policy (re-read from disk, so changes apply
@@ -126,16 +140,13 @@ impl Signer {
         wallet: &WalletInfo,
         checked: &CheckedPsbt,
     ) -> Result<(), Refusal> {
-        let policies = self
-            .home
-            .load_policies()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let Some(policy) = policies.wallets.get(&wallet.group_key) else {
+        let policy = self.wallet_policy(wallet)?;
+        if policy.is_empty() {
             return Ok(());
-        };
+        }
         let now = unix_now();
         let paid = audit
-            .paid_since(&wallet.group_key, now.saturating_sub(24 * 3600))
+            .paid_since(&wallet.group_key.to_string(), now.saturating_sub(24 * 3600))
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
         if let Err(violation) = policy.check(checked, wallet.network, paid) {
             self.audit_event(
@@ -150,6 +161,36 @@ impl Signer {
         Ok(())
     }
 
+    /// The wallet's policy, re-read from the store.
+    fn wallet_policy(&self, wallet: &WalletInfo) -> Result<Policy, Refusal> {
+        let mut policies = self
+            .home
+            .load_policies()
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        Ok(policies
+            .wallets
+            .remove(&wallet.group_key)
+            .unwrap_or_default())
+    }
+
+    /// A wallet answers only the coordinator that created it and those its operator added.
+    fn check_bound(&self, from: &IdentityPublic, wallet: &WalletInfo) -> Result<(), Refusal> {
+        if wallet.coordinator == *from {
+            return Ok(());
+        }
+        let policy = self.wallet_policy(wallet)?;
+        if policy.coordinators.contains(from) {
+            return Ok(());
+        }
+        Err(refuse(
+            ErrorCode::WrongCoordinator,
+            format!(
+                "wallet {} is bound to the coordinator that created it ({}); coordinator {from} may use it only after this signer's operator runs `ckm signer wallet allow-coordinator --wallet {} {from}`",
+                wallet.name, wallet.coordinator, wallet.name
+            ),
+        ))
+    }
+
     fn audit_event(
         &self,
         audit: &mut AuditLog,
@@ -160,11 +201,11 @@ impl Signer {
     ) {
         let event = AuditEvent {
             wallet: wallet.name.clone(),
-            group_key: wallet.group_key.clone(),
+            group_key: wallet.group_key.to_string(),
             coordinator: from.to_string(),
-            txid: checked.txid.to_string(),
+            txid: checked.txid().to_string(),
             amount_sats: checked.payment_total().to_sat(),
-            fee_sats: checked.fee.to_sat(),
+            fee_sats: checked.fee().to_sat(),
             outcome,
         };
         if let Err(e) = audit.append(event, unix_now()) {
@@ -196,26 +237,10 @@ impl Signer {
     ) -> SignerToCoordinator {
         let result = match message {
             CoordinatorToSigner::Status => self.status(),
-            CoordinatorToSigner::DkgBegin {
-                session,
-                wallet,
-                network,
-                params,
-                roster,
-                index,
-            } => self.dkg_begin(from, session, wallet, network, params, roster, index, rng),
-            CoordinatorToSigner::DkgRound1 {
-                session,
-                broadcasts,
-            } => self.dkg_round1(from, session, broadcasts, rng),
-            CoordinatorToSigner::DkgRound2 {
-                session,
-                sealed,
-                transcripts,
-            } => self.dkg_round2(from, session, sealed, transcripts),
-            CoordinatorToSigner::DkgConfirm { session, group_key } => {
-                self.dkg_confirm(from, session, group_key, rng)
-            }
+            CoordinatorToSigner::DkgBegin(request) => self.dkg_begin(from, request, rng),
+            CoordinatorToSigner::DkgRound1(request) => self.dkg_round1(from, request, rng),
+            CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
+            CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
@@ -243,75 +268,56 @@ impl Signer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dkg_begin<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        wallet: String,
-        network: bitcoin::Network,
-        params: DkgParams,
-        roster: Vec<RosterEntry>,
-        index: u16,
+        request: dkg::Begin,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
-        let bad = |m: &str| refuse(ErrorCode::BadRequest, m);
-        let params = DkgParams::new(params.threshold(), params.signers())
-            .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        if roster.len() != usize::from(params.signers())
-            || roster
-                .iter()
-                .enumerate()
-                .any(|(i, r)| usize::from(r.index) != i + 1)
-        {
-            return Err(bad("the roster must list signers 1..=n in order"));
-        }
-        let me = roster
-            .get(usize::from(index).wrapping_sub(1))
-            .ok_or_else(|| bad("my index is not in the roster"))?;
-        if me.identity != self.identity() {
-            return Err(bad("the roster lists another identity key at my index"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if !roster.iter().all(|r| seen.insert(r.identity)) {
-            return Err(bad("the roster lists an identity key twice"));
-        }
-        if wallet.is_empty() || wallet.len() > 64 {
-            return Err(bad("wallet names have 1 to 64 characters"));
-        }
-        let id = identifier(index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        let (state, broadcast) =
-            DkgRound1::start(id, params, rng).map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let mut dkg = self
-            .dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+        let session = request.context.session;
+        let approved = self
+            .approved_peers()
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let (state, answer) = Participant1::begin(
+            request,
+            &self.identity(),
+            from,
+            |id| approved.contains(id),
+            rng,
+        )
+        .map_err(|e| {
+            tracing::warn!(%session, error = %e, "key generation refused");
+            participant_refusal(e)
+        })?;
+        let index = state.index();
+        let mut dkg = self.lock_dkg()?;
         prune(&mut dkg, |s| s.started);
         if dkg.contains_key(&session) {
-            return Err(bad("session id already in use"));
+            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
         dkg.insert(
             session,
             DkgSession {
                 coordinator: *from,
-                wallet,
-                network,
-                params,
-                roster,
-                index,
-                stage: DkgStage::Round1(state),
+                stage: DkgStage::One(state),
                 started: Instant::now(),
             },
         );
-        tracing::info!(%session, index, "dkg started");
-        Ok(SignerToCoordinator::DkgRound1 { broadcast })
+        tracing::info!(%session, index, "key generation started");
+        Ok(SignerToCoordinator::DkgRound1(answer))
     }
 
-    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
-        let mut dkg = self
-            .dkg
+    fn lock_dkg(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<SessionId, DkgSession>>, Refusal> {
+        self.dkg
             .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))
+    }
+
+    /// Takes a session out (so on any error the key generation is over for this signer).
+    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
+        let mut dkg = self.lock_dkg()?;
         match dkg.remove(session) {
             Some(s) if s.coordinator == *from => Ok(s),
             Some(s) => {
@@ -322,172 +328,96 @@ impl Signer {
         }
     }
 
+    fn put_dkg(&self, session: SessionId, s: DkgSession) -> Result<(), Refusal> {
+        self.lock_dkg()?.insert(session, s);
+        Ok(())
+    }
+
     fn dkg_round1<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        broadcasts: BTreeMap<u16, Round1Broadcast>,
+        request: dkg::Round1Request,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
+        let session = request.session;
         let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::Round1(state) = s.stage else {
+        let DkgStage::One(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not in round 1",
             ));
         };
-        let broadcasts = broadcasts
-            .into_iter()
-            .map(|(i, b)| identifier(i).map(|id| (id, b)))
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        let (next, send) = state
-            .receive_round1(&broadcasts)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        let mut sealed = BTreeMap::new();
-        for (to, package) in &send.packages {
-            let to_index = crate::frost::keys::roster_index(to);
-            let recipient = s
-                .roster
-                .get(usize::from(to_index).wrapping_sub(1))
-                .ok_or_else(|| refuse(ErrorCode::Internal, "recipient not in roster"))?;
-            let bytes = Zeroizing::new(
-                package
-                    .serialize()
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?,
-            );
-            let aad = round2_aad(&session, s.index, to_index, &send.transcript);
-            sealed.insert(
-                to_index,
-                Sealed(
-                    self.home
-                        .identity()
-                        .seal(&recipient.identity, &aad, &bytes, rng),
-                ),
-            );
-        }
-        s.stage = DkgStage::Round2(next);
-        let transcript = hex::encode(send.transcript);
-        self.dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?
-            .insert(session, s);
-        Ok(SignerToCoordinator::DkgRound2 { transcript, sealed })
+        let (next, answer) = state
+            .receive_round1(request, self.home.identity(), rng)
+            .map_err(participant_refusal)?;
+        s.stage = DkgStage::Two(next);
+        self.put_dkg(session, s)?;
+        Ok(SignerToCoordinator::DkgRound2(answer))
     }
 
     fn dkg_round2(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        sealed: BTreeMap<u16, Sealed>,
-        transcripts: BTreeMap<u16, String>,
+        request: dkg::Round2Request,
     ) -> Result<SignerToCoordinator, Refusal> {
-        // The session is taken out: on any error this DKG is over for this signer.
+        let session = request.session;
         let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::Round2(state) = std::mem::replace(&mut s.stage, DkgStage::Spent) else {
+        let DkgStage::Two(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not in round 2",
             ));
         };
-        let mine = state.transcript();
-        let mut hashes: BTreeMap<frost::Identifier, TranscriptHash> = BTreeMap::new();
-        let mut mismatched: Vec<u16> = Vec::new();
-        for (i, text) in &transcripts {
-            let mut h = [0u8; 32];
-            hex::decode_to_slice(text, &mut h)
-                .map_err(|_| refuse(ErrorCode::BadRequest, "malformed transcript hash"))?;
-            let id = identifier(*i).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-            if h != mine {
-                mismatched.push(*i);
-            }
-            hashes.insert(id, h);
-        }
-        if !mismatched.is_empty() {
-            return Err(refuse(
-                ErrorCode::Refused,
-                crate::frost::dkg::DkgError::TranscriptMismatch {
-                    culprits: mismatched,
-                },
-            ));
-        }
-        let mut packages: BTreeMap<frost::Identifier, round2::Package> = BTreeMap::new();
-        for (from_index, blob) in &sealed {
-            let sender = s
-                .roster
-                .get(usize::from(*from_index).wrapping_sub(1))
-                .ok_or_else(|| refuse(ErrorCode::BadRequest, "sender not in roster"))?;
-            let aad = round2_aad(&session, *from_index, s.index, &mine);
-            let plain = self
-                .home
-                .identity()
-                .open(&sender.identity, &aad, &blob.0)
-                .map_err(|e| {
-                    refuse(
-                        ErrorCode::Refused,
-                        format!("cannot open the round-2 package of participant {from_index}: {e}"),
-                    )
-                })?;
-            let package = round2::Package::deserialize(&plain).map_err(|e| {
-                refuse(
-                    ErrorCode::Refused,
-                    format!("malformed round-2 package of participant {from_index}: {e}"),
-                )
+        let (next, answer) = state
+            .receive_round2(request, self.home.identity())
+            .map_err(|e| {
+                tracing::warn!(%session, error = %e, "key generation aborted");
+                participant_refusal(e)
             })?;
-            let id = identifier(*from_index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-            packages.insert(id, package);
-        }
-        let share = state
-            .finish(&packages, &hashes)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        let group = share.group().clone();
-        if group.threshold() != s.params.threshold() {
-            return Err(refuse(ErrorCode::Internal, "threshold mismatch"));
-        }
-        s.stage = DkgStage::Done(Box::new(share));
-        self.dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?
-            .insert(session, s);
-        tracing::info!(%session, "dkg finished; share held until the coordinator confirms");
-        Ok(SignerToCoordinator::DkgDone { group })
+        s.stage = DkgStage::Three(Box::new(next));
+        self.put_dkg(session, s)?;
+        tracing::info!(%session, "key generation finished; share held until every certificate arrives");
+        Ok(SignerToCoordinator::DkgCertified(answer))
     }
 
     fn dkg_confirm<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        group_key: String,
+        request: dkg::ConfirmRequest,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
+        let session = request.session;
         let s = self.take_dkg(from, &session)?;
-        let DkgStage::Done(share) = s.stage else {
+        let DkgStage::Three(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not finished",
             ));
         };
-        let group = share.group();
-        if group_key_hex(group) != group_key {
-            return Err(refuse(
-                ErrorCode::Refused,
-                "the confirmed group key is not the one this signer computed",
-            ));
-        }
+        let certified = state.confirm(request).map_err(|e| {
+            tracing::warn!(%session, error = %e, "certificates refused; nothing stored");
+            participant_refusal(e)
+        })?;
+        let group = certified.share.group();
+        let context = &certified.keygen.context;
         let info = WalletInfo {
-            name: s.wallet.clone(),
-            network: s.network,
-            group_key: group_key_hex(group),
+            name: context.wallet.clone(),
+            network: context.network,
+            group_key: GroupKey::of(group),
             coordinator: s.coordinator,
             threshold: group.threshold(),
             signers: group.signers(),
-            index: s.index,
+            index: certified.index,
+            fingerprint: Some(certified.fingerprint),
+            keygen: Some(certified.keygen.clone()),
         };
         self.home
-            .save_share(&info, &share, rng)
+            .save_share(&info, &certified.share, rng)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, "share stored");
-        Ok(SignerToCoordinator::DkgStored)
+        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, fingerprint = %certified.fingerprint, "share stored");
+        Ok(SignerToCoordinator::DkgStored(dkg::Stored {
+            fingerprint: certified.fingerprint,
+        }))
     }
 
     fn sign_commit<R: RngCore + CryptoRng>(
@@ -500,8 +430,9 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         let info = self
             .home
-            .wallet(&wallet.group_key)
+            .wallet(&wallet.group_key.to_string())
             .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+        self.check_bound(from, &info)?;
         let psbt: Psbt = psbt
             .parse()
             .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
@@ -538,7 +469,7 @@ impl Signer {
                 started: Instant::now(),
             },
         );
-        tracing::info!(%session, wallet = %info.name, txid = %checked.txid, inputs = checked.inputs.len(), fee_sats = checked.fee.to_sat(), "committed nonces");
+        tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = checked.inputs().len(), fee_sats = checked.fee().to_sat(), "committed nonces");
         Ok(SignerToCoordinator::SignCommitments { commitments })
     }
 
@@ -598,14 +529,15 @@ impl Signer {
     }
 }
 
-/// Associated data binding a sealed round-2 package to its session, sender, recipient and
-/// the sender's round-1 transcript (so a package only opens for a recipient that saw the
-/// same round-1 broadcasts).
-pub fn round2_aad(session: &SessionId, from: u16, to: u16, transcript: &TranscriptHash) -> Vec<u8> {
-    let mut aad = b"ckm/dkg-round2".to_vec();
-    aad.extend_from_slice(&session.0);
-    aad.extend_from_slice(&from.to_be_bytes());
-    aad.extend_from_slice(&to.to_be_bytes());
-    aad.extend_from_slice(transcript);
-    aad
+/// The refusal a participant error turns into on the wire.
+fn participant_refusal(e: ParticipantError) -> Refusal {
+    let code = match &e {
+        ParticipantError::UnapprovedPeer { .. } => ErrorCode::UnapprovedPeer,
+        ParticipantError::CoordinatorMismatch { .. } => ErrorCode::Unauthorized,
+        ParticipantError::Context(_)
+        | ParticipantError::NotInRoster(_)
+        | ParticipantError::Session => ErrorCode::BadRequest,
+        _ => ErrorCode::Refused,
+    };
+    refuse(code, crate::error_chain(&e))
 }

@@ -8,6 +8,8 @@ use std::fmt;
 use bitcoin::{Address, Network};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::IdentityPublic;
+use crate::keys::GroupKey;
 use crate::psbt::CheckedPsbt;
 
 /// One wallet's policy; `None` means no limit.
@@ -28,13 +30,16 @@ pub struct Policy {
     /// When not empty, the only destinations allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_addresses: Vec<String>,
+    /// Coordinators allowed to use the wallet besides the one that created it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinators: Vec<IdentityPublic>,
 }
 
 /// All policies of a signer, by wallet group key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
-    /// Policy by group key (33-byte hex).
-    pub wallets: BTreeMap<String, Policy>,
+    /// Policy by group key.
+    pub wallets: BTreeMap<GroupKey, Policy>,
 }
 
 /// The rule a spend broke.
@@ -99,14 +104,14 @@ impl Policy {
         network: Network,
         spent_last_24h: u64,
     ) -> Result<(), PolicyViolation> {
-        let fee = spend.fee.to_sat();
+        let fee = spend.fee().to_sat();
         if let Some(max) = self.max_fee_sats {
             if fee > max {
                 return Err(PolicyViolation::Fee { fee, max });
             }
         }
         if let Some(max) = self.max_fee_rate {
-            let rate = fee as f64 / spend.estimated_vsize.max(1) as f64;
+            let rate = fee as f64 / spend.estimated_vsize().max(1) as f64;
             if rate > max as f64 {
                 return Err(PolicyViolation::FeeRate { rate, max });
             }
@@ -142,18 +147,22 @@ impl Policy {
         Ok(())
     }
 
-    /// Whether the policy sets any limit.
+    /// Whether the policy sets any limit (extra coordinators are not limits).
     pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
+        self.max_fee_sats.is_none()
+            && self.max_fee_rate.is_none()
+            && self.max_amount_sats.is_none()
+            && self.daily_limit_sats.is_none()
+            && self.allow_addresses.is_empty()
     }
 }
 
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("no limits");
-        }
         let mut parts = Vec::new();
+        if self.is_empty() {
+            parts.push("no limits".to_string());
+        }
         if let Some(v) = self.max_fee_sats {
             parts.push(format!("max-fee-sats {v}"));
         }
@@ -168,6 +177,9 @@ impl fmt::Display for Policy {
         }
         for a in &self.allow_addresses {
             parts.push(format!("allow-address {a}"));
+        }
+        for c in &self.coordinators {
+            parts.push(format!("coordinator {c}"));
         }
         f.write_str(&parts.join(", "))
     }
