@@ -636,6 +636,7 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         let share_msg = CoordinatorToSigner::SignShare {
             session: session_id,
             packages: packages.clone(),
+            statements: Default::default(),
         };
         let (bytes, t) = timed(|| Ok(message::encode(&share_msg)))?;
         add("JSON encode SignShare (N signing packages)", t);
@@ -648,6 +649,15 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         if rep == reps {
             let commitments_reply = SignerToCoordinator::SignCommitments {
                 commitments: commitments.values().next().cloned().unwrap_or_default(),
+                receipt: ckm::protocol::limits::Receipt::sign(
+                    &IdentityKey::generate(&mut rng),
+                    GroupKey::of(&group),
+                    session_id,
+                    1,
+                    psbt.unsigned_tx.compute_txid(),
+                    0,
+                ),
+                statements_required: false,
             };
             let shares_reply = SignerToCoordinator::SignShares {
                 shares: signature_shares

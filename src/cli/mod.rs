@@ -6,6 +6,7 @@ mod id;
 mod psbt;
 mod signer;
 mod signer_peers;
+mod signer_records;
 mod spend;
 mod wallet;
 

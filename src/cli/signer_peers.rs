@@ -111,7 +111,11 @@ pub fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             }
             let mut peers = home.load_peers()?;
             let new = peers.add(identity, label, ckm::auth::unix_now());
-            home.save_peers(&peers, &mut rand::rngs::OsRng)?;
+            home.save_peers(
+                &peers,
+                &format!("approved peer {identity}"),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "identity": identity.to_string(), "added": new }),
                 || {
@@ -132,7 +136,11 @@ pub fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             if !peers.remove(&identity) {
                 bail!("{identity} is not an approved peer (see `ckm signer peers list`)");
             }
-            home.save_peers(&peers, &mut rand::rngs::OsRng)?;
+            home.save_peers(
+                &peers,
+                &format!("withdrew peer {identity}"),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "identity": identity.to_string(), "removed": true }),
                 || format!("withdrew the approval of {identity}"),
@@ -185,7 +193,11 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
                 );
             }
             entry.coordinators.push(coordinator);
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            home.save_policies(
+                &policies,
+                &format!("wallet {}: allowed coordinator {coordinator}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "coordinator": coordinator.to_string(), "allowed": true }),
                 || format!("coordinator {coordinator} may now use wallet {}", info.name),
@@ -214,7 +226,11 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
                     info.name
                 );
             }
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            home.save_policies(
+                &policies,
+                &format!("wallet {}: withdrew coordinator {coordinator}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "coordinator": coordinator.to_string(), "allowed": false }),
                 || format!("coordinator {coordinator} may no longer use wallet {}", info.name),

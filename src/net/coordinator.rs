@@ -17,7 +17,7 @@ use crate::identity::IdentityPublic;
 use crate::keys::{GroupKey, Roster, RosterEntry};
 use crate::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::dkg::{CertifiedKeygen, CoordinatorError, DkgContext, DkgCoordinator};
-use crate::protocol::sign::{SignError, SigningCoordinator, Step};
+use crate::protocol::sign::{Round1Answer, SignError, SigningCoordinator, Step};
 use crate::wallet::WalletMeta;
 
 /// Why a key generation across signers failed.
@@ -242,7 +242,15 @@ pub async fn sign_psbt(
                 while let Some(joined) = set.join_next().await {
                     let Ok((index, reply)) = joined else { continue };
                     let answer = match reply {
-                        Ok(SignerToCoordinator::SignCommitments { commitments }) => Ok(commitments),
+                        Ok(SignerToCoordinator::SignCommitments {
+                            commitments,
+                            receipt,
+                            statements_required,
+                        }) => Ok(Round1Answer {
+                            commitments,
+                            receipt,
+                            statements_required,
+                        }),
                         Ok(_) => Err(format!("signer {index} answered out of protocol")),
                         Err(e) => Err(e.to_string()),
                     };
@@ -259,10 +267,46 @@ pub async fn sign_psbt(
                     step = machine.start(&mut rng)?;
                 }
             }
+            Step::Statements {
+                session,
+                chosen,
+                receipts,
+            } => {
+                let mut set = JoinSet::new();
+                for index in chosen {
+                    let Some(entry) = roster.get(&index).cloned() else {
+                        continue;
+                    };
+                    let client = client.clone();
+                    let message = CoordinatorToSigner::SignStatement {
+                        session,
+                        receipts: receipts.clone(),
+                    };
+                    set.spawn(async move { (entry.index, client.call(&entry, &message).await) });
+                }
+                step = Step::Wait;
+                while let Some(joined) = set.join_next().await {
+                    let Ok((index, reply)) = joined else { continue };
+                    let answer = match reply {
+                        Ok(SignerToCoordinator::SignStatement(s)) => Ok(s),
+                        Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    step = machine.statement(index, answer, &mut rng)?;
+                    if !matches!(step, Step::Wait) {
+                        break;
+                    }
+                }
+                set.abort_all();
+                if matches!(step, Step::Wait) {
+                    step = machine.start(&mut rng)?;
+                }
+            }
             Step::Round2 {
                 session,
                 chosen,
                 packages,
+                statements,
             } => {
                 let packages = Arc::new(packages);
                 let mut set = JoinSet::new();
@@ -274,6 +318,7 @@ pub async fn sign_psbt(
                     let message = CoordinatorToSigner::SignShare {
                         session,
                         packages: (*packages).clone(),
+                        statements: statements.clone(),
                     };
                     set.spawn(async move { (entry.index, client.call(&entry, &message).await) });
                 }

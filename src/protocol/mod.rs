@@ -8,8 +8,11 @@
 //!   whole roster, certificates from every signer before anyone stores a share).
 //! - [`sign`]: the coordinator's co-signing state machine (who is asked, who is excluded, when
 //!   to retry).
+//! - [`limits`]: reservations, receipts and signed statements that make spending limits hold
+//!   for the whole wallet whichever `t` signers sign.
 
 pub mod dkg;
+pub mod limits;
 pub mod sign;
 
 use serde::{Deserialize, Serialize};

@@ -903,9 +903,27 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Signing-share files (`*.share`) under a signer home.
-pub fn share_files(home: &Path) -> Result<Vec<PathBuf>> {
-    Ok(files_under(home)?
+/// The shares a signer home stores: the wallet rows of its `signer.db` (read directly with
+/// SQLite, not through ckm) plus any `*.share` file of the v1 layout.
+pub fn share_files(home: &Path) -> Result<Vec<String>> {
+    let mut out: Vec<String> = files_under(home)?
         .into_iter()
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("share"))
-        .collect())
+        .map(|p| p.display().to_string())
+        .collect();
+    let db = SignerHome::dir_of(home).join("signer.db");
+    if db.exists() {
+        let conn = bdk_wallet::rusqlite::Connection::open_with_flags(
+            &db,
+            bdk_wallet::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare("SELECT group_key, length(share) FROM wallets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (gk, len) = row?;
+            ensure!(len > 32, "the stored share of {gk} is only {len} bytes");
+            out.push(format!("signer.db wallet {gk}"));
+        }
+    }
+    Ok(out)
 }
