@@ -306,6 +306,16 @@ pub fn migrate<R: RngCore + CryptoRng>(
         })?;
         db.read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
             .map_err(|e| fail(dir, e))?;
+        // The converted records become the checkpoint (written before the database moves
+        // into place: a crash in between only repeats the conversion, which replaces it).
+        let (audit_count, audit_last_mac) = db.read(keyed::tail).map_err(|e| fail(dir, e))?;
+        let at = crate::signer::checkpoint::Checkpoint {
+            audit_count,
+            audit_last_mac,
+            policy_version: u64::from(policy.is_some()),
+            peers_version: u64::from(peers.is_some()),
+        };
+        crate::signer::checkpoint::replace(dir, key, at, rng).map_err(|e| fail(dir, e))?;
     }
     let target = SignerDb::path_in(dir);
     std::fs::rename(&tmp, &target)
