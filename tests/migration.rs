@@ -76,13 +76,12 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
         }
         shares.push(home.load_share(&vault_key)?);
 
-        let policies = home.load_policies()?;
-        let p = policies
-            .wallets
-            .get(&vault_key)
-            .context("vault policy lost")?;
-        ensure!(p.daily_limit_sats == Some(5_000_000) && p.max_fee_sats == Some(20_000));
-        ensure!(policies.version == 1);
+        let p = home.policy(&vault_key)?;
+        ensure!(
+            p.daily_limit_sats == Some(5_000_000) && p.max_fee_sats == Some(20_000),
+            "vault policy lost: {p:?}"
+        );
+        ensure!(home.policies()?.len() == 1);
 
         // Every v1 record, re-chained, plus the conversion's own record; the state checks out.
         let mut records = Vec::new();

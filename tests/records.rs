@@ -173,11 +173,11 @@ fn rolled_back_records_or_policy_stop_signing_until_reset() -> Result<()> {
             Ok(())
         },
     )?;
-    // An older policy: keep version N, set N+1, then restore N.
-    let older: Vec<u8> = Connection::open(db_path(&home))?.query_row(
-        "SELECT value FROM kv WHERE key = 'policies'",
+    // An older policy row: keep version N of the wallet's row, set N+1, then restore N.
+    let older: (i64, Vec<u8>) = Connection::open(db_path(&home))?.query_row(
+        "SELECT version, sealed FROM policies",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     ckm_json(
         &home,
@@ -195,10 +195,13 @@ fn rolled_back_records_or_policy_stop_signing_until_reset() -> Result<()> {
         &mut c,
         &funding,
         "policy-older",
-        "the policy is at version",
+        "do not match their sealed summary",
         |h| {
             let db = Connection::open(db_path(h))?;
-            db.execute("UPDATE kv SET value = ?1 WHERE key = 'policies'", [&older])?;
+            db.execute(
+                "UPDATE policies SET version = ?1, sealed = ?2",
+                bdk_wallet::rusqlite::params![older.0, older.1],
+            )?;
             Ok(())
         },
     )?;
@@ -206,10 +209,33 @@ fn rolled_back_records_or_policy_stop_signing_until_reset() -> Result<()> {
         &mut c,
         &funding,
         "policy-removed",
+        "do not match their sealed summary",
+        |h| {
+            let db = Connection::open(db_path(h))?;
+            ensure!(db.execute("DELETE FROM policies", [])? == 1);
+            Ok(())
+        },
+    )?;
+    ckm_json(
+        &home,
+        &[
+            "signer",
+            "policy",
+            "set",
+            "--wallet",
+            WALLET,
+            "--max-fee-sats",
+            "30000",
+        ],
+    )?;
+    expect_rollback(
+        &mut c,
+        &funding,
+        "policy-summary-removed",
         "the policy is at version 0",
         |h| {
             let db = Connection::open(db_path(h))?;
-            ensure!(db.execute("DELETE FROM kv WHERE key = 'policies'", [])? == 1);
+            ensure!(db.execute("DELETE FROM kv WHERE key = 'policy_state'", [])? == 1);
             Ok(())
         },
     )?;
