@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
-use crate::protocol::dkg;
 use crate::protocol::limits::{Receipt, Statement};
 pub use crate::protocol::SessionId;
+use crate::protocol::{dkg, lifecycle};
 
 /// The protocol version this build speaks (2: certified key generation).
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -88,6 +88,9 @@ pub struct WalletRef {
     pub name: String,
     /// The group's root public key.
     pub group_key: GroupKey,
+    /// The epoch the coordinator signs for (signers refuse another one).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Requests from the coordinator to a signer.
@@ -106,6 +109,9 @@ pub enum CoordinatorToSigner {
     /// Every participant's certificate: verify them all, then store the share (until then it
     /// is only in memory, so an aborted key generation leaves no share anywhere).
     DkgConfirm(dkg::ConfirmRequest),
+    /// A step of an epoch transition (refresh, removal, repair, enrolment: see
+    /// [`crate::protocol::lifecycle`]).
+    Transition(lifecycle::TransitionRequest),
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -161,6 +167,8 @@ pub enum SignerToCoordinator {
     DkgCertified(dkg::Certified),
     /// Every certificate verified; the share is stored, encrypted, on the signer's disk.
     DkgStored(dkg::Stored),
+    /// An answer in an epoch transition.
+    Transition(lifecycle::TransitionAnswer),
     /// Nonce commitments, one per input, and the receipt of the spend's reservation.
     SignCommitments {
         /// Commitments, one per input.
@@ -212,6 +220,8 @@ pub enum ErrorCode {
     /// The signer's records are older than its checkpoint (rolled back); it refuses to sign
     /// until its operator resets the state.
     State,
+    /// The request is for another epoch of the wallet than the signer's.
+    WrongEpoch,
     /// Internal failure.
     Internal,
 }

@@ -84,6 +84,9 @@ fn wallet(state: &WalletState) -> Result<Wallet> {
             roster: state.roster.clone(),
             electrum: None,
             keygen: None,
+            epoch: 0,
+            transitions: Vec::new(),
+            pending: None,
         },
     )?;
     let spk = w

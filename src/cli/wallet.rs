@@ -2,62 +2,20 @@
 //! Electrum sync, balance, send). The coordinator holds no secret share.
 
 use std::io::IsTerminal;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::Network;
-use ckm::identity::IdentityPublic;
-use ckm::keys::{CertPin, Roster, RosterEntry};
+use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use clap::Subcommand;
 
-use super::args::{ElectrumArg, PaymentArgs, WalletArg};
+use super::args::{parse_signer, ElectrumArg, PaymentArgs, SignerSpec, WalletArg};
 use super::spend::{self, electrum_url};
+use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, Context};
-
-/// A signer given as `URL#PUBKEY`.
-#[derive(Debug, Clone)]
-pub struct SignerSpec {
-    url: String,
-    identity: IdentityPublic,
-    tls_sha256: Option<CertPin>,
-}
-
-fn parse_signer(s: &str) -> Result<SignerSpec, String> {
-    let (url, key) = s.rsplit_once('#').ok_or_else(|| {
-        format!("'{s}' is not URL#PUBKEY or https://…#PUBKEY@TLS_SHA256 (see `ckm id`, `ckm signer tls`)")
-    })?;
-    let (key, pin) = match key.split_once('@') {
-        Some((k, p)) => (k, Some(p.to_ascii_lowercase())),
-        None => (key, None),
-    };
-    let parsed = ckm::net::client::check_url(url).map_err(|e| format!("signer URL {url}: {e}"))?;
-    let identity = IdentityPublic::from_str(key).map_err(|e| format!("signer key {key}: {e}"))?;
-    match (parsed.scheme(), &pin) {
-        ("https", None) => {
-            return Err(format!(
-                "{url}: an https signer needs its certificate pinned: URL#PUBKEY@TLS_SHA256 \
-                 (the fingerprint printed by `ckm signer tls` on the signer)"
-            ))
-        }
-        ("https", Some(p)) => {
-            ckm::net::tls::pinned_client_config(p).map_err(|e| e.to_string())?;
-        }
-        (_, Some(_)) => return Err(format!("{url}: a TLS fingerprint needs an https URL")),
-        _ => {}
-    }
-    let tls_sha256 = pin
-        .map(|p| p.parse::<CertPin>().map_err(|e| e.to_string()))
-        .transpose()?;
-    Ok(SignerSpec {
-        url: url.to_string(),
-        identity,
-        tls_sha256,
-    })
-}
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
@@ -114,6 +72,54 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    /// Show the wallet's roster, epoch, threshold and fingerprint, with each signer's epoch
+    /// as it reports it
+    ///
+    /// Example:
+    ///   ckm wallet show --wallet vault
+    #[command(verbatim_doc_comment)]
+    Show(WalletOnlyArgs),
+    /// Refresh every signer's share: the group key, descriptors and addresses stay; a new
+    /// epoch begins and the shares of the old one are erased on every signer
+    ///
+    /// Every signer must be reachable. Two phases: each signer stores its new share pending;
+    /// once all have, the coordinator records its decision and tells them to commit, and each
+    /// erases its old share. If anything stops half-way, `ckm wallet resume` finishes or
+    /// rolls back.
+    ///
+    /// Example:
+    ///   ckm wallet refresh --wallet vault
+    #[command(verbatim_doc_comment)]
+    Refresh(RefreshArgs),
+    /// Remove a signer: a refresh among the others that leaves it out (it need not be
+    /// online); its share no longer combines with anyone's
+    ///
+    /// Example:
+    ///   ckm wallet remove-signer --signer 3 --wallet vault
+    #[command(verbatim_doc_comment)]
+    RemoveSigner(RemoveArgs),
+    /// Give a signer that lost its share a new one at the same index (a fresh home with a new
+    /// identity key), from t helpers, without anyone else learning it
+    ///
+    /// The other signers' operators must first approve the new identity as a peer
+    /// (`ckm signer peers add`), and the new signer's operator must approve theirs.
+    ///
+    /// Example:
+    ///   ckm wallet repair --signer 2 --to http://127.0.0.1:7005#<new id> --wallet vault
+    #[command(verbatim_doc_comment)]
+    Repair(RepairArgs),
+    /// Enrol a new signer at the next index (n grows, t stays); it then signs like any other
+    ///
+    /// Example:
+    ///   ckm wallet add-signer http://127.0.0.1:7004#<id4> --wallet vault
+    #[command(verbatim_doc_comment)]
+    AddSigner(AddArgs),
+    /// Finish (commit) or roll back an interrupted refresh, removal, repair or enrolment
+    ///
+    /// Example:
+    ///   ckm wallet resume --wallet vault
+    #[command(verbatim_doc_comment)]
+    Resume(WalletOnlyArgs),
     /// Reveal the next receive address
     Address {
         #[command(flatten)]
@@ -165,6 +171,12 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
         }
         WalletCommand::Verify { wallet } => verify(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
+        WalletCommand::Show(args) => wallet_lifecycle::show(ctx, args),
+        WalletCommand::Refresh(args) => wallet_lifecycle::refresh(ctx, args),
+        WalletCommand::RemoveSigner(args) => wallet_lifecycle::remove_signer(ctx, args),
+        WalletCommand::Repair(args) => wallet_lifecycle::repair(ctx, args),
+        WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
+        WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -221,6 +233,9 @@ fn create(
         roster,
         electrum: None,
         keygen: Some(keygen),
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;

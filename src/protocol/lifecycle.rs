@@ -105,16 +105,11 @@ impl WalletState {
         e.input(&GroupKey::of(&self.group).to_bytes());
         e.input(&self.group.chain_code());
         e.input(&self.group.threshold().to_be_bytes());
+        // Members by index and identity key; URLs and TLS pins are transport details that
+        // may change (pin rotation) without a transition.
         for m in self.roster.entries() {
             e.input(&m.index.to_be_bytes());
             e.input(&m.identity.to_bytes());
-            match &m.tls_sha256 {
-                Some(pin) => {
-                    e.input(&[1]);
-                    e.input(&pin.0);
-                }
-                None => e.input(&[0]),
-            }
         }
         for (id, share) in self.group.public_key_package().verifying_shares() {
             e.input(&roster_index(id).to_be_bytes());
@@ -324,13 +319,6 @@ impl TransitionContext {
         for m in self.new_roster.entries() {
             e.input(&m.index.to_be_bytes());
             e.input(&m.identity.to_bytes());
-            match &m.tls_sha256 {
-                Some(pin) => {
-                    e.input(&[1]);
-                    e.input(&pin.0);
-                }
-                None => e.input(&[0]),
-            }
         }
         e.input(&(self.helpers.len() as u64).to_be_bytes());
         for h in &self.helpers {
@@ -700,7 +688,7 @@ impl CertifiedTransition {
     pub fn verify(&self, from: &WalletState) -> Result<WalletState, TransitionError> {
         self.context.check(from)?;
         let state = next_state(from, &self.context, &self.round1)?;
-        if state != self.state {
+        if state.hash() != self.state.hash() || state.group != self.state.group {
             return Err(TransitionError::History(format!(
                 "the recorded state of epoch {} is not the one its record determines",
                 self.state.epoch
@@ -743,7 +731,8 @@ impl History {
             .map_err(|e| TransitionError::History(e.to_string()))?;
         let mut state = WalletState::genesis(&self.keygen, &group);
         for t in &self.transitions {
-            state = t.verify(&state)?;
+            t.verify(&state)?;
+            state = t.state.clone();
         }
         Ok(state)
     }

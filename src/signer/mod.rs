@@ -14,6 +14,7 @@ pub mod legacy;
 pub mod peers;
 pub mod policy;
 mod signing;
+mod transition;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -28,6 +29,7 @@ use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, Parti
 use home::{HomeError, SignerHome, WalletInfo};
 use policy::Policy;
 use signing::SignSession;
+use transition::TransitionSession;
 
 /// How long an unfinished session (and a spend reservation) is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -53,6 +55,7 @@ pub struct Signer {
     home: SignerHome,
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
+    transitions: Mutex<HashMap<SessionId, TransitionSession>>,
     flag_peers: BTreeSet<IdentityPublic>,
     /// Why the records cannot be trusted (rolled back); signing is refused while set.
     state_error: Mutex<Option<String>>,
@@ -110,6 +113,7 @@ impl Signer {
             home,
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
+            transitions: Mutex::new(HashMap::new()),
             flag_peers: BTreeSet::new(),
             state_error: Mutex::new(state_error),
         })
@@ -222,6 +226,7 @@ impl Signer {
             CoordinatorToSigner::DkgRound1(request) => self.dkg_round1(from, request, rng),
             CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
             CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
+            CoordinatorToSigner::Transition(request) => self.transition(from, request, rng),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
@@ -396,6 +401,8 @@ impl Signer {
             index: certified.index,
             fingerprint: Some(certified.fingerprint),
             keygen: Some(certified.keygen.clone()),
+            epoch: 0,
+            transitions: Vec::new(),
         };
         self.home
             .save_share(&info, &certified.share, rng)

@@ -149,6 +149,15 @@ impl Signer {
             .wallet(&wallet.group_key.to_string())
             .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
         self.check_bound(from, &info)?;
+        if wallet.epoch != info.epoch {
+            return Err(refuse(
+                ErrorCode::WrongEpoch,
+                format!(
+                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (if a refresh or repair was interrupted, run `ckm wallet resume` on the coordinator)",
+                    info.name, info.epoch, wallet.epoch
+                ),
+            ));
+        }
         let psbt: Psbt = psbt
             .parse()
             .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;

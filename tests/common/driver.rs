@@ -75,6 +75,7 @@ impl Driver {
         WalletRef {
             name: self.meta.name.clone(),
             group_key: GroupKey::of(&self.meta.group),
+            epoch: self.meta.epoch,
         }
     }
 
