@@ -51,24 +51,6 @@ fn snapshot(c: &mut Cluster, i: usize, name: &str) -> Result<PathBuf> {
     Ok(to)
 }
 
-/// A new signer home, started approving `peers`.
-fn new_signer(c: &Cluster, name: &str, peers: &[String]) -> Result<SignerProc> {
-    let home = c.dir.path().join(name);
-    let out = SignerProc::spawn_init(&home)?.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    SignerProc::start_with_peers(&home, &c.coord_id, peers, Kind::Honest)
-}
-
-fn approve(home: &Path, identity: &str) -> Result<()> {
-    let v = ckm_json(home, &["signer", "peers", "add", identity])?;
-    ensure!(v["identity"] == identity, "{v}");
-    Ok(())
-}
-
 /// Spends from the wallet with whichever signers run (killing `down` first is the caller's
 /// job); returns the signer indexes used.
 fn spend(c: &Cluster, funding: &Funding, sats: u64, name: &str) -> Result<Vec<u16>> {
@@ -215,14 +197,9 @@ fn refresh_and_remove_retire_old_shares() -> Result<()> {
 fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
     let mut c = Cluster::with_wallet(3, 2)?;
     let funding = fund(&c, &FUNDS)?;
-    let ids: Vec<String> = c.signers.iter().map(|s| s.identity.to_string()).collect();
 
     // Enrol signer 4: approved by the others (on the running servers) and approving them.
-    let s4 = new_signer(&c, "s4", &ids)?;
-    let id4 = s4.identity.to_string();
-    for s in &c.signers {
-        approve(&s.home, &id4)?;
-    }
+    let s4 = c.new_peer("s4")?;
     let v = ckm_json(&c.coord, &["wallet", "add-signer", &s4.spec()])?;
     ensure!(
         v["epoch"] == 1 && v["signers"] == serde_json::json!([1, 2, 3, 4]),
@@ -245,7 +222,11 @@ fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
         .iter()
         .map(|i| c.signers[*i].identity.to_string())
         .collect();
-    let stranger = new_signer(&c, "s2-stranger", &others)?;
+    // It approves the others, but no operator approved it.
+    let home = c.dir.path().join("s2-stranger");
+    let out = SignerProc::spawn_init(&home)?.wait_with_output()?;
+    ensure!(out.status.success());
+    let stranger = SignerProc::start_with_peers(&home, &c.coord_id, &others, Kind::Honest)?;
     let out = ckm(
         &c.coord,
         &[
@@ -277,11 +258,8 @@ fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
     );
 
     // An approved replacement gets signer 2's share back.
-    let fresh = new_signer(&c, "s2-new", &others)?;
+    let fresh = c.new_peer("s2-new")?;
     let fresh_id = fresh.identity.to_string();
-    for i in [0usize, 2, 3] {
-        approve(&c.signers[i].home, &fresh_id)?;
-    }
     let v = ckm_json(
         &c.coord,
         &["wallet", "repair", "--signer", "2", "--to", &fresh.spec()],

@@ -351,6 +351,23 @@ impl CkmWallet {
             .map_err(|_| wrong())
     }
 
+    /// Builds an unsigned PSBT that sends every coin of the wallet to `to` (no change), at
+    /// `fee_rate`.
+    ///
+    /// # Errors
+    /// Nothing to spend, or other builder errors.
+    pub fn build_sweep(&mut self, to: &Address, fee_rate: FeeRate) -> Result<Psbt, WalletError> {
+        let mut builder = self.wallet.build_tx();
+        builder.drain_wallet();
+        builder.drain_to(to.script_pubkey());
+        builder.fee_rate(fee_rate);
+        let psbt = builder
+            .finish()
+            .map_err(|e| WalletError::Build(e.to_string()))?;
+        self.persist()?;
+        Ok(psbt)
+    }
+
     /// Builds an unsigned PSBT paying `amount` to `to` with change back to the wallet, at
     /// `fee_rate`; persists the revealed change address.
     ///
