@@ -197,6 +197,35 @@ pub struct SignReport {
     pub skipped: Vec<(u16, String)>,
     /// The finalized transaction.
     pub transaction: Transaction,
+    /// How it was signed.
+    pub mode: SignMode,
+    /// Signing sessions (attempts) started.
+    pub sessions: usize,
+}
+
+/// How a PSBT was co-signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignMode {
+    /// One round trip: every chosen signer's commitments were held.
+    OneRound,
+    /// One round after fetching commitments from signers short of them.
+    PreprocessedFirst,
+    /// Two interactive rounds (commit, share).
+    TwoRounds,
+    /// Three rounds: commit and reserve, statements, shares (a wallet-wide limit).
+    WithStatements,
+}
+
+impl std::fmt::Display for SignMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignMode::OneRound => "one round",
+            SignMode::PreprocessedFirst => "one round after preprocessing",
+            SignMode::TwoRounds => "two rounds",
+            SignMode::WithStatements => "three rounds with statements (wallet-wide limit)",
+        })
+    }
 }
 
 /// Co-signs `psbt` with the wallet's signers and finalizes it in place, driving a
@@ -352,6 +381,12 @@ pub async fn sign_psbt(
                     culprits: outcome.culprits,
                     skipped: outcome.skipped,
                     transaction: outcome.transaction,
+                    mode: if outcome.with_statements {
+                        SignMode::WithStatements
+                    } else {
+                        SignMode::TwoRounds
+                    },
+                    sessions: outcome.attempts,
                 });
             }
             Step::Wait => step = machine.start(&mut rng)?,
