@@ -3,8 +3,12 @@
 
 mod id;
 mod psbt;
+mod psbt_inspect;
+mod psbt_io;
+mod psbt_qr;
 mod signer;
 mod wallet;
+mod wallet_export;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

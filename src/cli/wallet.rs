@@ -13,7 +13,7 @@ use ckm::net::client::Client;
 use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
 use clap::{Args, Subcommand};
 
-use super::{psbt, runtime, Context};
+use super::{psbt, runtime, wallet_export, Context};
 
 /// `--wallet NAME`, shared by every wallet-scoped command.
 #[derive(Debug, Args, Clone)]
@@ -131,6 +131,26 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    /// Export the wallet's public side for other wallets (watch-only; no secret)
+    ///
+    /// Formats: a BIP-0389 multipath descriptor; Bitcoin Core's `importdescriptors` request;
+    /// a BIP-0388 wallet policy; a descriptor file for Sparrow (File > Import Wallet > Output
+    /// Descriptor). Each carries its checksum; PSBTs those wallets make are co-signed with
+    /// `ckm psbt sign`.
+    ///
+    /// Examples:
+    ///   ckm wallet export --format descriptor
+    ///   ckm wallet export --format core --out vault-core.json
+    ///   bitcoin-cli -rpcwallet=vault importdescriptors "$(cat vault-core.json)"
+    ///   ckm wallet export --format bip388
+    ///   ckm wallet export --format sparrow --out vault-sparrow.txt
+    #[command(verbatim_doc_comment)]
+    Export {
+        #[command(flatten)]
+        wallet: WalletArg,
+        #[command(flatten)]
+        args: wallet_export::ExportArgs,
+    },
     /// Reveal the next receive address
     Address {
         #[command(flatten)]
@@ -180,6 +200,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::List => list(ctx),
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
+        }
+        WalletCommand::Export { wallet, args } => {
+            wallet_export::run(ctx, &ctx.open_wallet(wallet.name.as_deref())?, args)
         }
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
