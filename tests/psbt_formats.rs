@@ -16,6 +16,7 @@ use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Psbt, TxOut};
 use ckm::frost::dkg::{run_in_memory, DkgParams};
 use ckm::frost::keys::{secp, KeyShare};
 use ckm::identity::IdentityKey;
+use ckm::keys::{Roster, RosterEntry};
 use ckm::psbt::inspect::{inspect, InputState, Keychain, Owner, SigningState};
 use ckm::psbt::ur;
 use ckm::psbt::version::{self, PsbtDecodeError, RequiredLockTime, V2Fields};
@@ -39,12 +40,23 @@ fn fixture(inputs: u32) -> Result<Fixture> {
     let mut rng = rand::thread_rng();
     let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
     let dir = tempfile::tempdir()?;
+    let roster = Roster::new(
+        (1..=3u16)
+            .map(|index| RosterEntry {
+                index,
+                url: format!("http://127.0.0.1:{}", 40_000 + index),
+                identity: IdentityKey::generate(&mut rng).public(),
+                tls_sha256: None,
+            })
+            .collect(),
+    )?;
     let meta = WalletMeta {
         name: "vault".into(),
         network: NETWORK,
         group: shares[0].group().clone(),
-        roster: Vec::new(),
+        roster,
         electrum: None,
+        keygen: None,
     };
     let mut wallet = CkmWallet::create(&dir.path().join("w.sqlite"), meta)?;
     let mut funding = HashMap::new();
@@ -115,11 +127,11 @@ fn v0_to_v2_to_v0_keeps_every_field_and_byte() -> Result<()> {
         ensure!(!input.tap_key_origins.is_empty());
     }
     let checked = check_psbt(back.psbt(), f.shares[0].group())?;
-    assert_eq!(checked.txid, f.psbt.unsigned_tx.compute_txid());
-    assert_eq!(checked.inputs.len(), 3);
+    assert_eq!(checked.txid(), f.psbt.unsigned_tx.compute_txid());
+    assert_eq!(checked.inputs().len(), 3);
     assert_eq!(
         checked
-            .outputs
+            .outputs()
             .iter()
             .filter(|o| o.change_path.is_some())
             .count(),

@@ -1,12 +1,16 @@
 //! Command-line interface: shared flags, dispatch to one module per subcommand group, and
 //! helpers for homes, passphrases and output.
 
+mod args;
 mod id;
 mod psbt;
 mod psbt_inspect;
 mod psbt_io;
 mod psbt_qr;
 mod signer;
+mod signer_peers;
+mod signer_records;
+mod spend;
 mod wallet;
 mod wallet_export;
 

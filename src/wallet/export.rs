@@ -210,12 +210,24 @@ mod tests {
 
     fn meta() -> Result<WalletMeta, Box<dyn std::error::Error>> {
         let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rand::thread_rng())?;
+        let mut rng = rand::thread_rng();
+        let roster = crate::keys::Roster::new(
+            (1..=3u16)
+                .map(|index| crate::keys::RosterEntry {
+                    index,
+                    url: format!("http://127.0.0.1:{}", 40_000 + index),
+                    identity: crate::identity::IdentityKey::generate(&mut rng).public(),
+                    tls_sha256: None,
+                })
+                .collect(),
+        )?;
         Ok(WalletMeta {
             name: "vault".into(),
             network: Network::Regtest,
             group: shares[0].group().clone(),
-            roster: Vec::new(),
+            roster,
             electrum: None,
+            keygen: None,
         })
     }
 
