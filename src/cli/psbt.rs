@@ -200,4 +200,3 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
         PsbtCommand::Qr(args) => psbt_qr::run(ctx, args),
     }
 }
-
