@@ -76,6 +76,18 @@ fn version_2_and_ur_psbts_are_cosigned_across_processes_and_written_back_alike()
     assert_eq!(report["psbt_version"], 2, "{report}");
     assert_eq!(read_signed(&bin_out, &p)?.version(), PsbtVersion::V2);
 
+    // An input of the wallet without its key origin: refused before the signers, with the fix.
+    let mut stripped = p.psbt.clone();
+    stripped.inputs[0].tap_internal_key = None;
+    stripped.inputs[0].tap_key_origins.clear();
+    let stripped_in = c.write_psbt("stripped.psbt", &stripped)?;
+    let res = c.sign(&stripped_in, &c.dir.path().join("stripped.signed"), &[])?;
+    let err = String::from_utf8_lossy(&res.stderr);
+    ensure!(
+        !res.status.success() && err.contains("key origin") && err.contains("utxoupdatepsbt"),
+        "{err}"
+    );
+
     // Garbage URs are refused with a message that says so, and nothing is written.
     let bad = c.dir.path().join("bad.ur");
     std::fs::write(&bad, format!("{}\nur:psbt/not-bytewords\n", parts[0]))?;

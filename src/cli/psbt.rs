@@ -141,6 +141,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
             let file = psbt_io::read(&input)?;
             let mut psbt = file.psbt;
+            psbt_inspect::require_signable(&w, &psbt)?;
             let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout)?;
             // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
             psbt.mark_signed();

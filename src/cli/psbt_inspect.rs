@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use bdk_wallet::KeychainKind;
 use ckm::psbt::inspect::{inspect, InputState, Inspection, Keychain, Owner, SigningState};
+use ckm::psbt::VersionedPsbt;
+use ckm::wallet::CkmWallet;
 use clap::Args;
 
 use super::psbt_io;
@@ -20,13 +22,12 @@ pub struct InspectArgs {
     wallet: Option<String>,
 }
 
-pub fn run(ctx: &Context, args: InspectArgs) -> Result<()> {
-    let w = ctx.open_wallet(args.wallet.as_deref())?;
-    let file = psbt_io::read(&args.input)?;
+/// The wallet's view of `psbt` (scripts recognised through bdk's index too).
+fn view(w: &CkmWallet, psbt: &VersionedPsbt) -> Inspection {
     let meta = w.meta();
-    let report = inspect(
-        file.psbt.psbt(),
-        file.psbt.version(),
+    inspect(
+        psbt.psbt(),
+        psbt.version(),
         &meta.group,
         meta.network,
         |script| {
@@ -37,7 +38,44 @@ pub fn run(ctx: &Context, args: InspectArgs) -> Result<()> {
                     KeychainKind::Internal => (1, i),
                 })
         },
-    );
+    )
+}
+
+/// Before contacting the signers: refuses, with the fix, a PSBT whose inputs lack what the
+/// signers need (the UTXO, or the key origin of an input that is the wallet's), as PSBTs made
+/// by other tools often do before an updater has filled them.
+pub fn require_signable(w: &CkmWallet, psbt: &VersionedPsbt) -> Result<()> {
+    const FIX: &str = "fill it with Bitcoin Core's `utxoupdatepsbt` and the descriptors of \
+                       `ckm wallet export --format core`, or make the PSBT with `ckm psbt create`";
+    for input in view(w, psbt).inputs {
+        if input.amount_sats.is_none() {
+            bail!(
+                "input {} ({}) carries no UTXO (witness_utxo) for the signers to check; {FIX}",
+                input.index,
+                input.previous_output
+            );
+        }
+        if let Owner::Ours {
+            keychain,
+            index,
+            key_origin: false,
+        } = input.owner
+        {
+            bail!(
+                "input {} is the wallet's ({keychain:?} #{index}) but carries no Taproot key \
+                 origin (tap_internal_key, tap_key_origins); {FIX}",
+                input.index
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, args: InspectArgs) -> Result<()> {
+    let w = ctx.open_wallet(args.wallet.as_deref())?;
+    let file = psbt_io::read(&args.input)?;
+    let meta = w.meta();
+    let report = view(&w, &file.psbt);
     let mut json = serde_json::to_value(&report)?;
     if let Some(obj) = json.as_object_mut() {
         obj.insert("wallet".into(), meta.name.clone().into());
