@@ -107,6 +107,9 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // A log that cannot be written (a full disk) must not take the process down:
+        // tracing-subscriber would otherwise report it with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .try_init();
 }
 

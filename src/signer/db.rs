@@ -1,6 +1,7 @@
 //! The signer's state in one SQLite database (`signer.db` in the signer directory): wallets
-//! indexed by group key and name (public info plus the sealed share), sealed and versioned
-//! policies and peers, the keyed audit chain, and spend reservations. WAL journal, full
+//! indexed by group key and name (public info plus the sealed share), one sealed policy row
+//! per wallet under a sealed versioned summary, sealed versioned peers, the keyed audit
+//! chain, and spend reservations. WAL journal, full
 //! synchronous commits, short `BEGIN IMMEDIATE` write transactions; connections are pooled so
 //! that readers and the cryptography of different requests run in parallel.
 
@@ -25,6 +26,11 @@ CREATE TABLE IF NOT EXISTS wallets (
     share BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS wallets_by_name ON wallets(name);
+CREATE TABLE IF NOT EXISTS policies (
+    group_key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,

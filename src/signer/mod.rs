@@ -169,16 +169,11 @@ impl Signer {
             .collect())
     }
 
-    /// The wallet's policy, re-read from the store.
+    /// The wallet's policy, re-read from the store (one indexed row).
     fn wallet_policy(&self, wallet: &WalletInfo) -> Result<Policy, Refusal> {
-        let mut policies = self
-            .home
-            .load_policies()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        Ok(policies
-            .wallets
-            .remove(&wallet.group_key)
-            .unwrap_or_default())
+        self.home
+            .policy(&wallet.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))
     }
 
     /// A wallet answers only the coordinator that created it and those its operator added.

@@ -229,6 +229,9 @@ pub struct SignerProc {
     pub peers: Vec<String>,
     /// More coordinators given to `--allow-coordinator` at the next launch.
     pub extra_coordinators: Vec<String>,
+    /// A program (and its arguments) that runs `ckm signer serve` at the next launch, e.g.
+    /// `unshare -m …` (it must end by exec'ing the command it is given).
+    pub wrapper: Vec<String>,
     pub log: PathBuf,
     pub url: String,
     /// Address given to `--listen` at the next launch.
@@ -273,6 +276,7 @@ impl SignerProc {
             allow: allow_coordinator.to_string(),
             peers: peers.to_vec(),
             extra_coordinators: Vec::new(),
+            wrapper: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: "127.0.0.1:0".into(),
@@ -286,6 +290,28 @@ impl SignerProc {
 
     fn command(&self) -> Result<Command> {
         Ok(match &self.kind {
+            Kind::Honest if !self.wrapper.is_empty() => {
+                let mut cmd = Command::new(&self.wrapper[0]);
+                cmd.args(&self.wrapper[1..])
+                    .arg(BIN)
+                    .arg("--home")
+                    .arg(&self.home)
+                    .args([
+                        "signer",
+                        "serve",
+                        "--listen",
+                        &self.listen,
+                        "--allow-coordinator",
+                        &self.allow,
+                    ])
+                    .args(self.peers.iter().flat_map(|p| ["--allow-peer", p.as_str()]))
+                    .env_remove("CKM_HOME")
+                    .env_remove("CKM_ELECTRUM")
+                    .env("RUST_LOG", "info")
+                    .env("CKM_PASSPHRASE", PASSPHRASE)
+                    .stdin(Stdio::null());
+                cmd
+            }
             Kind::Honest => {
                 let mut cmd = ckm_cmd(&self.home);
                 cmd.args([
