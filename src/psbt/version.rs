@@ -200,6 +200,17 @@ pub enum PsbtEncodeError {
     /// The PSBT's maps and its transaction disagree.
     #[error("the PSBT is malformed: its maps do not match the unsigned transaction")]
     Malformed,
+    /// An output pays more than 21 million BTC (valid in no transaction).
+    #[error("output {0} pays more than 21 million BTC")]
+    Amount(usize),
+    /// The version-0 PSBT carries a field that only version 2 may have.
+    #[error("the PSBT's {map} carries a field of type {key_type:#04x}, reserved for version 2")]
+    ReservedField {
+        /// The map.
+        map: MapName,
+        /// The key's type.
+        key_type: u8,
+    },
 }
 
 /// What a version-2 PSBT says that its version-0 form cannot: kept from the PSBT that came in
@@ -477,23 +488,25 @@ fn write_map(pairs: &[Pair], out: &mut Vec<u8>) {
     out.push(0x00);
 }
 
-/// Takes the pair of `key_type` with an empty key out of `pairs`.
+/// Takes the pair of `key_type` out of `pairs`. A version-2 field appears at most once and with
+/// an empty key; any other pair of its type is refused (it could not be written back).
 fn take(
     pairs: &mut Vec<Pair>,
     key_type: u8,
     map: MapName,
     field: &'static str,
 ) -> Result<Option<Vec<u8>>, PsbtDecodeError> {
-    match pairs.iter().position(|p| p.key_type == key_type) {
-        None => Ok(None),
-        Some(i) => {
-            let pair = pairs.remove(i);
-            if !pair.key_data.is_empty() {
-                return Err(PsbtDecodeError::Invalid { map, field });
-            }
-            Ok(Some(pair.value))
-        }
+    let mut found = pairs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.key_type == key_type);
+    let Some((i, _)) = found.next() else {
+        return Ok(None);
+    };
+    if found.next().is_some() || !pairs[i].key_data.is_empty() {
+        return Err(PsbtDecodeError::Invalid { map, field });
     }
+    Ok(Some(pairs.remove(i).value))
 }
 
 fn decode_exact<T: Decodable>(
@@ -755,79 +768,116 @@ pub fn to_v2(psbt: &Psbt, fields: &V2Fields) -> Result<Vec<u8>, PsbtEncodeError>
     let malformed = |_| PsbtEncodeError::Malformed;
     let mut global = read_map(&mut cur, MapName::Global).map_err(malformed)?;
     global.retain(|p| p.key_type != GLOBAL_UNSIGNED_TX && p.key_type != GLOBAL_VERSION);
-    global.push(Pair::new(
+    let mut added = vec![Pair::new(
         GLOBAL_TX_VERSION,
         tx.version.0.to_le_bytes().to_vec(),
-    ));
+    )];
     if let Some(lock_time) = fields.fallback_lock_time {
-        global.push(Pair::new(
+        added.push(Pair::new(
             GLOBAL_FALLBACK_LOCKTIME,
             lock_time.to_consensus_u32().to_le_bytes().to_vec(),
         ));
     }
-    global.push(Pair::new(
+    added.push(Pair::new(
         GLOBAL_INPUT_COUNT,
         encode::serialize(&VarInt(tx.input.len() as u64)),
     ));
-    global.push(Pair::new(
+    added.push(Pair::new(
         GLOBAL_OUTPUT_COUNT,
         encode::serialize(&VarInt(tx.output.len() as u64)),
     ));
     if let Some(flags) = fields.tx_modifiable {
-        global.push(Pair::new(GLOBAL_TX_MODIFIABLE, vec![flags]));
+        added.push(Pair::new(GLOBAL_TX_MODIFIABLE, vec![flags]));
     }
-    global.push(Pair::new(GLOBAL_VERSION, 2u32.to_le_bytes().to_vec()));
-    sort(&mut global);
+    added.push(Pair::new(GLOBAL_VERSION, 2u32.to_le_bytes().to_vec()));
+    merge(&mut global, added, MapName::Global)?;
 
     let mut out = MAGIC.to_vec();
     write_map(&global, &mut out);
     for ((txin, required), index) in tx.input.iter().zip(&fields.required_lock_times).zip(0..) {
-        let mut pairs = read_map(&mut cur, MapName::Input(index)).map_err(malformed)?;
-        pairs.push(Pair::new(
-            IN_PREVIOUS_TXID,
-            txin.previous_output.txid.to_byte_array().to_vec(),
-        ));
-        pairs.push(Pair::new(
-            IN_OUTPUT_INDEX,
-            txin.previous_output.vout.to_le_bytes().to_vec(),
-        ));
+        let map = MapName::Input(index);
+        let mut pairs = read_map(&mut cur, map).map_err(malformed)?;
+        let mut added = vec![
+            Pair::new(
+                IN_PREVIOUS_TXID,
+                txin.previous_output.txid.to_byte_array().to_vec(),
+            ),
+            Pair::new(
+                IN_OUTPUT_INDEX,
+                txin.previous_output.vout.to_le_bytes().to_vec(),
+            ),
+        ];
         if txin.sequence != Sequence::MAX {
-            pairs.push(Pair::new(
+            added.push(Pair::new(
                 IN_SEQUENCE,
                 txin.sequence.0.to_le_bytes().to_vec(),
             ));
         }
         if let Some(time) = required.time {
-            pairs.push(Pair::new(
+            added.push(Pair::new(
                 IN_REQUIRED_TIME_LOCKTIME,
                 time.to_le_bytes().to_vec(),
             ));
         }
         if let Some(height) = required.height {
-            pairs.push(Pair::new(
+            added.push(Pair::new(
                 IN_REQUIRED_HEIGHT_LOCKTIME,
                 height.to_le_bytes().to_vec(),
             ));
         }
-        sort(&mut pairs);
+        merge(&mut pairs, added, map)?;
         write_map(&pairs, &mut out);
     }
     for (txout, index) in tx.output.iter().zip(0..) {
-        let mut pairs = read_map(&mut cur, MapName::Output(index)).map_err(malformed)?;
-        pairs.push(Pair::new(
-            OUT_AMOUNT,
-            (txout.value.to_sat() as i64).to_le_bytes().to_vec(),
-        ));
-        pairs.push(Pair::new(OUT_SCRIPT, txout.script_pubkey.to_bytes()));
-        sort(&mut pairs);
+        if txout.value > Amount::MAX_MONEY {
+            return Err(PsbtEncodeError::Amount(index));
+        }
+        let map = MapName::Output(index);
+        let mut pairs = read_map(&mut cur, map).map_err(malformed)?;
+        let added = vec![
+            Pair::new(
+                OUT_AMOUNT,
+                (txout.value.to_sat() as i64).to_le_bytes().to_vec(),
+            ),
+            Pair::new(OUT_SCRIPT, txout.script_pubkey.to_bytes()),
+        ];
+        merge(&mut pairs, added, map)?;
         write_map(&pairs, &mut out);
     }
     Ok(out)
 }
 
-/// Orders a map's pairs by key (the order Bitcoin Core writes).
-fn sort(pairs: &mut [Pair]) {
+/// Adds the version-2 fields to a map read from version 0 and orders it by key (the order
+/// Bitcoin Core writes). A version-0 map that already has a pair of one of their types (kept by
+/// `bitcoin` as an unknown field) is refused rather than written as a PSBT that cannot be read.
+fn merge(pairs: &mut Vec<Pair>, added: Vec<Pair>, map: MapName) -> Result<(), PsbtEncodeError> {
+    let reserved: &[u8] = match map {
+        MapName::Global => &[
+            GLOBAL_TX_VERSION,
+            GLOBAL_FALLBACK_LOCKTIME,
+            GLOBAL_INPUT_COUNT,
+            GLOBAL_OUTPUT_COUNT,
+            GLOBAL_TX_MODIFIABLE,
+            GLOBAL_VERSION,
+        ],
+        MapName::Input(_) => &[
+            IN_PREVIOUS_TXID,
+            IN_OUTPUT_INDEX,
+            IN_SEQUENCE,
+            IN_REQUIRED_TIME_LOCKTIME,
+            IN_REQUIRED_HEIGHT_LOCKTIME,
+        ],
+        MapName::Output(_) => &[OUT_AMOUNT, OUT_SCRIPT],
+    };
+    if let Some(p) = pairs.iter().find(|p| reserved.contains(&p.key_type)) {
+        return Err(PsbtEncodeError::ReservedField {
+            map,
+            key_type: p.key_type,
+        });
+    }
+    pairs.extend(added);
     pairs.sort_by_key(Pair::key_bytes);
+    Ok(())
 }
 
 #[cfg(test)]
