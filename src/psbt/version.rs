@@ -737,7 +737,7 @@ pub fn from_v2(bytes: &[u8]) -> Result<(Psbt, V2Fields), PsbtDecodeError> {
 
     // The same maps as version 0: the unsigned transaction first, no version field.
     let mut v0 = MAGIC.to_vec();
-    let mut global_v0 = vec![Pair::new(GLOBAL_UNSIGNED_TX, encode::serialize(&tx))];
+    let mut global_v0 = vec![Pair::new(GLOBAL_UNSIGNED_TX, unsigned_tx_bytes(&tx))];
     global_v0.extend(global);
     write_map(&global_v0, &mut v0);
     for pairs in inputs.iter().chain(&outputs) {
@@ -745,6 +745,16 @@ pub fn from_v2(bytes: &[u8]) -> Result<(Psbt, V2Fields), PsbtDecodeError> {
     }
     let psbt = Psbt::deserialize(&v0).map_err(PsbtDecodeError::Fields)?;
     Ok((psbt, fields))
+}
+
+/// The unsigned transaction as BIP-0174 stores it: always without the segwit marker, even
+/// with no inputs (where `Transaction`'s own encoding switches to the BIP-0141 form).
+fn unsigned_tx_bytes(tx: &Transaction) -> Vec<u8> {
+    let mut bytes = encode::serialize(&tx.version);
+    bytes.extend(encode::serialize(&tx.input));
+    bytes.extend(encode::serialize(&tx.output));
+    bytes.extend(encode::serialize(&tx.lock_time));
+    bytes
 }
 
 /// Writes `psbt` as a version-2 PSBT with `fields` for what version 0 does not carry.
@@ -956,6 +966,26 @@ mod tests {
                 field: "PSBT_GLOBAL_TX_VERSION"
             })
         ));
+    }
+
+    #[test]
+    fn a_transaction_without_inputs_survives_the_round_trip() {
+        // Found by the fuzz target: Transaction's encoding of an input-less transaction uses
+        // the segwit marker, which a PSBT's unsigned transaction must not.
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: Vec::new(),
+            output: Vec::new(),
+        };
+        let psbt = Psbt::from_unsigned_tx(tx).map_err(|e| e.to_string());
+        let Ok(psbt) = psbt else {
+            panic!("{psbt:?}");
+        };
+        let v2 = VersionedPsbt::new(psbt.clone(), PsbtVersion::V2);
+        let bytes = v2.serialize().map_err(|e| e.to_string());
+        let back = bytes.and_then(|b| VersionedPsbt::deserialize(&b).map_err(|e| e.to_string()));
+        assert_eq!(back.map(VersionedPsbt::into_psbt), Ok(psbt));
     }
 
     #[test]
