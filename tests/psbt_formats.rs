@@ -57,6 +57,9 @@ fn fixture(inputs: u32) -> Result<Fixture> {
         roster,
         electrum: None,
         keygen: None,
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     let mut wallet = CkmWallet::create(&dir.path().join("w.sqlite"), meta)?;
     let mut funding = HashMap::new();

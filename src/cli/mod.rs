@@ -13,6 +13,7 @@ mod signer_records;
 mod spend;
 mod wallet;
 mod wallet_export;
+mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

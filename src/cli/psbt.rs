@@ -35,12 +35,16 @@ pub enum PsbtCommand {
     },
     /// Co-sign a PSBT with the wallet's signers and write it finalized
     ///
-    /// Contacts all signers in parallel and uses the first T that answer (an unreachable
-    /// signer is skipped after --timeout). Each signer checks the PSBT and computes the
-    /// sighashes itself. One request per signer per round covers all inputs. A signer that
-    /// returns an invalid share is named, excluded, and signing retried with another subset.
-    /// Every aggregated signature is verified before it is written. On failure the output
-    /// file is not written.
+    /// One round trip: the wallet database keeps commitments to nonces the signers
+    /// preprocessed, so each chosen signer gets one request (PSBT + signing packages) and
+    /// answers with its shares and fresh commitments. Signers short of commitments are asked
+    /// for a batch first; a restarted signer is refilled. Sessions start as soon as any T
+    /// signers are ready and run concurrently (ROAST): a signer that hangs or is slow is
+    /// never waited for while T others answer; one that returns an invalid share is named
+    /// and excluded. Wallets whose signers enforce a wallet-wide daily limit are signed in
+    /// three rounds (reserve, statements, shares). Each signer checks the PSBT and computes
+    /// the sighashes itself; every aggregated signature is verified before it is written.
+    /// On failure the output file is not written.
     ///
     /// The PSBT may be version 0 or 2 (BIP-0370, e.g. from Bitcoin Core's `createpsbt` and
     /// `utxoupdatepsbt` with the descriptors of `ckm wallet export`), base64, binary or UR;
@@ -49,6 +53,7 @@ pub enum PsbtCommand {
     ///
     /// Examples:
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt
+    ///   ckm psbt sign pay.psbt --out pay.signed.psbt --two-rounds   # no preprocessing
     ///   ckm psbt sign from-core.psbt --out signed.psbt   # Core's v2 PSBT, written back as v2
     ///   ckm psbt sign pay.ur --out signed.ur             # URs in, URs out
     #[command(verbatim_doc_comment)]
@@ -65,6 +70,9 @@ pub enum PsbtCommand {
         /// Seconds to wait for each signer
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// Sign in two interactive rounds (commit, then share) without preprocessed nonces
+        #[arg(long)]
+        two_rounds: bool,
     },
     /// Broadcast a finalized PSBT through Electrum
     ///
@@ -137,12 +145,13 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             output,
             wallet,
             timeout,
+            two_rounds,
         } => {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
             let file = psbt_io::read(&input)?;
             let mut psbt = file.psbt;
             psbt_inspect::require_signable(&w, &psbt)?;
-            let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout)?;
+            let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout, !two_rounds)?;
             // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
             psbt.mark_signed();
             let (format, version) = psbt_io::write(&out, &mut psbt, &output, file.format)?;
@@ -160,12 +169,16 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                     "signers": identities,
                     "signer_indexes": report.signers,
                     "culprits": report.culprits,
+                    "skipped": report.skipped.iter().map(|(i, why)| serde_json::json!({"signer": i, "reason": why})).collect::<Vec<_>>(),
+                    "mode": report.mode,
+                    "sessions": report.sessions,
                     "txid": report.transaction.compute_txid().to_string(),
                 }),
                 || {
                     let mut text = format!(
-                        "signed by signers {:?}; wrote {}",
+                        "signed by signers {:?} ({}); wrote {}",
                         report.signers,
+                        report.mode,
                         out.display()
                     );
                     if !report.culprits.is_empty() {

@@ -17,7 +17,7 @@ use rand::{CryptoRng, RngCore};
 
 pub use check::{check_psbt, CheckError, CheckedPsbt};
 pub use coordinate::{CoordinateError, SigningSession};
-pub use sign::{commit, SignError, SignerNonces};
+pub use sign::{commit, PreprocessedNonce, SignError, SignerNonces};
 pub use version::{PsbtVersion, VersionedPsbt};
 
 use crate::frost::keys::{roster_index, KeyShare};

@@ -228,6 +228,9 @@ mod tests {
             roster,
             electrum: None,
             keygen: None,
+            epoch: 0,
+            transitions: Vec::new(),
+            pending: None,
         })
     }
 
