@@ -10,16 +10,18 @@
 //! RTT/2 later, in order, in both directions (no bandwidth cap; a blocking thread per
 //! direction, so the delay is as precise as `thread::sleep`, not a 1 ms timer tick). The
 //! first bytes of a new connection wait one more RTT (the TCP handshake; no TLS). The
-//! wallets' rosters point at the relays. Every timed signing runs on warm connections
-//! (like a long-running coordinator); the connections opened during timed signings are
-//! counted and reported.
+//! wallets' rosters point at the relays. Every timed signing runs on warm connections (an
+//! untimed `Status` call to every signer first: the drivers drop the connection of every
+//! request they abort, e.g. round-1 answers they no longer need); the connections opened
+//! during timed signings are counted and reported.
 //!
 //! **Rows** (`"wan"` in `target/bench/report.json`), for RTT 0, 50 and 200 ms, 1 and 100
 //! inputs, 2-of-3 and 3-of-5, each signing the same wallet PSBT repeatedly:
 //! - `two_round_ms`: [`sign_psbt`] (commit, share);
 //! - `one_round_ms`: [`sign_psbt_one_round`] with the coordinator's store holding every
-//!   signer's preprocessed commitments (filled by one untimed signing; every timed signing
-//!   must report [`SignMode::OneRound`]; the signers' answers refill the store);
+//!   signer's preprocessed commitments (the signers' answers refill it; a signer short of
+//!   commitments is asked for a batch, untimed, before the signing: `one_round_refills`
+//!   counts them); every timed signing must report [`SignMode::OneRound`];
 //! - `with_statements_ms`: [`sign_psbt`] on a second wallet of the same signers whose
 //!   signers all have a (huge) daily limit, which is wallet-wide: three rounds (commit and
 //!   reserve, statements, shares; [`SignMode::WithStatements`]);
@@ -315,7 +317,8 @@ impl Bench {
         meta: &WalletMeta,
         store: &mut MemoryCommitments,
         inputs: usize,
-    ) -> Result<()> {
+    ) -> Result<usize> {
+        let mut asked = 0;
         let wallet = WalletRef {
             name: meta.name.clone(),
             group_key: GroupKey::of(&meta.group),
@@ -343,15 +346,23 @@ impl Bench {
                 &wallet.group_key,
             )?;
             store.add(entry.index, commitments);
+            asked += 1;
         }
-        Ok(())
+        Ok(asked)
     }
 
-    /// One `Status` call to every signer of `meta`, so that the pool has a connection open.
+    /// One `Status` call to every signer of `meta` at once, so that the client's pool holds
+    /// an open connection to each (the drivers drop a connection when they abort a request
+    /// they no longer need).
     fn warm(&self, client: &Client, meta: &WalletMeta) -> Result<()> {
         self.rt.block_on(async {
-            for entry in meta.roster.entries() {
-                client.call(entry, &CoordinatorToSigner::Status).await?;
+            let mut set = tokio::task::JoinSet::new();
+            for entry in meta.roster.entries().iter().cloned() {
+                let client = client.clone();
+                set.spawn(async move { client.call(&entry, &CoordinatorToSigner::Status).await });
+            }
+            while let Some(joined) = set.join_next().await {
+                joined??;
             }
             Ok(())
         })
@@ -438,6 +449,9 @@ struct WanRow {
     new_connections: usize,
     /// Most ROAST sessions one one-round signing started.
     one_sessions: usize,
+    /// Signers asked for commitments (untimed) before a one-round signing because the
+    /// store ran short.
+    refills: usize,
 }
 
 struct RoastRow {
@@ -482,33 +496,35 @@ fn wan_row(
         .two_rounds(client, &g.plain, &plain_psbt)?
         .expect_clean(SignMode::TwoRounds, &label)?;
     checked.once(format!("two rounds {label}"), &plain_psbt, &two)?;
-    let one = bench.one_round(client, &g.plain, &plain_psbt, &mut g.store)?;
-    ensure!(
-        matches!(one.report.mode, SignMode::OneRound | SignMode::PreprocessedFirst),
-        "{label}: one-round warm-up signed in {}",
-        one.report.mode
-    );
+    bench.top_up(client, &g.plain, &mut g.store, inputs)?;
+    let one = bench
+        .one_round(client, &g.plain, &plain_psbt, &mut g.store)?
+        .expect_clean(SignMode::OneRound, &label)?;
     checked.once(format!("one round {label}"), &plain_psbt, &one)?;
     let lim = bench
         .two_rounds(client, &g.limited, &limited_psbt)?
         .expect_clean(SignMode::WithStatements, &label)?;
     checked.once(format!("with statements {label}"), &limited_psbt, &lim)?;
 
-    let (mut connections, mut one_sessions) = (0, 0);
+    let (mut connections, mut one_sessions, mut refills) = (0, 0, 0);
     let (mut two_ms, mut one_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, so that background noise hits every kind alike.
     for _ in 0..reps {
+        bench.warm(client, &g.plain)?;
         let two = bench
             .two_rounds(client, &g.plain, &plain_psbt)?
             .expect_clean(SignMode::TwoRounds, &label)?;
         two_ms.push(two.ms);
         connections += two.connections;
+        refills += bench.top_up(client, &g.plain, &mut g.store, inputs)?;
+        bench.warm(client, &g.plain)?;
         let one = bench
             .one_round(client, &g.plain, &plain_psbt, &mut g.store)?
             .expect_clean(SignMode::OneRound, &label)?;
         one_sessions = one_sessions.max(one.report.sessions);
         one_ms.push(one.ms);
         connections += one.connections;
+        bench.warm(client, &g.limited)?;
         let lim = bench
             .two_rounds(client, &g.limited, &limited_psbt)?
             .expect_clean(SignMode::WithStatements, &label)?;
@@ -527,9 +543,10 @@ fn wan_row(
         reps,
         new_connections: connections,
         one_sessions,
+        refills,
     };
     log(format!(
-        "{label}: floor {:.2}; two rounds {}; one round {} (at most {one_sessions} sessions); with statements {}; {connections} connections opened",
+        "{label}: floor {:.2}; two rounds {}; one round {} (at most {one_sessions} sessions, {refills} refills); with statements {}; {connections} connections opened",
         row.floor.median,
         spread(&two_ms),
         spread(&one_ms),
@@ -899,6 +916,7 @@ fn report(
                 "with_statements_max_ms": round3(r.statements.max),
                 "one_round_over_rtt_plus_floor": round3(r.one.median / (rtt + r.floor.median)),
                 "one_round_max_sessions": r.one_sessions,
+                "one_round_refills": r.refills,
                 "repetitions": r.reps,
                 "new_connections": r.new_connections,
             })
