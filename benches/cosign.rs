@@ -1051,6 +1051,11 @@ struct ScaleResult {
     /// Start-up times (ms): big set, one-wallet set.
     big_startup: Vec<f64>,
     one_startup: Vec<f64>,
+    /// In this process (median of 3): `SignerHome::open` (Argon2id unlock) and
+    /// `SignerHome::check_state` (keyed audit chain against the checkpoint); one-wallet set
+    /// first.
+    unlock_ms: [f64; 2],
+    check_state_ms: [f64; 2],
 }
 
 /// Signs the measured wallet's PSBT once through `set`; checks the result.
@@ -1145,6 +1150,28 @@ fn scale(
         populated.audit_total,
         populated.db_mb
     ));
+    // Where start-up goes, in this process: unlocking the home (Argon2id) and checking the
+    // records against the checkpoint (the whole keyed audit chain), which `signer serve` does
+    // before it listens.
+    let mut unlock: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut check: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..3 {
+        for k in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let start = Instant::now();
+            let home = SignerHome::open(&sets[k].homes[0], PASSPHRASE.as_bytes())?;
+            unlock[k].push(ms(start.elapsed()));
+            let start = Instant::now();
+            home.check_state(&mut rng)?;
+            check[k].push(ms(start.elapsed()));
+        }
+    }
+    log(format!(
+        "scale: in this process, unlock {} / {}; check_state {} / {} (1 wallet / {wallets} wallets)",
+        spread(&unlock[0]),
+        spread(&unlock[1]),
+        spread(&check[0]),
+        spread(&check[1])
+    ));
     sets[1].serve(bin)?;
     // What the running signers hold.
     for signer in &sets[1].procs {
@@ -1198,6 +1225,8 @@ fn scale(
     let [one, big] = latency;
     let [one_startup, big_startup] = startup;
     Ok(ScaleResult {
+        unlock_ms: [median(&unlock[0]), median(&unlock[1])],
+        check_state_ms: [median(&check[0]), median(&check[1])],
         quick,
         wallets,
         records,
@@ -1731,6 +1760,14 @@ fn report(
         startup / one_startup
     ));
     out.push_str(&format!(
+        "\n(start-up, the same steps timed in this process, 1 / {} wallets: unlocking the home (Argon2id) {:.0} / {:.0} ms; check_state (the whole keyed audit chain against the checkpoint) {:.1} / {:.1} ms)\n",
+        scale.wallets,
+        scale.unlock_ms[0],
+        scale.unlock_ms[1],
+        scale.check_state_ms[0],
+        scale.check_state_ms[1]
+    ));
+    out.push_str(&format!(
         "\n(goal: co-signing with {} wallets and {} records at most 1.2× the one-wallet latency: {}; {} audit records per signer in all; signer.db {:.1} MiB; filling took {:.0} s)\n",
         scale.wallets,
         scale.records,
@@ -1824,6 +1861,10 @@ fn report(
             "signings": scale.big.len(),
             "startups": scale.big_startup.len(),
             "audit_records_total": scale.audit_total,
+            "unlock_ms": round3(scale.unlock_ms[1]),
+            "one_wallet_unlock_ms": round3(scale.unlock_ms[0]),
+            "check_state_ms": round3(scale.check_state_ms[1]),
+            "one_wallet_check_state_ms": round3(scale.check_state_ms[0]),
             "db_mb": round3(scale.db_mb),
         },
         "load": load_json(load.sessions, 1, &load.one_wallet, Some(load_json(
