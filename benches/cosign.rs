@@ -38,6 +38,7 @@
 //! `target/release/ckm`),
 //! `CKM_BENCH_QUICK=1` (N = 1 and 10 only, fewer repetitions, DKG up to n = 10, scale with
 //! 300 wallets and 3 000 records (labelled as such), one load run of each kind: a smoke run),
+//! `CKM_BENCH_LOAD_RUNS` (runs of each kind of load, default 7, 1 in quick mode),
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15).
@@ -1506,7 +1507,10 @@ fn main() -> Result<()> {
     let scale = scale(&rt, &bin, dir.path(), &client, quick)?;
 
     // Load: many coordinators at once on the same three signer processes.
-    let load_runs = if quick { 1 } else { 3 };
+    let load_runs = std::env::var("CKM_BENCH_LOAD_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 7 });
     let load = load_test(
         &rt,
         dir.path(),
@@ -1790,7 +1794,7 @@ fn report(
         let (ps, ps_min, ps_max) = load_stat(runs, |r| r.per_second);
         let (p50, _, _) = load_stat(runs, |r| r.p50);
         let (p99, _, _) = load_stat(runs, |r| r.p99);
-        let (_, _, rss) = load_stat(runs, |r| r.peak_rss_mb);
+        let (rss, _, _) = load_stat(runs, |r| r.peak_rss_mb);
         out.push_str(&format!(
             "| {wallets} | {} | {} | {wall:.0} | {ps:.1} ({ps_min:.1}–{ps_max:.1}) | {p50:.0} | {p99:.0} | {rss:.1} |\n",
             load.sessions,
@@ -1800,7 +1804,7 @@ fn report(
     let one_ps = load_stat(&load.one_wallet, |r| r.per_second).0;
     let own_ps = load_stat(&load.own_wallets, |r| r.per_second).0;
     out.push_str(&format!(
-        "\n({} wallets / 1 wallet sessions/s: {:.2}; peak RSS = largest VmHWM during a run{}; at start-up, including the Argon2 unlock: {:.1} MiB)\n",
+        "\n({} wallets / 1 wallet sessions/s (medians): {:.2}; every figure is the median over the runs; peak RSS = largest VmHWM of the three signers during a run{}; at start-up, including the Argon2 unlock: {:.1} MiB)\n",
         load.sessions,
         own_ps / one_ps,
         if load.one_wallet.iter().chain(&load.own_wallets).all(|r| r.rss_reset) {
@@ -1896,7 +1900,7 @@ fn load_json(
         "per_second": round3(ps),
         "p50_ms": round3(load_stat(runs, |r| r.p50).0),
         "p99_ms": round3(load_stat(runs, |r| r.p99).0),
-        "peak_rss_mb": round3(load_stat(runs, |r| r.peak_rss_mb).2),
+        "peak_rss_mb": round3(load_stat(runs, |r| r.peak_rss_mb).0),
         "wallets": wallets,
         "runs": runs.len(),
         "per_second_min": round3(ps_min),
