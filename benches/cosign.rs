@@ -479,7 +479,6 @@ fn start_signers(
     serve_homes(bin, homes, allowed)
 }
 
-
 // ---------------------------------------------------------------------------------------
 // The four ways of signing
 // ---------------------------------------------------------------------------------------
@@ -805,7 +804,12 @@ struct SignerSet {
 }
 
 impl SignerSet {
-    fn start(bin: &Path, dir: &Path, label: &'static str, allowed: &[IdentityPublic]) -> Result<Self> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        label: &'static str,
+        allowed: &[IdentityPublic],
+    ) -> Result<Self> {
         let homes: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("{label}{i}"))).collect();
         let procs = start_signers(bin, &homes, allowed)?;
         Ok(SignerSet {
@@ -830,8 +834,12 @@ impl SignerSet {
     /// "listening").
     fn restart(&mut self, bin: &Path, i: usize) -> Result<f64> {
         drop(self.procs.remove(i));
-        let (mut signer, rx) =
-            spawn_serve(bin, &self.homes[i], &self.allowed, &peers_of(&self.homes, i)?)?;
+        let (mut signer, rx) = spawn_serve(
+            bin,
+            &self.homes[i],
+            &self.allowed,
+            &peers_of(&self.homes, i)?,
+        )?;
         await_listening(&mut signer, &rx, &self.homes[i])?;
         let startup = ms(signer.startup);
         self.procs.insert(i, signer);
@@ -1532,11 +1540,7 @@ fn main() -> Result<()> {
 type LoadJob = (Client, Arc<WalletMeta>, Arc<Psbt>);
 
 /// All `jobs` start at the same instant (a barrier), each co-signs its PSBT once.
-fn load_run(
-    rt: &tokio::runtime::Runtime,
-    signers: &[SignerProc],
-    jobs: &[LoadJob],
-) -> LoadRun {
+fn load_run(rt: &tokio::runtime::Runtime, signers: &[SignerProc], jobs: &[LoadJob]) -> LoadRun {
     let rss_reset = signers.iter().all(SignerProc::reset_peak_rss);
     let sessions = jobs.len();
     let barrier = Arc::new(tokio::sync::Barrier::new(sessions + 1));
@@ -1618,10 +1622,7 @@ fn load_test(
     let (group, _) = rt
         .block_on(create_wallet(&clients[0], "load", NETWORK, 2, &members))
         .context("DKG of the load wallet")?;
-    let others: Vec<IdentityPublic> = clients[1..]
-        .iter()
-        .map(|c| c.identity().public())
-        .collect();
+    let others: Vec<IdentityPublic> = clients[1..].iter().map(|c| c.identity().public()).collect();
     let shared_policy = Policy {
         coordinators: others,
         ..Policy::default()
@@ -1744,7 +1745,9 @@ fn report(
         scale.records,
         if scale.quick { " — QUICK MODE, reduced sizes" } else { "" }
     ));
-    out.push_str("| signer set | co-sign 10 inputs p50 ms (min–max) | start-up p50 ms (min–max) |\n");
+    out.push_str(
+        "| signer set | co-sign 10 inputs p50 ms (min–max) | start-up p50 ms (min–max) |\n",
+    );
     out.push_str("|:---|---:|---:|\n");
     out.push_str(&format!(
         "| 1 wallet | {one_p50:.2} ({one_min:.2}–{one_max:.2}, n={}) | {one_startup:.0} ({os_min:.0}–{os_max:.0}, n={}) |\n",
