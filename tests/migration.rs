@@ -134,6 +134,9 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
             roster,
             electrum: None,
             keygen: None,
+            epoch: 0,
+            transitions: Vec::new(),
+            pending: None,
         },
     )?;
     let spk = wallet

@@ -9,6 +9,7 @@ mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};

@@ -387,9 +387,13 @@ impl SignerProc {
         let line = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
             other => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 self.kill();
                 bail!(
-                    "signer {} ({:?} on {}) did not report listening ({other:?}); log:\n{}",
+                    "signer {} ({:?} on {}) did not report listening ({other:?}; exit status {status:?}); log:\n{}",
                     self.home.display(),
                     self.kind,
                     self.listen,
@@ -688,6 +692,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// A new signer home `name`, started approving every current signer, and approved by
+    /// each of them on their running servers (`signer peers add`).
+    pub fn new_peer(&self, name: &str) -> Result<SignerProc> {
+        let home = self.dir.path().join(name);
+        let out = SignerProc::spawn_init(&home)?.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "signer init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ids: Vec<String> = self
+            .signers
+            .iter()
+            .map(|s| s.identity.to_string())
+            .collect();
+        let proc = SignerProc::start_with_peers(&home, &self.coord_id, &ids, Kind::Honest)?;
+        let id = proc.identity.to_string();
+        for s in &self.signers {
+            if s.home.exists() {
+                approve(&s.home, &id)?;
+            }
+        }
+        Ok(proc)
+    }
+
     /// A `Status` request to signer `i` (0-based) through the coordinator's real client.
     pub fn status(&self, i: usize) -> Result<SignerToCoordinator> {
         let s = &self.signers[i];
@@ -779,6 +808,13 @@ impl Cluster {
 // ---------------------------------------------------------------------------------------
 // Wallet funding
 // ---------------------------------------------------------------------------------------
+
+/// `signer peers add IDENTITY` in a signer home.
+pub fn approve(home: &Path, identity: &str) -> Result<()> {
+    let v = ckm_json(home, &["signer", "peers", "add", identity])?;
+    ensure!(v["identity"] == identity, "{v}");
+    Ok(())
+}
 
 /// An address no wallet here owns.
 pub fn foreign_address() -> Address {
