@@ -963,6 +963,8 @@ fn populate(
                             index: c.index,
                             fingerprint: Some(c.fingerprint),
                             keygen: Some(c.keygen.clone()),
+                            epoch: 0,
+                            transitions: Vec::new(),
                         },
                         &c.share,
                     ))
