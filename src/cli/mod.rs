@@ -4,11 +4,15 @@
 mod args;
 mod id;
 mod psbt;
+mod psbt_inspect;
+mod psbt_io;
+mod psbt_qr;
 mod signer;
 mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_export;
 mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
