@@ -8,12 +8,14 @@ use anyhow::{bail, Context as _, Result};
 use ckm::identity::IdentityPublic;
 use std::str::FromStr;
 
-use ckm::net::tls::{TlsIdentity, TlsListener};
+use ckm::net::limits::Limits;
+use ckm::net::server::{Access, Server};
+use ckm::net::tls::TlsIdentity;
 use ckm::signer::home::{list_wallets, SignerHome};
 use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{read_passphrase, runtime, Context};
 
@@ -43,6 +45,12 @@ pub enum SignerCommand {
     /// self-signed certificate kept in the signer's home, pinned by coordinators through its
     /// fingerprint: `ckm signer tls`) or --tls-cert/--tls-key.
     ///
+    /// Unauthenticated clients cost little: the signed header is checked before any byte of
+    /// the body is read, connections are capped (--max-connections; more wait in the kernel's
+    /// queue) and must send their header within --header-timeout, bodies are read only for
+    /// allowed coordinators, at most --max-in-flight at once (--max-in-flight-per-coordinator
+    /// each), each at most 8 MiB.
+    ///
     /// Examples:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
     ///       --allow-coordinator $(ckm --home ~/coordinator id) --passphrase-file ~/signer1.pass
@@ -67,6 +75,8 @@ pub enum SignerCommand {
         /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List the wallets this signer holds a share of (public information only)
     Wallets,
@@ -79,6 +89,62 @@ pub enum SignerCommand {
     /// Check this signer's audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// Connection and request limits of `signer serve` (each overrides the default).
+#[derive(Debug, Default, Args)]
+pub struct LimitArgs {
+    /// Most open connections, TLS handshakes included; more wait in the accept queue [default: 256]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most authenticated requests being read or handled at once [default: 16]
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Most requests of one coordinator being read or handled at once [default: 8]
+    #[arg(long, value_name = "N")]
+    max_in_flight_per_coordinator: Option<usize>,
+    /// Seconds a client has to send a request header; idle connections close after it (5-300) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    header_timeout: Option<u64>,
+    /// Seconds a client has to complete the TLS handshake (1-300) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<u64>,
+    /// Seconds from a request's header to its answer (1-3600) [default: 120]
+    #[arg(long, value_name = "SECS")]
+    request_timeout: Option<u64>,
+    /// Seconds an authenticated request waits for a free slot before a 503 (1-3600) [default: 30]
+    #[arg(long, value_name = "SECS")]
+    queue_timeout: Option<u64>,
+}
+
+impl LimitArgs {
+    /// `base` with every limit given on the command line replaced.
+    fn apply(&self, base: Limits) -> Result<Limits> {
+        let mut l = base;
+        if let Some(v) = self.max_connections {
+            l.max_connections = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            l.max_in_flight = v;
+        }
+        if let Some(v) = self.max_in_flight_per_coordinator {
+            l.max_in_flight_per_coordinator = v;
+        }
+        if let Some(v) = self.header_timeout {
+            l.header_timeout_secs = v;
+        }
+        if let Some(v) = self.handshake_timeout {
+            l.handshake_timeout_secs = v;
+        }
+        if let Some(v) = self.request_timeout {
+            l.request_timeout_secs = v;
+        }
+        if let Some(v) = self.queue_timeout {
+            l.queue_timeout_secs = v;
+        }
+        l.validate().context("invalid limits")?;
+        Ok(l)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,13 +212,18 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             tls_key,
             allow_coordinator,
             passphrase_file,
+            limits,
         } => {
             let tls = match (tls, tls_cert, tls_key) {
                 (true, _, _) => Some(TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?),
                 (false, Some(cert), Some(key)) => Some(TlsIdentity::from_pem_files(&cert, &key)?),
                 _ => None,
             };
-            serve(ctx, listen, tls, allow_coordinator, passphrase_file)
+            let access = Access {
+                allowed_coordinators: allow_coordinator,
+                limits: limits.apply(Limits::default())?,
+            };
+            serve(ctx, listen, tls, access, passphrase_file)
         }
         SignerCommand::Tls => {
             if !SignerHome::exists(&ctx.home) {
@@ -201,7 +272,7 @@ fn serve(
     ctx: &Context,
     listen: SocketAddr,
     tls: Option<TlsIdentity>,
-    allowed: Vec<IdentityPublic>,
+    access: Access,
     passphrase_file: Option<PathBuf>,
 ) -> Result<()> {
     if tls.is_none() && !listen.ip().is_loopback() {
@@ -234,15 +305,23 @@ fn serve(
                 None => format!("listening on {scheme}://{addr} as {identity}"),
             },
         )?;
-        tracing::info!(%addr, %identity, coordinators = allowed.len(), tls = tls.is_some(), "signer serving");
-        match tls {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls.server_config()?)?;
-                ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await
-            }
-            None => ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await,
-        }
-        .context("serving")?;
+        tracing::info!(
+            %addr,
+            %identity,
+            coordinators = access.allowed_coordinators.len(),
+            tls = tls.is_some(),
+            limits = ?access.limits,
+            "signer serving"
+        );
+        let tls_config = match &tls {
+            Some(t) => Some(t.server_config()?),
+            None => None,
+        };
+        let server = Server::new(signer, access);
+        server
+            .serve(listener, tls_config, shutdown_signal())
+            .await
+            .context("serving")?;
         tracing::info!("signer stopped");
         Ok(())
     })

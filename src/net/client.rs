@@ -1,6 +1,10 @@
 //! The coordinator's HTTP client for signers: signs each request with the coordinator's
 //! identity (bound to the target signer), checks the signer's signature on the answer, and
 //! reuses pooled connections.
+//!
+//! It never follows a redirect (a signer is reached at the URL in the roster or not at
+//! all), refuses to send a request larger than a signer accepts ([`MAX_BODY`]) and stops
+//! reading an answer at the same size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +59,47 @@ pub enum CallError {
         /// What is wrong.
         reason: String,
     },
+    /// The request is larger than a signer accepts; nothing was sent.
+    #[error(
+        "the request to signer {index} would be {bytes} bytes, more than the {limit} bytes a \
+         signer accepts: {hint}"
+    )]
+    RequestTooLarge {
+        /// Roster index.
+        index: u16,
+        /// Size of the encoded request.
+        bytes: usize,
+        /// The limit ([`MAX_BODY`]).
+        limit: usize,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The answer is larger than any legitimate one; reading stopped at the limit.
+    #[error("signer {index} ({url}) sent an answer larger than {limit} bytes; refused")]
+    ResponseTooLarge {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// The limit ([`MAX_BODY`]).
+        limit: usize,
+    },
+    /// The server answered with a redirect, which is never followed.
+    #[error(
+        "signer {index} ({url}) answered with a redirect (HTTP {status}{}); ckm does not follow \
+         redirects: give the signer's own address",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Redirected {
+        /// Roster index.
+        index: u16,
+        /// URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Where it pointed, if it said.
+        location: Option<String>,
+    },
     /// The URL is not usable.
     #[error("signer {index}: invalid URL {url}: {reason}")]
     BadUrl {
@@ -75,9 +120,28 @@ impl CallError {
             | CallError::Timeout { index, .. }
             | CallError::Refused { index, .. }
             | CallError::BadResponse { index, .. }
+            | CallError::RequestTooLarge { index, .. }
+            | CallError::ResponseTooLarge { index, .. }
+            | CallError::Redirected { index, .. }
             | CallError::BadUrl { index, .. } => *index,
         }
     }
+}
+
+/// How long an idle pooled connection is kept: shorter than the shortest header timeout a
+/// signer accepts ([`super::limits::MIN_HEADER_TIMEOUT`]), so the client never sends on a
+/// connection the signer is about to close.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The reqwest builder every signer connection uses: no redirects, bounded pool.
+fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(8)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_nodelay(true)
 }
 
 /// The coordinator's client: its identity key and a pooled HTTP client.
@@ -131,12 +195,7 @@ impl Client {
     /// # Errors
     /// Only if the HTTP stack cannot be initialised.
     pub fn new(key: IdentityKey, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .timeout(timeout)
-            .pool_max_idle_per_host(8)
-            .tcp_nodelay(true)
-            .build()?;
+        let http = builder(timeout).build()?;
         Ok(Client {
             http,
             pinned: Arc::default(),
@@ -160,12 +219,8 @@ impl Client {
             return Ok(c.clone());
         }
         let tls = crate::net::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
+        let client = builder(self.timeout)
             .use_preconfigured_tls(tls)
-            .connect_timeout(Duration::from_secs(5).min(self.timeout))
-            .timeout(self.timeout)
-            .pool_max_idle_per_host(8)
-            .tcp_nodelay(true)
             .build()
             .map_err(|e| e.to_string())?;
         cache.insert(pin.to_string(), client.clone());
@@ -207,6 +262,14 @@ impl Client {
                 reason,
             })?;
         let body = message::encode(message);
+        if body.len() > MAX_BODY {
+            return Err(CallError::RequestTooLarge {
+                index,
+                bytes: body.len(),
+                limit: MAX_BODY,
+                hint: too_large_hint(message),
+            });
+        }
         let auth = RequestAuth::sign(
             &self.key,
             "POST",
@@ -227,7 +290,7 @@ impl Client {
                 other(index, url.clone(), error_chain(&e))
             }
         };
-        let response = http
+        let mut response = http
             .post(endpoint)
             .header(AUTH_HEADER, auth.to_header_value())
             .header("content-type", "application/json")
@@ -246,24 +309,51 @@ impl Client {
             url: url.clone(),
             reason,
         };
+        if response.status().is_redirection() {
+            return Err(CallError::Redirected {
+                index,
+                url: url.clone(),
+                status: response.status().as_u16(),
+                location: response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| l.chars().take(200).collect()),
+            });
+        }
         let signature = response
             .headers()
             .get(RESPONSE_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| hex::decode(v).ok());
+        let too_large = || CallError::ResponseTooLarge {
+            index,
+            url: url.clone(),
+            limit: MAX_BODY,
+        };
         if response
             .content_length()
             .is_some_and(|l| l > MAX_BODY as u64)
         {
-            return Err(bad("answer too large".into()));
+            return Err(too_large());
         }
-        let bytes = response.bytes().await.map_err(|e| {
-            transport(e, |index, url, reason| CallError::BadResponse {
-                index,
-                url,
-                reason,
-            })
-        })?;
+        // Read chunk by chunk so that a body without (or with a false) length cannot grow
+        // past the limit.
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                transport(e, |index, url, reason| CallError::BadResponse {
+                    index,
+                    url,
+                    reason,
+                })
+            })?;
+            let Some(chunk) = chunk else { break };
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let Some(signature) = signature else {
             // Unauthenticated refusals (401) carry no signature: report them as refusals.
             if let Ok(SignerToCoordinator::Error { code, message }) = message::decode(&bytes) {
@@ -292,6 +382,19 @@ impl Client {
             }),
             other => Ok(other),
         }
+    }
+}
+
+/// What to do when a request is too large, in terms of the message.
+fn too_large_hint(message: &CoordinatorToSigner) -> String {
+    match message {
+        CoordinatorToSigner::SignCommit { .. } | CoordinatorToSigner::SignShare { .. } => format!(
+            "split the spend into transactions of fewer inputs (a signer accepts at least {} \
+             inputs at any threshold up to {}; see ckm::net::MAX_BODY)",
+            super::MAX_INPUTS,
+            super::MAX_THRESHOLD
+        ),
+        _ => "the group is larger than this protocol carries (see ckm::net::MAX_BODY)".into(),
     }
 }
 

@@ -1,12 +1,11 @@
 //! TLS for the secret server: a self-signed certificate kept in the signer's home (or one the
-//! operator supplies), a listener that runs handshakes off the accept path, and the
-//! coordinator's verifier that pins each signer's certificate by its SHA-256 fingerprint
-//! (recorded in the wallet's roster at creation) instead of trusting any CA.
+//! operator supplies; [`super::server::Server::serve`] runs the handshakes, each within its
+//! connection slot and timeout), and the coordinator's verifier that pins each signer's
+//! certificate by its SHA-256 fingerprint (recorded in the wallet's roster at creation)
+//! instead of trusting any CA.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bitcoin::hashes::{sha256, Hash};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -14,15 +13,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::store::{read_limited, write_atomic};
-
-/// Time allowed for a TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors setting TLS up.
 #[derive(Debug, thiserror::Error)]
@@ -136,69 +128,6 @@ impl TlsIdentity {
             .with_no_client_auth()
             .with_single_cert(vec![self.cert.clone()], self.key.clone_key())?;
         Ok(Arc::new(config))
-    }
-}
-
-/// A TLS listener for `axum::serve`: TCP connections are accepted in a background task and
-/// their handshakes run concurrently (bounded by [`HANDSHAKE_TIMEOUT`]), so a slow or broken
-/// client never blocks others.
-pub struct TlsListener {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Wraps a bound TCP listener.
-    ///
-    /// # Errors
-    /// The listener has no local address.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
-        let (tx, incoming) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let handshake_tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = handshake_tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-                if tx.is_closed() {
-                    break;
-                }
-            }
-        });
-        Ok(TlsListener { incoming, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(pair) => pair,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 
