@@ -55,11 +55,13 @@ use bitcoin::{
 use ckm::frost::dkg::{run_in_memory, DkgParams};
 use ckm::frost::keys::{secp, GroupPublic, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
+use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt};
 use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
-use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
+use ckm::signer::home::SignerHome;
+use ckm::wallet::{CkmWallet, WalletMeta};
 use frost_secp256k1_tr as frost;
 use rand::rngs::ThreadRng;
 use rand::Rng;
@@ -218,7 +220,7 @@ fn ckm_psbt(
     dir: &Path,
     name: &str,
     group: &GroupPublic,
-    roster: Vec<RosterEntry>,
+    roster: Roster,
     inputs: usize,
     rng: &mut ThreadRng,
 ) -> Result<(WalletMeta, Psbt)> {
@@ -228,6 +230,7 @@ fn ckm_psbt(
         group: group.clone(),
         roster,
         electrum: None,
+        keygen: None,
     };
     let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
     let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;
@@ -284,17 +287,24 @@ impl Drop for SignerProc {
     }
 }
 
-fn roster(signers: &[SignerProc]) -> Vec<RosterEntry> {
-    signers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| RosterEntry {
-            index: u16::try_from(i + 1).expect("small roster"),
-            url: s.url.clone(),
-            identity: s.identity,
-            tls_sha256: None,
-        })
-        .collect()
+fn roster(signers: &[SignerProc]) -> Result<Roster> {
+    Ok(Roster::new(
+        signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RosterEntry {
+                index: u16::try_from(i + 1).expect("small roster"),
+                url: s.url.clone(),
+                identity: s.identity,
+                tls_sha256: None,
+            })
+            .collect(),
+    )?)
+}
+
+/// The first `n` members of a roster.
+fn first(roster: &Roster, n: u16) -> Result<Roster> {
+    Ok(Roster::new(roster.entries()[..usize::from(n)].to_vec())?)
 }
 
 /// `ckm signer init` in each home (in parallel), then `ckm signer serve` on a free loopback
@@ -328,8 +338,12 @@ fn start_signers(
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let ids = homes
+        .iter()
+        .map(|h| Ok(SignerHome::public_identity(h)?))
+        .collect::<Result<Vec<IdentityPublic>>>()?;
     let mut pending = Vec::new();
-    for home in homes {
+    for (home, me) in homes.iter().zip(&ids) {
         let log = std::fs::File::create(home.join("serve.log"))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--home")
@@ -337,6 +351,10 @@ fn start_signers(
             .args(["signer", "serve", "--listen", "127.0.0.1:0"]);
         for key in allowed {
             cmd.arg("--allow-coordinator").arg(key.to_string());
+        }
+        // Every signer of the pool approves every other as a key-generation peer.
+        for peer in ids.iter().filter(|p| *p != me) {
+            cmd.arg("--allow-peer").arg(peer.to_string());
         }
         let mut child = cmd
             .env("CKM_PASSPHRASE", PASSPHRASE)
@@ -547,14 +565,14 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         let (checked, t) = timed(|| Ok(check_psbt(psbt, &group)?))?;
         add("check_psbt (whole PSBT, incl. derivation + sighashes)", t);
         let (_, t) = timed(|| {
-            for i in &checked.inputs {
+            for i in checked.inputs() {
                 group.derivation(i.derivation.path())?;
             }
             Ok(())
         })?;
         add("check_psbt, of which GroupPublic::derivation × N", t);
         let (_, t) = timed(|| {
-            for i in &checked.inputs {
+            for i in checked.inputs() {
                 signers[0].derive(&i.derivation)?;
             }
             Ok(())
@@ -562,7 +580,7 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         add("KeyShare::derive × N (one signer)", t);
         let ids = signers.iter().map(|s| s.identifier()).collect();
         let (_, t) = timed(|| {
-            for i in &checked.inputs {
+            for i in checked.inputs() {
                 group.derive_public_key_package(&i.derivation, Some(&ids))?;
             }
             Ok(())
@@ -611,13 +629,14 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             session: session_id,
             wallet: WalletRef {
                 name: "bench".into(),
-                group_key: group.group_key().to_string(),
+                group_key: GroupKey::of(&group),
             },
             psbt: psbt.to_string(),
         };
         let share_msg = CoordinatorToSigner::SignShare {
             session: session_id,
             packages: packages.clone(),
+            statements: Default::default(),
         };
         let (bytes, t) = timed(|| Ok(message::encode(&share_msg)))?;
         add("JSON encode SignShare (N signing packages)", t);
@@ -630,6 +649,15 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         if rep == reps {
             let commitments_reply = SignerToCoordinator::SignCommitments {
                 commitments: commitments.values().next().cloned().unwrap_or_default(),
+                receipt: ckm::protocol::limits::Receipt::sign(
+                    &IdentityKey::generate(&mut rng),
+                    GroupKey::of(&group),
+                    session_id,
+                    1,
+                    psbt.unsigned_tx.compute_txid(),
+                    0,
+                ),
+                statements_required: false,
             };
             let shares_reply = SignerToCoordinator::SignShares {
                 shares: signature_shares
@@ -758,7 +786,7 @@ fn main() -> Result<()> {
     let pool = start_signers(&bin, &pool_homes, &[coordinator_pub])?;
     let load_signers = start_signers(&bin, &load_homes, &load_pubs)?;
     log(format!("signers up in {:.1} s", t0.elapsed().as_secs_f64()));
-    let pool_roster = roster(&pool);
+    let pool_roster = roster(&pool)?;
 
     // Wallets: in memory (run_in_memory) and across processes (create_wallet) per group.
     let mut mem_groups = BTreeMap::new();
@@ -766,8 +794,8 @@ fn main() -> Result<()> {
     for (t, n) in GROUPS {
         let shares = run_in_memory(DkgParams::new(t, n)?, &mut rng)?;
         mem_groups.insert((t, n), shares);
-        let members = pool_roster[..usize::from(n)].to_vec();
-        let group = rt
+        let members = first(&pool_roster, n)?;
+        let (group, _) = rt
             .block_on(create_wallet(
                 &client,
                 &format!("bench-{t}of{n}"),
@@ -789,7 +817,7 @@ fn main() -> Result<()> {
             log(format!("{label}: floor {}", spread(&floor)));
 
             let shares = &mem_groups[&(t, n)];
-            let fake_roster: Vec<RosterEntry> = pool_roster[..usize::from(n)].to_vec();
+            let fake_roster = first(&pool_roster, n)?;
             let (_, mem_psbt) = ckm_psbt(
                 dir.path(),
                 &format!("mem-{t}of{n}"),
@@ -840,7 +868,7 @@ fn main() -> Result<()> {
         dir.path(),
         "breakdown",
         shares[0].group(),
-        pool_roster[..3].to_vec(),
+        first(&pool_roster, 3)?,
         breakdown_inputs,
         &mut rng,
     )?;
@@ -862,7 +890,7 @@ fn main() -> Result<()> {
             run_in_memory(params, &mut rng)?;
             Ok(start.elapsed())
         })?;
-        let members = pool_roster[..usize::from(n)].to_vec();
+        let members = first(&pool_roster, n)?;
         let mut k = 0;
         let network_ms = sample(reps, || {
             k += 1;
@@ -911,8 +939,8 @@ fn load_test(
         .into_iter()
         .map(|k| Client::new(k, CALL_TIMEOUT))
         .collect::<Result<_, _>>()?;
-    let members = roster(signers);
-    let group = rt
+    let members = roster(signers)?;
+    let (group, _) = rt
         .block_on(create_wallet(&clients[0], "load", NETWORK, 2, &members))
         .context("DKG of the load wallet")?;
     let (meta, psbt) = ckm_psbt(dir, "load", &group, members, LOAD_INPUTS, rng)?;
@@ -1116,8 +1144,8 @@ fn profile(out: PathBuf) -> Result<()> {
     let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("s{i}"))).collect();
     let signers = start_signers(&bin, &homes, &[coordinator.public()])?;
     let client = Client::new(coordinator, CALL_TIMEOUT)?;
-    let members = roster(&signers);
-    let group = rt.block_on(create_wallet(&client, "perf", NETWORK, 2, &members))?;
+    let members = roster(&signers)?;
+    let (group, _) = rt.block_on(create_wallet(&client, "perf", NETWORK, 2, &members))?;
     let (meta, psbt) = ckm_psbt(dir.path(), "perf", &group, members, 100, &mut rng)?;
     // Warm up the connections.
     let mut p = psbt.clone();

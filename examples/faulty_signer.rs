@@ -75,12 +75,14 @@ impl Handler for Faulty {
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut home, mut listen, mut allowed, mut fault) = (None, None, Vec::new(), None);
+    let mut peers = Vec::new();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--home" => home = Some(value),
             "--listen" => listen = Some(value),
             "--allow-coordinator" => allowed.push(value.parse::<IdentityPublic>()?),
+            "--allow-peer" => peers.push(value.parse::<IdentityPublic>()?),
             "--fault" => {
                 fault = Some(match value.as_str() {
                     "corrupt-share" => Fault::CorruptShare,
@@ -99,7 +101,8 @@ fn main() -> Result<()> {
     let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
     let fault = fault.ok_or_else(|| anyhow!("--fault is required"))?;
     let passphrase = std::env::var("CKM_PASSPHRASE").context("CKM_PASSPHRASE")?;
-    let inner = Signer::new(SignerHome::open(home.as_ref(), passphrase.as_bytes())?)?;
+    let inner =
+        Signer::new(SignerHome::open(home.as_ref(), passphrase.as_bytes())?)?.with_peers(peers);
     let identity = inner.identity();
     let handler: Arc<dyn Handler> = Arc::new(Faulty { inner, fault });
     tokio::runtime::Runtime::new()?.block_on(async move {

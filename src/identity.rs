@@ -271,6 +271,10 @@ impl IdentityKey {
     }
 }
 
+/// A message sealed by [`IdentityKey::seal`] (hex in JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed(#[serde(with = "hex::serde")] pub Vec<u8>);
+
 /// Associated data actually fed to the AEAD: the version byte, then the caller's aad.
 fn seal_aad(aad: &[u8]) -> Vec<u8> {
     let mut full = Vec::with_capacity(1 + aad.len());

@@ -34,9 +34,26 @@
 pub mod auth;
 pub mod frost;
 pub mod identity;
+pub mod keys;
 pub mod message;
 pub mod net;
+pub mod protocol;
 pub mod psbt;
 pub mod signer;
 pub mod store;
 pub mod wallet;
+
+/// An error with every cause in its `source()` chain, joined by `: `.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

@@ -4,20 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use bitcoin::Network;
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
 use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
-use crate::frost::dkg::{DkgParams, Round1Broadcast};
-use crate::frost::keys::GroupPublic;
 use crate::identity::IdentityPublic;
-use crate::wallet::RosterEntry;
+pub use crate::identity::Sealed;
+use crate::keys::GroupKey;
+use crate::protocol::dkg;
+use crate::protocol::limits::{Receipt, Statement};
+pub use crate::protocol::SessionId;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks (2: certified key generation).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message with its version header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,36 +81,13 @@ pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     serde_json::to_vec(&Versioned::new(body)).unwrap_or_default()
 }
 
-/// A 16-byte random session identifier, hex in JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionId(#[serde(with = "hex::serde")] pub [u8; 16]);
-
-impl SessionId {
-    /// A fresh random session id.
-    pub fn random<R: rand::RngCore>(rng: &mut R) -> Self {
-        let mut b = [0u8; 16];
-        rng.fill_bytes(&mut b);
-        SessionId(b)
-    }
-}
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-/// A DKG round-2 package encrypted end to end to its recipient (hex in JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sealed(#[serde(with = "hex::serde")] pub Vec<u8>);
-
 /// Which wallet a request is about: the coordinator's name for it and its group key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletRef {
     /// The name the coordinator gave the wallet at creation.
     pub name: String,
-    /// The group's root public key (33-byte hex).
-    pub group_key: String,
+    /// The group's root public key.
+    pub group_key: GroupKey,
 }
 
 /// Requests from the coordinator to a signer.
@@ -119,45 +97,15 @@ pub struct WalletRef {
 pub enum CoordinatorToSigner {
     /// Who are you? (answered with [`SignerToCoordinator::Status`]).
     Status,
-    /// Start a DKG as participant `index` of `roster`.
-    DkgBegin {
-        /// DKG session.
-        session: SessionId,
-        /// Wallet name.
-        wallet: String,
-        /// Network of the wallet.
-        network: Network,
-        /// Group parameters.
-        params: DkgParams,
-        /// Every participant (index and identity key).
-        roster: Vec<RosterEntry>,
-        /// The recipient's own roster index.
-        index: u16,
-    },
-    /// Every participant's round-1 broadcast, by roster index.
-    DkgRound1 {
-        /// DKG session.
-        session: SessionId,
-        /// Broadcasts by roster index.
-        broadcasts: BTreeMap<u16, Round1Broadcast>,
-    },
+    /// Take part in a certified key generation (see [`crate::protocol::dkg`]).
+    DkgBegin(dkg::Begin),
+    /// Every participant's round-1 broadcast.
+    DkgRound1(dkg::Round1Request),
     /// The sealed round-2 packages addressed to the recipient and every transcript hash.
-    DkgRound2 {
-        /// DKG session.
-        session: SessionId,
-        /// Sealed packages by sender index.
-        sealed: BTreeMap<u16, Sealed>,
-        /// Transcript hashes by participant index (hex).
-        transcripts: BTreeMap<u16, String>,
-    },
-    /// Every signer reported the same group: store the share (until then it is only in
-    /// memory, so an aborted DKG leaves no share file anywhere).
-    DkgConfirm {
-        /// DKG session.
-        session: SessionId,
-        /// The agreed group key (33-byte hex), as a check.
-        group_key: String,
-    },
+    DkgRound2(dkg::Round2Request),
+    /// Every participant's certificate: verify them all, then store the share (until then it
+    /// is only in memory, so an aborted key generation leaves no share anywhere).
+    DkgConfirm(dkg::ConfirmRequest),
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -167,12 +115,26 @@ pub enum CoordinatorToSigner {
         /// The PSBT (base64).
         psbt: String,
     },
-    /// Round 2 of signing: one signing package per input.
+    /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
+    /// receipt of its round-1 reservation; answered with a signed statement of everything the
+    /// signer signed or reserved for the wallet in the window (see
+    /// [`crate::protocol::limits`]).
+    SignStatement {
+        /// Signing session (as in round 1).
+        session: SessionId,
+        /// Receipts by roster index (the chosen signers).
+        receipts: BTreeMap<u16, Receipt>,
+    },
+    /// Round 2 of signing: one signing package per input, and the chosen signers'
+    /// statements when the wallet has a wallet-wide limit.
     SignShare {
         /// Signing session (as in round 1).
         session: SessionId,
         /// Signing packages, one per input.
         packages: Vec<SigningPackage>,
+        /// Statements by roster index (empty without a statement round).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        statements: BTreeMap<u16, Statement>,
     },
 }
 
@@ -190,31 +152,27 @@ pub enum SignerToCoordinator {
         /// Wallets held (names).
         wallets: Vec<String>,
     },
-    /// Round-1 broadcast of the DKG.
-    DkgRound1 {
-        /// The broadcast.
-        broadcast: Round1Broadcast,
-    },
+    /// Round-1 broadcast of the key generation.
+    DkgRound1(dkg::Round1Answer),
     /// Transcript hash and sealed round-2 packages by recipient index.
-    DkgRound2 {
-        /// Hash of all round-1 broadcasts seen (hex).
-        transcript: String,
-        /// Sealed packages by recipient index.
-        sealed: BTreeMap<u16, Sealed>,
-    },
-    /// The DKG finished: the group as this signer sees it (share held in memory until
-    /// [`CoordinatorToSigner::DkgConfirm`]).
-    DkgDone {
-        /// The group public side.
-        group: GroupPublic,
-    },
-    /// The share is stored, encrypted, on the signer's disk.
-    DkgStored,
-    /// Nonce commitments, one per input.
+    DkgRound2(dkg::Round2Answer),
+    /// The key generation finished: the group as this signer sees it and its certificate
+    /// (the share is held in memory until [`CoordinatorToSigner::DkgConfirm`]).
+    DkgCertified(dkg::Certified),
+    /// Every certificate verified; the share is stored, encrypted, on the signer's disk.
+    DkgStored(dkg::Stored),
+    /// Nonce commitments, one per input, and the receipt of the spend's reservation.
     SignCommitments {
         /// Commitments, one per input.
         commitments: Vec<SigningCommitments>,
+        /// The signer's signed receipt of its reservation.
+        receipt: Receipt,
+        /// Whether this signer needs the statement round before it signs (its policy has a
+        /// wallet-wide limit).
+        statements_required: bool,
     },
+    /// A signed statement of the wallet's spends in the window.
+    SignStatement(Statement),
     /// Signature shares, one per input.
     SignShares {
         /// Shares, one per input.
@@ -246,6 +204,14 @@ pub enum ErrorCode {
     Refused,
     /// The signer's policy refused the spend.
     Policy,
+    /// A key generation whose roster names an identity the signer's operator did not
+    /// approve.
+    UnapprovedPeer,
+    /// The wallet is bound to other coordinators.
+    WrongCoordinator,
+    /// The signer's records are older than its checkpoint (rolled back); it refuses to sign
+    /// until its operator resets the state.
+    State,
     /// Internal failure.
     Internal,
 }

@@ -368,7 +368,7 @@ fn dkg_with_signer_dying_after_round_1_fails_cleanly() -> Result<()> {
     ensure!(proxy.killed.load(Ordering::SeqCst), "the proxy never fired");
     ensure!(c.signers[2].has_exited()?, "signer 3 is still alive");
     ensure!(
-        c.signers[2].log_text().contains("dkg started"),
+        c.signers[2].log_text().contains("key generation started"),
         "signer 3 did not take part in round 1"
     );
     ensure!(

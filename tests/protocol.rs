@@ -39,11 +39,12 @@ use ckm::frost::dkg::{
 use ckm::frost::keys::{secp, GroupPublic, KeyShare};
 use ckm::frost::{identifier, Identifier};
 use ckm::identity::IdentityKey;
+use ckm::keys::{CertPin, Roster, RosterEntry};
 use ckm::psbt::check::CheckError;
 use ckm::psbt::coordinate::CoordinateError;
 use ckm::psbt::sign::SignError;
 use ckm::psbt::{check_psbt, commit, sign_in_memory, InMemoryError, SigningSession};
-use ckm::wallet::{descriptors, CkmWallet, RosterEntry, WalletMeta};
+use ckm::wallet::{descriptors, CkmWallet, WalletMeta};
 use frost::keys::dkg::round2;
 use frost::round2::SignatureShare;
 use frost::SigningPackage;
@@ -315,7 +316,7 @@ fn start_all(
     let mut states = Vec::new();
     let mut broadcasts = BTreeMap::new();
     for i in params.identifiers() {
-        let (state, broadcast) = DkgRound1::start(i, params, rng)?;
+        let (state, broadcast) = DkgRound1::start(i, params, [0u8; 32], rng)?;
         states.push(state);
         broadcasts.insert(i, broadcast);
     }
@@ -668,20 +669,23 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
     let group = shares[0].group().clone();
     let dir = tempfile::tempdir()?;
     let db_path = dir.path().join("wallet.sqlite");
-    let roster = (1..=3u16)
-        .map(|index| RosterEntry {
-            index,
-            url: format!("http://127.0.0.1:{}", 40_000 + index),
-            identity: IdentityKey::generate(rng).public(),
-            tls_sha256: (index == 2).then(|| "ab".repeat(32)),
-        })
-        .collect();
+    let roster = Roster::new(
+        (1..=3u16)
+            .map(|index| RosterEntry {
+                index,
+                url: format!("http://127.0.0.1:{}", 40_000 + index),
+                identity: IdentityKey::generate(rng).public(),
+                tls_sha256: (index == 2).then_some(CertPin([0xab; 32])),
+            })
+            .collect(),
+    )?;
     let meta = WalletMeta {
         name: "test".into(),
         network: NETWORK,
         group: group.clone(),
         roster,
         electrum: None,
+        keygen: None,
     };
     let mut wallet = CkmWallet::create(&db_path, meta)?;
 
@@ -976,7 +980,7 @@ fn run_rounds(f: &Fixture, signers: &[usize], rng: &mut StdRng) -> Result<Round2
     for &k in signers {
         let share = &f.shares[k];
         let (n, c, checked) = commit(&f.psbt, share, rng)?;
-        ensure!(checked.txid == f.psbt.unsigned_tx.compute_txid());
+        ensure!(checked.txid() == f.psbt.unsigned_tx.compute_txid());
         ensure!(c.len() == f.psbt.inputs.len());
         commitments.insert(share.identifier(), c);
         nonces.push((share, n));
@@ -1170,6 +1174,30 @@ fn signers_refuse_inputs_that_are_not_ours() -> Result<()> {
     let mut psbt = f.psbt.clone();
     psbt.inputs[k].tap_merkle_root = Some(bitcoin::taproot::TapNodeHash::from_byte_array([7; 32]));
     expect_check_error(&psbt, share, &mut rng, "merkle root", is_not_ours)?;
+
+    // The group's own key, but at a path the wallet does not use: refused by the typed path
+    // (only m/0/i and m/1/i are the wallet's).
+    for p in ["m/2/0", "m/0/1/2", "m/5"] {
+        let mut psbt = f.psbt.clone();
+        let key = f.group().derivation(&path(p))?.internal_key();
+        let input = &mut psbt.inputs[k];
+        input.tap_internal_key = Some(key);
+        input.tap_key_origins.clear();
+        input
+            .tap_key_origins
+            .insert(key, (vec![], (f.group().fingerprint(), path(p))));
+        input.witness_utxo = Some(TxOut {
+            value,
+            script_pubkey: ScriptBuf::new_p2tr(secp(), key, None),
+        });
+        expect_check_error(
+            &psbt,
+            share,
+            &mut rng,
+            p,
+            |e| matches!(e, CheckError::NotOurs { input, reason } if *input == k && reason.contains("m/0/i")),
+        )?;
+    }
 
     // No internal key.
     let mut psbt = f.psbt.clone();
@@ -1370,18 +1398,15 @@ fn change_outputs_are_verified_and_amounts_add_up() -> Result<()> {
     ensure!(change != pay);
 
     // Classification.
-    let change_out = &checked.outputs[change];
+    let change_out = &checked.outputs()[change];
     let change_path = change_out
         .change_path
-        .clone()
         .context("change is classified as change")?;
     ensure!(
-        change_path.len() == 2 && change_path[0] == ChildNumber::from_normal_idx(1)?,
+        change_path.keychain == ckm::keys::Keychain::Internal,
         "change on the internal keychain, got {change_path}"
     );
-    let ChildNumber::Normal { index } = change_path[1] else {
-        bail!("hardened change path");
-    };
+    let index = change_path.index;
     ensure!(
         change_out.script_pubkey
             == f.wallet
@@ -1391,41 +1416,42 @@ fn change_outputs_are_verified_and_amounts_add_up() -> Result<()> {
                 .script_pubkey()
     );
     ensure!(
-        checked.outputs[pay].change_path.is_none(),
+        checked.outputs()[pay].change_path.is_none(),
         "payment is not change"
     );
     ensure!(checked.payments().count() == 1);
 
     // Amounts.
     let input_total: Amount = f.funding.values().map(|o| o.value).sum();
-    ensure!(checked.input_total == input_total && input_total == Amount::from_sat(600_000));
+    ensure!(checked.input_total() == input_total && input_total == Amount::from_sat(600_000));
     let output_total: Amount = f.psbt.unsigned_tx.output.iter().map(|o| o.value).sum();
     ensure!(
         checked.payment_total() == f.amount,
         "payment total {}",
         checked.payment_total()
     );
-    ensure!(checked.fee == input_total - output_total);
+    ensure!(checked.fee() == input_total - output_total);
+    ensure!(checked.outflow() == f.amount + checked.fee());
     ensure!(
-        checked.fee == f.psbt.fee()?,
+        checked.fee() == f.psbt.fee()?,
         "fee agrees with rust-bitcoin's"
     );
-    ensure!(checked.outputs[change].amount == input_total - f.amount - checked.fee);
+    ensure!(checked.outputs()[change].amount == input_total - f.amount - checked.fee());
     // bdk targeted 2 sat/vB; our estimate of the signed size must give about that.
-    let rate = checked.fee.to_sat() as f64 / checked.estimated_vsize as f64;
+    let rate = checked.fee().to_sat() as f64 / checked.estimated_vsize() as f64;
     ensure!((1.9..=2.2).contains(&rate), "fee rate {rate} sat/vB");
     // The estimate matches the real signed transaction.
     let mut signed = f.psbt.clone();
     let tx = sign_in_memory(&mut signed, &[&f.shares[0], &f.shares[1]], &mut rng)?;
     ensure!(
-        tx.vsize() as u64 == checked.estimated_vsize,
+        tx.vsize() as u64 == checked.estimated_vsize(),
         "vsize {} vs {}",
         tx.vsize(),
-        checked.estimated_vsize
+        checked.estimated_vsize()
     );
 
     // Each input's derivation and output key.
-    for input in &checked.inputs {
+    for input in checked.inputs() {
         let psbt_input = &f.psbt.inputs[input.index];
         ensure!(Some(input.derivation.path().clone()) == origin_path(&f.psbt, input.index));
         ensure!(Some(input.derivation.internal_key()) == psbt_input.tap_internal_key);
@@ -1516,7 +1542,140 @@ fn change_outputs_are_verified_and_amounts_add_up() -> Result<()> {
     let mut psbt = f.psbt.clone();
     psbt.outputs[change] = Default::default();
     let stripped = check_psbt(&psbt, group)?;
-    ensure!(stripped.outputs[change].change_path.is_none());
-    ensure!(stripped.payment_total() == f.amount + checked.outputs[change].amount);
+    ensure!(stripped.outputs()[change].change_path.is_none());
+    ensure!(stripped.payment_total() == f.amount + checked.outputs()[change].amount);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. The coordinator's co-signing state machine, driven in memory
+// ---------------------------------------------------------------------------------------
+
+/// How a signer of the in-memory run behaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Honest,
+    /// Refuses round 1.
+    Down,
+    /// Answers round 1, then sends a corrupted share.
+    Cheats,
+}
+
+/// Drives a `SigningCoordinator` over the fixture's shares with the given behaviours (by
+/// roster position); answers come in roster order. Returns the outcome.
+fn drive_machine(
+    f: &Fixture,
+    behaviour: [Behaviour; 3],
+    rng: &mut StdRng,
+) -> Result<(Psbt, ckm::protocol::sign::SignOutcome)> {
+    use ckm::protocol::limits::Receipt;
+    use ckm::protocol::sign::{Round1Answer, SigningCoordinator, Step};
+    let identity = IdentityKey::generate(rng);
+    let group_key = ckm::keys::GroupKey::of(f.group());
+    let mut psbt = f.psbt.clone();
+    let mut machine = SigningCoordinator::new(&psbt, f.group(), vec![1, 2, 3])?;
+    let mut step = machine.start(rng)?;
+    let mut held = BTreeMap::new();
+    for _ in 0..20 {
+        step = match step {
+            Step::Round1 { ask, session } => {
+                held.clear();
+                let mut next = Step::Wait;
+                for index in ask {
+                    let pos = usize::from(index - 1);
+                    let answer = if behaviour[pos] == Behaviour::Down {
+                        Err(format!("signer {index} is down"))
+                    } else {
+                        let (nonces, commitments, checked) = commit(&psbt, &f.shares[pos], rng)?;
+                        held.insert(index, nonces);
+                        Ok(Round1Answer {
+                            commitments,
+                            receipt: Receipt::sign(
+                                &identity,
+                                group_key,
+                                session,
+                                index,
+                                checked.txid(),
+                                checked.outflow().to_sat(),
+                            ),
+                            statements_required: false,
+                        })
+                    };
+                    next = machine.commitments(index, answer, rng)?;
+                    if !matches!(next, Step::Wait) {
+                        break;
+                    }
+                }
+                next
+            }
+            Step::Round2 {
+                chosen, packages, ..
+            } => {
+                let mut next = Step::Wait;
+                for index in chosen {
+                    let pos = usize::from(index - 1);
+                    let nonces = held
+                        .remove(&index)
+                        .context("no nonces for a chosen signer")?;
+                    let mut shares = nonces.sign(&psbt, &f.shares[pos], &packages)?;
+                    if behaviour[pos] == Behaviour::Cheats {
+                        let scalar = SecretKey::from_slice(&shares[0].serialize())?
+                            .add_tweak(&Scalar::ONE)?;
+                        shares[0] = SignatureShare::deserialize(&scalar.secret_bytes())?;
+                    }
+                    next = machine.shares(index, Ok(shares), &mut psbt, rng)?;
+                }
+                next
+            }
+            Step::Done(outcome) => return Ok((psbt, *outcome)),
+            Step::Statements { .. } => bail!("no signer asked for statements"),
+            Step::Wait => bail!("the machine waits with nothing outstanding"),
+        };
+    }
+    bail!("no outcome after 20 steps")
+}
+
+#[test]
+fn signing_machine_excludes_the_down_and_the_cheating_signer() -> Result<()> {
+    let mut rng = test_rng("signing_machine_excludes_the_down_and_the_cheating_signer");
+    let f = fixture(&mut rng)?;
+    use Behaviour::*;
+
+    // Everyone honest: the first two answer, no one is skipped.
+    let (psbt, out) = drive_machine(&f, [Honest, Honest, Honest], &mut rng)?;
+    ensure!(out.signers == vec![1, 2] && out.culprits.is_empty() && out.skipped.is_empty());
+    consensus_verify_psbt(&psbt, &f)?;
+
+    // Signer 1 down: 2 and 3 sign; 1 is reported as skipped.
+    let (psbt, out) = drive_machine(&f, [Down, Honest, Honest], &mut rng)?;
+    ensure!(out.signers == vec![2, 3], "{:?}", out.signers);
+    ensure!(out
+        .skipped
+        .iter()
+        .any(|(i, m)| *i == 1 && m.contains("down")));
+    consensus_verify_psbt(&psbt, &f)?;
+
+    // Signer 2 cheats: named as culprit, excluded; a fresh attempt with 1 and 3 succeeds.
+    let (psbt, out) = drive_machine(&f, [Honest, Cheats, Honest], &mut rng)?;
+    ensure!(out.culprits == vec![2], "{:?}", out.culprits);
+    ensure!(out.signers == vec![1, 3], "{:?}", out.signers);
+    consensus_verify_psbt(&psbt, &f)?;
+
+    // One down and one cheating: not enough honest signers.
+    match drive_machine(&f, [Down, Cheats, Honest], &mut rng) {
+        Err(e) => {
+            let text = format!("{e:#}");
+            ensure!(
+                text.contains("only") && text.contains("invalid signature share"),
+                "{text}"
+            );
+        }
+        Ok(_) => bail!("signed with one honest signer"),
+    }
+    Ok(())
+}
+
+fn consensus_verify_psbt(psbt: &Psbt, f: &Fixture) -> Result<()> {
+    let tx = psbt.clone().extract_tx()?;
+    consensus_verify(&tx, &f.funding)
 }

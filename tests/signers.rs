@@ -34,12 +34,13 @@ use ckm::auth::{unix_now, RequestAuth};
 use ckm::frost::identifier;
 use ckm::frost::keys::GroupPublic;
 use ckm::identity::{IdentityKey, IdentityPublic};
+use ckm::keys::GroupKey;
 use ckm::message::{
     self, CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef,
 };
 use ckm::net::{response_digest, signed_path, AUTH_HEADER, RESPONSE_HEADER};
 use ckm::psbt::SigningSession;
-use ckm::signer::home::{group_key_hex, SignerHome};
+use ckm::signer::home::SignerHome;
 use ckm::wallet::CkmWallet;
 use cluster::*;
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
@@ -155,7 +156,7 @@ fn send_signed(
 fn wallet_ref(group: &GroupPublic) -> WalletRef {
     WalletRef {
         name: WALLET.into(),
-        group_key: group_key_hex(group),
+        group_key: GroupKey::of(group),
     }
 }
 
@@ -170,7 +171,7 @@ fn commitments_of(
         String::from_utf8_lossy(&reply.body)
     );
     match reply.message()? {
-        SignerToCoordinator::SignCommitments { commitments } => {
+        SignerToCoordinator::SignCommitments { commitments, .. } => {
             ensure!(
                 commitments.len() == inputs,
                 "one commitment per input expected"
@@ -239,7 +240,7 @@ fn dkg_2_of_3_across_processes() -> Result<()> {
     // The coordinator's wallet is that group's.
     let meta_key = {
         let w = CkmWallet::load(&c.wallet_path())?;
-        group_key_hex(&w.meta().group)
+        GroupKey::of(&w.meta().group).to_string()
     };
     ensure!(meta_key == group_keys[0]);
 
@@ -491,6 +492,7 @@ fn signer_http_authentication() -> Result<()> {
         &CoordinatorToSigner::SignShare {
             session: SessionId::random(&mut rand::rngs::OsRng),
             packages: Vec::new(),
+            statements: Default::default(),
         },
     )?;
     expect_unknown_session(&reply, "SignShare for an unknown session")?;
@@ -526,7 +528,11 @@ fn signer_restart_between_rounds_refuses_round_2() -> Result<()> {
         commitments.insert(identifier(index)?, commitments_of(&reply, inputs)?);
     }
     let packages = SigningSession::new(&p.psbt, &p.group)?.signing_packages(&commitments)?;
-    let share = CoordinatorToSigner::SignShare { session, packages };
+    let share = CoordinatorToSigner::SignShare {
+        session,
+        packages,
+        statements: Default::default(),
+    };
 
     // Signer 1 restarts (clean SIGTERM exit, same home, new process).
     let old_url = c.signers[0].url.clone();
@@ -600,7 +606,7 @@ fn shares_encrypted_at_rest_and_wrong_passphrase() -> Result<()> {
     }
     for s in &c.signers {
         let list = ckm_json(&s.home, &["signer", "wallets"])?;
-        let group_key = json_str(&list[0], "group_key")?.to_string();
+        let group_key: GroupKey = json_str(&list[0], "group_key")?.parse()?;
         let home = SignerHome::open(&s.home, PASSPHRASE.as_bytes())?;
         let share = home.load_share(&group_key)?;
         let secret = share.to_secret_bytes()?;
@@ -626,11 +632,12 @@ fn shares_encrypted_at_rest_and_wrong_passphrase() -> Result<()> {
         ensure!(n >= 5, "only {n} files in the signer store");
         // The coordinator holds no secret of the signers either.
         assert_absent(&c.coord, &needles)?;
-        // The share file itself exists and decrypts (so the scan looked at the right thing).
-        let share_file = SignerHome::dir_of(&s.home)
-            .join("wallets")
-            .join(format!("{group_key}.share"));
-        ensure!(std::fs::metadata(&share_file)?.len() > 32);
+        // The share itself is stored (so the scan looked at the right thing).
+        let stored = share_files(&s.home)?;
+        ensure!(
+            stored.len() == 1 && stored[0].contains(&group_key.to_string()),
+            "{stored:?}"
+        );
     }
 
     // A wrong passphrase stops `signer serve` at once, with a clear message.

@@ -402,12 +402,24 @@ fn unauthenticated_flood_keeps_memory_bounded_and_honest_requests_served() -> Re
         "only {} honest requests",
         latencies.len()
     );
-    // The flood was real: many connections and far more body offered than the bound.
-    ensure!(n.attack_connections.load(Ordering::Relaxed) >= 500);
-    ensure!(n.attack_bytes.load(Ordering::Relaxed) >= 1024 * 1024 * 1024);
+    // The flood was real: every flooder got through several times, offering far more body
+    // than the bound (the numbers vary with the machine's load).
+    let (conns, bytes) = (
+        n.attack_connections.load(Ordering::Relaxed),
+        n.attack_bytes.load(Ordering::Relaxed),
+    );
+    ensure!(
+        conns >= 2 * FLOODERS as u64,
+        "only {conns} attack connections"
+    );
+    ensure!(
+        bytes >= 10 * RSS_GROWTH_BOUND_MIB * 1024 * 1024,
+        "only {bytes} bytes of attack body"
+    );
     ensure!(n.slowloris_connections.load(Ordering::Relaxed) >= SLOWLORIS as u64);
     // Accepted slowloris connections were closed by the header timeout.
-    ensure!(n.slowloris_closed_by_signer.load(Ordering::Relaxed) >= 100);
+    let closed = n.slowloris_closed_by_signer.load(Ordering::Relaxed);
+    ensure!(closed >= 100, "only {closed} slowloris connections closed");
     ensure!(
         peak <= before + RSS_GROWTH_BOUND_MIB * 1024,
         "VmRSS grew from {:.1} MiB to {:.1} MiB during the flood (bound: +{RSS_GROWTH_BOUND_MIB} MiB)",
@@ -681,6 +693,7 @@ fn client_refuses_to_send_requests_a_signer_would_refuse() -> Result<()> {
     let message = CoordinatorToSigner::SignShare {
         session: SessionId::random(&mut rand::rngs::OsRng),
         packages: vec![package; 2 * ckm::net::MAX_INPUTS],
+        statements: Default::default(),
     };
     let result = call(&format!("http://{}", server.addr), &message)?;
     match &result {

@@ -11,8 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(psbt) = bitcoin::Psbt::deserialize(data) {
         let group = fx.shares[0].group();
         if let Ok(checked) = ckm::psbt::check_psbt(&psbt, group) {
-            assert!(checked.fee <= checked.input_total);
-            assert_eq!(checked.inputs.len(), psbt.inputs.len());
+            assert!(checked.fee() <= checked.input_total());
+            assert!(checked.outflow() <= checked.input_total());
+            assert_eq!(checked.inputs().len(), psbt.inputs.len());
             let _ = ckm::psbt::commit(&psbt, &fx.shares[0], &mut rand::thread_rng());
         }
     }

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use ckm::frost::dkg::{run_in_memory, DkgParams};
 use ckm::frost::keys::KeyShare;
 use ckm::identity::IdentityPublic;
-use ckm::signer::home::{group_key_hex, SignerHome, WalletInfo};
+use ckm::keys::GroupKey;
+use ckm::signer::home::{SignerHome, WalletInfo};
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use rand::SeedableRng;
@@ -31,11 +32,13 @@ pub fn fixture() -> &'static Fixture {
         let info = WalletInfo {
             name: "fuzz".into(),
             network: bitcoin::Network::Regtest,
-            group_key: group_key_hex(group),
+            group_key: GroupKey::of(group),
             coordinator,
             threshold: 2,
             signers: 3,
             index: 1,
+            fingerprint: None,
+            keygen: None,
         };
         home.save_share(&info, &shares[0], &mut rng).expect("save");
         let signer = Signer::new(home).expect("signer");

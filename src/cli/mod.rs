@@ -1,9 +1,13 @@
 //! Command-line interface: shared flags, dispatch to one module per subcommand group, and
 //! helpers for homes, passphrases and output.
 
+mod args;
 mod id;
 mod psbt;
 mod signer;
+mod signer_peers;
+mod signer_records;
+mod spend;
 mod wallet;
 
 use std::io::{IsTerminal, Write};

@@ -2,18 +2,14 @@
 //! broadcast it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bitcoin::Psbt;
-use ckm::net::client::Client;
-use ckm::net::coordinator::SignReport;
-use ckm::psbt::SigningSession;
-use ckm::wallet::CkmWallet;
 use clap::Subcommand;
 
-use super::wallet::{electrum_url, fee_rate, ElectrumArg, PaymentArgs, WalletArg};
-use super::{runtime, write_file, Context};
+use super::args::{ElectrumArg, PaymentArgs, WalletArg};
+use super::spend::{build, cosign_with_timeout, electrum_url, summary};
+use super::{write_file, Context};
 
 /// Largest PSBT file read.
 const MAX_PSBT_FILE: u64 = 16 * 1024 * 1024;
@@ -166,63 +162,4 @@ pub fn read_psbt(path: &Path) -> Result<Psbt> {
     text.trim()
         .parse::<Psbt>()
         .map_err(|e| anyhow::anyhow!("{} is not a valid PSBT: {e}", path.display()))
-}
-
-/// Builds the payment PSBT.
-pub fn build(w: &mut CkmWallet, payment: &PaymentArgs) -> Result<Psbt> {
-    let to = w.parse_address(&payment.to)?;
-    Ok(w.build_payment(&to, payment.amount, fee_rate(payment.fee_rate)?)?)
-}
-
-/// A human summary of what a PSBT pays, as the signers will see it.
-pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
-    let session = SigningSession::new(psbt, &w.meta().group)?;
-    let checked = session.checked();
-    let mut lines = Vec::new();
-    for out in checked.payments() {
-        let addr = bitcoin::Address::from_script(&out.script_pubkey, w.meta().network)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| out.script_pubkey.to_hex_string());
-        lines.push(format!("pay     {:>14} sat to {addr}", out.amount.to_sat()));
-    }
-    for out in checked.outputs.iter().filter(|o| o.change_path.is_some()) {
-        lines.push(format!(
-            "change  {:>14} sat back to the wallet",
-            out.amount.to_sat()
-        ));
-    }
-    let rate = checked.fee.to_sat() as f64 / checked.estimated_vsize.max(1) as f64;
-    lines.push(format!(
-        "fee     {:>14} sat ({rate:.1} sat/vB, {} input(s))",
-        checked.fee.to_sat(),
-        checked.inputs.len()
-    ));
-    Ok(lines.join("\n"))
-}
-
-/// Co-signs with the wallet's signers (default timeout).
-pub fn cosign(ctx: &Context, w: &CkmWallet, psbt: &mut Psbt) -> Result<SignReport> {
-    cosign_with_timeout(ctx, w, psbt, 30)
-}
-
-fn cosign_with_timeout(
-    ctx: &Context,
-    w: &CkmWallet,
-    psbt: &mut Psbt,
-    timeout: u64,
-) -> Result<SignReport> {
-    let key = ctx.coordinator_identity()?;
-    let client = Client::new(key, Duration::from_secs(timeout))?;
-    ctx.say(format!(
-        "co-signing with {} of the {} signers…",
-        w.meta().group.threshold(),
-        w.meta().roster.len()
-    ));
-    let report = runtime()?
-        .block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
-        .context("co-signing failed; the PSBT was not changed")?;
-    for (index, reason) in &report.skipped {
-        ctx.say(format!("skipped signer {index}: {reason}"));
-    }
-    Ok(report)
 }

@@ -17,6 +17,8 @@ use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use clap::{Args, Subcommand};
 
+use super::signer_peers::{self, PeersCommand, WalletBindCommand};
+use super::signer_records::{self, AuditCommand, StateCommand};
 use super::{read_passphrase, runtime, Context};
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +47,10 @@ pub enum SignerCommand {
     /// self-signed certificate kept in the signer's home, pinned by coordinators through its
     /// fingerprint: `ckm signer tls`) or --tls-cert/--tls-key.
     ///
+    /// A key generation is joined only when every other signer of its roster is an approved
+    /// peer: --allow-peer PUBKEY (for the life of the process) or `ckm signer peers add`
+    /// (kept in the sealed store, re-read for every key generation).
+    ///
     /// Unauthenticated clients cost little: the signed header is checked before any byte of
     /// the body is read, connections are capped (--max-connections; more wait in the kernel's
     /// queue) and must send their header within --header-timeout, bodies are read only for
@@ -53,7 +59,9 @@ pub enum SignerCommand {
     ///
     /// Examples:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
-    ///       --allow-coordinator $(ckm --home ~/coordinator id) --passphrase-file ~/signer1.pass
+    ///       --allow-coordinator $(ckm --home ~/coordinator id) \
+    ///       --allow-peer $(ckm --home ~/signer2 id) --allow-peer $(ckm --home ~/signer3 id) \
+    ///       --passphrase-file ~/signer1.pass
     ///   ckm --home ~/signer1 signer serve --listen 0.0.0.0:7443 --tls --allow-coordinator <id>
     #[command(verbatim_doc_comment)]
     Serve {
@@ -72,23 +80,38 @@ pub enum SignerCommand {
         /// Identity key of a coordinator allowed to use this signer (repeatable; see `ckm id`)
         #[arg(long = "allow-coordinator", value_name = "PUBKEY", required = true)]
         allow_coordinator: Vec<IdentityPublic>,
+        /// Identity key of another signer this one may generate keys with (repeatable; adds
+        /// to those approved with `ckm signer peers add`)
+        #[arg(long = "allow-peer", value_name = "PUBKEY")]
+        allow_peer: Vec<IdentityPublic>,
         /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// List the wallets this signer holds a share of (public information only)
+    /// List the wallets this signer holds a share of (public information only), with the
+    /// fingerprint of each certified key generation: compare it with the coordinator's
     Wallets,
+    /// Approve (or withdraw) the other signers this one generates keys with
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Manage which coordinators may use a wallet
+    #[command(subcommand)]
+    Wallet(WalletBindCommand),
     /// Print the SHA-256 fingerprint of this signer's self-signed TLS certificate (created
     /// on first use); coordinators pin it: --signer https://HOST:PORT#PUBKEY@FINGERPRINT
     Tls,
     /// Set or show this signer's spending policy per wallet
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Check this signer's audit log
+    /// Check and show this signer's audit records
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check this signer's records against its sealed checkpoint, or accept them after a
+    /// rollback warning
+    #[command(subcommand)]
+    State(StateCommand),
 }
 
 /// Connection and request limits of `signer serve` (each overrides the default).
@@ -193,15 +216,6 @@ pub enum PolicyCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Verify the hash chain of the audit log; fails at the first edited, removed or
-    /// reordered record
-    Verify,
-    /// Print the audit log's records
-    Show,
-}
-
 pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
     match cmd {
         SignerCommand::Init { passphrase_file } => init(ctx, passphrase_file),
@@ -211,6 +225,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             tls_cert,
             tls_key,
             allow_coordinator,
+            allow_peer,
             passphrase_file,
             limits,
         } => {
@@ -223,7 +238,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
                 allowed_coordinators: allow_coordinator,
                 limits: limits.apply(Limits::default())?,
             };
-            serve(ctx, listen, tls, access, passphrase_file)
+            serve(ctx, listen, tls, access, allow_peer, passphrase_file)
         }
         SignerCommand::Tls => {
             if !SignerHome::exists(&ctx.home) {
@@ -237,8 +252,11 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone())
         }
         SignerCommand::Wallets => wallets(ctx),
+        SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
+        SignerCommand::Wallet(cmd) => signer_peers::wallet(ctx, cmd),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
-        SignerCommand::Audit(cmd) => audit(ctx, cmd),
+        SignerCommand::Audit(cmd) => signer_records::audit(ctx, cmd),
+        SignerCommand::State(cmd) => signer_records::state(ctx, cmd),
     }
 }
 
@@ -273,6 +291,7 @@ fn serve(
     listen: SocketAddr,
     tls: Option<TlsIdentity>,
     access: Access,
+    peers: Vec<IdentityPublic>,
     passphrase_file: Option<PathBuf>,
 ) -> Result<()> {
     if tls.is_none() && !listen.ip().is_loopback() {
@@ -284,7 +303,10 @@ fn serve(
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
     let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
     drop(passphrase);
-    let signer = Arc::new(Signer::new(home)?);
+    let signer = Arc::new(Signer::new(home)?.with_peers(peers));
+    if let Some(problem) = signer.state_error() {
+        eprintln!("warning: {problem}");
+    }
     let identity = signer.identity();
     let rt = runtime()?;
     rt.block_on(async move {
@@ -352,15 +374,37 @@ async fn shutdown_signal() {
 
 fn wallets(ctx: &Context) -> Result<()> {
     let list = list_wallets(&SignerHome::dir_of(&ctx.home))?;
-    ctx.output(serde_json::to_value(&list)?, || {
+    let json: Vec<serde_json::Value> = list
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name,
+                "network": w.network.to_string(),
+                "group_key": w.group_key.to_string(),
+                "threshold": w.threshold,
+                "signers": w.signers,
+                "index": w.index,
+                "coordinator": w.coordinator.to_string(),
+                "fingerprint": w.fingerprint.map(|f| f.to_string()),
+            })
+        })
+        .collect();
+    ctx.output(serde_json::Value::Array(json), || {
         if list.is_empty() {
             return "no wallets".into();
         }
         list.iter()
             .map(|w| {
                 format!(
-                    "{}  {}-of-{}  signer #{}  {}  {}",
-                    w.name, w.threshold, w.signers, w.index, w.network, w.group_key
+                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}",
+                    w.name,
+                    w.threshold,
+                    w.signers,
+                    w.index,
+                    w.network,
+                    w.fingerprint
+                        .map_or_else(|| "none".to_string(), |f| f.to_string()),
+                    w.group_key
                 )
             })
             .collect::<Vec<_>>()
@@ -391,7 +435,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
             let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key.clone()).or_default();
+            let entry = policies.wallets.entry(info.group_key).or_default();
             if clear {
                 *entry = Policy::default();
             }
@@ -413,7 +457,11 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
                 }
             }
             let shown = entry.clone();
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            home.save_policies(
+                &policies,
+                &format!("policy of wallet {}: {shown}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "group_key": info.group_key, "policy": shown }),
                 || format!("{}: {shown}", info.name),
@@ -431,7 +479,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
             let policies = home.load_policies()?;
-            let rows: Vec<(String, String, Policy)> = wallets
+            let rows: Vec<(String, ckm::keys::GroupKey, Policy, String)> = wallets
                 .into_iter()
                 .map(|w| {
                     let p = policies
@@ -439,19 +487,22 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
                         .get(&w.group_key)
                         .cloned()
                         .unwrap_or_default();
-                    (w.name, w.group_key, p)
+                    let scope = limit_scope(&w, &p);
+                    (w.name, w.group_key, p, scope)
                 })
                 .collect();
             let json: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|(n, k, p)| serde_json::json!({ "wallet": n, "group_key": k, "policy": p }))
+                .map(|(n, k, p, scope)| {
+                    serde_json::json!({ "wallet": n, "group_key": k, "policy": p, "scope": scope })
+                })
                 .collect();
             ctx.output(serde_json::Value::Array(json), || {
                 if rows.is_empty() {
                     return "no wallets".into();
                 }
                 rows.iter()
-                    .map(|(n, _, p)| format!("{n}: {p}"))
+                    .map(|(n, _, p, scope)| format!("{n}: {p}\n  {scope}"))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -459,42 +510,28 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
     }
 }
 
-fn audit(ctx: &Context, cmd: AuditCommand) -> Result<()> {
-    let path = SignerHome::dir_of(&ctx.home).join("audit.log");
-    if !path.exists() {
-        if !SignerHome::exists(&ctx.home) {
-            bail!("{} is not a signer home", ctx.home.display());
-        }
-        // No log yet: an empty record list for `show`, like an empty log.
-        let json = match cmd {
-            AuditCommand::Verify => serde_json::json!({ "ok": true, "records": 0 }),
-            AuditCommand::Show => serde_json::json!([]),
-        };
-        return ctx.output(json, || "audit log is empty".into());
+/// How far a wallet's limits reach, in words (`policy show`).
+fn limit_scope(w: &ckm::signer::home::WalletInfo, p: &Policy) -> String {
+    use ckm::protocol::limits::{per_signer_factor, wallet_wide};
+    let counted = "amounts count what leaves the wallet: payments plus the fee";
+    if p.daily_limit_sats.is_none() {
+        return format!("{counted}; no daily limit");
     }
-    let records = ckm::signer::audit::verify(&path)?;
-    match cmd {
-        AuditCommand::Verify => ctx.output(
-            serde_json::json!({ "ok": true, "records": records.len() }),
-            || format!("audit log OK: {} records, chain intact", records.len()),
-        ),
-        AuditCommand::Show => ctx.output(serde_json::to_value(&records)?, || {
-            records
-                .iter()
-                .map(|r| {
-                    format!(
-                        "#{} {} {} tx {} pays {} sat fee {} sat: {}",
-                        r.seq,
-                        r.time,
-                        r.event.wallet,
-                        r.event.txid,
-                        r.event.amount_sats,
-                        r.event.fee_sats,
-                        r.event.outcome
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }),
+    if w.roster().is_none() {
+        return format!(
+            "{counted}; the daily limit is per signer (the wallet predates certified key generation, so signers cannot check each other's statements)"
+        );
+    }
+    if wallet_wide(w.threshold, w.signers) {
+        format!(
+            "{counted}; the daily limit holds for the whole wallet whichever {} of the {} signers sign (signers exchange signed statements before round 2)",
+            w.threshold, w.signers
+        )
+    } else {
+        let k = per_signer_factor(w.threshold, w.signers);
+        format!(
+            "{counted}; with {}-of-{} two sets of signers need not overlap, so the daily limit is per signer: disjoint sets of {} signers can each spend it, at most {k} x the limit in 24 hours",
+            w.threshold, w.signers, w.threshold
+        )
     }
 }

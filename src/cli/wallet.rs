@@ -5,65 +5,25 @@ use std::io::IsTerminal;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
-use bitcoin::{Amount, FeeRate, Network};
+use bitcoin::Network;
 use ckm::identity::IdentityPublic;
+use ckm::keys::{CertPin, Roster, RosterEntry};
 use ckm::net::client::Client;
-use ckm::wallet::{CkmWallet, RosterEntry, WalletMeta};
-use clap::{Args, Subcommand};
+use ckm::wallet::{CkmWallet, WalletMeta};
+use clap::Subcommand;
 
-use super::{psbt, runtime, Context};
-
-/// `--wallet NAME`, shared by every wallet-scoped command.
-#[derive(Debug, Args, Clone)]
-pub struct WalletArg {
-    /// Wallet to use [default: the home's only wallet]
-    #[arg(long = "wallet", value_name = "NAME")]
-    pub name: Option<String>,
-}
-
-/// `--electrum URL`, shared by the commands that talk to the chain.
-#[derive(Debug, Args, Clone)]
-pub struct ElectrumArg {
-    /// Electrum server, e.g. tcp://127.0.0.1:60401 [default: CKM_ELECTRUM, else the wallet's saved server]
-    #[arg(long, value_name = "URL")]
-    pub electrum: Option<String>,
-}
-
-/// `--to ADDR --amount SATS [--fee-rate SAT_PER_VB]`, shared by `wallet send` and `psbt create`.
-#[derive(Debug, Args, Clone)]
-pub struct PaymentArgs {
-    /// Destination address (must be on the wallet's network)
-    #[arg(long, value_name = "ADDR")]
-    pub to: String,
-    /// Amount to pay, in satoshis
-    #[arg(long, value_name = "SATS", value_parser = parse_amount)]
-    pub amount: Amount,
-    /// Fee rate in sat/vB
-    #[arg(long, value_name = "SAT_PER_VB", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub fee_rate: u64,
-}
-
-fn parse_amount(s: &str) -> Result<Amount, String> {
-    let sats: u64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number of satoshis"))?;
-    if sats == 0 {
-        return Err("the amount must be positive".into());
-    }
-    if sats > 21_000_000 * 100_000_000 {
-        return Err("the amount exceeds 21 million BTC".into());
-    }
-    Ok(Amount::from_sat(sats))
-}
+use super::args::{ElectrumArg, PaymentArgs, WalletArg};
+use super::spend::{self, electrum_url};
+use super::{runtime, Context};
 
 /// A signer given as `URL#PUBKEY`.
 #[derive(Debug, Clone)]
 pub struct SignerSpec {
     url: String,
     identity: IdentityPublic,
-    tls_sha256: Option<String>,
+    tls_sha256: Option<CertPin>,
 }
 
 fn parse_signer(s: &str) -> Result<SignerSpec, String> {
@@ -89,21 +49,29 @@ fn parse_signer(s: &str) -> Result<SignerSpec, String> {
         (_, Some(_)) => return Err(format!("{url}: a TLS fingerprint needs an https URL")),
         _ => {}
     }
+    let tls_sha256 = pin
+        .map(|p| p.parse::<CertPin>().map_err(|e| e.to_string()))
+        .transpose()?;
     Ok(SignerSpec {
         url: url.to_string(),
         identity,
-        tls_sha256: pin,
+        tls_sha256,
     })
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
-    /// Create a wallet by running a FROST DKG across the signers
+    /// Create a wallet by running a certified FROST key generation across the signers
     ///
-    /// The signers must be running (`ckm signer serve`) and trust this home's identity
-    /// (`ckm id`). Round-2 DKG packages are encrypted end to end between signers; the
-    /// coordinator relays them without being able to read them and checks that every signer
-    /// ends with the same group key and chain code. Prints the wallet's descriptors.
+    /// The signers must be running (`ckm signer serve`), trust this home's identity
+    /// (`ckm id`, given to `--allow-coordinator`), and each must have approved every other
+    /// signer as a peer (`ckm signer peers add PUBKEY` or `--allow-peer PUBKEY`); a signer
+    /// refuses a roster with any identity its operator did not approve. Round-2 packages are
+    /// encrypted end to end between signers and bound to a transcript that covers the whole
+    /// roster, the wallet name, the network and t/n; the coordinator relays them without being
+    /// able to read them. Every signer certifies the result with its identity key and stores
+    /// its share only after checking all n certificates. Prints the descriptors and the wallet
+    /// fingerprint: compare it with `ckm signer wallets` on every signer.
     ///
     /// Example (2-of-3):
     ///   ckm --home ~/coord wallet create vault --threshold 2 \
@@ -126,8 +94,23 @@ pub enum WalletCommand {
     },
     /// List the wallets of this home
     List,
-    /// Print the wallet's public descriptors (importable into Bitcoin Core as watch-only)
+    /// Print the wallet's public descriptors (importable into Bitcoin Core as watch-only),
+    /// roster and fingerprint
     Descriptor {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+    /// Re-check the wallet's certified key generation offline
+    ///
+    /// Recomputes the transcript from the stored context and round-1 broadcasts, derives the
+    /// group key and chain code from the public commitments, and verifies every signer's
+    /// certificate against the certified roster; also checks that the live roster still
+    /// names the certified identity keys. Prints the wallet fingerprint.
+    ///
+    /// Example:
+    ///   ckm wallet verify --wallet vault
+    #[command(verbatim_doc_comment)]
+    Verify {
         #[command(flatten)]
         wallet: WalletArg,
     },
@@ -181,6 +164,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
         }
+        WalletCommand::Verify { wallet } => verify(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -204,23 +188,28 @@ fn create(
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
     ckm::frost::dkg::DkgParams::new(threshold, n)?;
     let network = ctx.network.unwrap_or(Network::Regtest);
-    let roster: Vec<RosterEntry> = signers
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| RosterEntry {
-            index: u16::try_from(i + 1).unwrap_or(u16::MAX),
-            url: s.url,
-            identity: s.identity,
-            tls_sha256: s.tls_sha256,
-        })
-        .collect();
+    let roster = Roster::new(
+        signers
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| RosterEntry {
+                index: u16::try_from(i + 1).unwrap_or(u16::MAX),
+                url: s.url,
+                identity: s.identity,
+                tls_sha256: s.tls_sha256,
+            })
+            .collect(),
+    )?;
     let key = ctx.coordinator_identity()?;
+    if roster.index_of(&key.public()).is_some() {
+        bail!("this coordinator's own identity ({}) is listed as a signer; a signer runs in its own home", key.public());
+    }
     let client = Client::new(key, Duration::from_secs(timeout))?;
     ctx.say(format!(
-        "running a {threshold}-of-{} DKG across the signers…",
+        "running a certified {threshold}-of-{} key generation across the signers…",
         roster.len()
     ));
-    let group = runtime()?
+    let (group, keygen) = runtime()?
         .block_on(ckm::net::coordinator::create_wallet(
             &client, name, network, threshold, &roster,
         ))
@@ -231,7 +220,10 @@ fn create(
         group,
         roster,
         electrum: None,
+        keygen: Some(keygen),
     };
+    meta.verify()
+        .context("the certified key generation does not check out; nothing was stored")?;
     // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
     // only once complete: a crash part-way leaves no half-made wallet that would break
     // `wallet list` and block the name. The hard link refuses to replace an existing wallet.
@@ -259,6 +251,7 @@ fn list(ctx: &Context) -> Result<()> {
             "network": w.meta().network.to_string(),
             "threshold": w.meta().group.threshold(),
             "signers": w.meta().roster.len(),
+            "fingerprint": w.meta().fingerprint().map(|f| f.to_string()),
         }));
     }
     ctx.output(serde_json::Value::Array(rows.clone()), || {
@@ -283,8 +276,10 @@ fn list(ctx: &Context) -> Result<()> {
 fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
     let meta = wallet.meta();
     let (external, internal) = meta.descriptors()?;
+    let fingerprint = meta.fingerprint();
     let signers: Vec<serde_json::Value> = meta
         .roster
+        .entries()
         .iter()
         .map(|r| serde_json::json!({ "index": r.index, "url": r.url, "identity": r.identity.to_string() }))
         .collect();
@@ -295,21 +290,46 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
             "external": external,
             "internal": internal,
             "threshold": meta.group.threshold(),
+            "fingerprint": fingerprint.map(|f| f.to_string()),
             "signers": signers,
         }),
         || {
             let roster: Vec<String> = meta
                 .roster
+                .entries()
                 .iter()
                 .map(|r| format!("  #{} {}  {}", r.index, r.url, r.identity))
                 .collect();
             format!(
-                "wallet:   {} ({}-of-{}, {})\nexternal: {external}\ninternal: {internal}\nsigners:\n{}",
+                "wallet:      {} ({}-of-{}, {})\nfingerprint: {}\nexternal:    {external}\ninternal:    {internal}\nsigners:\n{}",
                 meta.name,
                 meta.group.threshold(),
                 meta.roster.len(),
                 meta.network,
+                fingerprint.map_or_else(|| "none (created before certified key generation)".to_string(), |f| f.to_string()),
                 roster.join("\n")
+            )
+        },
+    )
+}
+
+fn verify(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
+    let meta = wallet.meta();
+    let fingerprint = meta
+        .verify()
+        .with_context(|| format!("wallet '{}' failed verification", meta.name))?;
+    ctx.output(
+        serde_json::json!({
+            "wallet": meta.name,
+            "verified": true,
+            "fingerprint": fingerprint.to_string(),
+            "certificates": meta.roster.len(),
+        }),
+        || {
+            format!(
+                "wallet '{}': all {} certificates verify; fingerprint {fingerprint}",
+                meta.name,
+                meta.roster.len()
             )
         },
     )
@@ -322,21 +342,6 @@ fn address(ctx: &Context, wallet: WalletArg) -> Result<()> {
         serde_json::json!({ "address": info.address.to_string(), "index": info.index }),
         || info.address.to_string(),
     )
-}
-
-/// The Electrum server: flag, then CKM_ELECTRUM, then the wallet's saved server.
-pub fn electrum_url(arg: &ElectrumArg, wallet: &CkmWallet) -> Result<String> {
-    if let Some(url) = &arg.electrum {
-        return Ok(url.clone());
-    }
-    if let Ok(url) = std::env::var("CKM_ELECTRUM") {
-        if !url.is_empty() {
-            return Ok(url);
-        }
-    }
-    wallet.meta().electrum.clone().ok_or_else(|| {
-        anyhow!("no Electrum server: pass --electrum URL (saved for next time) or set CKM_ELECTRUM")
-    })
 }
 
 fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg) -> Result<()> {
@@ -412,8 +417,8 @@ fn send(
 ) -> Result<()> {
     let mut w = ctx.open_wallet(wallet.name.as_deref())?;
     let url = electrum_url(&electrum, &w)?;
-    let mut built = psbt::build(&mut w, &payment)?;
-    let summary = psbt::summary(&w, &built)?;
+    let mut built = spend::build(&mut w, &payment)?;
+    let summary = spend::summary(&w, &built)?;
     if !ctx.json {
         eprintln!("{summary}");
     }
@@ -428,16 +433,10 @@ fn send(
             bail!("cancelled; nothing was signed");
         }
     }
-    let report = psbt::cosign(ctx, &w, &mut built)?;
+    let report = spend::cosign(ctx, &w, &mut built)?;
     let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &report.transaction)?;
     ctx.output(
         serde_json::json!({ "txid": txid.to_string(), "signers": report.signers, "culprits": report.culprits }),
         || txid.to_string(),
     )
-}
-
-/// Fee rate from sat/vB.
-pub fn fee_rate(sat_per_vb: u64) -> Result<FeeRate> {
-    FeeRate::from_sat_per_vb(sat_per_vb)
-        .ok_or_else(|| anyhow!("fee rate {sat_per_vb} sat/vB is too large"))
 }

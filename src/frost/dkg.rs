@@ -172,12 +172,16 @@ impl fmt::Debug for Round2Send {
     }
 }
 
-/// The hash of a complete set of round-1 broadcasts.
+/// The hash of a complete set of round-1 broadcasts, bound to `context` (the hash of
+/// everything the participants agreed on before round 1: see
+/// [`crate::protocol::dkg::DkgContext`]; all zeros for an uncertified in-memory run).
 pub fn transcript_hash(
+    context: &[u8; 32],
     params: &DkgParams,
     broadcasts: &BTreeMap<Identifier, Round1Broadcast>,
 ) -> Result<TranscriptHash, DkgError> {
     let mut engine = TranscriptDigest::engine();
+    engine.input(context);
     engine.input(&params.threshold.to_be_bytes());
     engine.input(&params.signers.to_be_bytes());
     for (id, b) in broadcasts {
@@ -190,7 +194,8 @@ pub fn transcript_hash(
     Ok(TranscriptDigest::from_engine(engine).to_byte_array())
 }
 
-fn chain_code(broadcasts: &BTreeMap<Identifier, Round1Broadcast>) -> [u8; 32] {
+/// The wallet's chain code: a hash of every participant's contribution.
+pub fn chain_code(broadcasts: &BTreeMap<Identifier, Round1Broadcast>) -> [u8; 32] {
     let mut engine = ChainCodeDigest::engine();
     for (id, b) in broadcasts {
         engine.input(&id.serialize());
@@ -199,10 +204,32 @@ fn chain_code(broadcasts: &BTreeMap<Identifier, Round1Broadcast>) -> [u8; 32] {
     ChainCodeDigest::from_engine(engine).to_byte_array()
 }
 
+/// The group a complete set of round-1 broadcasts defines, computed from the public
+/// commitments alone (as `dkg::part3` computes it, Taproot tweak and even-Y normalisation
+/// included): anyone holding the broadcasts can check a DKG's result without a share.
+///
+/// # Errors
+/// frost rejects the commitments, or the result does not make a group.
+pub fn group_from_broadcasts(
+    broadcasts: &BTreeMap<Identifier, Round1Broadcast>,
+) -> Result<GroupPublic, DkgError> {
+    use frost::keys::Tweak as _;
+    let commitments: BTreeMap<Identifier, &frost::keys::VerifiableSecretSharingCommitment> =
+        broadcasts
+            .iter()
+            .map(|(id, b)| (*id, b.package.commitment()))
+            .collect();
+    let package =
+        frost::keys::PublicKeyPackage::from_dkg_commitments(&commitments).map_err(frost_error)?;
+    let package = package.tweak::<&[u8]>(None);
+    Ok(GroupPublic::new(package, chain_code(broadcasts))?)
+}
+
 /// A participant after round 1 (holds its round-1 secret).
 pub struct DkgRound1 {
     identifier: Identifier,
     params: DkgParams,
+    context: [u8; 32],
     secret: round1::SecretPackage,
     own: Round1Broadcast,
 }
@@ -218,12 +245,14 @@ impl fmt::Debug for DkgRound1 {
 
 impl DkgRound1 {
     /// Starts the DKG for participant `identifier`, returning its state and its broadcast.
+    /// `context` is bound into the transcript (see [`transcript_hash`]).
     ///
     /// # Errors
     /// Fails when frost rejects the parameters.
     pub fn start<R: RngCore + CryptoRng>(
         identifier: Identifier,
         params: DkgParams,
+        context: [u8; 32],
         rng: &mut R,
     ) -> Result<(Self, Round1Broadcast), DkgError> {
         let (secret, package) =
@@ -239,6 +268,7 @@ impl DkgRound1 {
             DkgRound1 {
                 identifier,
                 params,
+                context,
                 secret,
                 own: own.clone(),
             },
@@ -276,7 +306,7 @@ impl DkgRound1 {
                 participant: roster_index(&self.identifier),
             });
         }
-        let transcript = transcript_hash(&self.params, broadcasts)?;
+        let transcript = transcript_hash(&self.context, &self.params, broadcasts)?;
         let others: BTreeMap<Identifier, round1::Package> = broadcasts
             .iter()
             .filter(|(id, _)| **id != self.identifier)
@@ -497,7 +527,7 @@ pub fn run_in_memory<R: RngCore + CryptoRng>(
     let mut relay: DkgRelay<round2::Package> = DkgRelay::new(params);
     let mut round1 = Vec::new();
     for id in params.identifiers() {
-        let (state, broadcast) = DkgRound1::start(id, params, rng)?;
+        let (state, broadcast) = DkgRound1::start(id, params, [0u8; 32], rng)?;
         relay.add_round1(id, broadcast);
         round1.push(state);
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::{response_digest, signed_path, AUTH_HEADER, MAX_BODY, MESSAGE_PATH, RESPONSE_HEADER};
 use crate::auth::{unix_now, RequestAuth};
 use crate::identity::IdentityKey;
+use crate::keys::RosterEntry;
 use crate::message::{self, CoordinatorToSigner, ErrorCode, SignerToCoordinator};
-use crate::wallet::RosterEntry;
 
 /// Why a call to a signer failed. Signers are named by roster index and URL.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -212,18 +212,18 @@ impl Client {
         }
         let pin = signer
             .tls_sha256
-            .as_deref()
+            .map(|p| p.to_string())
             .ok_or("https signer without a pinned certificate fingerprint")?;
         let mut cache = self.pinned.lock().map_err(|_| "lock poisoned")?;
-        if let Some(c) = cache.get(pin) {
+        if let Some(c) = cache.get(&pin) {
             return Ok(c.clone());
         }
-        let tls = crate::net::tls::pinned_client_config(pin).map_err(|e| e.to_string())?;
+        let tls = crate::net::tls::pinned_client_config(&pin).map_err(|e| e.to_string())?;
         let client = builder(self.timeout)
             .use_preconfigured_tls(tls)
             .build()
             .map_err(|e| e.to_string())?;
-        cache.insert(pin.to_string(), client.clone());
+        cache.insert(pin, client.clone());
         Ok(client)
     }
 

@@ -49,6 +49,15 @@ const PACKAGE_JSON: usize = 192;
 const PSBT_INPUT_BASE64: usize = 512;
 /// Room for the envelope of any message: version, variant, session, wallet reference.
 const ENVELOPE: usize = 64 * 1024;
+/// Most spends in the window of a wallet-wide limit that a signer's statement may list for
+/// [`MAX_INPUTS`] inputs at [`MAX_THRESHOLD`] to still fit (see
+/// [`crate::protocol::limits::Statement`]); more spends leave room for fewer inputs.
+pub const MAX_WINDOW_SPENDS: usize = 300;
+/// Upper bound on the JSON of one spend in a statement (txid, amount, state).
+/// Measured at 113 bytes; checked by a test.
+const SPEND_JSON: usize = 128;
+/// Upper bound on a statement without its spends. Measured at about 400 bytes.
+const STATEMENT_JSON: usize = 1024;
 
 /// Largest request or response body a signer or coordinator accepts: 8 MiB.
 ///
@@ -56,8 +65,10 @@ const ENVELOPE: usize = 64 * 1024;
 /// ([`crate::message::CoordinatorToSigner::SignShare`]) for a PSBT of [`MAX_INPUTS`] inputs
 /// at threshold [`MAX_THRESHOLD`]: one signing package per input, each carrying the
 /// commitments of `t` signers:
-/// `1 000 × (192 + 20 × 320) = 6 592 000` bytes (6.05 MB measured), plus the envelope,
-/// rounded up to 8 MiB. Round 1's PSBT (`1 000 × 512` bytes; 0.41 MB measured) and every
+/// `1 000 × (192 + 20 × 320) = 6 592 000` bytes (6.05 MB measured), plus, for a wallet with
+/// a wallet-wide limit, one statement per chosen signer listing up to [`MAX_WINDOW_SPENDS`]
+/// spends (`20 × (1 024 + 300 × 128) = 788 480` bytes), plus the envelope: 7.45 MB, rounded
+/// up to 8 MiB. Round 1's PSBT (`1 000 × 512` bytes; 0.41 MB measured) and every
 /// answer are far smaller, and so is the largest key-generation message (the round-1
 /// broadcasts of a 255-of-255 group, 4.58 MB measured). A test encodes each of these
 /// messages and checks they fit.
@@ -67,8 +78,12 @@ const ENVELOPE: usize = 64 * 1024;
 /// threshold the spend must be split.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-const _: () =
-    assert!(ENVELOPE + MAX_INPUTS * (PACKAGE_JSON + MAX_THRESHOLD * COMMITMENT_JSON) <= MAX_BODY);
+/// The computed bound on the largest legitimate message (see [`MAX_BODY`]): 7 446 016 bytes.
+pub const LARGEST_MESSAGE: usize = ENVELOPE
+    + MAX_INPUTS * (PACKAGE_JSON + MAX_THRESHOLD * COMMITMENT_JSON)
+    + MAX_THRESHOLD * (STATEMENT_JSON + MAX_WINDOW_SPENDS * SPEND_JSON);
+
+const _: () = assert!(LARGEST_MESSAGE <= MAX_BODY);
 const _: () = assert!(ENVELOPE + MAX_INPUTS * PSBT_INPUT_BASE64 <= MAX_BODY);
 
 /// The path string a request signs: the endpoint bound to the target signer, so a request
@@ -108,7 +123,18 @@ mod tests {
     use super::*;
     use crate::frost::dkg::{DkgParams, DkgRound1};
     use crate::frost::identifier;
+    use crate::identity::IdentityKey;
+    use crate::keys::GroupKey;
     use crate::message::{encode, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
+    use crate::protocol::dkg::Round1Request;
+    use crate::protocol::limits::{Receipt, SpendEntry, SpendState, Statement};
+
+    fn group_key() -> GroupKey {
+        // The secp256k1 generator: any valid point does.
+        "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+            .parse()
+            .unwrap()
+    }
 
     fn rng() -> rand::rngs::StdRng {
         rand::rngs::StdRng::seed_from_u64(0x51_7a_e5)
@@ -138,18 +164,59 @@ mod tests {
         assert!(per_commitment <= COMMITMENT_JSON, "{per_commitment}");
         assert!(package <= PACKAGE_JSON, "{package}");
 
-        let message = CoordinatorToSigner::SignShare {
-            session: SessionId([0xcd; 16]),
+        let session = SessionId([0xcd; 16]);
+        let mut message = CoordinatorToSigner::SignShare {
+            session,
             packages: vec![full; MAX_INPUTS],
+            statements: BTreeMap::new(),
         };
         let len = encode(&message).len();
         eprintln!("SignShare of {MAX_INPUTS} inputs at t = {MAX_THRESHOLD}: {len} bytes");
         assert!(len <= MAX_BODY, "{len}");
-        // The answer: one share per input.
-        let shares = SignerToCoordinator::SignCommitments {
-            commitments: vec![*commitments(1).values().next().unwrap(); MAX_INPUTS],
+
+        // With a wallet-wide limit: one statement per chosen signer, each listing up to
+        // MAX_WINDOW_SPENDS spends.
+        let key = IdentityKey::generate(&mut rng());
+        let spends: Vec<SpendEntry> = (0..MAX_WINDOW_SPENDS)
+            .map(|i| SpendEntry {
+                txid: Txid::from_byte_array([(i % 251) as u8; 32]),
+                outflow_sats: 2_100_000_000_000_000,
+                state: SpendState::Signed,
+            })
+            .collect();
+        let statement = |index| {
+            Statement::sign(
+                &key,
+                group_key(),
+                session,
+                index,
+                u64::MAX,
+                u64::MAX,
+                spends.clone(),
+            )
         };
-        assert!(encode(&shares).len() <= MAX_BODY / 8);
+        let one_spend = serde_json::to_vec(&spends[0]).unwrap().len() + 1;
+        eprintln!("statement spend entry {one_spend} bytes");
+        assert!(one_spend <= SPEND_JSON, "{one_spend}");
+        if let CoordinatorToSigner::SignShare { statements, .. } = &mut message {
+            for index in 1..=t {
+                statements.insert(index, statement(index));
+            }
+        }
+        let len = encode(&message).len();
+        eprintln!(
+            "SignShare of {MAX_INPUTS} inputs at t = {MAX_THRESHOLD} with statements of \
+             {MAX_WINDOW_SPENDS} spends: {len} bytes"
+        );
+        assert!(len <= MAX_BODY, "{len}");
+
+        // The answer to round 1: one commitment per input and a receipt.
+        let commitments = SignerToCoordinator::SignCommitments {
+            commitments: vec![*commitments(1).values().next().unwrap(); MAX_INPUTS],
+            receipt: Receipt::sign(&key, group_key(), session, 1, Txid::all_zeros(), 1),
+            statements_required: true,
+        };
+        assert!(encode(&commitments).len() <= MAX_BODY / 8);
     }
 
     /// A PSBT laid out as ckm's wallet writes it: every input with `witness_utxo`,
@@ -218,7 +285,7 @@ mod tests {
             session: SessionId([0xcd; 16]),
             wallet: WalletRef {
                 name: "w".repeat(200),
-                group_key: "02".repeat(33),
+                group_key: group_key(),
             },
             psbt,
         };
@@ -231,11 +298,12 @@ mod tests {
     fn largest_key_generation_fits() {
         let n = DkgParams::MAX_SIGNERS;
         let params = DkgParams::new(n, n).unwrap();
-        let (_, broadcast) = DkgRound1::start(identifier(1).unwrap(), params, &mut rng()).unwrap();
-        let message = CoordinatorToSigner::DkgRound1 {
+        let (_, broadcast) =
+            DkgRound1::start(identifier(1).unwrap(), params, [9; 32], &mut rng()).unwrap();
+        let message = CoordinatorToSigner::DkgRound1(Round1Request {
             session: SessionId([0xcd; 16]),
             broadcasts: (1..=n).map(|i| (i, broadcast.clone())).collect(),
-        };
+        });
         let len = encode(&message).len();
         eprintln!("DkgRound1 of {n}-of-{n}: {len} bytes");
         assert!(len <= MAX_BODY, "{len}");

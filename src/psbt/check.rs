@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use bitcoin::bip32::{ChildNumber, DerivationPath};
 use bitcoin::key::TapTweak;
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, XOnlyPublicKey};
 
 use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError};
+use crate::keys::{Keychain, WalletPath};
 
 /// Why a PSBT was refused. Inputs and outputs are named by index.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,8 @@ pub struct CheckedInput {
     pub sighash: TapSighash,
     /// The sighash type (Default or All).
     pub sighash_type: TapSighashType,
+    /// Where the input's key sits in the wallet.
+    pub path: WalletPath,
     /// Derivation of the input's internal key from the group root.
     pub derivation: Derivation,
     /// The input's script-tree merkle root (None for key-only outputs).
@@ -115,29 +117,54 @@ pub struct CheckedOutput {
     pub amount: Amount,
     /// Its script.
     pub script_pubkey: ScriptBuf,
-    /// Derivation path when the output was verified to return to this wallet (change).
-    pub change_path: Option<DerivationPath>,
+    /// Where the output's key sits, when it was verified to return to this wallet (change).
+    pub change_path: Option<WalletPath>,
 }
 
-/// A PSBT that passed every check, with what a policy needs to judge it.
+/// A PSBT that passed every check, with what a policy needs to judge it. Only
+/// [`check_psbt`] makes one.
 #[derive(Debug, Clone)]
 pub struct CheckedPsbt {
-    /// Txid of the unsigned transaction.
-    pub txid: Txid,
-    /// Every input (all are ours).
-    pub inputs: Vec<CheckedInput>,
-    /// Every output.
-    pub outputs: Vec<CheckedOutput>,
-    /// Sum of inputs.
-    pub input_total: Amount,
-    /// The fee.
-    pub fee: Amount,
-    /// Virtual size estimate of the signed transaction (key-path witnesses of 64/65 bytes).
-    pub estimated_vsize: u64,
+    txid: Txid,
+    inputs: Vec<CheckedInput>,
+    outputs: Vec<CheckedOutput>,
+    input_total: Amount,
+    fee: Amount,
+    estimated_vsize: u64,
 }
 
 impl CheckedPsbt {
-    /// What leaves the wallet: outputs not verified as change.
+    /// Txid of the unsigned transaction.
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    /// Every input (all are ours).
+    pub fn inputs(&self) -> &[CheckedInput] {
+        &self.inputs
+    }
+
+    /// Every output.
+    pub fn outputs(&self) -> &[CheckedOutput] {
+        &self.outputs
+    }
+
+    /// Sum of inputs.
+    pub fn input_total(&self) -> Amount {
+        self.input_total
+    }
+
+    /// The fee.
+    pub fn fee(&self) -> Amount {
+        self.fee
+    }
+
+    /// Virtual size estimate of the signed transaction (key-path witnesses of 64/65 bytes).
+    pub fn estimated_vsize(&self) -> u64 {
+        self.estimated_vsize
+    }
+
+    /// Outputs not verified as change: payments.
     pub fn payments(&self) -> impl Iterator<Item = &CheckedOutput> {
         self.outputs.iter().filter(|o| o.change_path.is_none())
     }
@@ -145,6 +172,24 @@ impl CheckedPsbt {
     /// Sum of payments (excluding change and fee).
     pub fn payment_total(&self) -> Amount {
         self.payments().map(|o| o.amount).sum()
+    }
+
+    /// Sum of verified change outputs.
+    pub fn change_total(&self) -> Amount {
+        self.outputs
+            .iter()
+            .filter(|o| o.change_path.is_some())
+            .map(|o| o.amount)
+            .sum()
+    }
+
+    /// What leaves the wallet: inputs minus change, i.e. payments plus the fee. This is what
+    /// every amount limit counts.
+    pub fn outflow(&self) -> Amount {
+        // The check guarantees outputs <= inputs, so change <= inputs.
+        self.input_total
+            .checked_sub(self.change_total())
+            .unwrap_or(self.input_total)
     }
 }
 
@@ -158,7 +203,7 @@ fn our_path(
             bitcoin::bip32::KeySource,
         ),
     >,
-) -> Result<DerivationPath, &'static str> {
+) -> Result<WalletPath, &'static str> {
     let (leaves, (fingerprint, path)) = origins
         .get(internal)
         .ok_or("no tap_key_origins entry for its internal key")?;
@@ -168,29 +213,27 @@ fn our_path(
     if *fingerprint != group.fingerprint() {
         return Err("its key origin has another master fingerprint");
     }
-    Ok(path.clone())
+    WalletPath::from_derivation(path)
+        .map_err(|_| "its origin path is not m/0/i or m/1/i (i non-hardened)")
 }
 
-/// Derives `path`, reusing the derivation of its parent (`m/0`, `m/1`: shared by every
+/// Derives `path`, reusing the derivation of its keychain (`m/0`, `m/1`: shared by every
 /// address of a keychain) from `parents`.
 fn derive_cached(
     group: &GroupPublic,
-    parents: &mut HashMap<DerivationPath, Derivation>,
-    path: &DerivationPath,
+    parents: &mut HashMap<Keychain, Derivation>,
+    path: &WalletPath,
 ) -> Result<Derivation, KeyError> {
-    let steps: &[ChildNumber] = path.as_ref();
-    let Some((last, parent_steps)) = steps.split_last() else {
-        return group.derivation(path);
-    };
-    let parent_path = DerivationPath::from(parent_steps.to_vec());
-    let parent = match parents.get(&parent_path) {
+    let parent = match parents.get(&path.keychain) {
         Some(p) => p,
         None => {
-            let p = group.derivation(&parent_path)?;
-            parents.entry(parent_path).or_insert(p)
+            let p = group.derivation(&path.keychain_path())?;
+            parents.entry(path.keychain).or_insert(p)
         }
     };
-    parent.extend(&DerivationPath::from(vec![*last]))
+    parent.extend(&bitcoin::bip32::DerivationPath::from(vec![
+        bitcoin::bip32::ChildNumber::Normal { index: path.index },
+    ]))
 }
 
 /// Checks `psbt` against the group and computes every input's sighash.
@@ -223,7 +266,7 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
     }
 
     let mut cache = SighashCache::new(tx);
-    let mut parents: HashMap<DerivationPath, Derivation> = HashMap::new();
+    let mut parents: HashMap<Keychain, Derivation> = HashMap::new();
     let mut inputs = Vec::with_capacity(tx.input.len());
     for (index, (input, prevout)) in psbt.inputs.iter().zip(&prevouts).enumerate() {
         let sighash_type = match input.sighash_type {
@@ -257,6 +300,13 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                 "its internal key is not our key at its origin path",
             ));
         }
+        // The wallet commits to no script tree: an input claiming one is not ours (a
+        // coordinator could otherwise make signers sign for a key with a tree it chose).
+        if input.tap_merkle_root.is_some() {
+            return Err(not_ours(
+                "it commits to a script tree (tap_merkle_root) the wallet does not have",
+            ));
+        }
         let merkle_root = input.tap_merkle_root;
         let (output_key, _) = internal.tap_tweak(secp(), merkle_root);
         if prevout.script_pubkey != ScriptBuf::new_p2tr_tweaked(output_key) {
@@ -270,6 +320,7 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
             })?;
         inputs.push(CheckedInput {
             index,
+            path,
             sighash,
             sighash_type,
             derivation,

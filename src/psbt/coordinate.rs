@@ -123,7 +123,7 @@ impl SigningSession {
                 need,
             });
         }
-        let inputs = self.checked.inputs.len();
+        let inputs = self.checked.inputs().len();
         for (id, list) in commitments {
             if list.len() != inputs {
                 return Err(CoordinateError::WrongCount {
@@ -136,7 +136,7 @@ impl SigningSession {
         }
         Ok(self
             .checked
-            .inputs
+            .inputs()
             .iter()
             .enumerate()
             .map(|(k, input)| {
@@ -159,7 +159,7 @@ impl SigningSession {
         packages: &[SigningPackage],
         shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
     ) -> Result<Vec<taproot::Signature>, CoordinateError> {
-        let inputs = self.checked.inputs.len();
+        let inputs = self.checked.inputs().len();
         if packages.len() != inputs {
             return Err(CoordinateError::SignerSetChanged);
         }
@@ -176,7 +176,7 @@ impl SigningSession {
         }
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
         let mut signatures = Vec::with_capacity(inputs);
-        for (k, (input, package)) in self.checked.inputs.iter().zip(packages).enumerate() {
+        for (k, (input, package)) in self.checked.inputs().iter().zip(packages).enumerate() {
             let committed: BTreeSet<Identifier> =
                 package.signing_commitments().keys().copied().collect();
             if committed != signers {

@@ -113,13 +113,13 @@ pub fn commit<R: RngCore + CryptoRng>(
 ) -> Result<(SignerNonces, Vec<SigningCommitments>, CheckedPsbt), SignError> {
     let checked = check_psbt(psbt, share.group())?;
     let (nonces, commitments): (Vec<_>, Vec<_>) = checked
-        .inputs
+        .inputs()
         .iter()
         .map(|_| frost::round1::commit(share.root_signing_share(), rng))
         .unzip();
     Ok((
         SignerNonces {
-            txid: checked.txid,
+            txid: checked.txid(),
             group_key: share.group().group_key(),
             checked: checked.clone(),
             nonces,
@@ -165,16 +165,16 @@ impl SignerNonces {
             }));
         }
         let checked = &self.checked;
-        if packages.len() != checked.inputs.len() || self.nonces.len() != checked.inputs.len() {
+        if packages.len() != checked.inputs().len() || self.nonces.len() != checked.inputs().len() {
             return Err(SignError::PackageCount {
-                expected: checked.inputs.len(),
+                expected: checked.inputs().len(),
                 got: packages.len(),
             });
         }
         let me = share.identifier();
         let threshold = share.group().threshold();
         for ((input, package), commitment) in
-            checked.inputs.iter().zip(packages).zip(&self.commitments)
+            checked.inputs().iter().zip(packages).zip(&self.commitments)
         {
             let index = input.index;
             if package.message().as_slice() != input.sighash.as_byte_array().as_slice() {
@@ -193,7 +193,7 @@ impl SignerNonces {
             }
         }
         let mut shares = Vec::with_capacity(packages.len());
-        for ((input, package), nonces) in checked.inputs.iter().zip(packages).zip(&self.nonces) {
+        for ((input, package), nonces) in checked.inputs().iter().zip(packages).zip(&self.nonces) {
             let key_package =
                 share
                     .derive(&input.derivation)

@@ -1,65 +1,50 @@
 //! The co-signer ("secret server") logic, independent of the transport: it answers
 //! [`CoordinatorToSigner`] messages from an authenticated coordinator with
-//! [`SignerToCoordinator`] messages. DKG and signing sessions live only in memory; nonces are
-//! consumed once; a restarted signer knows no session and refuses round 2.
+//! [`SignerToCoordinator`] messages. Key generation and signing sessions live only in
+//! memory; nonces are consumed once; a restarted signer knows no session and refuses round 2.
+//! Every signing decision is recorded (keyed audit record, spend accounting) in one database
+//! transaction before any share leaves; the wallet-wide limit protocol of
+//! [`crate::protocol::limits`] is enforced here.
 
 pub mod audit;
+pub mod checkpoint;
+pub mod db;
 pub mod home;
+pub mod legacy;
+pub mod peers;
 pub mod policy;
+mod signing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bitcoin::Psbt;
-use frost::keys::dkg::round2;
-use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
-use crate::auth::unix_now;
-use crate::frost::dkg::{DkgParams, DkgRound1, DkgRound2, Round1Broadcast, TranscriptHash};
-use crate::frost::identifier;
-use crate::frost::keys::KeyShare;
 use crate::identity::IdentityPublic;
-use crate::message::{
-    CoordinatorToSigner, ErrorCode, Sealed, SessionId, SignerToCoordinator, WalletRef,
-};
-use crate::psbt::{commit, CheckedPsbt, SignerNonces};
-use crate::wallet::RosterEntry;
-use audit::{AuditEvent, AuditLog};
-use home::{group_key_hex, SignerHome, WalletInfo};
+use crate::keys::GroupKey;
+use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator};
+use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, ParticipantError};
+use home::{HomeError, SignerHome, WalletInfo};
+use policy::Policy;
+use signing::SignSession;
 
-/// How long an unfinished session is kept.
+/// How long an unfinished session (and a spend reservation) is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// Most sessions kept at once (older ones are dropped first).
 pub const MAX_SESSIONS: usize = 10_000;
+/// The window of the daily limit.
+pub const WINDOW_SECS: u64 = 24 * 3600;
 
 enum DkgStage {
-    Round1(DkgRound1),
-    Round2(DkgRound2),
-    Done(Box<KeyShare>),
-    /// Placeholder while a stage is being advanced.
-    Spent,
+    One(Participant1),
+    Two(Participant2),
+    Three(Box<Participant3>),
 }
 
 struct DkgSession {
     coordinator: IdentityPublic,
-    wallet: String,
-    network: bitcoin::Network,
-    params: DkgParams,
-    roster: Vec<RosterEntry>,
-    index: u16,
     stage: DkgStage,
-    started: Instant,
-}
-
-struct SignSession {
-    coordinator: IdentityPublic,
-    wallet: WalletInfo,
-    psbt: Psbt,
-    checked: CheckedPsbt,
-    nonces: SignerNonces,
     started: Instant,
 }
 
@@ -68,7 +53,9 @@ pub struct Signer {
     home: SignerHome,
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
-    audit: Mutex<AuditLog>,
+    flag_peers: BTreeSet<IdentityPublic>,
+    /// Why the records cannot be trusted (rolled back); signing is refused while set.
+    state_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -103,73 +90,113 @@ fn prune<V>(map: &mut HashMap<SessionId, V>, started: impl Fn(&V) -> Instant) {
 }
 
 impl Signer {
-    /// A signer serving the wallets of `home`.
+    /// A signer serving the wallets of `home`. Its records are checked against the sealed
+    /// checkpoint first: when they are missing, truncated or older, the signer still
+    /// starts, but refuses to sign until the operator resets the state (see
+    /// [`Signer::state_error`]).
     ///
     /// # Errors
-    /// The audit log is unreadable or its chain is broken.
-    pub fn new(home: SignerHome) -> Result<Self, audit::AuditError> {
-        let audit = AuditLog::open(&home.audit_path())?;
+    /// The records cannot be read at all.
+    pub fn new(home: SignerHome) -> Result<Self, HomeError> {
+        let state_error = match home.check_state(&mut rand::rngs::OsRng) {
+            Ok(_) => None,
+            Err(HomeError::State(e)) => {
+                tracing::error!(error = %e, "{}", e.advice());
+                Some(format!("{e}; {}", e.advice()))
+            }
+            Err(other) => return Err(other),
+        };
         Ok(Signer {
             home,
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
-            audit: Mutex::new(audit),
+            flag_peers: BTreeSet::new(),
+            state_error: Mutex::new(state_error),
         })
     }
 
-    /// Judges a spend against the wallet's policy (re-read from disk, so changes apply
-    /// without a restart) and the audit log's last 24 hours. Refusals are audited.
-    fn enforce_policy(
-        &self,
-        audit: &mut AuditLog,
-        from: &IdentityPublic,
-        wallet: &WalletInfo,
-        checked: &CheckedPsbt,
-    ) -> Result<(), Refusal> {
-        let policies = self
+    /// Also approves these peers for key generations, for the life of this process (what
+    /// `ckm signer serve --allow-peer` gives), besides those in the sealed store.
+    #[must_use]
+    pub fn with_peers(mut self, peers: impl IntoIterator<Item = IdentityPublic>) -> Self {
+        self.flag_peers.extend(peers);
+        self
+    }
+
+    /// Why the signer refuses to sign (its records are older than its checkpoint), if it
+    /// does.
+    pub fn state_error(&self) -> Option<String> {
+        self.state_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Refuses while the records cannot be trusted; re-checks them first, so that an
+    /// operator's `ckm signer state reset` applies without a restart.
+    fn require_state(&self) -> Result<(), Refusal> {
+        let mut guard = self
+            .state_error
+            .lock()
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+        if guard.is_none() {
+            return Ok(());
+        }
+        match self.home.check_state(&mut rand::rngs::OsRng) {
+            Ok(_) => {
+                tracing::info!("the signer's records check out again; signing resumes");
+                *guard = None;
+                Ok(())
+            }
+            Err(HomeError::State(e)) => {
+                let text = format!("{e}; {}", e.advice());
+                *guard = Some(text.clone());
+                Err(refuse(ErrorCode::State, text))
+            }
+            Err(other) => Err(refuse(ErrorCode::Internal, other)),
+        }
+    }
+
+    /// The peers approved now: those given at start plus those in the store (re-read, so
+    /// `ckm signer peers add` applies without a restart).
+    ///
+    /// # Errors
+    /// The peers record is unreadable.
+    pub fn approved_peers(&self) -> Result<BTreeSet<IdentityPublic>, HomeError> {
+        let stored = self.home.load_peers()?;
+        Ok(self
+            .flag_peers
+            .iter()
+            .copied()
+            .chain(stored.peers.into_keys())
+            .collect())
+    }
+
+    /// The wallet's policy, re-read from the store.
+    fn wallet_policy(&self, wallet: &WalletInfo) -> Result<Policy, Refusal> {
+        let mut policies = self
             .home
             .load_policies()
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let Some(policy) = policies.wallets.get(&wallet.group_key) else {
-            return Ok(());
-        };
-        let now = unix_now();
-        let paid = audit
-            .paid_since(&wallet.group_key, now.saturating_sub(24 * 3600))
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        if let Err(violation) = policy.check(checked, wallet.network, paid) {
-            self.audit_event(
-                audit,
-                from,
-                wallet,
-                checked,
-                format!("refused: {violation}"),
-            );
-            return Err(refuse(ErrorCode::Policy, violation));
-        }
-        Ok(())
+        Ok(policies
+            .wallets
+            .remove(&wallet.group_key)
+            .unwrap_or_default())
     }
 
-    fn audit_event(
-        &self,
-        audit: &mut AuditLog,
-        from: &IdentityPublic,
-        wallet: &WalletInfo,
-        checked: &CheckedPsbt,
-        outcome: String,
-    ) {
-        let event = AuditEvent {
-            wallet: wallet.name.clone(),
-            group_key: wallet.group_key.clone(),
-            coordinator: from.to_string(),
-            txid: checked.txid.to_string(),
-            amount_sats: checked.payment_total().to_sat(),
-            fee_sats: checked.fee.to_sat(),
-            outcome,
-        };
-        if let Err(e) = audit.append(event, unix_now()) {
-            tracing::error!(error = %e, "cannot write the audit log");
+    /// A wallet answers only the coordinator that created it and those its operator added.
+    fn check_bound(&self, from: &IdentityPublic, wallet: &WalletInfo) -> Result<(), Refusal> {
+        if wallet.coordinator == *from {
+            return Ok(());
         }
+        let policy = self.wallet_policy(wallet)?;
+        if policy.coordinators.contains(from) {
+            return Ok(());
+        }
+        Err(refuse(
+            ErrorCode::WrongCoordinator,
+            format!(
+                "wallet {} is bound to the coordinator that created it ({}); coordinator {from} may use it only after this signer's operator runs `ckm signer wallet allow-coordinator --wallet {} {from}`",
+                wallet.name, wallet.coordinator, wallet.name
+            ),
+        ))
     }
 
     /// The signer's home.
@@ -196,34 +223,23 @@ impl Signer {
     ) -> SignerToCoordinator {
         let result = match message {
             CoordinatorToSigner::Status => self.status(),
-            CoordinatorToSigner::DkgBegin {
-                session,
-                wallet,
-                network,
-                params,
-                roster,
-                index,
-            } => self.dkg_begin(from, session, wallet, network, params, roster, index, rng),
-            CoordinatorToSigner::DkgRound1 {
-                session,
-                broadcasts,
-            } => self.dkg_round1(from, session, broadcasts, rng),
-            CoordinatorToSigner::DkgRound2 {
-                session,
-                sealed,
-                transcripts,
-            } => self.dkg_round2(from, session, sealed, transcripts),
-            CoordinatorToSigner::DkgConfirm { session, group_key } => {
-                self.dkg_confirm(from, session, group_key, rng)
-            }
+            CoordinatorToSigner::DkgBegin(request) => self.dkg_begin(from, request, rng),
+            CoordinatorToSigner::DkgRound1(request) => self.dkg_round1(from, request, rng),
+            CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
+            CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
                 psbt,
             } => self.sign_commit(from, session, wallet, psbt, rng),
-            CoordinatorToSigner::SignShare { session, packages } => {
-                self.sign_share(from, session, packages)
+            CoordinatorToSigner::SignStatement { session, receipts } => {
+                self.sign_statement(from, session, receipts)
             }
+            CoordinatorToSigner::SignShare {
+                session,
+                packages,
+                statements,
+            } => self.sign_share(from, session, packages, statements),
         };
         result.unwrap_or_else(|r| SignerToCoordinator::Error {
             code: r.code,
@@ -243,75 +259,56 @@ impl Signer {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn dkg_begin<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        wallet: String,
-        network: bitcoin::Network,
-        params: DkgParams,
-        roster: Vec<RosterEntry>,
-        index: u16,
+        request: dkg::Begin,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
-        let bad = |m: &str| refuse(ErrorCode::BadRequest, m);
-        let params = DkgParams::new(params.threshold(), params.signers())
-            .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        if roster.len() != usize::from(params.signers())
-            || roster
-                .iter()
-                .enumerate()
-                .any(|(i, r)| usize::from(r.index) != i + 1)
-        {
-            return Err(bad("the roster must list signers 1..=n in order"));
-        }
-        let me = roster
-            .get(usize::from(index).wrapping_sub(1))
-            .ok_or_else(|| bad("my index is not in the roster"))?;
-        if me.identity != self.identity() {
-            return Err(bad("the roster lists another identity key at my index"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        if !roster.iter().all(|r| seen.insert(r.identity)) {
-            return Err(bad("the roster lists an identity key twice"));
-        }
-        if wallet.is_empty() || wallet.len() > 64 {
-            return Err(bad("wallet names have 1 to 64 characters"));
-        }
-        let id = identifier(index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        let (state, broadcast) =
-            DkgRound1::start(id, params, rng).map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let mut dkg = self
-            .dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+        let session = request.context.session;
+        let approved = self
+            .approved_peers()
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let (state, answer) = Participant1::begin(
+            request,
+            &self.identity(),
+            from,
+            |id| approved.contains(id),
+            rng,
+        )
+        .map_err(|e| {
+            tracing::warn!(%session, error = %e, "key generation refused");
+            participant_refusal(e)
+        })?;
+        let index = state.index();
+        let mut dkg = self.lock_dkg()?;
         prune(&mut dkg, |s| s.started);
         if dkg.contains_key(&session) {
-            return Err(bad("session id already in use"));
+            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
         dkg.insert(
             session,
             DkgSession {
                 coordinator: *from,
-                wallet,
-                network,
-                params,
-                roster,
-                index,
-                stage: DkgStage::Round1(state),
+                stage: DkgStage::One(state),
                 started: Instant::now(),
             },
         );
-        tracing::info!(%session, index, "dkg started");
-        Ok(SignerToCoordinator::DkgRound1 { broadcast })
+        tracing::info!(%session, index, "key generation started");
+        Ok(SignerToCoordinator::DkgRound1(answer))
     }
 
-    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
-        let mut dkg = self
-            .dkg
+    fn lock_dkg(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<SessionId, DkgSession>>, Refusal> {
+        self.dkg
             .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))
+    }
+
+    /// Takes a session out (so on any error the key generation is over for this signer).
+    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
+        let mut dkg = self.lock_dkg()?;
         match dkg.remove(session) {
             Some(s) if s.coordinator == *from => Ok(s),
             Some(s) => {
@@ -322,290 +319,108 @@ impl Signer {
         }
     }
 
+    fn put_dkg(&self, session: SessionId, s: DkgSession) -> Result<(), Refusal> {
+        self.lock_dkg()?.insert(session, s);
+        Ok(())
+    }
+
     fn dkg_round1<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        broadcasts: BTreeMap<u16, Round1Broadcast>,
+        request: dkg::Round1Request,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
+        let session = request.session;
         let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::Round1(state) = s.stage else {
+        let DkgStage::One(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not in round 1",
             ));
         };
-        let broadcasts = broadcasts
-            .into_iter()
-            .map(|(i, b)| identifier(i).map(|id| (id, b)))
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-        let (next, send) = state
-            .receive_round1(&broadcasts)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        let mut sealed = BTreeMap::new();
-        for (to, package) in &send.packages {
-            let to_index = crate::frost::keys::roster_index(to);
-            let recipient = s
-                .roster
-                .get(usize::from(to_index).wrapping_sub(1))
-                .ok_or_else(|| refuse(ErrorCode::Internal, "recipient not in roster"))?;
-            let bytes = Zeroizing::new(
-                package
-                    .serialize()
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?,
-            );
-            let aad = round2_aad(&session, s.index, to_index, &send.transcript);
-            sealed.insert(
-                to_index,
-                Sealed(
-                    self.home
-                        .identity()
-                        .seal(&recipient.identity, &aad, &bytes, rng),
-                ),
-            );
-        }
-        s.stage = DkgStage::Round2(next);
-        let transcript = hex::encode(send.transcript);
-        self.dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?
-            .insert(session, s);
-        Ok(SignerToCoordinator::DkgRound2 { transcript, sealed })
+        let (next, answer) = state
+            .receive_round1(request, self.home.identity(), rng)
+            .map_err(participant_refusal)?;
+        s.stage = DkgStage::Two(next);
+        self.put_dkg(session, s)?;
+        Ok(SignerToCoordinator::DkgRound2(answer))
     }
 
     fn dkg_round2(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        sealed: BTreeMap<u16, Sealed>,
-        transcripts: BTreeMap<u16, String>,
+        request: dkg::Round2Request,
     ) -> Result<SignerToCoordinator, Refusal> {
-        // The session is taken out: on any error this DKG is over for this signer.
+        let session = request.session;
         let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::Round2(state) = std::mem::replace(&mut s.stage, DkgStage::Spent) else {
+        let DkgStage::Two(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not in round 2",
             ));
         };
-        let mine = state.transcript();
-        let mut hashes: BTreeMap<frost::Identifier, TranscriptHash> = BTreeMap::new();
-        let mut mismatched: Vec<u16> = Vec::new();
-        for (i, text) in &transcripts {
-            let mut h = [0u8; 32];
-            hex::decode_to_slice(text, &mut h)
-                .map_err(|_| refuse(ErrorCode::BadRequest, "malformed transcript hash"))?;
-            let id = identifier(*i).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-            if h != mine {
-                mismatched.push(*i);
-            }
-            hashes.insert(id, h);
-        }
-        if !mismatched.is_empty() {
-            return Err(refuse(
-                ErrorCode::Refused,
-                crate::frost::dkg::DkgError::TranscriptMismatch {
-                    culprits: mismatched,
-                },
-            ));
-        }
-        let mut packages: BTreeMap<frost::Identifier, round2::Package> = BTreeMap::new();
-        for (from_index, blob) in &sealed {
-            let sender = s
-                .roster
-                .get(usize::from(*from_index).wrapping_sub(1))
-                .ok_or_else(|| refuse(ErrorCode::BadRequest, "sender not in roster"))?;
-            let aad = round2_aad(&session, *from_index, s.index, &mine);
-            let plain = self
-                .home
-                .identity()
-                .open(&sender.identity, &aad, &blob.0)
-                .map_err(|e| {
-                    refuse(
-                        ErrorCode::Refused,
-                        format!("cannot open the round-2 package of participant {from_index}: {e}"),
-                    )
-                })?;
-            let package = round2::Package::deserialize(&plain).map_err(|e| {
-                refuse(
-                    ErrorCode::Refused,
-                    format!("malformed round-2 package of participant {from_index}: {e}"),
-                )
+        let (next, answer) = state
+            .receive_round2(request, self.home.identity())
+            .map_err(|e| {
+                tracing::warn!(%session, error = %e, "key generation aborted");
+                participant_refusal(e)
             })?;
-            let id = identifier(*from_index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
-            packages.insert(id, package);
-        }
-        let share = state
-            .finish(&packages, &hashes)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        let group = share.group().clone();
-        if group.threshold() != s.params.threshold() {
-            return Err(refuse(ErrorCode::Internal, "threshold mismatch"));
-        }
-        s.stage = DkgStage::Done(Box::new(share));
-        self.dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?
-            .insert(session, s);
-        tracing::info!(%session, "dkg finished; share held until the coordinator confirms");
-        Ok(SignerToCoordinator::DkgDone { group })
+        s.stage = DkgStage::Three(Box::new(next));
+        self.put_dkg(session, s)?;
+        tracing::info!(%session, "key generation finished; share held until every certificate arrives");
+        Ok(SignerToCoordinator::DkgCertified(answer))
     }
 
     fn dkg_confirm<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
-        session: SessionId,
-        group_key: String,
+        request: dkg::ConfirmRequest,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
+        let session = request.session;
         let s = self.take_dkg(from, &session)?;
-        let DkgStage::Done(share) = s.stage else {
+        let DkgStage::Three(state) = s.stage else {
             return Err(refuse(
                 ErrorCode::UnknownSession,
                 "DKG session is not finished",
             ));
         };
-        let group = share.group();
-        if group_key_hex(group) != group_key {
-            return Err(refuse(
-                ErrorCode::Refused,
-                "the confirmed group key is not the one this signer computed",
-            ));
-        }
+        let certified = state.confirm(request).map_err(|e| {
+            tracing::warn!(%session, error = %e, "certificates refused; nothing stored");
+            participant_refusal(e)
+        })?;
+        let group = certified.share.group();
+        let context = &certified.keygen.context;
         let info = WalletInfo {
-            name: s.wallet.clone(),
-            network: s.network,
-            group_key: group_key_hex(group),
+            name: context.wallet.clone(),
+            network: context.network,
+            group_key: GroupKey::of(group),
             coordinator: s.coordinator,
             threshold: group.threshold(),
             signers: group.signers(),
-            index: s.index,
+            index: certified.index,
+            fingerprint: Some(certified.fingerprint),
+            keygen: Some(certified.keygen.clone()),
         };
         self.home
-            .save_share(&info, &share, rng)
+            .save_share(&info, &certified.share, rng)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, "share stored");
-        Ok(SignerToCoordinator::DkgStored)
-    }
-
-    fn sign_commit<R: RngCore + CryptoRng>(
-        &self,
-        from: &IdentityPublic,
-        session: SessionId,
-        wallet: WalletRef,
-        psbt: String,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let info = self
-            .home
-            .wallet(&wallet.group_key)
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let (nonces, commitments, checked) =
-            commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
-        drop(share);
-        {
-            let mut audit = self
-                .audit
-                .lock()
-                .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-            self.enforce_policy(&mut audit, from, &info, &checked)?;
-        }
-        let mut signing = self
-            .signing
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-        prune(&mut signing, |s| s.started);
-        if signing.contains_key(&session) {
-            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
-        }
-        signing.insert(
-            session,
-            SignSession {
-                coordinator: *from,
-                wallet: info.clone(),
-                psbt,
-                checked: checked.clone(),
-                nonces,
-                started: Instant::now(),
-            },
-        );
-        tracing::info!(%session, wallet = %info.name, txid = %checked.txid, inputs = checked.inputs.len(), fee_sats = checked.fee.to_sat(), "committed nonces");
-        Ok(SignerToCoordinator::SignCommitments { commitments })
-    }
-
-    fn sign_share(
-        &self,
-        from: &IdentityPublic,
-        session: SessionId,
-        packages: Vec<frost::SigningPackage>,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        // Removing the session first guarantees its nonces are used at most once.
-        let s =
-            {
-                let mut signing = self
-                    .signing
-                    .lock()
-                    .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-                match signing.remove(&session) {
-                    Some(s) if s.coordinator == *from => s,
-                    Some(s) => {
-                        signing.insert(session, s);
-                        return Err(refuse(ErrorCode::UnknownSession, "unknown signing session"));
-                    }
-                    None => return Err(refuse(
-                        ErrorCode::UnknownSession,
-                        "unknown signing session (already used, expired, or the signer restarted)",
-                    )),
-                }
-            };
-        // Policy again, under the audit lock, so concurrent sessions cannot together exceed
-        // the daily limit; the signature is recorded before it leaves.
-        let mut audit = self
-            .audit
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-        self.enforce_policy(&mut audit, from, &s.wallet, &s.checked)?;
-        let share = self
-            .home
-            .load_share(&s.wallet.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
-            Ok(shares) => shares,
-            Err(e) => {
-                self.audit_event(
-                    &mut audit,
-                    from,
-                    &s.wallet,
-                    &s.checked,
-                    format!("refused: {e}"),
-                );
-                return Err(refuse(ErrorCode::Refused, e));
-            }
-        };
-        self.audit_event(&mut audit, from, &s.wallet, &s.checked, "signed".into());
-        drop(audit);
-        tracing::info!(%session, inputs = shares.len(), "signed");
-        Ok(SignerToCoordinator::SignShares { shares })
+        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, fingerprint = %certified.fingerprint, "share stored");
+        Ok(SignerToCoordinator::DkgStored(dkg::Stored {
+            fingerprint: certified.fingerprint,
+        }))
     }
 }
 
-/// Associated data binding a sealed round-2 package to its session, sender, recipient and
-/// the sender's round-1 transcript (so a package only opens for a recipient that saw the
-/// same round-1 broadcasts).
-pub fn round2_aad(session: &SessionId, from: u16, to: u16, transcript: &TranscriptHash) -> Vec<u8> {
-    let mut aad = b"ckm/dkg-round2".to_vec();
-    aad.extend_from_slice(&session.0);
-    aad.extend_from_slice(&from.to_be_bytes());
-    aad.extend_from_slice(&to.to_be_bytes());
-    aad.extend_from_slice(transcript);
-    aad
+/// The refusal a participant error turns into on the wire.
+fn participant_refusal(e: ParticipantError) -> Refusal {
+    let code = match &e {
+        ParticipantError::UnapprovedPeer { .. } => ErrorCode::UnapprovedPeer,
+        ParticipantError::CoordinatorMismatch { .. } => ErrorCode::Unauthorized,
+        ParticipantError::Context(_)
+        | ParticipantError::NotInRoster(_)
+        | ParticipantError::Session => ErrorCode::BadRequest,
+        _ => ErrorCode::Refused,
+    };
+    refuse(code, crate::error_chain(&e))
 }

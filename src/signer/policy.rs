@@ -8,6 +8,8 @@ use std::fmt;
 use bitcoin::{Address, Network};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::IdentityPublic;
+use crate::keys::GroupKey;
 use crate::psbt::CheckedPsbt;
 
 /// One wallet's policy; `None` means no limit.
@@ -28,13 +30,19 @@ pub struct Policy {
     /// When not empty, the only destinations allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_addresses: Vec<String>,
+    /// Coordinators allowed to use the wallet besides the one that created it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinators: Vec<IdentityPublic>,
 }
 
 /// All policies of a signer, by wallet group key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
-    /// Policy by group key (33-byte hex).
-    pub wallets: BTreeMap<String, Policy>,
+    /// The stored version (each change makes a new one; the checkpoint records it).
+    #[serde(skip)]
+    pub version: u64,
+    /// Policy by group key.
+    pub wallets: BTreeMap<GroupKey, Policy>,
 }
 
 /// The rule a spend broke.
@@ -58,19 +66,20 @@ pub enum PolicyViolation {
         max: u64,
     },
     /// `max-amount-sats`.
-    #[error("policy max-amount-sats: paying {amount} sat exceeds {max} sat per spend")]
+    #[error("policy max-amount-sats: {amount} sat would leave the wallet (payments plus fee), more than {max} sat per spend")]
     Amount {
-        /// Amount paid out.
+        /// What would leave the wallet: inputs − change.
         amount: u64,
         /// The limit.
         max: u64,
     },
     /// `daily-limit-sats`.
-    #[error("policy daily-limit-sats: paying {amount} sat after {spent} sat in the last 24 hours exceeds {limit} sat")]
+    #[error("policy daily-limit-sats: {amount} sat leaving the wallet (payments plus fee) after {spent} sat in the last 24 hours exceeds {limit} sat")]
     Daily {
-        /// Amount paid out by this spend.
+        /// What this spend takes out of the wallet (inputs − change).
         amount: u64,
-        /// Already paid out in the last 24 hours.
+        /// Already taken out (signed, or reserved by sessions in progress) in the window,
+        /// as this signer and the statements it was given count it.
         spent: u64,
         /// The limit.
         limit: u64,
@@ -88,42 +97,33 @@ pub enum PolicyViolation {
 }
 
 impl Policy {
-    /// Judges a checked spend; `spent_last_24h` is what this wallet paid out in the last 24
-    /// hours according to the signer's audit log.
+    /// Judges a checked spend against the per-spend rules (fee, fee rate, amount,
+    /// allowlist). Amounts count what leaves the wallet: inputs − change, i.e. payments plus
+    /// the fee. The window rule is [`Policy::check_window`].
     ///
     /// # Errors
     /// The first rule broken.
-    pub fn check(
+    pub fn check_spend(
         &self,
         spend: &CheckedPsbt,
         network: Network,
-        spent_last_24h: u64,
     ) -> Result<(), PolicyViolation> {
-        let fee = spend.fee.to_sat();
+        let fee = spend.fee().to_sat();
         if let Some(max) = self.max_fee_sats {
             if fee > max {
                 return Err(PolicyViolation::Fee { fee, max });
             }
         }
         if let Some(max) = self.max_fee_rate {
-            let rate = fee as f64 / spend.estimated_vsize.max(1) as f64;
+            let rate = fee as f64 / spend.estimated_vsize().max(1) as f64;
             if rate > max as f64 {
                 return Err(PolicyViolation::FeeRate { rate, max });
             }
         }
-        let amount = spend.payment_total().to_sat();
+        let amount = spend.outflow().to_sat();
         if let Some(max) = self.max_amount_sats {
             if amount > max {
                 return Err(PolicyViolation::Amount { amount, max });
-            }
-        }
-        if let Some(limit) = self.daily_limit_sats {
-            if spent_last_24h.saturating_add(amount) > limit {
-                return Err(PolicyViolation::Daily {
-                    amount,
-                    spent: spent_last_24h,
-                    limit,
-                });
             }
         }
         if !self.allow_addresses.is_empty() {
@@ -142,18 +142,38 @@ impl Policy {
         Ok(())
     }
 
-    /// Whether the policy sets any limit.
+    /// Judges the window rule: `total` is everything counted in the last 24 hours, this
+    /// spend (`amount`) included once.
+    ///
+    /// # Errors
+    /// [`PolicyViolation::Daily`].
+    pub fn check_window(&self, amount: u64, total: u64) -> Result<(), PolicyViolation> {
+        match self.daily_limit_sats {
+            Some(limit) if total > limit => Err(PolicyViolation::Daily {
+                amount,
+                spent: total.saturating_sub(amount),
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the policy sets any limit (extra coordinators are not limits).
     pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
+        self.max_fee_sats.is_none()
+            && self.max_fee_rate.is_none()
+            && self.max_amount_sats.is_none()
+            && self.daily_limit_sats.is_none()
+            && self.allow_addresses.is_empty()
     }
 }
 
 impl fmt::Display for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("no limits");
-        }
         let mut parts = Vec::new();
+        if self.is_empty() {
+            parts.push("no limits".to_string());
+        }
         if let Some(v) = self.max_fee_sats {
             parts.push(format!("max-fee-sats {v}"));
         }
@@ -168,6 +188,9 @@ impl fmt::Display for Policy {
         }
         for a in &self.allow_addresses {
             parts.push(format!("allow-address {a}"));
+        }
+        for c in &self.coordinators {
+            parts.push(format!("coordinator {c}"));
         }
         f.write_str(&parts.join(", "))
     }

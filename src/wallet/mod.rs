@@ -12,7 +12,9 @@ use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::frost::keys::GroupPublic;
-use crate::identity::IdentityPublic;
+use crate::keys::WalletFingerprint;
+pub use crate::keys::{Roster, RosterEntry};
+use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
 
 /// Errors of wallet operations.
 #[derive(Debug, thiserror::Error)]
@@ -66,21 +68,6 @@ pub fn descriptors(group: &GroupPublic, network: Network) -> Result<(String, Str
     Ok((make(0)?, make(1)?))
 }
 
-/// A signer in the wallet's roster: its position (FROST identifier), where to reach it and
-/// its identity key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RosterEntry {
-    /// 1-based roster index (the FROST identifier).
-    pub index: u16,
-    /// Base URL of the signer's server.
-    pub url: String,
-    /// The signer's identity public key.
-    pub identity: IdentityPublic,
-    /// SHA-256 fingerprint of the signer's TLS certificate, pinned for `https` URLs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_sha256: Option<String>,
-}
-
 /// Everything the coordinator keeps about a wallet besides bdk's own state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WalletMeta {
@@ -90,14 +77,78 @@ pub struct WalletMeta {
     pub network: Network,
     /// The group's public key package and chain code.
     pub group: GroupPublic,
-    /// The signers.
-    pub roster: Vec<RosterEntry>,
+    /// The signers (URLs and TLS pins may change; indexes and identity keys are certified).
+    pub roster: Roster,
     /// Default Electrum server for this wallet, if configured.
     #[serde(default)]
     pub electrum: Option<String>,
+    /// The certified key generation (every signer's certificate); `None` only for wallets
+    /// made before key generations were certified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keygen: Option<CertifiedKeygen>,
+}
+
+/// Why `wallet verify` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalletVerifyError {
+    /// The wallet predates certified key generation.
+    #[error("this wallet has no certified key generation record (it was created by an older ckm)")]
+    Uncertified,
+    /// The record does not check out.
+    #[error(transparent)]
+    Record(#[from] VerifyError),
+    /// The live roster names other identity keys than the certified one.
+    #[error(
+        "roster entry {index} names identity {live}, but the certified roster has {certified}"
+    )]
+    RosterChanged {
+        /// Index.
+        index: u16,
+        /// Identity in the live roster.
+        live: Box<crate::identity::IdentityPublic>,
+        /// Identity in the certified roster.
+        certified: crate::identity::IdentityPublic,
+    },
+    /// Name or network differ from the certified ones.
+    #[error("the wallet's name or network differ from the certified ones")]
+    ContextChanged,
 }
 
 impl WalletMeta {
+    /// Re-checks the certified key generation offline: every certificate, the group derived
+    /// from the round-1 commitments, and that the live roster, name and network are the
+    /// certified ones. Returns the wallet fingerprint.
+    ///
+    /// # Errors
+    /// [`WalletVerifyError`] naming the first problem.
+    pub fn verify(&self) -> Result<WalletFingerprint, WalletVerifyError> {
+        let keygen = self.keygen.as_ref().ok_or(WalletVerifyError::Uncertified)?;
+        let fingerprint = keygen.verify(&self.group)?;
+        if keygen.context.wallet != self.name || keygen.context.network != self.network {
+            return Err(WalletVerifyError::ContextChanged);
+        }
+        let certified = keygen.context.roster.entries();
+        if certified.len() != self.roster.entries().len() {
+            return Err(WalletVerifyError::ContextChanged);
+        }
+        for (live, cert) in self.roster.entries().iter().zip(certified) {
+            if live.identity != cert.identity || live.index != cert.index {
+                return Err(WalletVerifyError::RosterChanged {
+                    index: live.index,
+                    live: Box::new(live.identity),
+                    certified: cert.identity,
+                });
+            }
+        }
+        Ok(fingerprint)
+    }
+
+    /// The wallet fingerprint, when the wallet has a certified key generation.
+    pub fn fingerprint(&self) -> Option<WalletFingerprint> {
+        self.keygen.as_ref().and_then(|k| k.fingerprint().ok())
+    }
+
     /// The external and internal descriptors.
     ///
     /// # Errors

@@ -225,6 +225,10 @@ pub struct SignerProc {
     pub home: PathBuf,
     pub identity: IdentityPublic,
     pub allow: String,
+    /// Identity keys given to `--allow-peer` (the other signers of the cluster).
+    pub peers: Vec<String>,
+    /// More coordinators given to `--allow-coordinator` at the next launch.
+    pub extra_coordinators: Vec<String>,
     pub log: PathBuf,
     pub url: String,
     /// Address given to `--listen` at the next launch.
@@ -260,17 +264,28 @@ impl SignerProc {
 
     /// Starts `signer serve … EXTRA…` on 127.0.0.1:0 and waits until ready.
     pub fn start_with(home: &Path, allow_coordinator: &str, extra: &[&str]) -> Result<Self> {
-        Self::start_full(home, allow_coordinator, Kind::Honest, extra)
+        Self::start_full(home, allow_coordinator, &[], Kind::Honest, extra)
     }
 
     /// Starts `kind` on 127.0.0.1:0 for an initialized home and waits until ready.
     pub fn start_as(home: &Path, allow_coordinator: &str, kind: Kind) -> Result<Self> {
-        Self::start_full(home, allow_coordinator, kind, &[])
+        Self::start_with_peers(home, allow_coordinator, &[], kind)
+    }
+
+    /// Starts `kind` approving `peers` (`--allow-peer`) and waits until ready.
+    pub fn start_with_peers(
+        home: &Path,
+        allow_coordinator: &str,
+        peers: &[String],
+        kind: Kind,
+    ) -> Result<Self> {
+        Self::start_full(home, allow_coordinator, peers, kind, &[])
     }
 
     fn start_full(
         home: &Path,
         allow_coordinator: &str,
+        peers: &[String],
         kind: Kind,
         extra: &[&str],
     ) -> Result<Self> {
@@ -279,6 +294,8 @@ impl SignerProc {
             home: home.to_path_buf(),
             identity,
             allow: allow_coordinator.to_string(),
+            peers: peers.to_vec(),
+            extra_coordinators: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: "127.0.0.1:0".into(),
@@ -302,6 +319,8 @@ impl SignerProc {
             home: home.to_path_buf(),
             identity,
             allow: String::new(),
+            peers: Vec::new(),
+            extra_coordinators: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: String::new(),
@@ -339,6 +358,12 @@ impl SignerProc {
                 ])
                 .args(&self.extra)
                 .env("RUST_LOG", "info");
+                for p in &self.peers {
+                    cmd.args(["--allow-peer", p]);
+                }
+                for c in &self.extra_coordinators {
+                    cmd.args(["--allow-coordinator", c]);
+                }
                 cmd
             }
             Kind::Faulty(fault) => {
@@ -353,6 +378,7 @@ impl SignerProc {
                         "--fault",
                         fault,
                     ])
+                    .args(self.peers.iter().flat_map(|p| ["--allow-peer", p.as_str()]))
                     .env_remove("CKM_HOME")
                     .env_remove("RUST_LOG")
                     .env("CKM_PASSPHRASE", PASSPHRASE)
@@ -624,9 +650,17 @@ impl Cluster {
         let coord = dir.path().join("coord");
         let coord_id = json_str(&ckm_json(&coord, &["id"])?, "identity")?.to_string();
         let homes = init_all(dir.path(), n)?;
+        let ids = homes
+            .iter()
+            .map(|h| Ok(SignerHome::public_identity(h)?.to_string()))
+            .collect::<Result<Vec<String>>>()?;
         let signers = homes
             .iter()
-            .map(|h| SignerProc::start(h, &coord_id))
+            .zip(&ids)
+            .map(|(h, me)| {
+                let peers: Vec<String> = ids.iter().filter(|i| *i != me).cloned().collect();
+                SignerProc::start_with_peers(h, &coord_id, &peers, Kind::Honest)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Cluster {
             signers,
@@ -686,14 +720,16 @@ impl Cluster {
         let mut wallet = CkmWallet::load(&self.wallet_path())?;
         let mut meta = wallet.meta().clone();
         let mut changed = false;
-        for entry in &mut meta.roster {
+        let entries = meta.roster.entries().to_vec();
+        for entry in entries {
             let s = self
                 .signers
                 .iter()
                 .find(|s| s.identity == entry.identity)
                 .with_context(|| format!("no signer process for {}", entry.identity))?;
             if entry.url != s.url {
-                entry.url = s.url.clone();
+                meta.roster
+                    .set_endpoint(entry.index, s.url.clone(), entry.tls_sha256);
                 changed = true;
             }
         }
@@ -961,9 +997,27 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Signing-share files (`*.share`) under a signer home.
-pub fn share_files(home: &Path) -> Result<Vec<PathBuf>> {
-    Ok(files_under(home)?
+/// The shares a signer home stores: the wallet rows of its `signer.db` (read directly with
+/// SQLite, not through ckm) plus any `*.share` file of the v1 layout.
+pub fn share_files(home: &Path) -> Result<Vec<String>> {
+    let mut out: Vec<String> = files_under(home)?
         .into_iter()
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("share"))
-        .collect())
+        .map(|p| p.display().to_string())
+        .collect();
+    let db = SignerHome::dir_of(home).join("signer.db");
+    if db.exists() {
+        let conn = bdk_wallet::rusqlite::Connection::open_with_flags(
+            &db,
+            bdk_wallet::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare("SELECT group_key, length(share) FROM wallets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (gk, len) = row?;
+            ensure!(len > 32, "the stored share of {gk} is only {len} bytes");
+            out.push(format!("signer.db wallet {gk}"));
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,94 @@
+//! What `wallet send` and the `psbt` commands share: the Electrum server to use, building a
+//! payment, its summary as the signers will see it, and co-signing with the wallet's signers.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use bitcoin::{FeeRate, Psbt};
+use ckm::net::client::Client;
+use ckm::net::coordinator::SignReport;
+use ckm::psbt::SigningSession;
+use ckm::wallet::CkmWallet;
+
+use super::args::{ElectrumArg, PaymentArgs};
+use super::{runtime, Context};
+
+/// The Electrum server: flag, then CKM_ELECTRUM, then the wallet's saved server.
+pub fn electrum_url(arg: &ElectrumArg, wallet: &CkmWallet) -> Result<String> {
+    if let Some(url) = &arg.electrum {
+        return Ok(url.clone());
+    }
+    if let Ok(url) = std::env::var("CKM_ELECTRUM") {
+        if !url.is_empty() {
+            return Ok(url);
+        }
+    }
+    wallet.meta().electrum.clone().ok_or_else(|| {
+        anyhow!("no Electrum server: pass --electrum URL (saved for next time) or set CKM_ELECTRUM")
+    })
+}
+
+/// Fee rate from sat/vB.
+pub fn fee_rate(sat_per_vb: u64) -> Result<FeeRate> {
+    FeeRate::from_sat_per_vb(sat_per_vb)
+        .ok_or_else(|| anyhow!("fee rate {sat_per_vb} sat/vB is too large"))
+}
+
+/// Builds the payment PSBT.
+pub fn build(w: &mut CkmWallet, payment: &PaymentArgs) -> Result<Psbt> {
+    let to = w.parse_address(&payment.to)?;
+    Ok(w.build_payment(&to, payment.amount, fee_rate(payment.fee_rate)?)?)
+}
+
+/// A human summary of what a PSBT pays, as the signers will see it.
+pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
+    let session = SigningSession::new(psbt, &w.meta().group)?;
+    let checked = session.checked();
+    let mut lines = Vec::new();
+    for out in checked.payments() {
+        let addr = bitcoin::Address::from_script(&out.script_pubkey, w.meta().network)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| out.script_pubkey.to_hex_string());
+        lines.push(format!("pay     {:>14} sat to {addr}", out.amount.to_sat()));
+    }
+    for out in checked.outputs().iter().filter(|o| o.change_path.is_some()) {
+        lines.push(format!(
+            "change  {:>14} sat back to the wallet",
+            out.amount.to_sat()
+        ));
+    }
+    let rate = checked.fee().to_sat() as f64 / checked.estimated_vsize().max(1) as f64;
+    lines.push(format!(
+        "fee     {:>14} sat ({rate:.1} sat/vB, {} input(s))",
+        checked.fee().to_sat(),
+        checked.inputs().len()
+    ));
+    Ok(lines.join("\n"))
+}
+
+/// Co-signs with the wallet's signers (default timeout).
+pub fn cosign(ctx: &Context, w: &CkmWallet, psbt: &mut Psbt) -> Result<SignReport> {
+    cosign_with_timeout(ctx, w, psbt, 30)
+}
+
+pub fn cosign_with_timeout(
+    ctx: &Context,
+    w: &CkmWallet,
+    psbt: &mut Psbt,
+    timeout: u64,
+) -> Result<SignReport> {
+    let key = ctx.coordinator_identity()?;
+    let client = Client::new(key, Duration::from_secs(timeout))?;
+    ctx.say(format!(
+        "co-signing with {} of the {} signers…",
+        w.meta().group.threshold(),
+        w.meta().roster.len()
+    ));
+    let report = runtime()?
+        .block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
+        .context("co-signing failed; the PSBT was not changed")?;
+    for (index, reason) in &report.skipped {
+        ctx.say(format!("skipped signer {index}: {reason}"));
+    }
+    Ok(report)
+}
