@@ -24,6 +24,14 @@ pub const AUTH_HEADER: &str = "x-ckm-auth";
 pub const RESPONSE_HEADER: &str = "x-ckm-signer-signature";
 /// The one protocol endpoint.
 pub const MESSAGE_PATH: &str = "/v1/message";
+/// Unauthenticated health check (`GET`): up, with the store unlocked.
+pub const HEALTH_PATH: &str = "/healthz";
+/// Prometheus metrics (`GET`), on the metrics listener only.
+pub const METRICS_PATH: &str = "/metrics";
+/// The TLS server's identity-signed statement of its certificate (`GET`).
+pub const TLS_STATEMENT_PATH: &str = "/v1/tls-statement";
+/// Header of a TLS signer's plain-HTTP answer to a plain-HTTP request: the scheme to use.
+pub const SCHEME_HEADER: &str = "x-ckm-scheme";
 /// Most inputs a PSBT may have for every signer to accept it at any threshold up to
 /// [`MAX_THRESHOLD`] ([`MAX_BODY`] is sized for it).
 ///

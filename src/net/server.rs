@@ -25,7 +25,14 @@
 //! Memory therefore stays below: the process's base, plus `max_connections` ×
 //! ([`CONNECTION_BUFFER`] + TLS buffers, about 40 KiB), plus `max_in_flight` × (a body of at
 //! most [`MAX_BODY`] and its decoded message). Only the last term can be driven by requests,
-//! and only by allowed coordinators. `tests/flood.rs` measures it from the attacker's side.
+//! and only by allowed coordinators. `tests/transport.rs` measures it from the attacker's
+//! side.
+//!
+//! Besides the protocol endpoint the server answers `GET /healthz` (unauthenticated: only
+//! that it is up with its store unlocked) and, over TLS, `GET /v1/tls-statement` (the
+//! certificate's fingerprint signed by the identity key, for `ckm wallet update-pin`). A
+//! plain-HTTP request reaching a TLS server is answered in plain HTTP with a 400 that says
+//! to use `https://`. [`serve_metrics`] serves the Prometheus metrics on their own listener.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,21 +42,26 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::limits::{Gate, Limits};
-use super::{response_digest, signed_path, AUTH_HEADER, MAX_BODY, MESSAGE_PATH, RESPONSE_HEADER};
+use super::tls::TlsStatement;
+use super::{
+    response_digest, signed_path, AUTH_HEADER, HEALTH_PATH, MAX_BODY, MESSAGE_PATH, METRICS_PATH,
+    RESPONSE_HEADER, SCHEME_HEADER, TLS_STATEMENT_PATH,
+};
 use crate::auth::{unix_now, ReplayGuard, RequestAuth};
 use crate::identity::IdentityPublic;
 use crate::message::{self, CoordinatorToSigner, ErrorCode, SignerToCoordinator};
+use crate::ops::metrics::{self as metrics, Metrics, Snapshot};
 use crate::signer::Signer;
 
 /// Largest read buffer of one connection (hyper's `max_buf_size`): a request header must
@@ -67,6 +79,14 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: &IdentityPublic, message: CoordinatorToSigner) -> SignerToCoordinator;
     /// The identity key answers are signed with.
     fn identity_key(&self) -> &crate::identity::IdentityKey;
+    /// Signing sessions waiting for round 2 (for the metrics).
+    fn open_sessions(&self) -> usize {
+        0
+    }
+    /// Records in the audit log, if there is one (for the metrics).
+    fn audit_records(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Handler for Signer {
@@ -76,6 +96,26 @@ impl Handler for Signer {
     fn identity_key(&self) -> &crate::identity::IdentityKey {
         self.home().identity()
     }
+    fn open_sessions(&self) -> usize {
+        self.pending_signing_sessions()
+    }
+    fn audit_records(&self) -> Option<u64> {
+        self.home()
+            .db()
+            .read(|c| c.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get::<_, i64>(0)))
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+    }
+}
+
+/// What [`Server::serve`] needs for HTTPS: the rustls configuration and the certificate's
+/// SHA-256 fingerprint (for the signed statement at `/v1/tls-statement`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The rustls server configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The certificate's fingerprint.
+    pub fingerprint: String,
 }
 
 /// Who may talk to the server and within which limits; replaced as a whole by
@@ -130,9 +170,20 @@ struct Shared {
     guard: Mutex<ReplayGuard>,
     gate: Arc<Gate>,
     refusals: Throttle,
+    metrics: Arc<Metrics>,
+    tls_statement: RwLock<Option<TlsStatement>>,
 }
 
 impl Shared {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            sessions_open: self.signer.open_sessions(),
+            connections_open: self.gate.connections(),
+            requests_in_flight: self.gate.in_flight(),
+            audit_records: self.signer.audit_records(),
+        }
+    }
+
     fn access(&self) -> Arc<Access> {
         match self.access.read() {
             Ok(a) => a.clone(),
@@ -170,8 +221,20 @@ impl Server {
                 guard: Mutex::new(ReplayGuard::default()),
                 gate,
                 refusals: Throttle::default(),
+                metrics: Arc::new(Metrics::new()),
+                tls_statement: RwLock::new(None),
             }),
         }
+    }
+
+    /// The server's metrics (see [`serve_metrics`]).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// The metrics in the OpenMetrics text format, gauges read now.
+    pub fn encode_metrics(&self) -> String {
+        self.shared.metrics.encode(self.shared.snapshot())
     }
 
     /// Replaces the allow-list and the limits. Requests already authenticated finish under
@@ -202,6 +265,8 @@ impl Server {
     fn router(&self) -> Router {
         Router::new()
             .route(MESSAGE_PATH, post(message_route))
+            .route(HEALTH_PATH, get(health_route))
+            .route(TLS_STATEMENT_PATH, get(tls_statement_route))
             .with_state(self.shared.clone())
     }
 
@@ -213,65 +278,193 @@ impl Server {
     pub async fn serve(
         &self,
         listener: TcpListener,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        tls: Option<ServerTls>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let acceptor = tls.map(TlsAcceptor::from);
-        let router = self.router();
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            // Take a connection slot before accepting: past the cap, clients wait in the
-            // kernel's accept queue instead of costing memory here.
-            let slot = tokio::select! {
-                slot = self.shared.gate.connection() => slot,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let limits = self.shared.access().limits;
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _slot = slot;
-                match acceptor {
-                    None => serve_connection(stream, router, &limits, watcher).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(
-                            limits.handshake_timeout(),
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => serve_connection(tls, router, &limits, watcher).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        let acceptor = match tls {
+            Some(tls) => {
+                let statement = TlsStatement::sign(
+                    self.shared.signer.identity_key(),
+                    &tls.fingerprint,
+                    unix_now(),
+                );
+                match self.shared.tls_statement.write() {
+                    Ok(mut s) => *s = Some(statement),
+                    Err(poisoned) => *poisoned.into_inner() = Some(statement),
+                }
+                Some(TlsAcceptor::from(tls.config))
+            }
+            None => None,
+        };
+        let shared = self.shared.clone();
+        accept_loop(
+            listener,
+            self.router(),
+            self.shared.gate.clone(),
+            move || shared.access().limits,
+            acceptor,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown`, each within a slot of `gate`, and
+/// serves `router` on them with the connection limits `limits()` gives at accept time.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    gate: Arc<Gate>,
+    limits: impl Fn() -> Limits,
+    acceptor: Option<TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Take a connection slot before accepting: past the cap, clients wait in the
+        // kernel's accept queue instead of costing memory here.
+        let slot = tokio::select! {
+            slot = gate.connection() => slot,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let limits = limits();
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => serve_connection(stream, router, &limits, watcher).await,
+                Some(acceptor) => {
+                    let handshake = async {
+                        if !starts_like_tls(&stream).await? {
+                            answer_plain_http_on_tls(stream).await;
+                            return Ok(None);
                         }
+                        acceptor.accept(stream).await.map(Some)
+                    };
+                    match tokio::time::timeout(limits.handshake_timeout(), handshake).await {
+                        Ok(Ok(Some(tls))) => serve_connection(tls, router, &limits, watcher).await,
+                        Ok(Ok(None)) => tracing::debug!(%peer, "plain HTTP on the TLS port"),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-            });
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
             }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Whether the first byte a client sent is a TLS handshake record (22).
+async fn starts_like_tls(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == 0x16)
+}
+
+/// Answers a plain-HTTP client on the TLS port in plain HTTP: use https.
+async fn answer_plain_http_on_tls(mut stream: TcpStream) {
+    let body = "this ckm signer speaks HTTPS: use an https:// URL with its certificate \
+                fingerprint (URL#PUBKEY@FINGERPRINT, see `ckm signer tls`)\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\n{SCHEME_HEADER}: https\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves `GET /metrics` (and `GET /healthz`) of `server` on its own plain-HTTP listener,
+/// with at most 16 connections, until `shutdown` resolves.
+///
+/// # Errors
+/// None today: failed `accept`s are logged and retried.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    server: Server,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = Limits {
+        max_connections: 16,
+        max_in_flight: 16,
+        max_in_flight_per_coordinator: 16,
+        ..Limits::default()
+    };
+    let router = Router::new()
+        .route(METRICS_PATH, get(metrics_route))
+        .route(HEALTH_PATH, get(health_route))
+        .with_state(server.shared.clone());
+    accept_loop(
+        listener,
+        router,
+        Gate::new(&limits),
+        move || limits,
+        None,
+        shutdown,
+    )
+    .await
+}
+
+async fn metrics_route(State(shared): State<Arc<Shared>>) -> Response {
+    let mut response = shared.metrics.encode(shared.snapshot()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// `GET /healthz`: up, with the store unlocked (a signer serves only once it is). Nothing
+/// else: no identity, no version, no wallet.
+async fn health_route() -> Response {
+    let mut response = r#"{"status":"ok","store":"unlocked"}"#.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `GET /v1/tls-statement`: the identity-signed statement of this server's certificate.
+async fn tls_statement_route(State(shared): State<Arc<Shared>>) -> Response {
+    let statement = match shared.tls_statement.read() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    match statement {
+        Some(s) => {
+            let mut response = serde_json::to_string(&s)
+                .unwrap_or_default()
+                .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        None => (StatusCode::NOT_FOUND, "this signer does not serve TLS").into_response(),
     }
 }
 
@@ -324,7 +517,8 @@ fn status_of(reply: &SignerToCoordinator) -> StatusCode {
 
 /// An unsigned 401: the request's signature did not check, so the answer is not bound to
 /// it. Says only why the request was not allowed.
-fn unauthorized(shared: &Shared, message: String) -> Response {
+fn unauthorized(shared: &Shared, reason: &'static str, message: String) -> Response {
+    shared.metrics.unauthenticated(reason);
     if let Some(left_out) = shared.refusals.admit() {
         tracing::warn!(
             reason = %message,
@@ -377,6 +571,7 @@ async fn message_route(State(shared): State<Arc<Shared>>, request: Request) -> R
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(secs = timeout.as_secs(), "request timed out");
+            shared.metrics.transport_refusal("unknown", "timeout");
             let mut response = (StatusCode::REQUEST_TIMEOUT, "request timed out").into_response();
             response
                 .headers_mut()
@@ -389,14 +584,14 @@ async fn message_route(State(shared): State<Arc<Shared>>, request: Request) -> R
 async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some(value) = parts.headers.get(AUTH_HEADER) else {
-        return unauthorized(shared, "missing request signature".into());
+        return unauthorized(shared, "missing", "missing request signature".into());
     };
     let Ok(value) = value.to_str() else {
-        return unauthorized(shared, "malformed request signature".into());
+        return unauthorized(shared, "malformed", "malformed request signature".into());
     };
     let auth = match RequestAuth::from_header_value(value) {
         Ok(a) => a,
-        Err(e) => return unauthorized(shared, e.to_string()),
+        Err(e) => return unauthorized(shared, metrics::auth_reason(&e), e.to_string()),
     };
     let access = shared.access();
     let checked = {
@@ -408,12 +603,13 @@ async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
         guard.check_header(&auth, &allowed, "POST", &shared.path, unix_now())
     };
     if let Err(e) = checked {
-        return unauthorized(shared, e.to_string());
+        return unauthorized(shared, metrics::auth_reason(&e), e.to_string());
     }
     // From here on the header is an allowed coordinator's: answers are signed.
     let coordinator = auth.coordinator;
-    let refuse = |status, code, message: String| {
+    let refuse = |status, outcome, code, message: String| {
         tracing::warn!(%coordinator, %status, %message, "request refused");
+        shared.metrics.transport_refusal("unknown", outcome);
         signed(shared, &auth, status, &refusal(code, message))
     };
     let length = parts
@@ -424,6 +620,7 @@ async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
     let Some(length) = length else {
         return refuse(
             StatusCode::LENGTH_REQUIRED,
+            "bad_request",
             ErrorCode::BadRequest,
             "a Content-Length header is required".into(),
         );
@@ -431,6 +628,7 @@ async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
     if length > MAX_BODY as u64 {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
             ErrorCode::BadRequest,
             format!("request body of {length} bytes is larger than the {MAX_BODY} bytes a signer accepts"),
         );
@@ -439,6 +637,7 @@ async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
     let Ok(_slot) = tokio::time::timeout(queue, shared.gate.request(&coordinator)).await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
             ErrorCode::Internal,
             format!(
                 "signer busy: no request slot freed within {} s ({} in flight at most, {} per coordinator); try again later",
@@ -453,25 +652,31 @@ async fn handle_message(shared: &Arc<Shared>, request: Request) -> Response {
         Err(e) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
+                "bad_request",
                 ErrorCode::BadRequest,
                 format!("could not read the request body: {e}"),
             )
         }
     };
     if let Err(e) = auth.verify_body(&bytes) {
-        return unauthorized(shared, e.to_string());
+        return unauthorized(shared, metrics::auth_reason(&e), e.to_string());
     }
-    let reply = match message::decode::<CoordinatorToSigner>(&bytes) {
-        Err(e) => refusal(ErrorCode::BadRequest, e.to_string()),
+    let started = std::time::Instant::now();
+    let (kind, reply) = match message::decode::<CoordinatorToSigner>(&bytes) {
+        Err(e) => ("unknown", refusal(ErrorCode::BadRequest, e.to_string())),
         Ok(msg) => {
             drop(bytes);
+            let kind = metrics::message_kind(&msg);
             let signer = shared.signer.clone();
-            match tokio::task::spawn_blocking(move || signer.handle(&coordinator, msg)).await {
-                Ok(reply) => reply,
-                Err(e) => refusal(ErrorCode::Internal, format!("signer task failed: {e}")),
-            }
+            let reply =
+                match tokio::task::spawn_blocking(move || signer.handle(&coordinator, msg)).await {
+                    Ok(reply) => reply,
+                    Err(e) => refusal(ErrorCode::Internal, format!("signer task failed: {e}")),
+                };
+            (kind, reply)
         }
     };
+    shared.metrics.handled(kind, &reply, started.elapsed());
     if let SignerToCoordinator::Error { code, message } = &reply {
         tracing::warn!(%coordinator, ?code, %message, "request refused");
     }
