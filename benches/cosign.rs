@@ -231,6 +231,9 @@ fn ckm_psbt(
         roster,
         electrum: None,
         keygen: None,
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
     let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;
@@ -630,6 +633,7 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             wallet: WalletRef {
                 name: "bench".into(),
                 group_key: GroupKey::of(&group),
+                epoch: 0,
             },
             psbt: psbt.to_string(),
         };

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
-use crate::protocol::dkg;
 use crate::protocol::limits::{Receipt, Statement};
+use crate::protocol::roast::{CommitmentBatch, NonceId};
 pub use crate::protocol::SessionId;
+use crate::protocol::{dkg, lifecycle};
 
 /// The protocol version this build speaks (2: certified key generation).
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -88,6 +89,9 @@ pub struct WalletRef {
     pub name: String,
     /// The group's root public key.
     pub group_key: GroupKey,
+    /// The epoch the coordinator signs for (signers refuse another one).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Requests from the coordinator to a signer.
@@ -106,6 +110,9 @@ pub enum CoordinatorToSigner {
     /// Every participant's certificate: verify them all, then store the share (until then it
     /// is only in memory, so an aborted key generation leaves no share anywhere).
     DkgConfirm(dkg::ConfirmRequest),
+    /// A step of an epoch transition (refresh, removal, repair, enrolment: see
+    /// [`crate::protocol::lifecycle`]).
+    Transition(lifecycle::TransitionRequest),
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -114,6 +121,28 @@ pub enum CoordinatorToSigner {
         wallet: WalletRef,
         /// The PSBT (base64).
         psbt: String,
+    },
+    /// Preprocessing: generate `count` nonce pairs for this coordinator and wallet, keep them
+    /// in memory, return their commitments (see [`crate::protocol::roast`]).
+    Preprocess {
+        /// The wallet.
+        wallet: WalletRef,
+        /// How many (at most 500 per request).
+        count: u16,
+    },
+    /// One-round signing with preprocessed nonces: check the PSBT, sign every input with
+    /// the named nonces (one per input; consumed whatever happens).
+    SignPreprocessed {
+        /// Signing session.
+        session: SessionId,
+        /// The wallet.
+        wallet: WalletRef,
+        /// The PSBT (base64).
+        psbt: String,
+        /// Signing packages, one per input.
+        packages: Vec<SigningPackage>,
+        /// This signer's nonce ids, one per input.
+        nonces: Vec<NonceId>,
     },
     /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
     /// receipt of its round-1 reservation; answered with a signed statement of everything the
@@ -161,6 +190,8 @@ pub enum SignerToCoordinator {
     DkgCertified(dkg::Certified),
     /// Every certificate verified; the share is stored, encrypted, on the signer's disk.
     DkgStored(dkg::Stored),
+    /// An answer in an epoch transition.
+    Transition(lifecycle::TransitionAnswer),
     /// Nonce commitments, one per input, and the receipt of the spend's reservation.
     SignCommitments {
         /// Commitments, one per input.
@@ -173,6 +204,21 @@ pub enum SignerToCoordinator {
     },
     /// A signed statement of the wallet's spends in the window.
     SignStatement(Statement),
+    /// Preprocessed commitments.
+    Preprocessed {
+        /// The commitments, signed by the signer for this coordinator and wallet.
+        batch: CommitmentBatch,
+        /// Whether this signer needs the statement rounds (its policy has a wallet-wide
+        /// limit): one-round signing is then refused.
+        statements_required: bool,
+    },
+    /// One-round signing: shares, one per input, and fresh commitments for the next session.
+    SignedPreprocessed {
+        /// Shares, one per input.
+        shares: Vec<SignatureShare>,
+        /// As many fresh commitments as nonces were used (signed like a batch).
+        fresh: CommitmentBatch,
+    },
     /// Signature shares, one per input.
     SignShares {
         /// Shares, one per input.
@@ -212,6 +258,13 @@ pub enum ErrorCode {
     /// The signer's records are older than its checkpoint (rolled back); it refuses to sign
     /// until its operator resets the state.
     State,
+    /// The request is for another epoch of the wallet than the signer's.
+    WrongEpoch,
+    /// A preprocessed nonce is unknown or already used (the signer restarted, or a replay).
+    UnknownNonce,
+    /// One-round signing refused: the wallet has a wallet-wide limit, which needs the
+    /// statement rounds.
+    NeedsStatements,
     /// Internal failure.
     Internal,
 }

@@ -686,6 +686,9 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
         roster,
         electrum: None,
         keygen: None,
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     let mut wallet = CkmWallet::create(&db_path, meta)?;
 

@@ -157,6 +157,7 @@ fn wallet_ref(group: &GroupPublic) -> WalletRef {
     WalletRef {
         name: WALLET.into(),
         group_key: GroupKey::of(group),
+        epoch: 0,
     }
 }
 

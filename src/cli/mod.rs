@@ -10,6 +10,7 @@ mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -111,7 +112,10 @@ pub fn init_logging(verbose: u8, format: ckm::ops::config::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log that cannot be written (a full disk) must not take the process down:
+        // tracing-subscriber would otherwise report it with `eprintln!`, which panics.
+        .log_internal_errors(false);
     let _ = match format {
         ckm::ops::config::LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())

@@ -704,8 +704,8 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             }
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
+            let mut policy = home.policy(&info.group_key)?;
+            let entry = &mut policy;
             if clear {
                 *entry = Policy::default();
             }
@@ -727,8 +727,9 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
                 }
             }
             let shown = entry.clone();
-            home.save_policies(
-                &policies,
+            home.set_policy(
+                &info.group_key,
+                &policy,
                 &format!("policy of wallet {}: {shown}", info.name),
                 &mut rand::rngs::OsRng,
             )?;
@@ -748,15 +749,11 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             };
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
-            let policies = home.load_policies()?;
+            let policies = home.policies()?;
             let rows: Vec<(String, ckm::keys::GroupKey, Policy, String)> = wallets
                 .into_iter()
                 .map(|w| {
-                    let p = policies
-                        .wallets
-                        .get(&w.group_key)
-                        .cloned()
-                        .unwrap_or_default();
+                    let p = policies.get(&w.group_key).cloned().unwrap_or_default();
                     let scope = limit_scope(&w, &p);
                     (w.name, w.group_key, p, scope)
                 })

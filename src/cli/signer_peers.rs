@@ -184,17 +184,17 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
-            if coordinator == info.coordinator || entry.coordinators.contains(&coordinator) {
+            let mut policy = home.policy(&info.group_key)?;
+            if coordinator == info.coordinator || policy.coordinators.contains(&coordinator) {
                 bail!(
                     "coordinator {coordinator} may already use wallet {}",
                     info.name
                 );
             }
-            entry.coordinators.push(coordinator);
-            home.save_policies(
-                &policies,
+            policy.coordinators.push(coordinator);
+            home.set_policy(
+                &info.group_key,
+                &policy,
                 &format!("wallet {}: allowed coordinator {coordinator}", info.name),
                 &mut rand::rngs::OsRng,
             )?;
@@ -210,11 +210,10 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
-            let before = entry.coordinators.len();
-            entry.coordinators.retain(|c| *c != coordinator);
-            if entry.coordinators.len() == before {
+            let mut policy = home.policy(&info.group_key)?;
+            let before = policy.coordinators.len();
+            policy.coordinators.retain(|c| *c != coordinator);
+            if policy.coordinators.len() == before {
                 if coordinator == info.coordinator {
                     bail!(
                         "{coordinator} created wallet {} and cannot be withdrawn",
@@ -226,8 +225,9 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
                     info.name
                 );
             }
-            home.save_policies(
-                &policies,
+            home.set_policy(
+                &info.group_key,
+                &policy,
                 &format!("wallet {}: withdrew coordinator {coordinator}", info.name),
                 &mut rand::rngs::OsRng,
             )?;
@@ -242,12 +242,7 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let policies = home.load_policies()?;
-            let added = policies
-                .wallets
-                .get(&info.group_key)
-                .map(|p| p.coordinators.clone())
-                .unwrap_or_default();
+            let added = home.policy(&info.group_key)?.coordinators;
             let json = serde_json::json!({
                 "wallet": info.name,
                 "creator": info.coordinator.to_string(),

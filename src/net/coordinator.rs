@@ -4,7 +4,6 @@
 //! ([`crate::protocol::sign::SigningCoordinator`]) — by sending what they return to the
 //! signers and feeding their answers back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bitcoin::{Network, Psbt, Transaction};
@@ -17,6 +16,10 @@ use crate::identity::IdentityPublic;
 use crate::keys::{GroupKey, Roster, RosterEntry};
 use crate::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::dkg::{CertifiedKeygen, CoordinatorError, DkgContext, DkgCoordinator};
+use crate::protocol::lifecycle::{
+    CertifiedTransition, Digest, Joining, TransitionAnswer, TransitionContext,
+    TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
+};
 use crate::protocol::sign::{Round1Answer, SignError, SigningCoordinator, Step};
 use crate::wallet::WalletMeta;
 
@@ -193,6 +196,35 @@ pub struct SignReport {
     pub skipped: Vec<(u16, String)>,
     /// The finalized transaction.
     pub transaction: Transaction,
+    /// How it was signed.
+    pub mode: SignMode,
+    /// Signing sessions (attempts) started.
+    pub sessions: usize,
+}
+
+/// How a PSBT was co-signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignMode {
+    /// One round trip: every chosen signer's commitments were held.
+    OneRound,
+    /// One round after fetching commitments from signers short of them.
+    PreprocessedFirst,
+    /// Two interactive rounds (commit, share).
+    TwoRounds,
+    /// Three rounds: commit and reserve, statements, shares (a wallet-wide limit).
+    WithStatements,
+}
+
+impl std::fmt::Display for SignMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignMode::OneRound => "one round",
+            SignMode::PreprocessedFirst => "one round after preprocessing",
+            SignMode::TwoRounds => "two rounds",
+            SignMode::WithStatements => "three rounds with statements (wallet-wide limit)",
+        })
+    }
 }
 
 /// Co-signs `psbt` with the wallet's signers and finalizes it in place, driving a
@@ -208,16 +240,12 @@ pub async fn sign_psbt(
     meta: &WalletMeta,
     psbt: &mut Psbt,
 ) -> Result<SignReport, SignPsbtError> {
-    let roster: BTreeMap<u16, RosterEntry> = meta
-        .roster
-        .entries()
-        .iter()
-        .map(|e| (e.index, e.clone()))
-        .collect();
+    let roster = meta.roster.by_index();
     let mut machine = SigningCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
     let wallet = WalletRef {
         name: meta.name.clone(),
         group_key: GroupKey::of(&meta.group),
+        epoch: meta.epoch,
     };
     let psbt_text = Arc::new(psbt.to_string());
     let mut rng = rand::rngs::OsRng;
@@ -347,9 +375,282 @@ pub async fn sign_psbt(
                     culprits: outcome.culprits,
                     skipped: outcome.skipped,
                     transaction: outcome.transaction,
+                    mode: if outcome.with_statements {
+                        SignMode::WithStatements
+                    } else {
+                        SignMode::TwoRounds
+                    },
+                    sessions: outcome.attempts,
                 });
             }
             Step::Wait => step = machine.start(&mut rng)?,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Epoch transitions
+// ---------------------------------------------------------------------------------------
+
+/// Why a transition across signers failed (nothing was committed; the members were told to
+/// abort).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransitionDriveError {
+    /// A member failed or refused.
+    #[error("the transition stopped at {stage}")]
+    Signer {
+        /// Protocol stage.
+        stage: &'static str,
+        /// The failure.
+        #[source]
+        source: CallError,
+    },
+    /// A member answered out of protocol.
+    #[error("the transition stopped at {stage}: signer {index} answered out of protocol")]
+    Protocol {
+        /// Protocol stage.
+        stage: &'static str,
+        /// Roster index.
+        index: u16,
+    },
+    /// The transition itself failed (a bad certificate, an inconsistent result).
+    #[error("the transition failed")]
+    Transition(#[source] Box<TransitionError>),
+}
+
+impl From<TransitionError> for TransitionDriveError {
+    fn from(e: TransitionError) -> Self {
+        TransitionDriveError::Transition(Box::new(e))
+    }
+}
+
+fn transition_answer(
+    stage: &'static str,
+    index: u16,
+    reply: Result<SignerToCoordinator, CallError>,
+) -> Result<TransitionAnswer, TransitionDriveError> {
+    match reply {
+        Ok(SignerToCoordinator::Transition(a)) => Ok(a),
+        Ok(_) => Err(TransitionDriveError::Protocol { stage, index }),
+        Err(source) => Err(TransitionDriveError::Signer { stage, source }),
+    }
+}
+
+/// Runs a transition across the members of `context.new_roster` (the URLs there are used)
+/// up to and including *prepare*: on success every member holds the new share pending and
+/// the record is returned; on any failure every member is told to abort.
+///
+/// # Errors
+/// The first member failing or refusing; nothing is committed then.
+pub async fn run_transition(
+    client: &Client,
+    context: TransitionContext,
+    from: WalletState,
+    joining: Option<Joining>,
+) -> Result<CertifiedTransition, TransitionDriveError> {
+    let members: Vec<RosterEntry> = context.new_roster.entries().to_vec();
+    let session = context.session;
+    let result = drive_transition(client, context, from, joining, &members).await;
+    if result.is_err() {
+        abort_transition(client, &members, session).await;
+    }
+    result
+}
+
+async fn drive_transition(
+    client: &Client,
+    context: TransitionContext,
+    from: WalletState,
+    joining: Option<Joining>,
+    members: &[RosterEntry],
+) -> Result<CertifiedTransition, TransitionDriveError> {
+    let kind = context.kind;
+    let newcomer = kind.newcomer().filter(|i| {
+        context
+            .new_roster
+            .get(*i)
+            .map(|e| from.roster.index_of(&e.identity) != Some(*i))
+            .unwrap_or(false)
+    });
+    let mut machine = TransitionCoordinator::new(context.clone(), from)?;
+    let begin: Vec<(RosterEntry, CoordinatorToSigner)> = members
+        .iter()
+        .map(|e| {
+            let joining = if Some(e.index) == newcomer {
+                joining.clone()
+            } else {
+                None
+            };
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Begin {
+                    context: context.clone(),
+                    joining,
+                }),
+            )
+        })
+        .collect();
+    for (index, reply) in call_each(client, begin).await {
+        machine.add_begun(index, transition_answer("begin", index, reply)?)?;
+    }
+    let pick = |indexes: &[u16]| -> Vec<RosterEntry> {
+        members
+            .iter()
+            .filter(|e| indexes.contains(&e.index))
+            .cloned()
+            .collect()
+    };
+    if kind.refreshes() {
+        let request = machine.refresh_round1()?;
+        let calls = members
+            .iter()
+            .map(|e| (e.clone(), CoordinatorToSigner::Transition(request.clone())))
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine
+                .add_refresh_sealed(index, transition_answer("refresh round 1", index, reply)?)?;
+        }
+        let calls = members
+            .iter()
+            .map(|e| {
+                (
+                    e.clone(),
+                    CoordinatorToSigner::Transition(machine.refresh_round2(e.index)),
+                )
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_certified(index, transition_answer("refresh round 2", index, reply)?)?;
+        }
+    } else {
+        let helpers = pick(&context.helpers);
+        let calls = helpers
+            .iter()
+            .map(|e| {
+                (
+                    e.clone(),
+                    CoordinatorToSigner::Transition(machine.repair_deltas(e.index)),
+                )
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_sigma(index, transition_answer("repair", index, reply)?)?;
+        }
+        let request = machine.repair_sigmas()?;
+        let calls = members
+            .iter()
+            .map(|e| {
+                let r = if Some(e.index) == kind.newcomer() {
+                    request.clone()
+                } else {
+                    machine.certify_request()
+                };
+                (e.clone(), CoordinatorToSigner::Transition(r))
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_certified(index, transition_answer("certification", index, reply)?)?;
+        }
+    }
+    let prepare = machine.prepare_request()?;
+    let calls = members
+        .iter()
+        .map(|e| (e.clone(), CoordinatorToSigner::Transition(prepare.clone())))
+        .collect();
+    for (index, reply) in call_each(client, calls).await {
+        match transition_answer("prepare", index, reply)? {
+            TransitionAnswer::Prepared => {}
+            _ => {
+                return Err(TransitionDriveError::Protocol {
+                    stage: "prepare",
+                    index,
+                })
+            }
+        }
+    }
+    Ok(machine.record()?)
+}
+
+/// Tells every member to commit transition `session`; returns each member's outcome (the
+/// epoch it is now at, or why it did not answer). Repeating it is harmless.
+pub async fn commit_transition(
+    client: &Client,
+    members: &[RosterEntry],
+    session: SessionId,
+) -> Vec<(u16, Result<u64, String>)> {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Commit { session }),
+            )
+        })
+        .collect();
+    call_each(client, calls)
+        .await
+        .into_iter()
+        .map(|(index, reply)| {
+            let outcome = match reply {
+                Ok(SignerToCoordinator::Transition(TransitionAnswer::Committed { epoch })) => {
+                    Ok(epoch)
+                }
+                Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                Err(e) => Err(e.to_string()),
+            };
+            (index, outcome)
+        })
+        .collect()
+}
+
+/// Tells every member to forget transition `session` (best effort).
+pub async fn abort_transition(client: &Client, members: &[RosterEntry], session: SessionId) {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Abort { session }),
+            )
+        })
+        .collect();
+    for (index, reply) in call_each(client, calls).await {
+        if let Err(e) = reply {
+            tracing::warn!(signer = index, error = %e, "could not abort the transition there");
+        }
+    }
+}
+
+/// Where each member's wallet is: (epoch, state hash, pending transition).
+pub async fn transition_status(
+    client: &Client,
+    members: &[RosterEntry],
+    wallet: GroupKey,
+) -> Vec<(u16, Result<(u64, Digest, Option<(SessionId, u64)>), String>)> {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Status { wallet }),
+            )
+        })
+        .collect();
+    call_each(client, calls)
+        .await
+        .into_iter()
+        .map(|(index, reply)| {
+            let outcome = match reply {
+                Ok(SignerToCoordinator::Transition(TransitionAnswer::Status {
+                    epoch,
+                    state,
+                    pending,
+                })) => Ok((epoch, state, pending)),
+                Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                Err(e) => Err(e.to_string()),
+            };
+            (index, outcome)
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod coordinator;
 pub mod electrum;
 pub mod limits;
+pub mod one_round;
 pub mod server;
 pub mod tls;
 
@@ -294,6 +295,7 @@ mod tests {
             wallet: WalletRef {
                 name: "w".repeat(200),
                 group_key: group_key(),
+                epoch: u64::MAX,
             },
             psbt,
         };

@@ -87,6 +87,10 @@ pub trait Handler: Send + Sync + 'static {
     fn audit_records(&self) -> Option<u64> {
         None
     }
+    /// Nonces held for preprocessed signing (for the metrics).
+    fn preprocessed_nonces(&self) -> usize {
+        0
+    }
 }
 
 impl Handler for Signer {
@@ -98,6 +102,9 @@ impl Handler for Signer {
     }
     fn open_sessions(&self) -> usize {
         self.pending_signing_sessions()
+    }
+    fn preprocessed_nonces(&self) -> usize {
+        Signer::preprocessed_nonces(self)
     }
     fn audit_records(&self) -> Option<u64> {
         self.home()
@@ -181,6 +188,7 @@ impl Shared {
             connections_open: self.gate.connections(),
             requests_in_flight: self.gate.in_flight(),
             audit_records: self.signer.audit_records(),
+            preprocessed_nonces: self.signer.preprocessed_nonces(),
         }
     }
 

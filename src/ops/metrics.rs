@@ -3,14 +3,14 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `ckm_requests_total` | counter | `message` (`status`, `dkg_begin`, `dkg_round1`, `dkg_round2`, `dkg_confirm`, `sign_commit`, `sign_statement`, `sign_share`, `other`, or `unknown` when the body was not read), `outcome` (`ok`, `unauthorized`, `bad_request`, `too_large`, `busy`, `timeout`, `unknown_session`, `unknown_wallet`, `refused`, `policy`, `internal`) |
+//! | `ckm_requests_total` | counter | `message` (`status`, `dkg_begin`, `dkg_round1`, `dkg_round2`, `dkg_confirm`, `sign_commit`, `preprocess`, `sign_preprocessed`, `sign_statement`, `sign_share`, `other`, or `unknown` when the body was not read), `outcome` (`ok`, `unauthorized`, `bad_request`, `too_large`, `busy`, `timeout`, `unknown_session`, `unknown_wallet`, `refused`, `policy`, `internal`) |
 //! | `ckm_auth_failures_total` | counter | `reason` (`missing`, `malformed`, `unknown_coordinator`, `bad_signature`, `expired`, `replayed`, `replay_cache_full`, `body_mismatch`) |
 //! | `ckm_policy_refusals_total` | counter | `rule` (`max-fee-sats`, `max-fee-rate`, `max-amount-sats`, `daily-limit-sats`, …, as named in the refusal) |
 //! | `ckm_audit_records_total` | counter | |
 //! | `ckm_signing_round_seconds` | histogram | `round` (`commit`, `statement`, `share`) |
 //! | `ckm_dkg_round_seconds` | histogram | `round` (`begin`, `round1`, `round2`, `confirm`) |
 //! | `ckm_sessions_open` | gauge | signing sessions waiting for round 2 |
-//! | `ckm_preprocessed_nonces` | gauge | nonces held for preprocessed signing; 0 until that feature exists |
+//! | `ckm_preprocessed_nonces` | gauge | nonces held for preprocessed (one-round) signing |
 //! | `ckm_connections_open`, `ckm_requests_in_flight` | gauge | |
 //!
 //! No metric carries a secret, a wallet name, a coordinator key or a transaction id.
@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub requests_in_flight: usize,
     /// Records in the signer's audit log, if it can tell.
     pub audit_records: Option<u64>,
+    /// Nonces held for preprocessed signing.
+    pub preprocessed_nonces: usize,
 }
 
 /// The signer's metrics.
@@ -110,6 +112,8 @@ pub fn message_kind(message: &CoordinatorToSigner) -> &'static str {
         CoordinatorToSigner::DkgRound2 { .. } => "dkg_round2",
         CoordinatorToSigner::DkgConfirm { .. } => "dkg_confirm",
         CoordinatorToSigner::SignCommit { .. } => "sign_commit",
+        CoordinatorToSigner::Preprocess { .. } => "preprocess",
+        CoordinatorToSigner::SignPreprocessed { .. } => "sign_preprocessed",
         CoordinatorToSigner::SignStatement { .. } => "sign_statement",
         CoordinatorToSigner::SignShare { .. } => "sign_share",
         _ => "other",
@@ -217,7 +221,7 @@ impl Metrics {
             );
             r.register(
                 "preprocessed_nonces",
-                "Nonces held for preprocessed signing (0: not implemented yet)",
+                "Nonces held for preprocessed (one-round) signing",
                 m.preprocessed_nonces.clone(),
             );
             r.register(
@@ -324,7 +328,7 @@ impl Metrics {
                 *seen = total;
             }
         }
-        self.preprocessed_nonces.set(0);
+        gauge(&self.preprocessed_nonces, now.preprocessed_nonces);
         let mut out = String::new();
         let registry = self
             .registry

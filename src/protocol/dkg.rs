@@ -118,7 +118,7 @@ impl DkgContext {
         check_wallet_name(&self.wallet)?;
         DkgParams::new(self.params.threshold(), self.params.signers())
             .map_err(|_| ContextError::Params)?;
-        if self.roster.len() != self.params.signers() {
+        if self.roster.len() != self.params.signers() || !self.roster.is_contiguous() {
             return Err(ContextError::RosterSize {
                 roster: self.roster.len(),
                 signers: self.params.signers(),
@@ -184,7 +184,9 @@ pub enum ContextError {
     #[error("invalid group parameters: need 2 <= threshold <= signers <= 255")]
     Params,
     /// Roster and parameters disagree.
-    #[error("the roster lists {roster} signers but the group has {signers}")]
+    #[error(
+        "the roster lists {roster} signers (indexes must be 1..=n) but the group has {signers}"
+    )]
     RosterSize {
         /// Roster length.
         roster: u16,

@@ -1,6 +1,7 @@
 //! The signer's state in one SQLite database (`signer.db` in the signer directory): wallets
-//! indexed by group key and name (public info plus the sealed share), sealed and versioned
-//! policies and peers, the keyed audit chain, and spend reservations. WAL journal, full
+//! indexed by group key and name (public info plus the sealed share), one sealed policy row
+//! per wallet under a sealed versioned summary, sealed versioned peers, the keyed audit
+//! chain, and spend reservations. WAL journal, full
 //! synchronous commits, short `BEGIN IMMEDIATE` write transactions; connections are pooled so
 //! that readers and the cryptography of different requests run in parallel.
 
@@ -25,6 +26,11 @@ CREATE TABLE IF NOT EXISTS wallets (
     share BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS wallets_by_name ON wallets(name);
+CREATE TABLE IF NOT EXISTS policies (
+    group_key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -39,6 +45,13 @@ CREATE TABLE IF NOT EXISTS audit (
     mac BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_wallet ON audit(group_key, kind, time);
+CREATE TABLE IF NOT EXISTS pending (
+    group_key TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    share BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reservations (
     session TEXT PRIMARY KEY,
     group_key TEXT NOT NULL,
@@ -166,9 +179,12 @@ impl SignerDb {
         let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.error(e))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| self.error(e))?;
-        // WAL for concurrent readers; FULL so that a committed decision survives a crash.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .map_err(|e| self.error(e))?;
+        // WAL for concurrent readers; FULL so that a committed decision survives a crash;
+        // secure_delete so that an erased share's bytes are overwritten, not left in free pages.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+        )
+        .map_err(|e| self.error(e))?;
         if create {
             set_private(&self.path);
         }

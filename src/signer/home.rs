@@ -11,6 +11,7 @@
 //! `wallets/*.share`, `policy.sealed`, `audit.log`) is converted on first open; the old files
 //! are kept under `legacy-v1/`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -24,11 +25,12 @@ use crate::frost::keys::{KeyError, KeyShare};
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::keys::{GroupKey, Roster, WalletFingerprint};
 use crate::protocol::dkg::CertifiedKeygen;
+use crate::protocol::lifecycle::{CertifiedTransition, History};
 use crate::signer::audit::{self, AuditError, AuditEvent, AuditKind};
 use crate::signer::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::signer::db::{get_kv, put_kv, DbError, SignerDb};
 use crate::signer::peers::Peers;
-use crate::signer::policy::Policies;
+use crate::signer::policy::Policy;
 use crate::store::{
     read_limited, write_atomic, KdfParams, MacKey, StoreError, StoreHeader, StoreKey,
 };
@@ -155,6 +157,9 @@ pub enum StateError {
         /// Version the checkpoint recorded.
         checkpoint: u64,
     },
+    /// A wallet's policy row is not the one the sealed policy summary recorded.
+    #[error("the wallet policies do not match their sealed summary (a policy removed, edited or restored from an older copy)")]
+    PolicyReplaced,
     /// The peers are older than the checkpoint (or missing).
     #[error("the approved peers are at version {have} but the checkpoint recorded version {checkpoint} (an older copy restored)")]
     PeersOlder {
@@ -197,12 +202,30 @@ pub struct WalletInfo {
     /// The certified key generation: roster, round-1 broadcasts, every certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keygen: Option<CertifiedKeygen>,
+    /// The epoch this signer's share belongs to (0 until the first transition).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every committed transition since the key generation (refresh, removal, repair,
+    /// enrolment), certified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<CertifiedTransition>,
 }
 
 impl WalletInfo {
-    /// The certified roster, when the wallet has one.
+    /// The current certified roster, when the wallet has one.
     pub fn roster(&self) -> Option<&Roster> {
-        self.keygen.as_ref().map(|k| &k.context.roster)
+        match self.transitions.last() {
+            Some(t) => Some(&t.state.roster),
+            None => self.keygen.as_ref().map(|k| &k.context.roster),
+        }
+    }
+
+    /// The wallet's certified history, when it has one.
+    pub fn history(&self) -> Option<History> {
+        self.keygen.as_ref().map(|k| History {
+            keygen: k.clone(),
+            transitions: self.transitions.clone(),
+        })
     }
 }
 
@@ -410,7 +433,7 @@ impl SignerHome {
         Ok(Checkpoint {
             audit_count,
             audit_last_mac,
-            policy_version: self.versioned::<Policies>(conn, "policies")?.0,
+            policy_version: policy_state(conn, &self.key)?.0,
             peers_version: self.versioned::<Peers>(conn, "peers")?.0,
         })
     }
@@ -492,6 +515,10 @@ impl SignerHome {
             }
             .into());
         }
+        let (_, digest) = self.db.read(|c| Ok(policy_state(c, &self.key)))??;
+        if self.db.read(|c| Ok(policy_digest(c)))?? != digest {
+            return Err(StateError::PolicyReplaced.into());
+        }
         if at.peers_version < cp.peers_version {
             return Err(StateError::PeersOlder {
                 have: at.peers_version,
@@ -546,6 +573,9 @@ impl SignerHome {
             ));
         }
         self.db.write(|tx| {
+            // The policy rows as they stand are accepted too: re-seal their summary.
+            let (version, _) = policy_state(tx, &self.key)?;
+            put_policy_state(tx, &self.key, version, rng)?;
             audit::append(
                 tx,
                 &self.mac,
@@ -594,6 +624,82 @@ impl SignerHome {
         share: &KeyShare,
         rng: &mut R,
     ) -> Result<(), HomeError> {
+        self.save_shares(&[(info, share)], rng)
+    }
+
+    /// Stores several wallets at once (one transaction, one audit record each; all or none).
+    ///
+    /// # Errors
+    /// A wallet exists already, or the database failed.
+    pub fn save_shares<R: RngCore + CryptoRng>(
+        &self,
+        wallets: &[(&WalletInfo, &KeyShare)],
+        rng: &mut R,
+    ) -> Result<(), HomeError> {
+        let mut rows = Vec::with_capacity(wallets.len());
+        for (info, share) in wallets {
+            let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
+                path: self.db.path().to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
+                path: self.db.path().to_path_buf(),
+                source,
+            })?;
+            let sealed = self.key.seal(
+                share_aad(&info.group_key, &info_json).as_bytes(),
+                &secret,
+                rng,
+            );
+            rows.push((*info, info_json, sealed));
+        }
+        let now = crate::auth::unix_now();
+        self.db.write(|tx| {
+            for (info, info_json, sealed) in &rows {
+                insert_wallet(tx, info, info_json, sealed)?;
+                audit::append(
+                    tx,
+                    &self.mac,
+                    AuditEvent {
+                        kind: AuditKind::Wallet,
+                        wallet: info.name.clone(),
+                        group_key: info.group_key.to_string(),
+                        coordinator: info.coordinator.to_string(),
+                        txid: String::new(),
+                        outflow_sats: 0,
+                        fee_sats: 0,
+                        detail: format!(
+                            "stored share {} of a {}-of-{} wallet (fingerprint {})",
+                            info.index,
+                            info.threshold,
+                            info.signers,
+                            info.fingerprint
+                                .map_or_else(|| "none".to_string(), |f| f.to_string())
+                        ),
+                    },
+                    now,
+                )
+                .map_err(|e| HomeError::Db(self.sql(e)))?;
+            }
+            Ok::<_, HomeError>(())
+        })?;
+        self.advance_checkpoint(rng)?;
+        Ok(())
+    }
+
+    /// Stores a transition's result as pending: the new public record and the new share,
+    /// sealed and bound to that record, beside the current ones (audited). Refuses while
+    /// another transition of the wallet is pending.
+    ///
+    /// # Errors
+    /// Another pending transition, or the database failed.
+    pub fn prepare_transition<R: RngCore + CryptoRng>(
+        &self,
+        session: &str,
+        info: &WalletInfo,
+        share: &KeyShare,
+        rng: &mut R,
+    ) -> Result<(), HomeError> {
         let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
             path: self.db.path().to_path_buf(),
             reason: e.to_string(),
@@ -608,7 +714,35 @@ impl SignerHome {
             rng,
         );
         self.db.write(|tx| {
-            insert_wallet(tx, info, &info_json, &sealed)?;
+            let other: Option<String> = tx
+                .query_row(
+                    "SELECT session FROM pending WHERE group_key = ?1",
+                    [info.group_key.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = other {
+                if other != session {
+                    return Err(HomeError::Malformed {
+                        path: self.db.path().to_path_buf(),
+                        reason: format!(
+                            "transition {other} of this wallet is pending; it must be committed or aborted first (`ckm wallet resume` on the coordinator)"
+                        ),
+                    });
+                }
+            }
+            tx.execute(
+                "INSERT INTO pending (group_key, session, epoch, info, share) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(group_key) DO UPDATE SET session = excluded.session, epoch = excluded.epoch,
+                 info = excluded.info, share = excluded.share",
+                rusqlite::params![
+                    info.group_key.to_string(),
+                    session,
+                    i64::try_from(info.epoch).unwrap_or(i64::MAX),
+                    info_json,
+                    sealed
+                ],
+            )?;
             audit::append(
                 tx,
                 &self.mac,
@@ -616,26 +750,143 @@ impl SignerHome {
                     kind: AuditKind::Wallet,
                     wallet: info.name.clone(),
                     group_key: info.group_key.to_string(),
-                    coordinator: info.coordinator.to_string(),
+                    coordinator: String::new(),
                     txid: String::new(),
                     outflow_sats: 0,
                     fee_sats: 0,
-                    detail: format!(
-                        "stored share {} of a {}-of-{} wallet (fingerprint {})",
-                        info.index,
-                        info.threshold,
-                        info.signers,
-                        info.fingerprint
-                            .map_or_else(|| "none".to_string(), |f| f.to_string())
-                    ),
+                    detail: format!("prepared epoch {} (transition {session})", info.epoch),
                 },
                 crate::auth::unix_now(),
-            )
-            .map_err(|e| HomeError::Db(self.sql(e)))?;
+            )?;
             Ok::<_, HomeError>(())
         })?;
         self.advance_checkpoint(rng)?;
         Ok(())
+    }
+
+    /// The pending transition of a wallet: (session, epoch it leads to).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn pending_transition(
+        &self,
+        group_key: &GroupKey,
+    ) -> Result<Option<(String, u64)>, HomeError> {
+        Ok(self
+            .db
+            .read(|c| {
+                c.query_row(
+                    "SELECT session, epoch FROM pending WHERE group_key = ?1",
+                    [group_key.to_string()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+            })?
+            .map(|(s, e)| (s, u64::try_from(e).unwrap_or(0))))
+    }
+
+    /// Makes a pending transition current: its record and share replace the wallet's (or
+    /// become the wallet, for a newcomer), the old share is erased (overwritten, and the
+    /// journal truncated), all in one audited transaction. Returns the new epoch; `None` when
+    /// no transition `session` is pending.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn commit_transition<R: RngCore + CryptoRng>(
+        &self,
+        group_key: &GroupKey,
+        session: &str,
+        detail: &str,
+        rng: &mut R,
+    ) -> Result<Option<u64>, HomeError> {
+        let epoch = self.db.write(|tx| {
+            let row: Option<(i64, String, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT epoch, info, share FROM pending WHERE group_key = ?1 AND session = ?2",
+                    rusqlite::params![group_key.to_string(), session],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((epoch, info_json, share)) = row else {
+                return Ok::<_, HomeError>(None);
+            };
+            let info = parse_info(self.db.path(), &info_json)?;
+            let updated = tx.execute(
+                "UPDATE wallets SET name = ?2, info = ?3, share = ?4 WHERE group_key = ?1",
+                rusqlite::params![group_key.to_string(), info.name, info_json, share],
+            )?;
+            if updated == 0 {
+                tx.execute(
+                    "INSERT INTO wallets (group_key, name, info, share) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![group_key.to_string(), info.name, info_json, share],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM pending WHERE group_key = ?1",
+                [group_key.to_string()],
+            )?;
+            audit::append(
+                tx,
+                &self.mac,
+                AuditEvent {
+                    kind: AuditKind::Wallet,
+                    wallet: info.name.clone(),
+                    group_key: group_key.to_string(),
+                    coordinator: String::new(),
+                    txid: String::new(),
+                    outflow_sats: 0,
+                    fee_sats: 0,
+                    detail: format!(
+                        "committed epoch {epoch}: {detail}; the previous share is erased"
+                    ),
+                },
+                crate::auth::unix_now(),
+            )?;
+            Ok(Some(u64::try_from(epoch).unwrap_or(0)))
+        })?;
+        if epoch.is_some() {
+            // The overwritten share may still sit in the write-ahead log: truncate it.
+            self.db
+                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
+            self.advance_checkpoint(rng)?;
+        }
+        Ok(epoch)
+    }
+
+    /// Forgets a pending transition (audited). Returns whether one was pending.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn abort_transition<R: RngCore + CryptoRng>(
+        &self,
+        group_key: &GroupKey,
+        session: &str,
+        rng: &mut R,
+    ) -> Result<bool, HomeError> {
+        let removed = self.db.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM pending WHERE group_key = ?1 AND session = ?2",
+                rusqlite::params![group_key.to_string(), session],
+            )?;
+            if n > 0 {
+                audit::append(
+                    tx,
+                    &self.mac,
+                    AuditEvent::signer(
+                        AuditKind::Wallet,
+                        format!("aborted transition {session} of wallet {group_key}"),
+                    ),
+                    crate::auth::unix_now(),
+                )?;
+            }
+            Ok::<_, HomeError>(n > 0)
+        })?;
+        if removed {
+            self.db
+                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
+            self.advance_checkpoint(rng)?;
+        }
+        Ok(removed)
     }
 
     /// Every wallet held, by name.
@@ -753,35 +1004,51 @@ impl SignerHome {
         Ok(version)
     }
 
-    /// The signer's policies (sealed: only the passphrase holder can change them).
+    /// The policy of one wallet (sealed; none means no limits). Read per request: one
+    /// indexed row, whatever the number of wallets.
     ///
     /// # Errors
-    /// A corrupted or tampered value.
-    pub fn load_policies(&self) -> Result<Policies, HomeError> {
-        let (version, mut p) = self
-            .db
-            .read(|c| Ok(self.versioned::<Policies>(c, "policies")))??;
-        p.version = version;
-        Ok(p)
+    /// A corrupted or tampered row.
+    pub fn policy(&self, group_key: &GroupKey) -> Result<Policy, HomeError> {
+        self.db.read(|c| Ok(read_policy(c, &self.key, group_key)))?
     }
 
-    /// Replaces the signer's policies (a new version, audited with `detail`).
+    /// Every wallet's policy.
+    ///
+    /// # Errors
+    /// A corrupted or tampered row.
+    pub fn policies(&self) -> Result<BTreeMap<GroupKey, Policy>, HomeError> {
+        self.db.read(|c| Ok(read_policies(c, &self.key)))?
+    }
+
+    /// Replaces one wallet's policy: a new policy version (the checkpoint records it),
+    /// audited with `detail`.
     ///
     /// # Errors
     /// A database failure.
-    pub fn save_policies<R: RngCore + CryptoRng>(
+    pub fn set_policy<R: RngCore + CryptoRng>(
         &self,
-        policies: &Policies,
+        group_key: &GroupKey,
+        policy: &Policy,
         detail: &str,
         rng: &mut R,
     ) -> Result<u64, HomeError> {
-        self.save_versioned(
-            "policies",
-            policies,
-            AuditKind::Policy,
-            detail.to_string(),
-            rng,
-        )
+        let version = self.db.write(|tx| {
+            let (current, _) = policy_state(tx, &self.key)?;
+            let version = current + 1;
+            put_policy(tx, &self.key, group_key, policy, version, rng)?;
+            put_policy_state(tx, &self.key, version, rng)?;
+            audit::append(
+                tx,
+                &self.mac,
+                AuditEvent::signer(AuditKind::Policy, format!("{detail} (version {version})")),
+                crate::auth::unix_now(),
+            )
+            .map_err(|e| HomeError::Db(self.sql(e)))?;
+            Ok::<_, HomeError>(version)
+        })?;
+        self.advance_checkpoint(rng)?;
+        Ok(version)
     }
 
     /// The peers this signer's operator approved for key generations (sealed).
@@ -808,6 +1075,192 @@ impl SignerHome {
     ) -> Result<u64, HomeError> {
         self.save_versioned("peers", peers, AuditKind::Peers, detail.to_string(), rng)
     }
+}
+
+/// The sealed summary of the policy rows: a version counter and a digest of every row.
+#[derive(Serialize, Deserialize)]
+struct PolicyState {
+    version: u64,
+    #[serde(with = "hex::serde")]
+    digest: [u8; 32],
+}
+
+fn sql_err(source: rusqlite::Error) -> HomeError {
+    HomeError::Sql(source)
+}
+
+fn sealed_error(name: &str, source: StoreError) -> HomeError {
+    HomeError::Store {
+        path: PathBuf::from(format!("signer.db ({name})")),
+        source,
+    }
+}
+
+/// The digest of every policy row: (group key, version, hash of the sealed blob).
+fn policy_digest(conn: &Connection) -> Result<[u8; 32], HomeError> {
+    use bitcoin::hashes::HashEngine;
+    let mut stmt = conn
+        .prepare("SELECT group_key, version, sealed FROM policies ORDER BY group_key")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(sql_err)?;
+    let mut engine = sha256::Hash::engine();
+    for row in rows {
+        let (gk, version, sealed) = row.map_err(sql_err)?;
+        engine.input(&(gk.len() as u64).to_be_bytes());
+        engine.input(gk.as_bytes());
+        engine.input(&version.to_be_bytes());
+        engine.input(sha256::Hash::hash(&sealed).as_byte_array());
+    }
+    Ok(sha256::Hash::from_engine(engine).to_byte_array())
+}
+
+/// The policy version and digest recorded in the sealed summary ((0, digest of no rows) when
+/// there is none).
+fn policy_state(conn: &Connection, key: &StoreKey) -> Result<(u64, [u8; 32]), HomeError> {
+    let Some(sealed) = get_kv(conn, "policy_state").map_err(sql_err)? else {
+        return Ok((0, sha256::Hash::hash(&[]).to_byte_array()));
+    };
+    let plain = key
+        .open(b"policy_state", &sealed)
+        .map_err(|e| sealed_error("policy_state", e))?;
+    let s: PolicyState = serde_json::from_slice(&plain).map_err(|e| HomeError::Malformed {
+        path: PathBuf::from("signer.db (policy_state)"),
+        reason: e.to_string(),
+    })?;
+    Ok((s.version, s.digest))
+}
+
+/// Writes the sealed summary for the current rows at `version`.
+pub(crate) fn put_policy_state<R: RngCore + CryptoRng>(
+    conn: &Connection,
+    key: &StoreKey,
+    version: u64,
+    rng: &mut R,
+) -> Result<(), HomeError> {
+    let digest = policy_digest(conn)?;
+    let plain =
+        serde_json::to_vec(&PolicyState { version, digest }).map_err(|e| HomeError::Malformed {
+            path: PathBuf::from("signer.db (policy_state)"),
+            reason: e.to_string(),
+        })?;
+    put_kv(
+        conn,
+        "policy_state",
+        &key.seal(b"policy_state", &plain, rng),
+    )
+    .map_err(sql_err)
+}
+
+fn policy_aad(group_key: &GroupKey) -> String {
+    format!("policy:{group_key}")
+}
+
+/// Writes one wallet's policy row at `version` (sealed; the summary must be rewritten after).
+pub(crate) fn put_policy<R: RngCore + CryptoRng>(
+    conn: &Connection,
+    key: &StoreKey,
+    group_key: &GroupKey,
+    policy: &Policy,
+    version: u64,
+    rng: &mut R,
+) -> Result<(), HomeError> {
+    let plain = serde_json::to_vec(&Versioned {
+        version,
+        value: policy,
+    })
+    .map_err(|e| HomeError::Malformed {
+        path: PathBuf::from("signer.db (policies)"),
+        reason: e.to_string(),
+    })?;
+    let sealed = key.seal(policy_aad(group_key).as_bytes(), &plain, rng);
+    conn.execute(
+        "INSERT INTO policies (group_key, version, sealed) VALUES (?1, ?2, ?3)
+         ON CONFLICT(group_key) DO UPDATE SET version = excluded.version, sealed = excluded.sealed",
+        rusqlite::params![
+            group_key.to_string(),
+            i64::try_from(version).unwrap_or(i64::MAX),
+            sealed
+        ],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+fn open_policy(
+    key: &StoreKey,
+    group_key: &GroupKey,
+    version: i64,
+    sealed: &[u8],
+) -> Result<Policy, HomeError> {
+    let plain = key
+        .open(policy_aad(group_key).as_bytes(), sealed)
+        .map_err(|e| sealed_error("policies", e))?;
+    let v: Versioned<Policy> =
+        serde_json::from_slice(&plain).map_err(|e| HomeError::Malformed {
+            path: PathBuf::from("signer.db (policies)"),
+            reason: e.to_string(),
+        })?;
+    if i64::try_from(v.version).ok() != Some(version) {
+        return Err(HomeError::State(StateError::PolicyReplaced));
+    }
+    Ok(v.value)
+}
+
+fn read_policy(
+    conn: &Connection,
+    key: &StoreKey,
+    group_key: &GroupKey,
+) -> Result<Policy, HomeError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT version, sealed FROM policies WHERE group_key = ?1",
+            [group_key.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    match row {
+        Some((version, sealed)) => open_policy(key, group_key, version, &sealed),
+        None => Ok(Policy::default()),
+    }
+}
+
+fn read_policies(
+    conn: &Connection,
+    key: &StoreKey,
+) -> Result<BTreeMap<GroupKey, Policy>, HomeError> {
+    let mut stmt = conn
+        .prepare("SELECT group_key, version, sealed FROM policies ORDER BY group_key")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(sql_err)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (gk, version, sealed) = row.map_err(sql_err)?;
+        let gk: GroupKey =
+            gk.parse()
+                .map_err(|e: crate::keys::ParseKeyError| HomeError::Malformed {
+                    path: PathBuf::from("signer.db (policies)"),
+                    reason: e.to_string(),
+                })?;
+        out.insert(gk, open_policy(key, &gk, version, &sealed)?);
+    }
+    Ok(out)
 }
 
 /// Inserts a wallet row.
@@ -953,6 +1406,8 @@ mod tests {
             index: 1,
             fingerprint: None,
             keygen: None,
+            epoch: 0,
+            transitions: Vec::new(),
         };
         home.save_share(&info, &shares[0], &mut rng).unwrap();
         assert!(matches!(

@@ -138,7 +138,9 @@ use rand::{CryptoRng, RngCore};
 use crate::keys::GroupKey;
 use crate::signer::audit::{self as keyed, AuditEvent, AuditKind};
 use crate::signer::db::{put_kv, SignerDb};
-use crate::signer::home::{insert_wallet, share_aad, HomeError, WalletInfo};
+use crate::signer::home::{
+    insert_wallet, put_policy, put_policy_state, share_aad, HomeError, WalletInfo,
+};
 use crate::store::StoreKey;
 
 /// The files of a v1 home (relative to the signer directory).
@@ -253,15 +255,20 @@ pub fn migrate<R: RngCore + CryptoRng>(
                 let sealed = key.seal(share_aad(&gk, &info_json).as_bytes(), &old, rng);
                 insert_wallet(tx, info, &info_json, &sealed)?;
             }
-            for (name, plain) in [("policies", &policy), ("peers", &peers)] {
-                if let Some(plain) = plain {
-                    let value: serde_json::Value =
-                        serde_json::from_slice(plain).map_err(|e| fail(dir, format!("{name}: {e}")))?;
-                    let versioned = serde_json::json!({ "version": 1, "value": value });
-                    let bytes = serde_json::to_vec(&versioned).map_err(|e| fail(dir, e))?;
-                    put_kv(tx, name, &key.seal(name.as_bytes(), &bytes, rng))
-                        .map_err(|e| fail(dir, e))?;
+            if let Some(plain) = &policy {
+                let v1: crate::signer::policy::Policies =
+                    serde_json::from_slice(plain).map_err(|e| fail(dir, format!("policy: {e}")))?;
+                for (gk, p) in &v1.wallets {
+                    put_policy(tx, key, gk, p, 1, rng)?;
                 }
+                put_policy_state(tx, key, 1, rng)?;
+            }
+            if let Some(plain) = &peers {
+                let value: serde_json::Value =
+                    serde_json::from_slice(plain).map_err(|e| fail(dir, format!("peers: {e}")))?;
+                let versioned = serde_json::json!({ "version": 1, "value": value });
+                let bytes = serde_json::to_vec(&versioned).map_err(|e| fail(dir, e))?;
+                put_kv(tx, "peers", &key.seal(b"peers", &bytes, rng)).map_err(|e| fail(dir, e))?;
             }
             for r in &records {
                 let (kind, detail) = match r.event.outcome.strip_prefix("refused: ") {
@@ -306,6 +313,16 @@ pub fn migrate<R: RngCore + CryptoRng>(
         })?;
         db.read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))
             .map_err(|e| fail(dir, e))?;
+        // The converted records become the checkpoint (written before the database moves
+        // into place: a crash in between only repeats the conversion, which replaces it).
+        let (audit_count, audit_last_mac) = db.read(keyed::tail).map_err(|e| fail(dir, e))?;
+        let at = crate::signer::checkpoint::Checkpoint {
+            audit_count,
+            audit_last_mac,
+            policy_version: u64::from(policy.is_some()),
+            peers_version: u64::from(peers.is_some()),
+        };
+        crate::signer::checkpoint::replace(dir, key, at, rng).map_err(|e| fail(dir, e))?;
     }
     let target = SignerDb::path_in(dir);
     std::fs::rename(&tmp, &target)

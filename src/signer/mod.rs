@@ -11,9 +11,11 @@ pub mod checkpoint;
 pub mod db;
 pub mod home;
 pub mod legacy;
+pub mod nonces;
 pub mod peers;
 pub mod policy;
 mod signing;
+mod transition;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -28,6 +30,7 @@ use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, Parti
 use home::{HomeError, SignerHome, WalletInfo};
 use policy::Policy;
 use signing::SignSession;
+use transition::TransitionSession;
 
 /// How long an unfinished session (and a spend reservation) is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -53,6 +56,8 @@ pub struct Signer {
     home: SignerHome,
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
+    transitions: Mutex<HashMap<SessionId, TransitionSession>>,
+    nonces: nonces::NoncePools,
     flag_peers: BTreeSet<IdentityPublic>,
     /// Why the records cannot be trusted (rolled back); signing is refused while set.
     state_error: Mutex<Option<String>>,
@@ -110,6 +115,8 @@ impl Signer {
             home,
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
+            transitions: Mutex::new(HashMap::new()),
+            nonces: nonces::NoncePools::default(),
             flag_peers: BTreeSet::new(),
             state_error: Mutex::new(state_error),
         })
@@ -169,16 +176,11 @@ impl Signer {
             .collect())
     }
 
-    /// The wallet's policy, re-read from the store.
+    /// The wallet's policy, re-read from the store (one indexed row).
     fn wallet_policy(&self, wallet: &WalletInfo) -> Result<Policy, Refusal> {
-        let mut policies = self
-            .home
-            .load_policies()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        Ok(policies
-            .wallets
-            .remove(&wallet.group_key)
-            .unwrap_or_default())
+        self.home
+            .policy(&wallet.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))
     }
 
     /// A wallet answers only the coordinator that created it and those its operator added.
@@ -209,6 +211,11 @@ impl Signer {
         self.home.identity().public()
     }
 
+    /// Preprocessed nonces held (all pools).
+    pub fn preprocessed_nonces(&self) -> usize {
+        self.nonces.held()
+    }
+
     /// Number of signing sessions waiting for round 2.
     pub fn pending_signing_sessions(&self) -> usize {
         self.signing.lock().map(|m| m.len()).unwrap_or(0)
@@ -227,11 +234,32 @@ impl Signer {
             CoordinatorToSigner::DkgRound1(request) => self.dkg_round1(from, request, rng),
             CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
             CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
+            CoordinatorToSigner::Transition(request) => self.transition(from, request, rng),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
                 psbt,
             } => self.sign_commit(from, session, wallet, psbt, rng),
+            CoordinatorToSigner::Preprocess { wallet, count } => {
+                self.preprocess(from, wallet, count, rng)
+            }
+            CoordinatorToSigner::SignPreprocessed {
+                session,
+                wallet,
+                psbt,
+                packages,
+                nonces,
+            } => self.sign_preprocessed(
+                from,
+                signing::OneRoundRequest {
+                    session,
+                    wallet,
+                    psbt,
+                    packages,
+                    nonces,
+                },
+                rng,
+            ),
             CoordinatorToSigner::SignStatement { session, receipts } => {
                 self.sign_statement(from, session, receipts)
             }
@@ -401,6 +429,8 @@ impl Signer {
             index: certified.index,
             fingerprint: Some(certified.fingerprint),
             keygen: Some(certified.keygen.clone()),
+            epoch: 0,
+            transitions: Vec::new(),
         };
         self.home
             .save_share(&info, &certified.share, rng)

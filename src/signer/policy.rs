@@ -35,12 +35,9 @@ pub struct Policy {
     pub coordinators: Vec<IdentityPublic>,
 }
 
-/// All policies of a signer, by wallet group key.
+/// All policies of a signer, by wallet group key, as the v1 file layout stored them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
-    /// The stored version (each change makes a new one; the checkpoint records it).
-    #[serde(skip)]
-    pub version: u64,
     /// Policy by group key.
     pub wallets: BTreeMap<GroupKey, Policy>,
 }

@@ -11,10 +11,16 @@ use bitcoin::{Address, Amount, FeeRate, Network, Psbt};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
+mod commitments;
+
+pub use commitments::WalletCommitments;
+
 use crate::frost::keys::GroupPublic;
+use crate::identity::IdentityPublic;
 use crate::keys::WalletFingerprint;
 pub use crate::keys::{Roster, RosterEntry};
 use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
+use crate::protocol::lifecycle::{CertifiedTransition, History, WalletState};
 
 /// Errors of wallet operations.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +92,28 @@ pub struct WalletMeta {
     /// made before key generations were certified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keygen: Option<CertifiedKeygen>,
+    /// The current epoch (0 until the first committed transition).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every committed transition since the key generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<CertifiedTransition>,
+    /// A transition that every member prepared; when `decided`, the coordinator committed to
+    /// it and `ckm wallet resume` finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingTransition>,
+}
+
+/// A prepared transition the coordinator is finishing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingTransition {
+    /// The record.
+    pub record: CertifiedTransition,
+    /// The coordinator decided to commit (every member prepared).
+    pub decided: bool,
+    /// Members that acknowledged the commit.
+    #[serde(default)]
+    pub committed: Vec<u16>,
 }
 
 /// Why `wallet verify` failed.
@@ -113,6 +141,9 @@ pub enum WalletVerifyError {
     /// Name or network differ from the certified ones.
     #[error("the wallet's name or network differ from the certified ones")]
     ContextChanged,
+    /// The transitions since the key generation do not check out.
+    #[error("the wallet's history does not check out: {0}")]
+    History(String),
 }
 
 impl WalletMeta {
@@ -124,11 +155,37 @@ impl WalletMeta {
     /// [`WalletVerifyError`] naming the first problem.
     pub fn verify(&self) -> Result<WalletFingerprint, WalletVerifyError> {
         let keygen = self.keygen.as_ref().ok_or(WalletVerifyError::Uncertified)?;
-        let fingerprint = keygen.verify(&self.group)?;
+        let genesis = match self.transitions.first() {
+            None => self.group.clone(),
+            Some(_) => {
+                let broadcasts = keygen
+                    .round1
+                    .iter()
+                    .filter_map(|(i, b)| {
+                        crate::frost::identifier(*i).ok().map(|id| (id, b.clone()))
+                    })
+                    .collect();
+                crate::frost::dkg::group_from_broadcasts(&broadcasts)
+                    .map_err(|e| WalletVerifyError::History(e.to_string()))?
+            }
+        };
+        let fingerprint = keygen.verify(&genesis)?;
+        let state = self
+            .history()
+            .ok_or(WalletVerifyError::Uncertified)?
+            .verify()
+            .map_err(|e| WalletVerifyError::History(e.to_string()))?;
+        if state.epoch != self.epoch || state.group != self.group {
+            return Err(WalletVerifyError::History(format!(
+                "the history ends at epoch {} but the wallet is at epoch {}",
+                state.epoch, self.epoch
+            )));
+        }
         if keygen.context.wallet != self.name || keygen.context.network != self.network {
             return Err(WalletVerifyError::ContextChanged);
         }
-        let certified = keygen.context.roster.entries();
+        let current = self.current_state();
+        let certified = current.roster.entries();
         if certified.len() != self.roster.entries().len() {
             return Err(WalletVerifyError::ContextChanged);
         }
@@ -142,6 +199,23 @@ impl WalletMeta {
             }
         }
         Ok(fingerprint)
+    }
+
+    /// The certified history (key generation and transitions), when there is one.
+    pub fn history(&self) -> Option<History> {
+        self.keygen.as_ref().map(|k| History {
+            keygen: k.clone(),
+            transitions: self.transitions.clone(),
+        })
+    }
+
+    /// The wallet's current state (epoch, roster, verifying shares).
+    pub fn current_state(&self) -> WalletState {
+        WalletState {
+            epoch: self.epoch,
+            roster: self.roster.clone(),
+            group: self.group.clone(),
+        }
     }
 
     /// The wallet fingerprint, when the wallet has a certified key generation.
@@ -176,6 +250,8 @@ impl CkmWallet {
     pub fn create(path: &Path, meta: WalletMeta) -> Result<Self, WalletError> {
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let existing: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -203,6 +279,8 @@ impl CkmWallet {
         }
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let text: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -231,6 +309,18 @@ impl CkmWallet {
             .execute("UPDATE ckm_wallet SET meta = ?1 WHERE id = 0", [text])?;
         self.meta = meta;
         Ok(())
+    }
+
+    /// The preprocessed commitments `coordinator` holds for this wallet's current epoch,
+    /// with the metadata (both borrowed at once, for one-round signing).
+    pub fn commitments(
+        &self,
+        coordinator: &IdentityPublic,
+    ) -> (&WalletMeta, WalletCommitments<'_>) {
+        (
+            &self.meta,
+            WalletCommitments::new(&self.db, coordinator, self.meta.epoch),
+        )
     }
 
     /// The wallet's metadata.
@@ -280,6 +370,23 @@ impl CkmWallet {
             .map_err(|_| wrong())?
             .require_network(self.meta.network)
             .map_err(|_| wrong())
+    }
+
+    /// Builds an unsigned PSBT that sends every coin of the wallet to `to` (no change), at
+    /// `fee_rate`.
+    ///
+    /// # Errors
+    /// Nothing to spend, or other builder errors.
+    pub fn build_sweep(&mut self, to: &Address, fee_rate: FeeRate) -> Result<Psbt, WalletError> {
+        let mut builder = self.wallet.build_tx();
+        builder.drain_wallet();
+        builder.drain_to(to.script_pubkey());
+        builder.fee_rate(fee_rate);
+        let psbt = builder
+            .finish()
+            .map_err(|e| WalletError::Build(e.to_string()))?;
+        self.persist()?;
+        Ok(psbt)
     }
 
     /// Builds an unsigned PSBT paying `amount` to `to` with change back to the wallet, at

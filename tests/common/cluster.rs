@@ -229,6 +229,9 @@ pub struct SignerProc {
     pub peers: Vec<String>,
     /// More coordinators given to `--allow-coordinator` at the next launch.
     pub extra_coordinators: Vec<String>,
+    /// A program (and its arguments) that runs `ckm signer serve` at the next launch, e.g.
+    /// `unshare -m …` (it must end by exec'ing the command it is given).
+    pub wrapper: Vec<String>,
     pub log: PathBuf,
     pub url: String,
     /// Address given to `--listen` at the next launch.
@@ -296,6 +299,7 @@ impl SignerProc {
             allow: allow_coordinator.to_string(),
             peers: peers.to_vec(),
             extra_coordinators: Vec::new(),
+            wrapper: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: "127.0.0.1:0".into(),
@@ -321,6 +325,7 @@ impl SignerProc {
             allow: String::new(),
             peers: Vec::new(),
             extra_coordinators: Vec::new(),
+            wrapper: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: String::new(),
@@ -346,6 +351,29 @@ impl SignerProc {
             return Ok(cmd);
         }
         Ok(match &self.kind {
+            Kind::Honest if !self.wrapper.is_empty() => {
+                let mut cmd = Command::new(&self.wrapper[0]);
+                cmd.args(&self.wrapper[1..])
+                    .arg(BIN)
+                    .arg("--home")
+                    .arg(&self.home)
+                    .args([
+                        "signer",
+                        "serve",
+                        "--listen",
+                        &self.listen,
+                        "--allow-coordinator",
+                        &self.allow,
+                    ])
+                    .args(self.peers.iter().flat_map(|p| ["--allow-peer", p.as_str()]))
+                    .args(&self.extra)
+                    .env_remove("CKM_HOME")
+                    .env_remove("CKM_ELECTRUM")
+                    .env("RUST_LOG", "info")
+                    .env("CKM_PASSPHRASE", PASSPHRASE)
+                    .stdin(Stdio::null());
+                cmd
+            }
             Kind::Honest => {
                 let mut cmd = ckm_cmd(&self.home);
                 cmd.args([
@@ -430,9 +458,13 @@ impl SignerProc {
         let line = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
             other => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 self.kill();
                 bail!(
-                    "signer {} ({:?} on {}) did not report listening ({other:?}); log:\n{}",
+                    "signer {} ({:?} on {}) did not report listening ({other:?}; exit status {status:?}); log:\n{}",
                     self.home.display(),
                     self.kind,
                     self.listen,
@@ -752,6 +784,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// A new signer home `name`, started approving every current signer, and approved by
+    /// each of them on their running servers (`signer peers add`).
+    pub fn new_peer(&self, name: &str) -> Result<SignerProc> {
+        let home = self.dir.path().join(name);
+        let out = SignerProc::spawn_init(&home)?.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "signer init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ids: Vec<String> = self
+            .signers
+            .iter()
+            .map(|s| s.identity.to_string())
+            .collect();
+        let proc = SignerProc::start_with_peers(&home, &self.coord_id, &ids, Kind::Honest)?;
+        let id = proc.identity.to_string();
+        for s in &self.signers {
+            if s.home.exists() {
+                approve(&s.home, &id)?;
+            }
+        }
+        Ok(proc)
+    }
+
     /// A `Status` request to signer `i` (0-based) through the coordinator's real client.
     pub fn status(&self, i: usize) -> Result<SignerToCoordinator> {
         let s = &self.signers[i];
@@ -847,6 +904,13 @@ impl Cluster {
 // ---------------------------------------------------------------------------------------
 // Wallet funding
 // ---------------------------------------------------------------------------------------
+
+/// `signer peers add IDENTITY` in a signer home.
+pub fn approve(home: &Path, identity: &str) -> Result<()> {
+    let v = ckm_json(home, &["signer", "peers", "add", identity])?;
+    ensure!(v["identity"] == identity, "{v}");
+    Ok(())
+}
 
 /// An address no wallet here owns.
 pub fn foreign_address() -> Address {
