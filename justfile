@@ -39,7 +39,7 @@ up: regtest-install
 down:
     regtest/down
 
-# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers (writes target/bench/report.json)
+# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers (writes target/bench/report.json)
 bench:
     cargo build --release --locked --bins --examples
     CKM_BIN=target/release/ckm cargo bench --locked --bench cosign

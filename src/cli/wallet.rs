@@ -216,6 +216,28 @@ pub enum WalletCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Pin a signer's new TLS certificate after checking its signed statement
+    ///
+    /// For every https signer of the wallet (every wallet of the home without --wallet; one
+    /// signer with --signer): fetches the statement the signer serves at /v1/tls-statement,
+    /// checks that the signer's identity key (from the roster) signed it and that it names
+    /// the certificate the signer presented, then pins that certificate. No pin is changed
+    /// on the network's word: a certificate without its identity's signature is refused.
+    ///
+    /// Example (after `ckm signer tls --rotate` and a restart on signer 2):
+    ///   ckm --home ~/coord wallet update-pin --wallet vault --signer 2
+    #[command(verbatim_doc_comment)]
+    UpdatePin {
+        /// Only this wallet [default: every wallet of the home]
+        #[arg(long = "wallet", value_name = "NAME")]
+        wallet: Option<String>,
+        /// Only this signer: its roster index or identity key
+        #[arg(long, value_name = "INDEX|PUBKEY")]
+        signer: Option<String>,
+        /// Seconds to wait for each signer
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        timeout: u64,
+    },
 }
 
 pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
@@ -250,6 +272,11 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             electrum,
             yes,
         } => send(ctx, wallet, payment, electrum, yes),
+        WalletCommand::UpdatePin {
+            wallet,
+            signer,
+            timeout,
+        } => super::pin::update_pin(ctx, wallet, signer, timeout),
     }
 }
 
