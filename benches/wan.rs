@@ -9,7 +9,9 @@
 //! behind a TCP relay in this process: bytes read from one side are written to the other
 //! RTT/2 later, in order, in both directions (no bandwidth cap; a blocking thread per
 //! direction, so the delay is as precise as `thread::sleep`, not a 1 ms timer tick). The
-//! first bytes of a new connection wait one more RTT (the TCP handshake; no TLS). The
+//! bytes of a new connection leave one RTT after it was accepted at the earliest (the TCP
+//! handshake; no TLS). How late the relay wrote chunks against their due time is reported
+//! per row (the timed signings only; `relay_late_max_us`), chunks over 20 ms late are logged. The
 //! wallets' rosters point at the relays. Every timed signing runs on warm connections (an
 //! untimed `Status` call to every signer first: the drivers drop the connection of every
 //! request they abort, e.g. round-1 answers they no longer need); the connections opened
@@ -52,9 +54,9 @@
 //! Environment: `CKM_BIN`, `CKM_FAULTY_BIN` (default: `examples/faulty_signer` next to
 //! `ckm`), `CKM_BENCH_QUICK=1` (RTT 0 and 50 ms, 1 input, 3 repetitions).
 
+mod common;
 #[path = "../tests/common/consensus.rs"]
 mod consensus;
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -93,20 +95,101 @@ const INVALID: u16 = 2;
 // The latency relay
 // ---------------------------------------------------------------------------------------
 
-/// How late the relay wrote chunks, against their due time.
+/// How late the relay wrote chunks, against their due time: over the whole run and over
+/// the current window (one row; see [`Lateness::take_window`]).
 #[derive(Default)]
 struct Lateness {
+    total: LateCounters,
+    window: LateCounters,
+}
+
+#[derive(Default)]
+struct LateCounters {
     hops: AtomicU64,
     sum_us: AtomicU64,
     max_us: AtomicU64,
+    /// Chunks written more than [`LATE_US`] after their due time.
+    over: AtomicU64,
 }
 
-impl Lateness {
-    fn record(&self, late: Duration) {
-        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+/// A chunk this late (µs) is counted.
+const LATE_US: u64 = 1_000;
+/// A chunk this late (µs) is logged.
+const LATE_LOG_US: u64 = 20_000;
+
+/// Lateness over some chunks.
+#[derive(Clone, Copy, Default)]
+struct Late {
+    hops: u64,
+    mean_us: f64,
+    max_us: u64,
+    over: u64,
+}
+
+impl LateCounters {
+    fn record(&self, us: u64) {
         self.hops.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+        if us > LATE_US {
+            self.over.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self, reset: bool) -> Late {
+        let get = |a: &AtomicU64| {
+            if reset {
+                a.swap(0, Ordering::Relaxed)
+            } else {
+                a.load(Ordering::Relaxed)
+            }
+        };
+        let hops = get(&self.hops);
+        let sum_us = get(&self.sum_us);
+        Late {
+            hops,
+            mean_us: sum_us as f64 / hops.max(1) as f64,
+            max_us: get(&self.max_us),
+            over: get(&self.over),
+        }
+    }
+}
+
+impl Lateness {
+    /// Records a chunk written `late` after its due time; returns the µs.
+    fn record(&self, late: Duration) -> u64 {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        self.total.record(us);
+        self.window.record(us);
+        us
+    }
+
+    /// The lateness since the last call, and starts a new window.
+    fn take_window(&self) -> Late {
+        self.window.read(true)
+    }
+
+    fn total(&self) -> Late {
+        self.total.read(false)
+    }
+}
+
+impl Late {
+    /// Adds the chunks of `other`.
+    fn add(&mut self, other: &Late) {
+        let hops = self.hops + other.hops;
+        self.mean_us = (self.mean_us * self.hops as f64 + other.mean_us * other.hops as f64)
+            / hops.max(1) as f64;
+        self.hops = hops;
+        self.max_us = self.max_us.max(other.max_us);
+        self.over += other.over;
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "relay late by {:.0} µs on average, at most {} µs, {} of {} chunks over {} µs",
+            self.mean_us, self.max_us, self.over, self.hops, LATE_US
+        )
     }
 }
 
@@ -125,6 +208,8 @@ struct Shared {
     one_way_us: Arc<AtomicU64>,
     connections: Arc<AtomicUsize>,
     lateness: Arc<Lateness>,
+    /// Roster index of the signer behind the relay (for the log).
+    signer: usize,
 }
 
 impl Shared {
@@ -134,7 +219,7 @@ impl Shared {
 }
 
 impl Relay {
-    fn start(target: SocketAddr, lateness: Arc<Lateness>) -> Result<Relay> {
+    fn start(signer: usize, target: SocketAddr, lateness: Arc<Lateness>) -> Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = Shared {
@@ -142,6 +227,7 @@ impl Relay {
             one_way_us: Arc::new(AtomicU64::new(0)),
             connections: Arc::new(AtomicUsize::new(0)),
             lateness,
+            signer,
         };
         let relay = Relay {
             addr,
@@ -196,25 +282,40 @@ fn connection(client: TcpStream, shared: &Shared) -> Result<()> {
     server.set_nodelay(true)?;
     // The client's first bytes would have left one RTT after it started connecting.
     let handshake = accepted + 2 * shared.one_way();
-    pump(client.try_clone()?, server.try_clone()?, Some(handshake), shared);
-    pump(server, client, None, shared);
+    pump(
+        client.try_clone()?,
+        server.try_clone()?,
+        Some(handshake),
+        shared,
+        "to",
+    );
+    pump(server, client, None, shared, "from");
     Ok(())
 }
 
 /// Relays `from` to `to`: each chunk is written one-way delay after it was read (and not
 /// before `not_before` plus that delay), in order; end of stream is passed on the same way.
-fn pump(mut from: TcpStream, mut to: TcpStream, not_before: Option<Instant>, shared: &Shared) {
+/// A chunk written more than [`LATE_LOG_US`] late is logged with the time its predecessor's
+/// write took (a full receive buffer at the destination blocks the writer).
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    not_before: Option<Instant>,
+    shared: &Shared,
+    direction: &'static str,
+) {
     let (tx, rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>();
     let reader_shared = shared.clone();
     let reader_to = to.try_clone().ok();
     std::thread::spawn(move || {
-        let mut not_before = not_before;
         loop {
             let mut buf = vec![0u8; 64 * 1024];
             let read = from.read(&mut buf);
             let now = Instant::now();
             let d = reader_shared.one_way();
-            let due = match not_before.take() {
+            // Every chunk read before the handshake is over leaves when it is over: the
+            // client could not have sent any of it earlier.
+            let due = match not_before {
                 Some(nb) => now.max(nb) + d,
                 None => now + d,
             };
@@ -238,19 +339,30 @@ fn pump(mut from: TcpStream, mut to: TcpStream, not_before: Option<Instant>, sha
         }
     });
     let lateness = shared.lateness.clone();
+    let signer = shared.signer;
     std::thread::spawn(move || {
+        let mut last_write = Duration::ZERO;
         for (due, chunk) in rx {
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
-            lateness.record(Instant::now().saturating_duration_since(due));
+            let late = lateness.record(Instant::now().saturating_duration_since(due));
+            if late > LATE_LOG_US {
+                log(format!(
+                    "relay {direction} signer {signer}: a chunk of {} bytes written {late} µs late (the previous write took {} µs)",
+                    chunk.as_ref().map_or(0, Vec::len),
+                    last_write.as_micros()
+                ));
+            }
             match chunk {
                 Some(bytes) => {
+                    let started = Instant::now();
                     if to.write_all(&bytes).is_err() {
                         let _ = to.shutdown(Shutdown::Both);
                         return;
                     }
+                    last_write = started.elapsed();
                 }
                 None => {
                     let _ = to.shutdown(Shutdown::Write);
@@ -268,6 +380,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, not_before: Option<Instant>, sha
 struct Bench {
     rt: tokio::runtime::Runtime,
     relays: Vec<Relay>,
+    lateness: Arc<Lateness>,
 }
 
 impl Bench {
@@ -284,9 +397,15 @@ impl Bench {
     fn two_rounds(&self, client: &Client, meta: &WalletMeta, psbt: &Psbt) -> Result<Timed> {
         let mut p = psbt.clone();
         let before = self.connections();
+        self.lateness.take_window();
         let start = Instant::now();
         let report = self.rt.block_on(sign_psbt(client, meta, &mut p))?;
-        Ok(Timed::new(start, report, self.connections() - before))
+        Ok(Timed::new(
+            start,
+            report,
+            self.connections() - before,
+            self.lateness.take_window(),
+        ))
     }
 
     fn one_round(
@@ -298,6 +417,7 @@ impl Bench {
     ) -> Result<Timed> {
         let mut p = psbt.clone();
         let before = self.connections();
+        self.lateness.take_window();
         let start = Instant::now();
         let report = self.rt.block_on(sign_psbt_one_round(
             client,
@@ -306,7 +426,12 @@ impl Bench {
             store,
             OneRoundOptions::default(),
         ))?;
-        Ok(Timed::new(start, report, self.connections() - before))
+        Ok(Timed::new(
+            start,
+            report,
+            self.connections() - before,
+            self.lateness.take_window(),
+        ))
     }
 
     /// Asks every signer of `meta` holding fewer than `inputs` commitments in `store` for
@@ -374,14 +499,17 @@ struct Timed {
     report: SignReport,
     /// Connections the relays accepted meanwhile.
     connections: usize,
+    /// The relays' lateness meanwhile.
+    late: Late,
 }
 
 impl Timed {
-    fn new(start: Instant, report: SignReport, connections: usize) -> Timed {
+    fn new(start: Instant, report: SignReport, connections: usize, late: Late) -> Timed {
         Timed {
             ms: ms(start.elapsed()),
             report,
             connections,
+            late,
         }
     }
 
@@ -452,6 +580,8 @@ struct WanRow {
     /// Signers asked for commitments (untimed) before a one-round signing because the
     /// store ran short.
     refills: usize,
+    /// The relays' lateness during the timed signings.
+    late: Late,
 }
 
 struct RoastRow {
@@ -464,7 +594,11 @@ struct RoastRow {
     retry_misses: usize,
     sessions: usize,
     retry_sessions: usize,
-    new_connections: usize,
+    /// Connections the relays accepted during the timed ROAST / retry signings.
+    roast_connections: usize,
+    retry_connections: usize,
+    /// The relays' lateness during the timed signings.
+    late: Late,
 }
 
 /// The wallets of one group: plain and with a wallet-wide limit, PSBTs per input count.
@@ -507,6 +641,7 @@ fn wan_row(
     checked.once(format!("with statements {label}"), &limited_psbt, &lim)?;
 
     let (mut connections, mut one_sessions, mut refills) = (0, 0, 0);
+    let mut late = Late::default();
     let (mut two_ms, mut one_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved, so that background noise hits every kind alike.
     for _ in 0..reps {
@@ -516,6 +651,7 @@ fn wan_row(
             .expect_clean(SignMode::TwoRounds, &label)?;
         two_ms.push(two.ms);
         connections += two.connections;
+        late.add(&two.late);
         refills += bench.top_up(client, &g.plain, &mut g.store, inputs)?;
         bench.warm(client, &g.plain)?;
         let one = bench
@@ -524,12 +660,14 @@ fn wan_row(
         one_sessions = one_sessions.max(one.report.sessions);
         one_ms.push(one.ms);
         connections += one.connections;
+        late.add(&one.late);
         bench.warm(client, &g.limited)?;
         let lim = bench
             .two_rounds(client, &g.limited, &limited_psbt)?
             .expect_clean(SignMode::WithStatements, &label)?;
         lim_ms.push(lim.ms);
         connections += lim.connections;
+        late.add(&lim.late);
     }
     let row = WanRow {
         rtt,
@@ -542,15 +680,17 @@ fn wan_row(
         statements: Spread::of(&lim_ms),
         reps,
         new_connections: connections,
+        late,
         one_sessions,
         refills,
     };
     log(format!(
-        "{label}: floor {:.2}; two rounds {}; one round {} (at most {one_sessions} sessions, {refills} refills); with statements {}; {connections} connections opened",
+        "{label}: floor {:.2}; two rounds {}; one round {} (at most {one_sessions} sessions, {refills} refills); with statements {}; {connections} connections opened; {}",
         row.floor.median,
         spread(&two_ms),
         spread(&one_ms),
-        spread(&lim_ms)
+        spread(&lim_ms),
+        late.text()
     ));
     Ok(row)
 }
@@ -611,21 +751,24 @@ fn roast_row(
     if let Some(t) = &t {
         checked.once(format!("retry {inputs}"), psbt, t)?;
     }
-    let mut connections = 0;
+    let (mut roast_connections, mut retry_connections) = (0, 0);
+    let mut late = Late::default();
     let (mut roast_ms, mut retry_ms, mut misses) = (Vec::new(), Vec::new(), 0);
     let (mut sessions, mut retry_sessions) = (0, 0);
     for _ in 0..reps {
         let t = roast(&mut store)?;
         sessions = sessions.max(t.report.sessions);
         roast_ms.push(t.ms);
-        connections += t.connections;
+        roast_connections += t.connections;
+        late.add(&t.late);
         loop {
             match retry()? {
                 Some(t) => {
                     checked.once(format!("retry {inputs}"), psbt, &t)?;
                     retry_sessions = retry_sessions.max(t.report.sessions);
                     retry_ms.push(t.ms);
-                    connections += t.connections;
+                    retry_connections += t.connections;
+                    late.add(&t.late);
                     break;
                 }
                 None => {
@@ -650,13 +793,16 @@ fn roast_row(
         retry_misses: misses,
         sessions,
         retry_sessions,
-        new_connections: connections,
+        roast_connections,
+        retry_connections,
+        late,
     };
     log(format!(
-        "{label}: floor {:.2}; ROAST {} ({sessions} sessions); retry {} ({retry_sessions} attempts, {misses} misses); {connections} connections opened",
+        "{label}: floor {:.2}; ROAST {} ({sessions} sessions); retry {} ({retry_sessions} attempts, {misses} misses); connections opened: {roast_connections} by ROAST, {retry_connections} by the retries; {}",
         row.floor.median,
         spread(&roast_ms),
-        spread(&retry_ms)
+        spread(&retry_ms),
+        late.text()
     ));
     Ok(row)
 }
@@ -683,7 +829,9 @@ fn main() -> Result<()> {
         "emulated WAN: machine {machine}; ckm binary {}",
         bin.display()
     ));
-    let dir = tempfile::Builder::new().prefix("ckm-bench-wan-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ckm-bench-wan-")
+        .tempdir()?;
     let mut rng = rand::thread_rng();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -707,7 +855,8 @@ fn main() -> Result<()> {
     let lateness = Arc::new(Lateness::default());
     let relays = signers
         .iter()
-        .map(|s| Relay::start(s.addr()?, lateness.clone()))
+        .enumerate()
+        .map(|(i, s)| Relay::start(i + 1, s.addr()?, lateness.clone()))
         .collect::<Result<Vec<_>>>()?;
     let direct = Roster::new(
         signers
@@ -723,7 +872,11 @@ fn main() -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?,
     )?;
-    let bench = Bench { rt, relays };
+    let bench = Bench {
+        rt,
+        relays,
+        lateness: lateness.clone(),
+    };
 
     // Wallets (key generation on direct connections), rosters through the relays.
     let mut groups = Vec::new();
@@ -774,7 +927,10 @@ fn main() -> Result<()> {
     for (t, n) in GROUPS {
         for &inputs in input_counts {
             let f = floor_samples(t, n, inputs, reps.max(9), &mut rng)?;
-            log(format!("floor {t}-of-{n}, {inputs} input(s): {}", spread(&f)));
+            log(format!(
+                "floor {t}-of-{n}, {inputs} input(s): {}",
+                spread(&f)
+            ));
             floors.insert((t, n, inputs), f);
         }
     }
@@ -804,7 +960,9 @@ fn main() -> Result<()> {
         let i = usize::from(index - 1);
         signers[i].restart_as(&bin, Serve::Faulty(fault.into()))?;
         bench.relays[i].retarget(signers[i].addr()?);
-        log(format!("signer {index} restarted as faulty_signer --fault {fault}"));
+        log(format!(
+            "signer {index} restarted as faulty_signer --fault {fault}"
+        ));
     }
     let three_of_five = groups
         .iter()
@@ -828,34 +986,24 @@ fn main() -> Result<()> {
     }
     drop(signers);
 
-    let hops = lateness.hops.load(Ordering::Relaxed).max(1);
-    let late_mean_us = lateness.sum_us.load(Ordering::Relaxed) as f64 / hops as f64;
-    let late_max_us = lateness.max_us.load(Ordering::Relaxed);
-    log(format!(
-        "relay lateness against the due time: mean {late_mean_us:.0} µs, max {late_max_us} µs over {hops} chunks"
-    ));
-    report(&machine, &wan, &roast, late_mean_us, late_max_us)?;
+    let total = lateness.total();
+    log(format!("whole run (timed or not): {}", total.text()));
+    report(&machine, &wan, &roast, &total)?;
     log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 
-fn report(
-    machine: &str,
-    wan: &[WanRow],
-    roast: &[RoastRow],
-    late_mean_us: f64,
-    late_max_us: u64,
-) -> Result<()> {
+fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!(
         "\nckm over an emulated WAN — {machine}\n\nMedian ms (min–max); goal one round ≤ 1.2 × (RTT + floor)\n\n"
     ));
-    out.push_str("| RTT ms | inputs | t-of-n | floor | two rounds | one round | with statements | one round / (RTT + floor) | two rounds / (2 RTT + floor) | new connections |\n");
-    out.push_str("|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| RTT ms | inputs | t-of-n | floor | two rounds | one round | with statements | one round / (RTT + floor) | two rounds / (2 RTT + floor) | new connections | relay late max µs |\n");
+    out.push_str("|---:|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in wan {
         let rtt = r.rtt as f64;
         out.push_str(&format!(
-            "| {} | {} | {}-of-{} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {}-of-{} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {} | {} |\n",
             r.rtt,
             r.inputs,
             r.t,
@@ -867,17 +1015,18 @@ fn report(
             r.one.median / (rtt + r.floor.median),
             r.two.median / (2.0 * rtt + r.floor.median),
             r.new_connections,
+            r.late.max_us,
         ));
     }
     out.push_str(&format!(
         "\nROAST vs retry, 3-of-5, signer 1 hangs after round 1, signer 2 sends an invalid share; client timeout {} ms; median ms (min–max); goal ROAST ≤ 2 × RTT + floor\n\n",
         RETRY_TIMEOUT.as_millis()
     ));
-    out.push_str("| RTT ms | inputs | floor | retry (two rounds) | ROAST (one round) | ROAST / (2 RTT + floor) | retry attempts | retry misses | new connections |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| RTT ms | inputs | floor | retry (two rounds) | ROAST (one round) | ROAST / (2 RTT + floor) | retry attempts | retry misses | new connections ROAST / retry | relay late max µs |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in roast {
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {:.2} | {} | {} | {} / {} | {} |\n",
             r.rtt,
             r.inputs,
             r.floor.median,
@@ -886,11 +1035,14 @@ fn report(
             r.roast.median / (2.0 * r.rtt as f64 + r.floor.median),
             r.retry_sessions,
             r.retry_misses,
-            r.new_connections
+            r.roast_connections,
+            r.retry_connections,
+            r.late.max_us
         ));
     }
     out.push_str(&format!(
-        "\n(relay: chunks written {late_mean_us:.0} µs after their due time on average, at most {late_max_us} µs)\n"
+        "\n(relay, whole run: {}; the last column is the latest chunk during the timed signings of the row)\n",
+        total.text()
     ));
     print!("{out}");
     std::io::stdout().flush()?;
@@ -919,6 +1071,8 @@ fn report(
                 "one_round_refills": r.refills,
                 "repetitions": r.reps,
                 "new_connections": r.new_connections,
+                "relay_late_mean_us": round3(r.late.mean_us),
+                "relay_late_max_us": r.late.max_us,
             })
         })
         .collect();
@@ -945,7 +1099,10 @@ fn report(
                 "skew_ms": SKEW.as_millis() as u64,
                 "retry_misses": r.retry_misses,
                 "repetitions": r.reps,
-                "new_connections": r.new_connections,
+                "roast_new_connections": r.roast_connections,
+                "retry_new_connections": r.retry_connections,
+                "relay_late_mean_us": round3(r.late.mean_us),
+                "relay_late_max_us": r.late.max_us,
             })
         })
         .collect();

@@ -214,7 +214,11 @@ pub fn wallet_psbt(
     inputs: usize,
     rng: &mut ThreadRng,
 ) -> Result<Psbt> {
-    let file = dir.join(format!("{}-{inputs}-{}.sqlite", meta.name, rng.gen::<u32>()));
+    let file = dir.join(format!(
+        "{}-{inputs}-{}.sqlite",
+        meta.name,
+        rng.gen::<u32>()
+    ));
     let mut wallet = CkmWallet::create(&file, meta.clone())?;
     fund_and_build(wallet.bdk_mut(), inputs, rng)
 }
@@ -270,9 +274,12 @@ impl SignerProc {
         let mut cmd = match &self.serve {
             Serve::Honest => {
                 let mut cmd = Command::new(ckm);
-                cmd.arg("--home")
-                    .arg(&self.home)
-                    .args(["signer", "serve", "--listen", "127.0.0.1:0"]);
+                cmd.arg("--home").arg(&self.home).args([
+                    "signer",
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                ]);
                 cmd
             }
             Serve::Faulty(fault) => {
