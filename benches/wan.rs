@@ -482,8 +482,8 @@ impl Bench {
     fn warm(&self, client: &Client, meta: &WalletMeta) -> Result<()> {
         self.rt.block_on(async {
             let mut set = tokio::task::JoinSet::new();
-            for entry in meta.roster.entries().iter().cloned() {
-                let client = client.clone();
+            for entry in meta.roster.entries() {
+                let (client, entry) = (client.clone(), entry.clone());
                 set.spawn(async move { client.call(&entry, &CoordinatorToSigner::Status).await });
             }
             while let Some(joined) = set.join_next().await {
