@@ -470,6 +470,10 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("listening for SIGHUP")?;
+        // And for SIGTERM, for the same reason: a stop right after readiness ends cleanly.
+        #[cfg(unix)]
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let pin = tls.as_ref().map(|t| t.fingerprint());
         ctx.output(
@@ -521,6 +525,9 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         tokio::spawn(async move {
+            #[cfg(unix)]
+            shutdown_signal(terminate).await;
+            #[cfg(not(unix))]
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
@@ -619,27 +626,19 @@ async fn reload_on_sighup(
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM (`term`, listened for since before readiness).
+#[cfg(unix)]
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn wallets(ctx: &Context) -> Result<()> {
