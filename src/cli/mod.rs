@@ -5,6 +5,7 @@ mod args;
 mod id;
 mod psbt;
 mod signer;
+mod signer_address;
 mod signer_peers;
 mod spend;
 mod wallet;

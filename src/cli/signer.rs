@@ -15,6 +15,7 @@ use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use clap::Subcommand;
 
+use super::signer_address;
 use super::signer_peers::{self, PeersCommand, WalletBindCommand};
 use super::{read_passphrase, runtime, Context};
 
@@ -82,6 +83,17 @@ pub enum SignerCommand {
     /// List the wallets this signer holds a share of (public information only), with the
     /// fingerprint of each certified key generation: compare it with the coordinator's
     Wallets,
+    /// Derive one of a wallet's addresses from this signer's own certified record
+    ///
+    /// The "verify on the device" check: unlocks the store, re-verifies the certified key
+    /// generation against the group of this signer's sealed share and derives the address
+    /// (committing to the certified recovery path, if any) without the coordinator. Compare
+    /// it with `ckm wallet address` before coins are sent there.
+    ///
+    /// Example:
+    ///   ckm --home ~/signer1 signer address --wallet vault --index 0
+    #[command(verbatim_doc_comment)]
+    Address(signer_address::AddressArgs),
     /// Approve (or withdraw) the other signers this one generates keys with
     #[command(subcommand)]
     Peers(PeersCommand),
@@ -192,6 +204,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone())
         }
         SignerCommand::Wallets => wallets(ctx),
+        SignerCommand::Address(args) => signer_address::run(ctx, args),
         SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
         SignerCommand::Wallet(cmd) => signer_peers::wallet(ctx, cmd),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),

@@ -18,6 +18,7 @@ use crate::keys::{GroupKey, Roster, RosterEntry};
 use crate::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::dkg::{CertifiedKeygen, CoordinatorError, DkgContext, DkgCoordinator};
 use crate::protocol::sign::{SignError, SigningCoordinator, Step};
+use crate::recovery::RecoveryPolicy;
 use crate::wallet::WalletMeta;
 
 /// Why a key generation across signers failed.
@@ -61,13 +62,29 @@ pub async fn create_wallet(
     threshold: u16,
     roster: &Roster,
 ) -> Result<(GroupPublic, CertifiedKeygen), CreateError> {
+    create_wallet_with_recovery(client, name, network, threshold, roster, None).await
+}
+
+/// [`create_wallet`] with an optional timelocked recovery path, certified with the rest of
+/// the key generation (every signer then enforces it when co-signing).
+///
+/// # Errors
+/// Any signer failing or refusing aborts the key generation; the error names it.
+pub async fn create_wallet_with_recovery(
+    client: &Client,
+    name: &str,
+    network: Network,
+    threshold: u16,
+    roster: &Roster,
+    recovery: Option<RecoveryPolicy>,
+) -> Result<(GroupPublic, CertifiedKeygen), CreateError> {
     let params =
         DkgParams::new(threshold, roster.len()).map_err(|e| CreateError::Roster(e.to_string()))?;
     for r in roster.entries() {
         super::client::check_url(&r.url)
             .map_err(|e| CreateError::Roster(format!("signer {}: {}: {e}", r.index, r.url)))?;
     }
-    let context = DkgContext::new(
+    let mut context = DkgContext::new(
         SessionId::random(&mut rand::rngs::OsRng),
         name,
         network,
@@ -75,6 +92,9 @@ pub async fn create_wallet(
         client.identity().public(),
         roster.clone(),
     )?;
+    if let Some(policy) = recovery {
+        context = context.with_recovery(policy)?;
+    }
     let mut dkg = DkgCoordinator::new(context)?;
     let entries = Arc::new(roster.entries().to_vec());
 
@@ -214,7 +234,12 @@ pub async fn sign_psbt(
         .iter()
         .map(|e| (e.index, e.clone()))
         .collect();
-    let mut machine = SigningCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
+    let mut machine = SigningCoordinator::with_recovery(
+        psbt,
+        &meta.group,
+        meta.recovery(),
+        roster.keys().copied().collect(),
+    )?;
     let wallet = WalletRef {
         name: meta.name.clone(),
         group_key: GroupKey::of(&meta.group),

@@ -21,7 +21,8 @@ use crate::identity::IdentityPublic;
 use crate::keys::GroupKey;
 use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, ParticipantError};
-use crate::psbt::{commit, CheckedPsbt, SignerNonces};
+use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
+use crate::recovery::RecoveryPolicy;
 use audit::{AuditEvent, AuditLog};
 use home::{SignerHome, WalletInfo};
 use policy::Policy;
@@ -440,8 +441,9 @@ impl Signer {
             .home
             .load_share(&info.group_key)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let (nonces, commitments, checked) =
-            commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let recovery = certified_recovery(&info, &share)?;
+        let (nonces, commitments, checked) = commit_with(&psbt, &share, recovery.as_ref(), rng)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
         {
             let mut audit = self
@@ -526,6 +528,34 @@ impl Signer {
         drop(audit);
         tracing::info!(%session, inputs = shares.len(), "signed");
         Ok(SignerToCoordinator::SignShares { shares })
+    }
+}
+
+/// The wallet's recovery policy from the signer's own certified record, re-verified against
+/// the group of its sealed share (so an edited public record changes nothing it enforces).
+/// `None` for a wallet without a recovery path, or one made before certification.
+fn certified_recovery(
+    info: &WalletInfo,
+    share: &crate::keys::KeyShare,
+) -> Result<Option<RecoveryPolicy>, Refusal> {
+    match &info.keygen {
+        // Nothing to enforce beyond "no script tree anywhere" (a record stripped of its
+        // policy makes this signer refuse every input of the wallet: it fails closed).
+        None => Ok(None),
+        Some(keygen) if keygen.context.recovery.is_none() => Ok(None),
+        Some(keygen) => keygen
+            .verified_recovery(share.group())
+            .map(Option::<&RecoveryPolicy>::cloned)
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!(
+                        "this signer's record of wallet {} does not verify: {}",
+                        info.name,
+                        crate::error_chain(&e)
+                    ),
+                )
+            }),
     }
 }
 
