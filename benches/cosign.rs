@@ -231,6 +231,9 @@ fn ckm_psbt(
         roster,
         electrum: None,
         keygen: None,
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
     let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;
@@ -630,12 +633,14 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             wallet: WalletRef {
                 name: "bench".into(),
                 group_key: GroupKey::of(&group),
+                epoch: 0,
             },
             psbt: psbt.to_string(),
         };
         let share_msg = CoordinatorToSigner::SignShare {
             session: session_id,
             packages: packages.clone(),
+            statements: Default::default(),
         };
         let (bytes, t) = timed(|| Ok(message::encode(&share_msg)))?;
         add("JSON encode SignShare (N signing packages)", t);
@@ -648,6 +653,15 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         if rep == reps {
             let commitments_reply = SignerToCoordinator::SignCommitments {
                 commitments: commitments.values().next().cloned().unwrap_or_default(),
+                receipt: ckm::protocol::limits::Receipt::sign(
+                    &IdentityKey::generate(&mut rng),
+                    GroupKey::of(&group),
+                    session_id,
+                    1,
+                    psbt.unsigned_tx.compute_txid(),
+                    0,
+                ),
+                statements_required: false,
             };
             let shares_reply = SignerToCoordinator::SignShares {
                 shares: signature_shares

@@ -2,6 +2,8 @@
 //! ([`CoordinatorToSigner`], [`SignerToCoordinator`]) and wrapped in a version header
 //! ([`Versioned`]) that is checked on read. Transport-agnostic (JSON over HTTP today).
 
+use std::collections::BTreeMap;
+
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
 use frost::SigningPackage;
@@ -11,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
-use crate::protocol::dkg;
+use crate::protocol::limits::{Receipt, Statement};
 pub use crate::protocol::SessionId;
+use crate::protocol::{dkg, lifecycle};
 
 /// The protocol version this build speaks (2: certified key generation).
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -85,6 +88,9 @@ pub struct WalletRef {
     pub name: String,
     /// The group's root public key.
     pub group_key: GroupKey,
+    /// The epoch the coordinator signs for (signers refuse another one).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Requests from the coordinator to a signer.
@@ -103,6 +109,9 @@ pub enum CoordinatorToSigner {
     /// Every participant's certificate: verify them all, then store the share (until then it
     /// is only in memory, so an aborted key generation leaves no share anywhere).
     DkgConfirm(dkg::ConfirmRequest),
+    /// A step of an epoch transition (refresh, removal, repair, enrolment: see
+    /// [`crate::protocol::lifecycle`]).
+    Transition(lifecycle::TransitionRequest),
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -112,12 +121,26 @@ pub enum CoordinatorToSigner {
         /// The PSBT (base64).
         psbt: String,
     },
-    /// Round 2 of signing: one signing package per input.
+    /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
+    /// receipt of its round-1 reservation; answered with a signed statement of everything the
+    /// signer signed or reserved for the wallet in the window (see
+    /// [`crate::protocol::limits`]).
+    SignStatement {
+        /// Signing session (as in round 1).
+        session: SessionId,
+        /// Receipts by roster index (the chosen signers).
+        receipts: BTreeMap<u16, Receipt>,
+    },
+    /// Round 2 of signing: one signing package per input, and the chosen signers'
+    /// statements when the wallet has a wallet-wide limit.
     SignShare {
         /// Signing session (as in round 1).
         session: SessionId,
         /// Signing packages, one per input.
         packages: Vec<SigningPackage>,
+        /// Statements by roster index (empty without a statement round).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        statements: BTreeMap<u16, Statement>,
     },
 }
 
@@ -144,11 +167,20 @@ pub enum SignerToCoordinator {
     DkgCertified(dkg::Certified),
     /// Every certificate verified; the share is stored, encrypted, on the signer's disk.
     DkgStored(dkg::Stored),
-    /// Nonce commitments, one per input.
+    /// An answer in an epoch transition.
+    Transition(lifecycle::TransitionAnswer),
+    /// Nonce commitments, one per input, and the receipt of the spend's reservation.
     SignCommitments {
         /// Commitments, one per input.
         commitments: Vec<SigningCommitments>,
+        /// The signer's signed receipt of its reservation.
+        receipt: Receipt,
+        /// Whether this signer needs the statement round before it signs (its policy has a
+        /// wallet-wide limit).
+        statements_required: bool,
     },
+    /// A signed statement of the wallet's spends in the window.
+    SignStatement(Statement),
     /// Signature shares, one per input.
     SignShares {
         /// Shares, one per input.
@@ -185,6 +217,11 @@ pub enum ErrorCode {
     UnapprovedPeer,
     /// The wallet is bound to other coordinators.
     WrongCoordinator,
+    /// The signer's records are older than its checkpoint (rolled back); it refuses to sign
+    /// until its operator resets the state.
+    State,
+    /// The request is for another epoch of the wallet than the signer's.
+    WrongEpoch,
     /// Internal failure.
     Internal,
 }

@@ -196,6 +196,32 @@ impl fmt::Debug for StoreKey {
     }
 }
 
+/// A MAC key derived from a [`StoreKey`] for one purpose (see [`StoreKey::mac_key`]): only
+/// the passphrase holder can compute or forge its tags. Zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MacKey {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey(<redacted>)")
+    }
+}
+
+impl MacKey {
+    /// HMAC-SHA256 over the concatenation of `parts`, each prefixed by its length.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        use bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
+        let mut engine = hmac::HmacEngine::<sha256::Hash>::new(&self.key);
+        for p in parts {
+            engine.input(&(p.len() as u64).to_be_bytes());
+            engine.input(p);
+        }
+        hmac::Hmac::<sha256::Hash>::from_engine(engine).to_byte_array()
+    }
+}
+
 impl StoreKey {
     fn derive(passphrase: &[u8], params: KdfParams, salt: &[u8]) -> Result<Self, StoreError> {
         let argon2 = params.to_argon2()?;
@@ -264,6 +290,19 @@ impl StoreKey {
             });
         }
         Ok(key)
+    }
+
+    /// A MAC key for `purpose`, derived from this store key (HMAC-SHA256 with a
+    /// purpose-specific label), so that keyed records can be checked and written only with
+    /// the passphrase.
+    pub fn mac_key(&self, purpose: &str) -> MacKey {
+        use bitcoin::hashes::{hmac, sha256, Hash, HashEngine};
+        let mut engine = hmac::HmacEngine::<sha256::Hash>::new(&self.key);
+        engine.input(b"ckm/store/mac-key/");
+        engine.input(purpose.as_bytes());
+        MacKey {
+            key: hmac::Hmac::<sha256::Hash>::from_engine(engine).to_byte_array(),
+        }
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {

@@ -3,12 +3,15 @@
 //! For each rule (`max-fee-sats`, `max-fee-rate`, `max-amount-sats`, `daily-limit-sats`,
 //! `allow-address`) the policy is set on all three signers of a 2-of-3 wallet with
 //! `ckm signer policy set` while they are running; then a PSBT over the limit is refused
-//! (non-zero exit, the error names the rule, no output, a `refused: policy …` audit record
-//! and no `signed` record on the refusing signers) and one within the limit is signed (valid
-//! under libbitcoinconsensus). `signer policy show --json` shows what was set.
+//! (non-zero exit, the error names the rule, no output, a `refused` audit record naming the
+//! rule and no `signed` record on the refusing signers) and one within the limit is signed
+//! (valid under libbitcoinconsensus). `signer policy show --json` shows what was set. Amounts
+//! count what leaves the wallet (payments plus fee): a spend whose fee alone exceeds
+//! `max-amount-sats` is refused with no fee cap set.
 //!
-//! The audit log's hash chain: `signer audit verify` accepts an intact log, names the edited
-//! record of a tampered one, and `signer serve` refuses to start on a tampered log.
+//! The keyed audit chain: `signer audit verify` accepts intact records and names an edited
+//! one; a signer whose records were edited refuses to sign, with the reason, until its
+//! operator runs `signer state reset`.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -17,10 +20,8 @@ mod consensus;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use bitcoin::{Address, OutPoint, TxOut};
 use cluster::*;
 
@@ -80,7 +81,7 @@ impl Setup {
         for &i in &used {
             let records = audit_for(&self.c.signers[usize::from(i) - 1].home, &p.txid())?;
             ensure!(
-                records.iter().any(|r| r["outcome"] == "signed"),
+                records.iter().any(|r| r["kind"] == "signed"),
                 "signer {i} signed {name} without a `signed` audit record: {records:?}"
             );
         }
@@ -116,16 +117,15 @@ impl Setup {
             let index = u16::try_from(i + 1)?;
             let records = audit_for(&s.home, &txid)?;
             ensure!(
-                !records.iter().any(|r| r["outcome"] == "signed"),
+                !records.iter().any(|r| r["kind"] == "signed"),
                 "signer {index} has a `signed` record for refused {name}: {records:?}"
             );
             if refusing.contains(&index) {
-                let prefix = format!("refused: policy {rule}");
+                let prefix = format!("policy {rule}");
                 ensure!(
-                    records.iter().any(|r| r["outcome"]
-                        .as_str()
-                        .is_some_and(|o| o.starts_with(&prefix))),
-                    "signer {index} has no `{prefix}` record for {name}: {records:?}"
+                    records.iter().any(|r| r["kind"] == "refused"
+                        && r["detail"].as_str().is_some_and(|o| o.starts_with(&prefix))),
+                    "signer {index} has no refused `{prefix}` record for {name}: {records:?}"
                 );
             }
         }
@@ -198,6 +198,34 @@ fn policy_max_amount_sats() -> Result<()> {
 }
 
 #[test]
+fn policy_amounts_count_the_fee() -> Result<()> {
+    let mut s = setup()?;
+    // A 10 000 sat payment at 400 sat/vB: the fee alone is far above the amount limit, and
+    // no fee cap is set. What leaves the wallet is payment plus fee.
+    let greedy = s.pay(&foreign_address(), 10_000, 400)?;
+    let fee = greedy.fee()?;
+    let limit = 30_000u64;
+    ensure!(fee > limit, "the fee {fee} does not exceed the limit");
+    s.set_policy(
+        &["--max-amount-sats", &limit.to_string()],
+        "max_amount_sats",
+        limit.into(),
+    )?;
+    s.expect_refused(&greedy, "fee-heavy", "max-amount-sats", &ALL)?;
+    // No signer released a share: none has a `signed` record for it (checked above) and the
+    // error says why, with the outflow including the fee.
+    let records = audit_for(&s.c.signers[0].home, &greedy.txid())?;
+    let outflow = greedy.amount + fee;
+    ensure!(
+        records.iter().any(|r| r["outflow_sats"] == outflow),
+        "the refusal does not record the outflow {outflow}: {records:?}"
+    );
+    let modest = s.pay(&foreign_address(), 10_000, 2)?;
+    s.expect_signed(&modest, "modest")?;
+    Ok(())
+}
+
+#[test]
 fn policy_daily_limit_sats() -> Result<()> {
     let mut s = setup()?;
     s.set_policy(
@@ -207,24 +235,13 @@ fn policy_daily_limit_sats() -> Result<()> {
     )?;
     // 100k of 150k: signed.
     let first = s.pay(&foreign_address(), 100_000, 2)?;
-    let used = s.expect_signed(&first, "first")?;
-    // Another 100k within 24 h: refused by the two signers that signed the first (the third
-    // has paid nothing yet and alone cannot sign).
+    s.expect_signed(&first, "first")?;
+    // Another 100k within 24 h: refused by every signer — the two that signed the first, and
+    // the third too, which reserved the first spend in its round 1 (a reservation counts
+    // until it is signed or expires, and the union is by txid, so nothing counts twice).
     let second = s.pay(&foreign_address(), 100_000, 2)?;
-    s.expect_refused(&second, "second", "daily-limit-sats", &used)?;
-    let third_signer = ALL
-        .iter()
-        .find(|i| !used.contains(i))
-        .context("no unused signer")?;
-    let records = audit_for(
-        &s.c.signers[usize::from(*third_signer) - 1].home,
-        &second.txid(),
-    )?;
-    ensure!(
-        records.is_empty(),
-        "signer {third_signer} (nothing paid yet) audited {records:?}"
-    );
-    // 40k more still fits (100k + 40k <= 150k).
+    s.expect_refused(&second, "second", "daily-limit-sats", &ALL)?;
+    // 40k more still fits (100k + 40k + fees <= 150k).
     let small = s.pay(&foreign_address(), 40_000, 2)?;
     s.expect_signed(&small, "third")?;
     Ok(())
@@ -250,28 +267,8 @@ fn policy_allow_address() -> Result<()> {
 // Audit log tampering
 // ---------------------------------------------------------------------------------------
 
-/// Runs `cmd` to completion, killing it (and failing) after `limit`.
-fn output_within(mut cmd: std::process::Command, limit: Duration) -> Result<std::process::Output> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait()?.is_some() {
-            return Ok(child.wait_with_output()?);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output()?;
-            bail!(
-                "still running after {limit:?}; stdout: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
-fn audit_log_tampering_is_detected() -> Result<()> {
+fn audit_record_tampering_is_detected_and_stops_signing() -> Result<()> {
     let mut s = setup()?;
     // Signer 3 down: signers 1 and 2 sign every spend, so each has one record per spend.
     s.c.signers[2].kill();
@@ -283,60 +280,92 @@ fn audit_log_tampering_is_detected() -> Result<()> {
     }
     let home = s.c.signers[0].home.clone();
     let v = ckm_json(&home, &["signer", "audit", "verify"])?;
-    ensure!(v["ok"] == true && v["records"] == 3, "{v}");
-    let records = audit_records(&home)?;
-    for (k, (r, p)) in records.iter().zip(&payments).enumerate() {
-        ensure!(r["seq"] == k && r["outcome"] == "signed", "{r}");
-        ensure!(r["txid"] == p.txid() && r["amount_sats"] == p.amount, "{r}");
+    ensure!(v["ok"] == true, "{v}");
+    let signed: Vec<serde_json::Value> = audit_records(&home)?
+        .into_iter()
+        .filter(|r| r["kind"] == "signed")
+        .collect();
+    ensure!(signed.len() == 3, "{signed:?}");
+    for (r, p) in signed.iter().zip(&payments) {
+        ensure!(r["txid"] == p.txid(), "{r}");
+        ensure!(r["outflow_sats"] == p.amount + p.fee()?, "{r}");
     }
+    let edited_seq = signed[1]["seq"].as_u64().context("seq")?;
 
-    // Edit the amount of record 1.
-    let log = home.join("signer").join("audit.log");
-    let text = std::fs::read_to_string(&log)?;
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    ensure!(lines.len() == 3, "{text}");
-    let amount = format!("\"amount_sats\":{}", payments[1].amount);
-    ensure!(lines[1].contains(&amount), "{}", lines[1]);
-    lines[1] = lines[1].replace(
-        &amount,
-        &format!("\"amount_sats\":{}", payments[1].amount - 1),
-    );
-    std::fs::write(&log, lines.join("\n") + "\n")?;
+    // Edit the outflow of the second spend's record directly in SQLite.
+    let db = bdk_wallet::rusqlite::Connection::open(home.join("signer").join("signer.db"))?;
+    let changed = db.execute(
+        "UPDATE audit SET outflow = outflow - 1 WHERE seq = ?1",
+        [i64::try_from(edited_seq)?],
+    )?;
+    ensure!(changed == 1);
+    drop(db);
 
     for cmd in ["verify", "show"] {
         let res = ckm(&home, &["--json", "signer", "audit", cmd])?;
-        ensure!(!res.status.success(), "audit {cmd} accepted a tampered log");
+        ensure!(!res.status.success(), "audit {cmd} accepted edited records");
         let err = json_error(&res)?;
         ensure!(
-            err.contains("broken at record 1 ") && err.contains("edited"),
+            err.contains(&format!("broken at record {edited_seq}")) && err.contains("MAC"),
             "audit {cmd}: the edited record is not named: {err}"
         );
     }
-    // The untouched log of signer 2 still verifies.
+    // The untouched records of signer 2 still verify.
     let v = ckm_json(&s.c.signers[1].home, &["signer", "audit", "verify"])?;
-    ensure!(v["ok"] == true && v["records"] == 3, "{v}");
+    ensure!(v["ok"] == true, "{v}");
 
-    // A signer does not start on a tampered log.
+    // Restarted, signer 1 serves but refuses to sign, saying why; signer 3 is back, so a
+    // spend still goes through with signers 2 and 3.
     s.c.signers[0].stop()?;
-    let mut cmd = ckm_cmd(&home);
-    cmd.args([
-        "signer",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-coordinator",
-        &s.c.coord_id,
-    ]);
-    let out = output_within(cmd, Duration::from_secs(60))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "serve started on a tampered log");
+    s.c.signers[0].launch()?;
+    s.c.signers[2].relaunch_same_port(Kind::Honest)?;
+    s.c.sync_roster()?;
     ensure!(
-        !String::from_utf8_lossy(&out.stdout).contains("listening"),
-        "serve announced itself"
+        s.c.signers[0]
+            .log_text()
+            .contains(&format!("broken at record {edited_seq}")),
+        "no warning at start: {}",
+        s.c.signers[0].log_text()
+    );
+    let next = s.pay(&foreign_address(), 25_000, 2)?;
+    let used = s.expect_signed(&next, "after-edit")?;
+    ensure!(
+        !used.contains(&1),
+        "the signer with edited records signed: {used:?}"
     );
     ensure!(
-        stderr.contains("audit log broken at record 1"),
-        "unclear error: {stderr}"
+        s.c.signers[0].log_text().contains("state reset"),
+        "signer 1 did not say how to recover: {}",
+        s.c.signers[0].log_text()
     );
+    // The operator's audited reset brings it back without a restart.
+    let v = ckm_json(
+        &home,
+        &[
+            "signer",
+            "state",
+            "reset",
+            "--reason",
+            "test: edited record",
+        ],
+    )?;
+    ensure!(v["ok"] == true, "{v}");
+    let v = ckm_json(&home, &["signer", "audit", "verify"])?;
+    ensure!(v["ok"] == true, "{v}");
+    let resets: Vec<serde_json::Value> = audit_records(&home)?
+        .into_iter()
+        .filter(|r| r["kind"] == "reset")
+        .collect();
+    ensure!(
+        resets.len() == 1
+            && resets[0]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("re-sealed")),
+        "{resets:?}"
+    );
+    s.c.signers[1].kill();
+    let last = s.pay(&foreign_address(), 26_000, 2)?;
+    let used = s.expect_signed(&last, "after-reset")?;
+    ensure!(used.contains(&1), "{used:?}");
     Ok(())
 }

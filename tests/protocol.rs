@@ -686,6 +686,9 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
         roster,
         electrum: None,
         keygen: None,
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     let mut wallet = CkmWallet::create(&db_path, meta)?;
 
@@ -1568,14 +1571,17 @@ fn drive_machine(
     behaviour: [Behaviour; 3],
     rng: &mut StdRng,
 ) -> Result<(Psbt, ckm::protocol::sign::SignOutcome)> {
-    use ckm::protocol::sign::{SigningCoordinator, Step};
+    use ckm::protocol::limits::Receipt;
+    use ckm::protocol::sign::{Round1Answer, SigningCoordinator, Step};
+    let identity = IdentityKey::generate(rng);
+    let group_key = ckm::keys::GroupKey::of(f.group());
     let mut psbt = f.psbt.clone();
     let mut machine = SigningCoordinator::new(&psbt, f.group(), vec![1, 2, 3])?;
     let mut step = machine.start(rng)?;
     let mut held = BTreeMap::new();
     for _ in 0..20 {
         step = match step {
-            Step::Round1 { ask, .. } => {
+            Step::Round1 { ask, session } => {
                 held.clear();
                 let mut next = Step::Wait;
                 for index in ask {
@@ -1583,9 +1589,20 @@ fn drive_machine(
                     let answer = if behaviour[pos] == Behaviour::Down {
                         Err(format!("signer {index} is down"))
                     } else {
-                        let (nonces, commitments, _) = commit(&psbt, &f.shares[pos], rng)?;
+                        let (nonces, commitments, checked) = commit(&psbt, &f.shares[pos], rng)?;
                         held.insert(index, nonces);
-                        Ok(commitments)
+                        Ok(Round1Answer {
+                            commitments,
+                            receipt: Receipt::sign(
+                                &identity,
+                                group_key,
+                                session,
+                                index,
+                                checked.txid(),
+                                checked.outflow().to_sat(),
+                            ),
+                            statements_required: false,
+                        })
                     };
                     next = machine.commitments(index, answer, rng)?;
                     if !matches!(next, Step::Wait) {
@@ -1614,6 +1631,7 @@ fn drive_machine(
                 next
             }
             Step::Done(outcome) => return Ok((psbt, *outcome)),
+            Step::Statements { .. } => bail!("no signer asked for statements"),
             Step::Wait => bail!("the machine waits with nothing outstanding"),
         };
     }

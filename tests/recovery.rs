@@ -148,6 +148,9 @@ fn fixture(keys: usize, threshold: u16, blocks: u16, rng: &mut StdRng) -> Result
         roster: keygen.context.roster.clone(),
         electrum: None,
         keygen: Some(keygen.clone()),
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     meta.verify()?;
     let mut wallet = CkmWallet::create(&dir.path().join("w.sqlite"), meta)?;
@@ -752,6 +755,9 @@ fn recovery_spends_take_only_deep_enough_coins_unless_told() -> Result<()> {
             roster: keygen.context.roster.clone(),
             electrum: None,
             keygen: Some(keygen),
+            epoch: 0,
+            transitions: Vec::new(),
+            pending: None,
         },
     )?;
     ensure!(matches!(

@@ -67,6 +67,7 @@ fn commit_everywhere(
         wallet: WalletRef {
             name: WALLET.into(),
             group_key: GroupKey::of(&wallet.meta().group),
+            epoch: wallet.meta().epoch,
         },
         psbt: psbt.to_string(),
     };

@@ -157,6 +157,7 @@ fn wallet_ref(group: &GroupPublic) -> WalletRef {
     WalletRef {
         name: WALLET.into(),
         group_key: GroupKey::of(group),
+        epoch: 0,
     }
 }
 
@@ -171,7 +172,7 @@ fn commitments_of(
         String::from_utf8_lossy(&reply.body)
     );
     match reply.message()? {
-        SignerToCoordinator::SignCommitments { commitments } => {
+        SignerToCoordinator::SignCommitments { commitments, .. } => {
             ensure!(
                 commitments.len() == inputs,
                 "one commitment per input expected"
@@ -492,6 +493,7 @@ fn signer_http_authentication() -> Result<()> {
         &CoordinatorToSigner::SignShare {
             session: SessionId::random(&mut rand::rngs::OsRng),
             packages: Vec::new(),
+            statements: Default::default(),
         },
     )?;
     expect_unknown_session(&reply, "SignShare for an unknown session")?;
@@ -527,7 +529,11 @@ fn signer_restart_between_rounds_refuses_round_2() -> Result<()> {
         commitments.insert(identifier(index)?, commitments_of(&reply, inputs)?);
     }
     let packages = SigningSession::new(&p.psbt, &p.group)?.signing_packages(&commitments)?;
-    let share = CoordinatorToSigner::SignShare { session, packages };
+    let share = CoordinatorToSigner::SignShare {
+        session,
+        packages,
+        statements: Default::default(),
+    };
 
     // Signer 1 restarts (clean SIGTERM exit, same home, new process).
     let old_url = c.signers[0].url.clone();
@@ -627,11 +633,12 @@ fn shares_encrypted_at_rest_and_wrong_passphrase() -> Result<()> {
         ensure!(n >= 5, "only {n} files in the signer store");
         // The coordinator holds no secret of the signers either.
         assert_absent(&c.coord, &needles)?;
-        // The share file itself exists and decrypts (so the scan looked at the right thing).
-        let share_file = SignerHome::dir_of(&s.home)
-            .join("wallets")
-            .join(format!("{group_key}.share"));
-        ensure!(std::fs::metadata(&share_file)?.len() > 32);
+        // The share itself is stored (so the scan looked at the right thing).
+        let stored = share_files(&s.home)?;
+        ensure!(
+            stored.len() == 1 && stored[0].contains(&group_key.to_string()),
+            "{stored:?}"
+        );
     }
 
     // A wrong passphrase stops `signer serve` at once, with a clear message.

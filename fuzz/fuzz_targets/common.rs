@@ -39,6 +39,8 @@ pub fn fixture() -> &'static Fixture {
             index: 1,
             fingerprint: None,
             keygen: None,
+            epoch: 0,
+            transitions: Vec::new(),
         };
         home.save_share(&info, &shares[0], &mut rng).expect("save");
         let signer = Signer::new(home).expect("signer");

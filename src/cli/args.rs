@@ -1,7 +1,11 @@
 //! Flags shared by several subcommands, defined once and flattened where needed.
 
+use std::str::FromStr;
+
 use anyhow::{bail, Context as _, Result};
 use bitcoin::{Amount, Network};
+use ckm::identity::IdentityPublic;
+use ckm::keys::CertPin;
 use ckm::recovery::{RecoveryKey, RecoveryPolicy};
 use clap::Args;
 
@@ -84,4 +88,45 @@ impl RecoveryArgs {
         })?;
         Ok(Some(policy))
     }
+}
+
+/// A signer given as `URL#PUBKEY`.
+#[derive(Debug, Clone)]
+pub struct SignerSpec {
+    pub url: String,
+    pub identity: IdentityPublic,
+    pub tls_sha256: Option<CertPin>,
+}
+
+pub fn parse_signer(s: &str) -> Result<SignerSpec, String> {
+    let (url, key) = s.rsplit_once('#').ok_or_else(|| {
+        format!("'{s}' is not URL#PUBKEY or https://…#PUBKEY@TLS_SHA256 (see `ckm id`, `ckm signer tls`)")
+    })?;
+    let (key, pin) = match key.split_once('@') {
+        Some((k, p)) => (k, Some(p.to_ascii_lowercase())),
+        None => (key, None),
+    };
+    let parsed = ckm::net::client::check_url(url).map_err(|e| format!("signer URL {url}: {e}"))?;
+    let identity = IdentityPublic::from_str(key).map_err(|e| format!("signer key {key}: {e}"))?;
+    match (parsed.scheme(), &pin) {
+        ("https", None) => {
+            return Err(format!(
+                "{url}: an https signer needs its certificate pinned: URL#PUBKEY@TLS_SHA256 \
+                 (the fingerprint printed by `ckm signer tls` on the signer)"
+            ))
+        }
+        ("https", Some(p)) => {
+            ckm::net::tls::pinned_client_config(p).map_err(|e| e.to_string())?;
+        }
+        (_, Some(_)) => return Err(format!("{url}: a TLS fingerprint needs an https URL")),
+        _ => {}
+    }
+    let tls_sha256 = pin
+        .map(|p| p.parse::<CertPin>().map_err(|e| e.to_string()))
+        .transpose()?;
+    Ok(SignerSpec {
+        url: url.to_string(),
+        identity,
+        tls_sha256,
+    })
 }

@@ -7,8 +7,10 @@ mod psbt;
 mod signer;
 mod signer_address;
 mod signer_peers;
+mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -103,6 +105,9 @@ pub fn init_logging(global: &GlobalArgs) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        // A log that cannot be written (a full disk) must not take the process down:
+        // tracing-subscriber would otherwise report it with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .try_init();
 }
 

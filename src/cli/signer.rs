@@ -17,6 +17,7 @@ use clap::Subcommand;
 
 use super::signer_address;
 use super::signer_peers::{self, PeersCommand, WalletBindCommand};
+use super::signer_records::{self, AuditCommand, StateCommand};
 use super::{read_passphrase, runtime, Context};
 
 #[derive(Debug, Subcommand)]
@@ -106,9 +107,13 @@ pub enum SignerCommand {
     /// Set or show this signer's spending policy per wallet
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Check this signer's audit log
+    /// Check and show this signer's audit records
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check this signer's records against its sealed checkpoint, or accept them after a
+    /// rollback warning
+    #[command(subcommand)]
+    State(StateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,15 +162,6 @@ pub enum PolicyCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Verify the hash chain of the audit log; fails at the first edited, removed or
-    /// reordered record
-    Verify,
-    /// Print the audit log's records
-    Show,
-}
-
 pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
     match cmd {
         SignerCommand::Init { passphrase_file } => init(ctx, passphrase_file),
@@ -208,7 +204,8 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
         SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
         SignerCommand::Wallet(cmd) => signer_peers::wallet(ctx, cmd),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
-        SignerCommand::Audit(cmd) => audit(ctx, cmd),
+        SignerCommand::Audit(cmd) => signer_records::audit(ctx, cmd),
+        SignerCommand::State(cmd) => signer_records::state(ctx, cmd),
     }
 }
 
@@ -256,6 +253,9 @@ fn serve(
     let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
     drop(passphrase);
     let signer = Arc::new(Signer::new(home)?.with_peers(peers));
+    if let Some(problem) = signer.state_error() {
+        eprintln!("warning: {problem}");
+    }
     let identity = signer.identity();
     let rt = runtime()?;
     rt.block_on(async move {
@@ -375,8 +375,8 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             }
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
+            let mut policy = home.policy(&info.group_key)?;
+            let entry = &mut policy;
             if clear {
                 *entry = Policy::default();
             }
@@ -398,7 +398,12 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
                 }
             }
             let shown = entry.clone();
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            home.set_policy(
+                &info.group_key,
+                &policy,
+                &format!("policy of wallet {}: {shown}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "group_key": info.group_key, "policy": shown }),
                 || format!("{}: {shown}", info.name),
@@ -415,28 +420,27 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             };
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
             let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
-            let policies = home.load_policies()?;
-            let rows: Vec<(String, ckm::keys::GroupKey, Policy)> = wallets
+            let policies = home.policies()?;
+            let rows: Vec<(String, ckm::keys::GroupKey, Policy, String)> = wallets
                 .into_iter()
                 .map(|w| {
-                    let p = policies
-                        .wallets
-                        .get(&w.group_key)
-                        .cloned()
-                        .unwrap_or_default();
-                    (w.name, w.group_key, p)
+                    let p = policies.get(&w.group_key).cloned().unwrap_or_default();
+                    let scope = limit_scope(&w, &p);
+                    (w.name, w.group_key, p, scope)
                 })
                 .collect();
             let json: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|(n, k, p)| serde_json::json!({ "wallet": n, "group_key": k, "policy": p }))
+                .map(|(n, k, p, scope)| {
+                    serde_json::json!({ "wallet": n, "group_key": k, "policy": p, "scope": scope })
+                })
                 .collect();
             ctx.output(serde_json::Value::Array(json), || {
                 if rows.is_empty() {
                     return "no wallets".into();
                 }
                 rows.iter()
-                    .map(|(n, _, p)| format!("{n}: {p}"))
+                    .map(|(n, _, p, scope)| format!("{n}: {p}\n  {scope}"))
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -444,42 +448,28 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
     }
 }
 
-fn audit(ctx: &Context, cmd: AuditCommand) -> Result<()> {
-    let path = SignerHome::dir_of(&ctx.home).join("audit.log");
-    if !path.exists() {
-        if !SignerHome::exists(&ctx.home) {
-            bail!("{} is not a signer home", ctx.home.display());
-        }
-        // No log yet: an empty record list for `show`, like an empty log.
-        let json = match cmd {
-            AuditCommand::Verify => serde_json::json!({ "ok": true, "records": 0 }),
-            AuditCommand::Show => serde_json::json!([]),
-        };
-        return ctx.output(json, || "audit log is empty".into());
+/// How far a wallet's limits reach, in words (`policy show`).
+fn limit_scope(w: &ckm::signer::home::WalletInfo, p: &Policy) -> String {
+    use ckm::protocol::limits::{per_signer_factor, wallet_wide};
+    let counted = "amounts count what leaves the wallet: payments plus the fee";
+    if p.daily_limit_sats.is_none() {
+        return format!("{counted}; no daily limit");
     }
-    let records = ckm::signer::audit::verify(&path)?;
-    match cmd {
-        AuditCommand::Verify => ctx.output(
-            serde_json::json!({ "ok": true, "records": records.len() }),
-            || format!("audit log OK: {} records, chain intact", records.len()),
-        ),
-        AuditCommand::Show => ctx.output(serde_json::to_value(&records)?, || {
-            records
-                .iter()
-                .map(|r| {
-                    format!(
-                        "#{} {} {} tx {} pays {} sat fee {} sat: {}",
-                        r.seq,
-                        r.time,
-                        r.event.wallet,
-                        r.event.txid,
-                        r.event.amount_sats,
-                        r.event.fee_sats,
-                        r.event.outcome
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }),
+    if w.roster().is_none() {
+        return format!(
+            "{counted}; the daily limit is per signer (the wallet predates certified key generation, so signers cannot check each other's statements)"
+        );
+    }
+    if wallet_wide(w.threshold, w.signers) {
+        format!(
+            "{counted}; the daily limit holds for the whole wallet whichever {} of the {} signers sign (signers exchange signed statements before round 2)",
+            w.threshold, w.signers
+        )
+    } else {
+        let k = per_signer_factor(w.threshold, w.signers);
+        format!(
+            "{counted}; with {}-of-{} two sets of signers need not overlap, so the daily limit is per signer: disjoint sets of {} signers can each spend it, at most {k} x the limit in 24 hours",
+            w.threshold, w.signers, w.threshold
+        )
     }
 }

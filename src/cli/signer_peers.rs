@@ -111,7 +111,11 @@ pub fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             }
             let mut peers = home.load_peers()?;
             let new = peers.add(identity, label, ckm::auth::unix_now());
-            home.save_peers(&peers, &mut rand::rngs::OsRng)?;
+            home.save_peers(
+                &peers,
+                &format!("approved peer {identity}"),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "identity": identity.to_string(), "added": new }),
                 || {
@@ -132,7 +136,11 @@ pub fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {
             if !peers.remove(&identity) {
                 bail!("{identity} is not an approved peer (see `ckm signer peers list`)");
             }
-            home.save_peers(&peers, &mut rand::rngs::OsRng)?;
+            home.save_peers(
+                &peers,
+                &format!("withdrew peer {identity}"),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "identity": identity.to_string(), "removed": true }),
                 || format!("withdrew the approval of {identity}"),
@@ -176,16 +184,20 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
-            if coordinator == info.coordinator || entry.coordinators.contains(&coordinator) {
+            let mut policy = home.policy(&info.group_key)?;
+            if coordinator == info.coordinator || policy.coordinators.contains(&coordinator) {
                 bail!(
                     "coordinator {coordinator} may already use wallet {}",
                     info.name
                 );
             }
-            entry.coordinators.push(coordinator);
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            policy.coordinators.push(coordinator);
+            home.set_policy(
+                &info.group_key,
+                &policy,
+                &format!("wallet {}: allowed coordinator {coordinator}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "coordinator": coordinator.to_string(), "allowed": true }),
                 || format!("coordinator {coordinator} may now use wallet {}", info.name),
@@ -198,11 +210,10 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let mut policies = home.load_policies()?;
-            let entry = policies.wallets.entry(info.group_key).or_default();
-            let before = entry.coordinators.len();
-            entry.coordinators.retain(|c| *c != coordinator);
-            if entry.coordinators.len() == before {
+            let mut policy = home.policy(&info.group_key)?;
+            let before = policy.coordinators.len();
+            policy.coordinators.retain(|c| *c != coordinator);
+            if policy.coordinators.len() == before {
                 if coordinator == info.coordinator {
                     bail!(
                         "{coordinator} created wallet {} and cannot be withdrawn",
@@ -214,7 +225,12 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
                     info.name
                 );
             }
-            home.save_policies(&policies, &mut rand::rngs::OsRng)?;
+            home.set_policy(
+                &info.group_key,
+                &policy,
+                &format!("wallet {}: withdrew coordinator {coordinator}", info.name),
+                &mut rand::rngs::OsRng,
+            )?;
             ctx.output(
                 serde_json::json!({ "wallet": info.name, "coordinator": coordinator.to_string(), "allowed": false }),
                 || format!("coordinator {coordinator} may no longer use wallet {}", info.name),
@@ -226,12 +242,7 @@ pub fn wallet(ctx: &Context, cmd: WalletBindCommand) -> Result<()> {
         } => {
             let info = find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             let home = open(ctx, passphrase_file)?;
-            let policies = home.load_policies()?;
-            let added = policies
-                .wallets
-                .get(&info.group_key)
-                .map(|p| p.coordinators.clone())
-                .unwrap_or_default();
+            let added = home.policy(&info.group_key)?.coordinators;
             let json = serde_json::json!({
                 "wallet": info.name,
                 "creator": info.coordinator.to_string(),

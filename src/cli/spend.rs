@@ -92,6 +92,13 @@ pub fn cosign_with_timeout(
     psbt: &mut Psbt,
     timeout: u64,
 ) -> Result<SignReport> {
+    if let Some(p) = &w.meta().pending {
+        anyhow::bail!(
+            "wallet '{}' has an unfinished {} (the signers may be between epochs): run `ckm wallet resume` first",
+            w.meta().name,
+            p.record.context.kind
+        );
+    }
     let key = ctx.coordinator_identity()?;
     let client = Client::new(key, Duration::from_secs(timeout))?;
     ctx.say(format!(

@@ -2,61 +2,48 @@
 //! Electrum sync, balance, send). The coordinator holds no secret share.
 
 use std::io::IsTerminal;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::Network;
-use ckm::identity::IdentityPublic;
-use ckm::keys::{CertPin, Roster, RosterEntry};
+use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
+use ckm::recovery::RecoveryPolicy;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use clap::Subcommand;
 
-use super::args::{ElectrumArg, PaymentArgs, RecoveryArgs, WalletArg};
+use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
 use super::spend::{self, electrum_url};
+use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, Context};
 
-/// A signer given as `URL#PUBKEY`.
-#[derive(Debug, Clone)]
-pub struct SignerSpec {
-    url: String,
-    identity: IdentityPublic,
-    tls_sha256: Option<CertPin>,
-}
-
-fn parse_signer(s: &str) -> Result<SignerSpec, String> {
-    let (url, key) = s.rsplit_once('#').ok_or_else(|| {
-        format!("'{s}' is not URL#PUBKEY or https://…#PUBKEY@TLS_SHA256 (see `ckm id`, `ckm signer tls`)")
-    })?;
-    let (key, pin) = match key.split_once('@') {
-        Some((k, p)) => (k, Some(p.to_ascii_lowercase())),
-        None => (key, None),
-    };
-    let parsed = ckm::net::client::check_url(url).map_err(|e| format!("signer URL {url}: {e}"))?;
-    let identity = IdentityPublic::from_str(key).map_err(|e| format!("signer key {key}: {e}"))?;
-    match (parsed.scheme(), &pin) {
-        ("https", None) => {
-            return Err(format!(
-                "{url}: an https signer needs its certificate pinned: URL#PUBKEY@TLS_SHA256 \
-                 (the fingerprint printed by `ckm signer tls` on the signer)"
-            ))
-        }
-        ("https", Some(p)) => {
-            ckm::net::tls::pinned_client_config(p).map_err(|e| e.to_string())?;
-        }
-        (_, Some(_)) => return Err(format!("{url}: a TLS fingerprint needs an https URL")),
-        _ => {}
-    }
-    let tls_sha256 = pin
-        .map(|p| p.parse::<CertPin>().map_err(|e| e.to_string()))
-        .transpose()?;
-    Ok(SignerSpec {
-        url: url.to_string(),
-        identity,
-        tls_sha256,
-    })
+/// `wallet migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The wallet to move the coins out of
+    #[command(flatten)]
+    pub wallet: WalletArg,
+    /// Name of the new wallet (created unless it exists)
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
+    /// The new wallet's threshold
+    #[arg(long, short = 't', value_name = "T")]
+    pub threshold: Option<u16>,
+    /// The new wallet's signers, URL#PUBKEY, in roster order (repeat)
+    #[arg(long = "signer", value_name = "URL#PUBKEY", value_parser = parse_signer)]
+    pub signers: Vec<SignerSpec>,
+    #[command(flatten)]
+    pub electrum: ElectrumArg,
+    /// Fee rate of the sweep, sat/vB
+    #[arg(long, value_name = "SAT_PER_VB", default_value_t = 2)]
+    pub fee_rate: u64,
+    /// Seconds to wait for each signer
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub timeout: u64,
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +122,66 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    /// Show the wallet's roster, epoch, threshold and fingerprint, with each signer's epoch
+    /// as it reports it
+    ///
+    /// Example:
+    ///   ckm wallet show --wallet vault
+    #[command(verbatim_doc_comment)]
+    Show(WalletOnlyArgs),
+    /// Refresh every signer's share: the group key, descriptors and addresses stay; a new
+    /// epoch begins and the shares of the old one are erased on every signer
+    ///
+    /// Every signer must be reachable. Two phases: each signer stores its new share pending;
+    /// once all have, the coordinator records its decision and tells them to commit, and each
+    /// erases its old share. If anything stops half-way, `ckm wallet resume` finishes or
+    /// rolls back.
+    ///
+    /// Example:
+    ///   ckm wallet refresh --wallet vault
+    #[command(verbatim_doc_comment)]
+    Refresh(RefreshArgs),
+    /// Remove a signer: a refresh among the others that leaves it out (it need not be
+    /// online); its share no longer combines with anyone's
+    ///
+    /// Example:
+    ///   ckm wallet remove-signer --signer 3 --wallet vault
+    #[command(verbatim_doc_comment)]
+    RemoveSigner(RemoveArgs),
+    /// Give a signer that lost its share a new one at the same index (a fresh home with a new
+    /// identity key), from t helpers, without anyone else learning it
+    ///
+    /// The other signers' operators must first approve the new identity as a peer
+    /// (`ckm signer peers add`), and the new signer's operator must approve theirs.
+    ///
+    /// Example:
+    ///   ckm wallet repair --signer 2 --to http://127.0.0.1:7005#<new id> --wallet vault
+    #[command(verbatim_doc_comment)]
+    Repair(RepairArgs),
+    /// Enrol a new signer at the next index (n grows, t stays); it then signs like any other
+    ///
+    /// Example:
+    ///   ckm wallet add-signer http://127.0.0.1:7004#<id4> --wallet vault
+    #[command(verbatim_doc_comment)]
+    AddSigner(AddArgs),
+    /// Finish (commit) or roll back an interrupted refresh, removal, repair or enrolment
+    ///
+    /// Example:
+    ///   ckm wallet resume --wallet vault
+    #[command(verbatim_doc_comment)]
+    Resume(WalletOnlyArgs),
+    /// Move every coin to a new wallet: a new key generation (any t-of-n, e.g. a lower
+    /// threshold, which a refresh cannot change) and one co-signed sweep
+    ///
+    /// Syncs the old wallet, creates the new one (or uses it if it exists), shows the sweep,
+    /// asks for confirmation (skip with --yes), co-signs it with the old wallet's signers and
+    /// broadcasts it.
+    ///
+    /// Example:
+    ///   ckm wallet migrate --wallet vault --to vault2 --threshold 3 \
+    ///       --signer http://127.0.0.1:7001#<id1> ... --signer http://127.0.0.1:7005#<id5> --yes
+    #[command(verbatim_doc_comment)]
+    Migrate(MigrateArgs),
     /// Reveal the next receive address
     Address {
         #[command(flatten)]
@@ -187,6 +234,13 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
         }
         WalletCommand::Verify { wallet } => verify(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
+        WalletCommand::Show(args) => wallet_lifecycle::show(ctx, args),
+        WalletCommand::Refresh(args) => wallet_lifecycle::refresh(ctx, args),
+        WalletCommand::RemoveSigner(args) => wallet_lifecycle::remove_signer(ctx, args),
+        WalletCommand::Repair(args) => wallet_lifecycle::repair(ctx, args),
+        WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
+        WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
+        WalletCommand::Migrate(args) => migrate(ctx, args),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -207,11 +261,26 @@ fn create(
     timeout: u64,
     recovery: RecoveryArgs,
 ) -> Result<()> {
+    let network = ctx.network.unwrap_or(Network::Regtest);
+    let recovery = recovery.policy(network)?;
+    let wallet = create_wallet(ctx, name, threshold, signers, timeout, None, recovery)?;
+    descriptor(ctx, &wallet)
+}
+
+/// Runs the certified key generation and stores the new wallet (atomically).
+fn create_wallet(
+    ctx: &Context,
+    name: &str,
+    threshold: u16,
+    signers: Vec<SignerSpec>,
+    timeout: u64,
+    network: Option<Network>,
+    recovery: Option<RecoveryPolicy>,
+) -> Result<CkmWallet> {
     let path = ctx.new_wallet_path(name)?;
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
     ckm::frost::dkg::DkgParams::new(threshold, n)?;
-    let network = ctx.network.unwrap_or(Network::Regtest);
-    let recovery = recovery.policy(network)?;
+    let network = network.or(ctx.network).unwrap_or(Network::Regtest);
     let roster = Roster::new(
         signers
             .into_iter()
@@ -248,6 +317,9 @@ fn create(
         roster,
         electrum: None,
         keygen: Some(keygen),
+        epoch: 0,
+        transitions: Vec::new(),
+        pending: None,
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
@@ -264,8 +336,114 @@ fn create(
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     }
-    let wallet = CkmWallet::load(&path)?;
-    descriptor(ctx, &wallet)
+    Ok(CkmWallet::load(&path)?)
+}
+
+/// `wallet migrate`: a new wallet (new key generation) and one co-signed sweep of every coin.
+fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
+    let mut old = ctx.open_wallet(args.wallet.name.as_deref())?;
+    if old.meta().pending.is_some() {
+        bail!(
+            "wallet '{}' has an unfinished transition: run `ckm wallet resume` first",
+            old.meta().name
+        );
+    }
+    if args.to == old.meta().name {
+        bail!("the new wallet needs another name than '{}'", args.to);
+    }
+    let url = electrum_url(&args.electrum, &old)?;
+    ckm::net::electrum::sync(&mut old, &url, |_, _| {})?;
+    let new = if ctx.wallet_names()?.contains(&args.to) {
+        ctx.say(format!("wallet '{}' exists: sweeping into it", args.to));
+        ctx.open_wallet(Some(&args.to))?
+    } else {
+        if args.signers.is_empty() {
+            bail!("give the new wallet's signers with --signer URL#PUBKEY (and --threshold)");
+        }
+        let t = args
+            .threshold
+            .ok_or_else(|| anyhow::anyhow!("give the new wallet's threshold with --threshold T"))?;
+        // The new wallet keeps the old one's recovery path (same keys, same timelock).
+        let recovery = old.meta().recovery().cloned();
+        if let Some(policy) = &recovery {
+            ctx.say(format!("the new wallet keeps the recovery path: {policy}"));
+        }
+        create_wallet(
+            ctx,
+            &args.to,
+            t,
+            args.signers,
+            args.timeout,
+            Some(old.meta().network),
+            recovery,
+        )?
+    };
+    if new.meta().network != old.meta().network {
+        bail!(
+            "'{}' is on {}, not {}",
+            args.to,
+            new.meta().network,
+            old.meta().network
+        );
+    }
+    let mut new = new;
+    let to = new.reveal_next_address()?.address;
+    let total = old.bdk().balance().total();
+    if total.to_sat() == 0 {
+        return ctx.output(
+            serde_json::json!({ "from": old.meta().name, "to": args.to, "swept_sats": 0 }),
+            || {
+                format!(
+                    "'{}' holds no coins; '{}' is ready",
+                    old.meta().name,
+                    args.to
+                )
+            },
+        );
+    }
+    let mut psbt = old.build_sweep(&to, spend::fee_rate(args.fee_rate)?)?;
+    let summary = spend::summary(&old, &psbt)?;
+    ctx.say(format!(
+        "sweeping every coin of '{}' to '{}' ({to}):\n{summary}",
+        old.meta().name,
+        args.to
+    ));
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("not sweeping without confirmation: pass --yes");
+        }
+        eprint!("Sweep? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("cancelled; nothing was signed");
+        }
+    }
+    let report = spend::cosign(ctx, &old, &mut psbt)?;
+    let swept: u64 = report
+        .transaction
+        .output
+        .iter()
+        .filter(|o| o.script_pubkey == to.script_pubkey())
+        .map(|o| o.value.to_sat())
+        .sum();
+    let txid = ckm::net::electrum::broadcast(Some(&mut old), &url, &report.transaction)?;
+    ctx.output(
+        serde_json::json!({
+            "from": old.meta().name,
+            "to": args.to,
+            "txid": txid.to_string(),
+            "swept_sats": swept,
+            "address": to.to_string(),
+        }),
+        || {
+            format!(
+                "swept {swept} sat from '{}' to '{}' ({to}) in {txid}",
+                old.meta().name,
+                args.to
+            )
+        },
+    )
 }
 
 fn list(ctx: &Context) -> Result<()> {

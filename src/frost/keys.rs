@@ -425,6 +425,11 @@ impl KeyShare {
         &self.group
     }
 
+    /// The root key package (secret), for the lifecycle protocols (refresh, repair).
+    pub fn key_package(&self) -> &KeyPackage {
+        &self.key_package
+    }
+
     /// The root signing share, for nonce generation only (frost mixes it into the nonces).
     pub fn root_signing_share(&self) -> &SigningShare {
         self.key_package.signing_share()

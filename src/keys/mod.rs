@@ -258,8 +258,8 @@ pub enum RosterError {
         /// Largest group supported.
         max: u16,
     },
-    /// Indexes are not `1..=n` in order.
-    #[error("roster entry {position} has index {index}; indexes must be 1..=n in order")]
+    /// Indexes are not increasing from 1.
+    #[error("roster entry {position} has index {index}; indexes must increase from 1")]
     Index {
         /// 1-based position in the list.
         position: usize,
@@ -271,7 +271,8 @@ pub enum RosterError {
     Duplicate(IdentityPublic),
 }
 
-/// A checked roster: indexes `1..=n` in order, no identity key twice.
+/// A checked roster: indexes increasing from 1 (exactly `1..=n` after key generation; a
+/// removed signer's index stays free), no identity key twice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Vec<RosterEntry>", into = "Vec<RosterEntry>")]
 pub struct Roster(Vec<RosterEntry>);
@@ -292,18 +293,64 @@ impl Roster {
             });
         }
         let mut seen = BTreeSet::new();
+        let mut previous = 0u16;
         for (i, e) in entries.iter().enumerate() {
-            if usize::from(e.index) != i + 1 {
+            if e.index <= previous {
                 return Err(RosterError::Index {
                     position: i + 1,
                     index: e.index,
                 });
             }
+            previous = e.index;
             if !seen.insert(e.identity) {
                 return Err(RosterError::Duplicate(e.identity));
             }
         }
         Ok(Roster(entries))
+    }
+
+    /// Whether the indexes are exactly `1..=n` (a roster fresh from key generation; after a
+    /// signer is removed its index stays free).
+    pub fn is_contiguous(&self) -> bool {
+        self.0
+            .iter()
+            .enumerate()
+            .all(|(i, e)| usize::from(e.index) == i + 1)
+    }
+
+    /// The roster indexes, in order.
+    pub fn indexes(&self) -> Vec<u16> {
+        self.0.iter().map(|e| e.index).collect()
+    }
+
+    /// A roster without the member at `index`.
+    ///
+    /// # Errors
+    /// Fewer than two members would remain.
+    pub fn without(&self, index: u16) -> Result<Roster, RosterError> {
+        Roster::new(
+            self.0
+                .iter()
+                .filter(|e| e.index != index)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A roster with `entry` added, or replacing the member at its index.
+    ///
+    /// # Errors
+    /// The identity is already another member's.
+    pub fn with(&self, entry: RosterEntry) -> Result<Roster, RosterError> {
+        let mut entries: Vec<RosterEntry> = self
+            .0
+            .iter()
+            .filter(|e| e.index != entry.index)
+            .cloned()
+            .collect();
+        entries.push(entry);
+        entries.sort_by_key(|e| e.index);
+        Roster::new(entries)
     }
 
     /// The entries in index order.
@@ -324,9 +371,7 @@ impl Roster {
 
     /// The entry at a 1-based index.
     pub fn get(&self, index: u16) -> Option<&RosterEntry> {
-        usize::from(index)
-            .checked_sub(1)
-            .and_then(|i| self.0.get(i))
+        self.0.iter().find(|e| e.index == index)
     }
 
     /// The index of an identity key.
@@ -339,10 +384,7 @@ impl Roster {
 
     /// Mutable access to the URLs and pins (the certified identity keys and indexes stay).
     pub fn set_endpoint(&mut self, index: u16, url: String, tls_sha256: Option<CertPin>) -> bool {
-        match usize::from(index)
-            .checked_sub(1)
-            .and_then(|i| self.0.get_mut(i))
-        {
+        match self.0.iter_mut().find(|e| e.index == index) {
             Some(e) => {
                 e.url = url;
                 e.tls_sha256 = tls_sha256;
@@ -450,11 +492,16 @@ mod tests {
             tls_sha256: None,
         };
         assert!(Roster::new(vec![e(1, 1), e(2, 2)]).is_ok());
+        assert!(Roster::new(vec![e(1, 1), e(3, 2)])
+            .unwrap()
+            .get(3)
+            .is_some());
+        assert!(!Roster::new(vec![e(1, 1), e(3, 2)]).unwrap().is_contiguous());
         assert_eq!(
-            Roster::new(vec![e(1, 1), e(3, 2)]),
+            Roster::new(vec![e(2, 1), e(1, 2)]),
             Err(RosterError::Index {
                 position: 2,
-                index: 3
+                index: 1
             })
         );
         assert_eq!(

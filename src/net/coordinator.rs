@@ -17,7 +17,11 @@ use crate::identity::IdentityPublic;
 use crate::keys::{GroupKey, Roster, RosterEntry};
 use crate::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::dkg::{CertifiedKeygen, CoordinatorError, DkgContext, DkgCoordinator};
-use crate::protocol::sign::{SignError, SigningCoordinator, Step};
+use crate::protocol::lifecycle::{
+    CertifiedTransition, Digest, Joining, TransitionAnswer, TransitionContext,
+    TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
+};
+use crate::protocol::sign::{Round1Answer, SignError, SigningCoordinator, Step};
 use crate::recovery::RecoveryPolicy;
 use crate::wallet::WalletMeta;
 
@@ -243,6 +247,7 @@ pub async fn sign_psbt(
     let wallet = WalletRef {
         name: meta.name.clone(),
         group_key: GroupKey::of(&meta.group),
+        epoch: meta.epoch,
     };
     let psbt_text = Arc::new(psbt.to_string());
     let mut rng = rand::rngs::OsRng;
@@ -267,7 +272,15 @@ pub async fn sign_psbt(
                 while let Some(joined) = set.join_next().await {
                     let Ok((index, reply)) = joined else { continue };
                     let answer = match reply {
-                        Ok(SignerToCoordinator::SignCommitments { commitments }) => Ok(commitments),
+                        Ok(SignerToCoordinator::SignCommitments {
+                            commitments,
+                            receipt,
+                            statements_required,
+                        }) => Ok(Round1Answer {
+                            commitments,
+                            receipt,
+                            statements_required,
+                        }),
                         Ok(_) => Err(format!("signer {index} answered out of protocol")),
                         Err(e) => Err(e.to_string()),
                     };
@@ -284,10 +297,46 @@ pub async fn sign_psbt(
                     step = machine.start(&mut rng)?;
                 }
             }
+            Step::Statements {
+                session,
+                chosen,
+                receipts,
+            } => {
+                let mut set = JoinSet::new();
+                for index in chosen {
+                    let Some(entry) = roster.get(&index).cloned() else {
+                        continue;
+                    };
+                    let client = client.clone();
+                    let message = CoordinatorToSigner::SignStatement {
+                        session,
+                        receipts: receipts.clone(),
+                    };
+                    set.spawn(async move { (entry.index, client.call(&entry, &message).await) });
+                }
+                step = Step::Wait;
+                while let Some(joined) = set.join_next().await {
+                    let Ok((index, reply)) = joined else { continue };
+                    let answer = match reply {
+                        Ok(SignerToCoordinator::SignStatement(s)) => Ok(s),
+                        Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    step = machine.statement(index, answer, &mut rng)?;
+                    if !matches!(step, Step::Wait) {
+                        break;
+                    }
+                }
+                set.abort_all();
+                if matches!(step, Step::Wait) {
+                    step = machine.start(&mut rng)?;
+                }
+            }
             Step::Round2 {
                 session,
                 chosen,
                 packages,
+                statements,
             } => {
                 let packages = Arc::new(packages);
                 let mut set = JoinSet::new();
@@ -299,6 +348,7 @@ pub async fn sign_psbt(
                     let message = CoordinatorToSigner::SignShare {
                         session,
                         packages: (*packages).clone(),
+                        statements: statements.clone(),
                     };
                     set.spawn(async move { (entry.index, client.call(&entry, &message).await) });
                 }
@@ -332,4 +382,271 @@ pub async fn sign_psbt(
             Step::Wait => step = machine.start(&mut rng)?,
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Epoch transitions
+// ---------------------------------------------------------------------------------------
+
+/// Why a transition across signers failed (nothing was committed; the members were told to
+/// abort).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransitionDriveError {
+    /// A member failed or refused.
+    #[error("the transition stopped at {stage}")]
+    Signer {
+        /// Protocol stage.
+        stage: &'static str,
+        /// The failure.
+        #[source]
+        source: CallError,
+    },
+    /// A member answered out of protocol.
+    #[error("the transition stopped at {stage}: signer {index} answered out of protocol")]
+    Protocol {
+        /// Protocol stage.
+        stage: &'static str,
+        /// Roster index.
+        index: u16,
+    },
+    /// The transition itself failed (a bad certificate, an inconsistent result).
+    #[error("the transition failed")]
+    Transition(#[source] Box<TransitionError>),
+}
+
+impl From<TransitionError> for TransitionDriveError {
+    fn from(e: TransitionError) -> Self {
+        TransitionDriveError::Transition(Box::new(e))
+    }
+}
+
+fn transition_answer(
+    stage: &'static str,
+    index: u16,
+    reply: Result<SignerToCoordinator, CallError>,
+) -> Result<TransitionAnswer, TransitionDriveError> {
+    match reply {
+        Ok(SignerToCoordinator::Transition(a)) => Ok(a),
+        Ok(_) => Err(TransitionDriveError::Protocol { stage, index }),
+        Err(source) => Err(TransitionDriveError::Signer { stage, source }),
+    }
+}
+
+/// Runs a transition across the members of `context.new_roster` (the URLs there are used)
+/// up to and including *prepare*: on success every member holds the new share pending and
+/// the record is returned; on any failure every member is told to abort.
+///
+/// # Errors
+/// The first member failing or refusing; nothing is committed then.
+pub async fn run_transition(
+    client: &Client,
+    context: TransitionContext,
+    from: WalletState,
+    joining: Option<Joining>,
+) -> Result<CertifiedTransition, TransitionDriveError> {
+    let members: Vec<RosterEntry> = context.new_roster.entries().to_vec();
+    let session = context.session;
+    let result = drive_transition(client, context, from, joining, &members).await;
+    if result.is_err() {
+        abort_transition(client, &members, session).await;
+    }
+    result
+}
+
+async fn drive_transition(
+    client: &Client,
+    context: TransitionContext,
+    from: WalletState,
+    joining: Option<Joining>,
+    members: &[RosterEntry],
+) -> Result<CertifiedTransition, TransitionDriveError> {
+    let kind = context.kind;
+    let newcomer = kind.newcomer().filter(|i| {
+        context
+            .new_roster
+            .get(*i)
+            .map(|e| from.roster.index_of(&e.identity) != Some(*i))
+            .unwrap_or(false)
+    });
+    let mut machine = TransitionCoordinator::new(context.clone(), from)?;
+    let begin: Vec<(RosterEntry, CoordinatorToSigner)> = members
+        .iter()
+        .map(|e| {
+            let joining = if Some(e.index) == newcomer {
+                joining.clone()
+            } else {
+                None
+            };
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Begin {
+                    context: context.clone(),
+                    joining,
+                }),
+            )
+        })
+        .collect();
+    for (index, reply) in call_each(client, begin).await {
+        machine.add_begun(index, transition_answer("begin", index, reply)?)?;
+    }
+    let pick = |indexes: &[u16]| -> Vec<RosterEntry> {
+        members
+            .iter()
+            .filter(|e| indexes.contains(&e.index))
+            .cloned()
+            .collect()
+    };
+    if kind.refreshes() {
+        let request = machine.refresh_round1()?;
+        let calls = members
+            .iter()
+            .map(|e| (e.clone(), CoordinatorToSigner::Transition(request.clone())))
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine
+                .add_refresh_sealed(index, transition_answer("refresh round 1", index, reply)?)?;
+        }
+        let calls = members
+            .iter()
+            .map(|e| {
+                (
+                    e.clone(),
+                    CoordinatorToSigner::Transition(machine.refresh_round2(e.index)),
+                )
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_certified(index, transition_answer("refresh round 2", index, reply)?)?;
+        }
+    } else {
+        let helpers = pick(&context.helpers);
+        let calls = helpers
+            .iter()
+            .map(|e| {
+                (
+                    e.clone(),
+                    CoordinatorToSigner::Transition(machine.repair_deltas(e.index)),
+                )
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_sigma(index, transition_answer("repair", index, reply)?)?;
+        }
+        let request = machine.repair_sigmas()?;
+        let calls = members
+            .iter()
+            .map(|e| {
+                let r = if Some(e.index) == kind.newcomer() {
+                    request.clone()
+                } else {
+                    machine.certify_request()
+                };
+                (e.clone(), CoordinatorToSigner::Transition(r))
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_certified(index, transition_answer("certification", index, reply)?)?;
+        }
+    }
+    let prepare = machine.prepare_request()?;
+    let calls = members
+        .iter()
+        .map(|e| (e.clone(), CoordinatorToSigner::Transition(prepare.clone())))
+        .collect();
+    for (index, reply) in call_each(client, calls).await {
+        match transition_answer("prepare", index, reply)? {
+            TransitionAnswer::Prepared => {}
+            _ => {
+                return Err(TransitionDriveError::Protocol {
+                    stage: "prepare",
+                    index,
+                })
+            }
+        }
+    }
+    Ok(machine.record()?)
+}
+
+/// Tells every member to commit transition `session`; returns each member's outcome (the
+/// epoch it is now at, or why it did not answer). Repeating it is harmless.
+pub async fn commit_transition(
+    client: &Client,
+    members: &[RosterEntry],
+    session: SessionId,
+) -> Vec<(u16, Result<u64, String>)> {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Commit { session }),
+            )
+        })
+        .collect();
+    call_each(client, calls)
+        .await
+        .into_iter()
+        .map(|(index, reply)| {
+            let outcome = match reply {
+                Ok(SignerToCoordinator::Transition(TransitionAnswer::Committed { epoch })) => {
+                    Ok(epoch)
+                }
+                Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                Err(e) => Err(e.to_string()),
+            };
+            (index, outcome)
+        })
+        .collect()
+}
+
+/// Tells every member to forget transition `session` (best effort).
+pub async fn abort_transition(client: &Client, members: &[RosterEntry], session: SessionId) {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Abort { session }),
+            )
+        })
+        .collect();
+    for (index, reply) in call_each(client, calls).await {
+        if let Err(e) = reply {
+            tracing::warn!(signer = index, error = %e, "could not abort the transition there");
+        }
+    }
+}
+
+/// Where each member's wallet is: (epoch, state hash, pending transition).
+pub async fn transition_status(
+    client: &Client,
+    members: &[RosterEntry],
+    wallet: GroupKey,
+) -> Vec<(u16, Result<(u64, Digest, Option<(SessionId, u64)>), String>)> {
+    let calls = members
+        .iter()
+        .map(|e| {
+            (
+                e.clone(),
+                CoordinatorToSigner::Transition(TransitionRequest::Status { wallet }),
+            )
+        })
+        .collect();
+    call_each(client, calls)
+        .await
+        .into_iter()
+        .map(|(index, reply)| {
+            let outcome = match reply {
+                Ok(SignerToCoordinator::Transition(TransitionAnswer::Status {
+                    epoch,
+                    state,
+                    pending,
+                })) => Ok((epoch, state, pending)),
+                Ok(_) => Err(format!("signer {index} answered out of protocol")),
+                Err(e) => Err(e.to_string()),
+            };
+            (index, outcome)
+        })
+        .collect()
 }

@@ -157,7 +157,7 @@ impl DkgContext {
         check_wallet_name(&self.wallet)?;
         DkgParams::new(self.params.threshold(), self.params.signers())
             .map_err(|_| ContextError::Params)?;
-        if self.roster.len() != self.params.signers() {
+        if self.roster.len() != self.params.signers() || !self.roster.is_contiguous() {
             return Err(ContextError::RosterSize {
                 roster: self.roster.len(),
                 signers: self.params.signers(),
@@ -232,7 +232,9 @@ pub enum ContextError {
     #[error("invalid group parameters: need 2 <= threshold <= signers <= 255")]
     Params,
     /// Roster and parameters disagree.
-    #[error("the roster lists {roster} signers but the group has {signers}")]
+    #[error(
+        "the roster lists {roster} signers (indexes must be 1..=n) but the group has {signers}"
+    )]
     RosterSize {
         /// Roster length.
         roster: u16,
@@ -526,8 +528,27 @@ impl CertifiedKeygen {
         &self,
         group: &GroupPublic,
     ) -> Result<Option<&RecoveryPolicy>, VerifyError> {
-        self.verify(group)?;
+        self.verify_wallet_key(group)?;
         Ok(self.context.recovery.as_ref())
+    }
+
+    /// Re-checks the record on its own (the group its round-1 commitments define, every
+    /// certificate) and that `group` has that group key and chain code — what every address
+    /// derives from. Unlike [`CertifiedKeygen::verify`] it accepts the group of a later epoch
+    /// (a refresh or repair changes the verifying shares, never the key or the chain code).
+    ///
+    /// # Errors
+    /// [`VerifyError`]; [`VerifyError::GroupMismatch`] for another key or chain code.
+    pub fn verify_wallet_key(&self, group: &GroupPublic) -> Result<WalletFingerprint, VerifyError> {
+        let broadcasts = by_identifier(&self.round1).map_err(VerifyError::Recompute)?;
+        let genesis = group_from_broadcasts(&broadcasts).map_err(VerifyError::Recompute)?;
+        let fingerprint = self.verify(&genesis)?;
+        if GroupKey::of(&genesis) != GroupKey::of(group)
+            || genesis.chain_code() != group.chain_code()
+        {
+            return Err(VerifyError::GroupMismatch);
+        }
+        Ok(fingerprint)
     }
 }
 

@@ -8,8 +8,14 @@
 //!   whole roster, certificates from every signer before anyone stores a share).
 //! - [`sign`]: the coordinator's co-signing state machine (who is asked, who is excluded, when
 //!   to retry).
+//! - [`lifecycle`]: epoch transitions — refresh, remove a signer, repair a lost share, enrol
+//!   a new signer — certified and committed in two phases.
+//! - [`limits`]: reservations, receipts and signed statements that make spending limits hold
+//!   for the whole wallet whichever `t` signers sign.
 
 pub mod dkg;
+pub mod lifecycle;
+pub mod limits;
 pub mod sign;
 
 use serde::{Deserialize, Serialize};

@@ -3,9 +3,11 @@
 //! attempt. The network driver ([`crate::net::coordinator::sign_psbt`]) and the in-memory
 //! tests feed it answers and act on what it returns.
 //!
-//! One attempt: ask every signer not yet excluded for round-1 commitments; the first `t` that
-//! answer are chosen; they get the signing packages; their shares are aggregated and every
-//! signature verified. A signer that fails or refuses at any point is excluded; one whose
+//! One attempt: ask every signer not yet excluded for round-1 commitments (each reserves the
+//! spend and returns a receipt); the first `t` that answer are chosen; when any of them has a
+//! wallet-wide limit, each chosen signer is asked for a statement given all the receipts (see
+//! [`crate::protocol::limits`]); they get the signing packages (and the statements); their
+//! shares are aggregated and every signature verified. A signer that fails or refuses at any point is excluded; one whose
 //! share does not verify is excluded and named as a culprit; then a new attempt starts (with
 //! a new session) while `t` signers remain.
 
@@ -18,6 +20,7 @@ use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 
+use super::limits::{Receipt, Statement};
 use super::SessionId;
 use crate::frost::identifier;
 use crate::keys::GroupPublic;
@@ -64,10 +67,21 @@ pub enum Step {
         /// Roster indexes to ask.
         ask: Vec<u16>,
     },
-    /// Keep waiting for round-1 answers.
+    /// Keep waiting for answers.
     Wait,
-    /// Round 1 is over: drop the other round-1 requests and send these packages to the
-    /// chosen signers; feed each answer to [`SigningCoordinator::shares`].
+    /// Round 1 is over and a chosen signer has a wallet-wide limit: drop the other round-1
+    /// requests and ask every chosen signer for its statement, giving it every receipt; feed
+    /// each answer to [`SigningCoordinator::statement`].
+    Statements {
+        /// The attempt's session.
+        session: SessionId,
+        /// The chosen signers.
+        chosen: Vec<u16>,
+        /// Their receipts.
+        receipts: BTreeMap<u16, Receipt>,
+    },
+    /// Send these packages (and statements) to the chosen signers; feed each answer to
+    /// [`SigningCoordinator::shares`].
     Round2 {
         /// The attempt's session.
         session: SessionId,
@@ -75,6 +89,8 @@ pub enum Step {
         chosen: Vec<u16>,
         /// One signing package per input (the same for every chosen signer).
         packages: Vec<SigningPackage>,
+        /// The chosen signers' statements (empty without a statement round).
+        statements: BTreeMap<u16, Statement>,
     },
     /// Every signature verified and the PSBT is finalized.
     Done(Box<SignOutcome>),
@@ -93,13 +109,30 @@ pub struct SignOutcome {
     pub transaction: Transaction,
 }
 
+/// A signer's answer to round 1.
+#[derive(Debug, Clone)]
+pub struct Round1Answer {
+    /// One nonce commitment per input.
+    pub commitments: Vec<SigningCommitments>,
+    /// The receipt of its reservation.
+    pub receipt: Receipt,
+    /// Whether it needs the statement round.
+    pub statements_required: bool,
+}
+
 #[derive(Debug)]
 enum Phase {
     Idle,
     Round1 {
         session: SessionId,
         pending: BTreeSet<u16>,
-        commitments: BTreeMap<u16, Vec<SigningCommitments>>,
+        answers: BTreeMap<u16, Round1Answer>,
+    },
+    Statements {
+        session: SessionId,
+        packages: Vec<SigningPackage>,
+        pending: BTreeSet<u16>,
+        statements: BTreeMap<u16, Statement>,
     },
     Round2 {
         packages: Vec<SigningPackage>,
@@ -187,7 +220,7 @@ impl SigningCoordinator {
         self.phase = Phase::Round1 {
             session,
             pending: ask.iter().copied().collect(),
-            commitments: BTreeMap::new(),
+            answers: BTreeMap::new(),
         };
         Ok(Step::Round1 { session, ask })
     }
@@ -205,13 +238,13 @@ impl SigningCoordinator {
     pub fn commitments<R: RngCore + CryptoRng>(
         &mut self,
         index: u16,
-        answer: Result<Vec<SigningCommitments>, String>,
+        answer: Result<Round1Answer, String>,
         rng: &mut R,
     ) -> Result<Step, SignError> {
         let Phase::Round1 {
             session,
             pending,
-            commitments,
+            answers,
         } = &mut self.phase
         else {
             return Ok(Step::Wait);
@@ -221,13 +254,13 @@ impl SigningCoordinator {
         }
         let inputs = self.core.checked().inputs().len();
         match answer {
-            Ok(c) if c.len() == inputs => {
-                commitments.insert(index, c);
+            Ok(a) if a.commitments.len() == inputs => {
+                answers.insert(index, a);
             }
-            Ok(c) => {
+            Ok(a) => {
                 let reason = format!(
                     "signer {index} sent {} commitments for {inputs} inputs",
-                    c.len()
+                    a.commitments.len()
                 );
                 self.failures.insert(index, reason);
             }
@@ -236,31 +269,109 @@ impl SigningCoordinator {
                 self.failures.insert(index, reason);
             }
         }
-        if commitments.len() == usize::from(self.need) {
+        if answers.len() == usize::from(self.need) {
             let session = *session;
-            let chosen: Vec<u16> = commitments.keys().copied().collect();
-            let by_id = commitments
+            let chosen: Vec<u16> = answers.keys().copied().collect();
+            let by_id = answers
                 .iter()
-                .filter_map(|(i, c)| identifier(*i).ok().map(|id| (id, c.clone())))
+                .filter_map(|(i, a)| identifier(*i).ok().map(|id| (id, a.commitments.clone())))
                 .collect();
             let packages = self.core.signing_packages(&by_id)?;
-            self.phase = Phase::Round2 {
-                packages: packages.clone(),
-                pending: chosen.iter().copied().collect(),
-                shares: BTreeMap::new(),
-                failed: false,
-            };
-            return Ok(Step::Round2 {
-                session,
-                chosen,
-                packages,
-            });
+            if answers.values().any(|a| a.statements_required) {
+                let receipts: BTreeMap<u16, Receipt> = answers
+                    .iter()
+                    .map(|(i, a)| (*i, a.receipt.clone()))
+                    .collect();
+                self.phase = Phase::Statements {
+                    session,
+                    packages,
+                    pending: chosen.iter().copied().collect(),
+                    statements: BTreeMap::new(),
+                };
+                return Ok(Step::Statements {
+                    session,
+                    chosen,
+                    receipts,
+                });
+            }
+            return Ok(self.round2(session, packages, BTreeMap::new()));
         }
-        if commitments.len() + pending.len() < usize::from(self.need) {
+        if answers.len() + pending.len() < usize::from(self.need) {
             // This attempt cannot reach t; the next one asks the remaining signers again.
             return self.start(rng);
         }
         Ok(Step::Wait)
+    }
+
+    fn round2(
+        &mut self,
+        session: SessionId,
+        packages: Vec<SigningPackage>,
+        statements: BTreeMap<u16, Statement>,
+    ) -> Step {
+        let chosen: Vec<u16> = packages
+            .first()
+            .map(|p| {
+                p.signing_commitments()
+                    .keys()
+                    .map(crate::frost::keys::roster_index)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.phase = Phase::Round2 {
+            packages: packages.clone(),
+            pending: chosen.iter().copied().collect(),
+            shares: BTreeMap::new(),
+            failed: false,
+        };
+        Step::Round2 {
+            session,
+            chosen,
+            packages,
+            statements,
+        }
+    }
+
+    /// Feeds one statement (`Err` carries why the signer failed or refused). A failure
+    /// excludes the signer and starts a new attempt.
+    ///
+    /// # Errors
+    /// [`SignError::NotEnoughSigners`] when no attempt can succeed any more.
+    pub fn statement<R: RngCore + CryptoRng>(
+        &mut self,
+        index: u16,
+        answer: Result<Statement, String>,
+        rng: &mut R,
+    ) -> Result<Step, SignError> {
+        let Phase::Statements {
+            session,
+            packages,
+            pending,
+            statements,
+        } = &mut self.phase
+        else {
+            return Ok(Step::Wait);
+        };
+        if !pending.remove(&index) {
+            return Ok(Step::Wait);
+        }
+        match answer {
+            Ok(s) => {
+                statements.insert(index, s);
+            }
+            Err(reason) => {
+                tracing::info!(signer = index, %reason, "signer failed in the statement round");
+                self.failures.insert(index, reason);
+                return self.start(rng);
+            }
+        }
+        if !pending.is_empty() {
+            return Ok(Step::Wait);
+        }
+        let session = *session;
+        let packages = std::mem::take(packages);
+        let statements = std::mem::take(statements);
+        Ok(self.round2(session, packages, statements))
     }
 
     /// Feeds one round-2 answer. When the last chosen signer answered: aggregates, verifies

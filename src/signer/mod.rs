@@ -1,36 +1,42 @@
 //! The co-signer ("secret server") logic, independent of the transport: it answers
 //! [`CoordinatorToSigner`] messages from an authenticated coordinator with
-//! [`SignerToCoordinator`] messages. DKG and signing sessions live only in memory; nonces are
-//! consumed once; a restarted signer knows no session and refuses round 2.
+//! [`SignerToCoordinator`] messages. Key generation and signing sessions live only in
+//! memory; nonces are consumed once; a restarted signer knows no session and refuses round 2.
+//! Every signing decision is recorded (keyed audit record, spend accounting) in one database
+//! transaction before any share leaves; the wallet-wide limit protocol of
+//! [`crate::protocol::limits`] is enforced here.
 
 pub mod audit;
+pub mod checkpoint;
+pub mod db;
 pub mod home;
+pub mod legacy;
 pub mod peers;
 pub mod policy;
+mod signing;
+mod transition;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bitcoin::Psbt;
-use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 
-use crate::auth::unix_now;
 use crate::identity::IdentityPublic;
 use crate::keys::GroupKey;
-use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
+use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator};
 use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, ParticipantError};
-use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
-use crate::recovery::RecoveryPolicy;
-use audit::{AuditEvent, AuditLog};
-use home::{SignerHome, WalletInfo};
+use home::{HomeError, SignerHome, WalletInfo};
 use policy::Policy;
+use signing::SignSession;
+use transition::TransitionSession;
 
-/// How long an unfinished session is kept.
+/// How long an unfinished session (and a spend reservation) is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// Most sessions kept at once (older ones are dropped first).
 pub const MAX_SESSIONS: usize = 10_000;
+/// The window of the daily limit.
+pub const WINDOW_SECS: u64 = 24 * 3600;
 
 enum DkgStage {
     One(Participant1),
@@ -44,22 +50,15 @@ struct DkgSession {
     started: Instant,
 }
 
-struct SignSession {
-    coordinator: IdentityPublic,
-    wallet: WalletInfo,
-    psbt: Psbt,
-    checked: CheckedPsbt,
-    nonces: SignerNonces,
-    started: Instant,
-}
-
 /// A running co-signer: an unlocked home plus in-memory sessions.
 pub struct Signer {
     home: SignerHome,
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
-    audit: Mutex<AuditLog>,
+    transitions: Mutex<HashMap<SessionId, TransitionSession>>,
     flag_peers: BTreeSet<IdentityPublic>,
+    /// Why the records cannot be trusted (rolled back); signing is refused while set.
+    state_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -94,18 +93,29 @@ fn prune<V>(map: &mut HashMap<SessionId, V>, started: impl Fn(&V) -> Instant) {
 }
 
 impl Signer {
-    /// A signer serving the wallets of `home`.
+    /// A signer serving the wallets of `home`. Its records are checked against the sealed
+    /// checkpoint first: when they are missing, truncated or older, the signer still
+    /// starts, but refuses to sign until the operator resets the state (see
+    /// [`Signer::state_error`]).
     ///
     /// # Errors
-    /// The audit log is unreadable or its chain is broken.
-    pub fn new(home: SignerHome) -> Result<Self, audit::AuditError> {
-        let audit = AuditLog::open(&home.audit_path())?;
+    /// The records cannot be read at all.
+    pub fn new(home: SignerHome) -> Result<Self, HomeError> {
+        let state_error = match home.check_state(&mut rand::rngs::OsRng) {
+            Ok(_) => None,
+            Err(HomeError::State(e)) => {
+                tracing::error!(error = %e, "{}", e.advice());
+                Some(format!("{e}; {}", e.advice()))
+            }
+            Err(other) => return Err(other),
+        };
         Ok(Signer {
             home,
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
-            audit: Mutex::new(audit),
+            transitions: Mutex::new(HashMap::new()),
             flag_peers: BTreeSet::new(),
+            state_error: Mutex::new(state_error),
         })
     }
 
@@ -117,12 +127,43 @@ impl Signer {
         self
     }
 
+    /// Why the signer refuses to sign (its records are older than its checkpoint), if it
+    /// does.
+    pub fn state_error(&self) -> Option<String> {
+        self.state_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Refuses while the records cannot be trusted; re-checks them first, so that an
+    /// operator's `ckm signer state reset` applies without a restart.
+    fn require_state(&self) -> Result<(), Refusal> {
+        let mut guard = self
+            .state_error
+            .lock()
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
+        if guard.is_none() {
+            return Ok(());
+        }
+        match self.home.check_state(&mut rand::rngs::OsRng) {
+            Ok(_) => {
+                tracing::info!("the signer's records check out again; signing resumes");
+                *guard = None;
+                Ok(())
+            }
+            Err(HomeError::State(e)) => {
+                let text = format!("{e}; {}", e.advice());
+                *guard = Some(text.clone());
+                Err(refuse(ErrorCode::State, text))
+            }
+            Err(other) => Err(refuse(ErrorCode::Internal, other)),
+        }
+    }
+
     /// The peers approved now: those given at start plus those in the store (re-read, so
     /// `ckm signer peers add` applies without a restart).
     ///
     /// # Errors
-    /// The peers file is unreadable.
-    pub fn approved_peers(&self) -> Result<BTreeSet<IdentityPublic>, home::HomeError> {
+    /// The peers record is unreadable.
+    pub fn approved_peers(&self) -> Result<BTreeSet<IdentityPublic>, HomeError> {
         let stored = self.home.load_peers()?;
         Ok(self
             .flag_peers
@@ -132,46 +173,11 @@ impl Signer {
             .collect())
     }
 
-    /// Judges a spend against the wallet's policy (re-read from disk, so changes apply
-    /// without a restart) and the audit log's last 24 hours. Refusals are audited.
-    fn enforce_policy(
-        &self,
-        audit: &mut AuditLog,
-        from: &IdentityPublic,
-        wallet: &WalletInfo,
-        checked: &CheckedPsbt,
-    ) -> Result<(), Refusal> {
-        let policy = self.wallet_policy(wallet)?;
-        if policy.is_empty() {
-            return Ok(());
-        }
-        let now = unix_now();
-        let paid = audit
-            .paid_since(&wallet.group_key.to_string(), now.saturating_sub(24 * 3600))
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        if let Err(violation) = policy.check(checked, wallet.network, paid) {
-            self.audit_event(
-                audit,
-                from,
-                wallet,
-                checked,
-                format!("refused: {violation}"),
-            );
-            return Err(refuse(ErrorCode::Policy, violation));
-        }
-        Ok(())
-    }
-
-    /// The wallet's policy, re-read from the store.
+    /// The wallet's policy, re-read from the store (one indexed row).
     fn wallet_policy(&self, wallet: &WalletInfo) -> Result<Policy, Refusal> {
-        let mut policies = self
-            .home
-            .load_policies()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        Ok(policies
-            .wallets
-            .remove(&wallet.group_key)
-            .unwrap_or_default())
+        self.home
+            .policy(&wallet.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))
     }
 
     /// A wallet answers only the coordinator that created it and those its operator added.
@@ -190,28 +196,6 @@ impl Signer {
                 wallet.name, wallet.coordinator, wallet.name
             ),
         ))
-    }
-
-    fn audit_event(
-        &self,
-        audit: &mut AuditLog,
-        from: &IdentityPublic,
-        wallet: &WalletInfo,
-        checked: &CheckedPsbt,
-        outcome: String,
-    ) {
-        let event = AuditEvent {
-            wallet: wallet.name.clone(),
-            group_key: wallet.group_key.to_string(),
-            coordinator: from.to_string(),
-            txid: checked.txid().to_string(),
-            amount_sats: checked.payment_total().to_sat(),
-            fee_sats: checked.fee().to_sat(),
-            outcome,
-        };
-        if let Err(e) = audit.append(event, unix_now()) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
     }
 
     /// The signer's home.
@@ -242,14 +226,20 @@ impl Signer {
             CoordinatorToSigner::DkgRound1(request) => self.dkg_round1(from, request, rng),
             CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
             CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
+            CoordinatorToSigner::Transition(request) => self.transition(from, request, rng),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,
                 psbt,
             } => self.sign_commit(from, session, wallet, psbt, rng),
-            CoordinatorToSigner::SignShare { session, packages } => {
-                self.sign_share(from, session, packages)
+            CoordinatorToSigner::SignStatement { session, receipts } => {
+                self.sign_statement(from, session, receipts)
             }
+            CoordinatorToSigner::SignShare {
+                session,
+                packages,
+                statements,
+            } => self.sign_share(from, session, packages, statements),
         };
         result.unwrap_or_else(|r| SignerToCoordinator::Error {
             code: r.code,
@@ -411,6 +401,8 @@ impl Signer {
             index: certified.index,
             fingerprint: Some(certified.fingerprint),
             keygen: Some(certified.keygen.clone()),
+            epoch: 0,
+            transitions: Vec::new(),
         };
         self.home
             .save_share(&info, &certified.share, rng)
@@ -419,143 +411,6 @@ impl Signer {
         Ok(SignerToCoordinator::DkgStored(dkg::Stored {
             fingerprint: certified.fingerprint,
         }))
-    }
-
-    fn sign_commit<R: RngCore + CryptoRng>(
-        &self,
-        from: &IdentityPublic,
-        session: SessionId,
-        wallet: WalletRef,
-        psbt: String,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let info = self
-            .home
-            .wallet(&wallet.group_key.to_string())
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        self.check_bound(from, &info)?;
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let recovery = certified_recovery(&info, &share)?;
-        let (nonces, commitments, checked) = commit_with(&psbt, &share, recovery.as_ref(), rng)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        drop(share);
-        {
-            let mut audit = self
-                .audit
-                .lock()
-                .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-            self.enforce_policy(&mut audit, from, &info, &checked)?;
-        }
-        let mut signing = self
-            .signing
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-        prune(&mut signing, |s| s.started);
-        if signing.contains_key(&session) {
-            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
-        }
-        signing.insert(
-            session,
-            SignSession {
-                coordinator: *from,
-                wallet: info.clone(),
-                psbt,
-                checked: checked.clone(),
-                nonces,
-                started: Instant::now(),
-            },
-        );
-        tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = checked.inputs().len(), fee_sats = checked.fee().to_sat(), "committed nonces");
-        Ok(SignerToCoordinator::SignCommitments { commitments })
-    }
-
-    fn sign_share(
-        &self,
-        from: &IdentityPublic,
-        session: SessionId,
-        packages: Vec<frost::SigningPackage>,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        // Removing the session first guarantees its nonces are used at most once.
-        let s =
-            {
-                let mut signing = self
-                    .signing
-                    .lock()
-                    .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-                match signing.remove(&session) {
-                    Some(s) if s.coordinator == *from => s,
-                    Some(s) => {
-                        signing.insert(session, s);
-                        return Err(refuse(ErrorCode::UnknownSession, "unknown signing session"));
-                    }
-                    None => return Err(refuse(
-                        ErrorCode::UnknownSession,
-                        "unknown signing session (already used, expired, or the signer restarted)",
-                    )),
-                }
-            };
-        // Policy again, under the audit lock, so concurrent sessions cannot together exceed
-        // the daily limit; the signature is recorded before it leaves.
-        let mut audit = self
-            .audit
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))?;
-        self.enforce_policy(&mut audit, from, &s.wallet, &s.checked)?;
-        let share = self
-            .home
-            .load_share(&s.wallet.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
-            Ok(shares) => shares,
-            Err(e) => {
-                self.audit_event(
-                    &mut audit,
-                    from,
-                    &s.wallet,
-                    &s.checked,
-                    format!("refused: {e}"),
-                );
-                return Err(refuse(ErrorCode::Refused, e));
-            }
-        };
-        self.audit_event(&mut audit, from, &s.wallet, &s.checked, "signed".into());
-        drop(audit);
-        tracing::info!(%session, inputs = shares.len(), "signed");
-        Ok(SignerToCoordinator::SignShares { shares })
-    }
-}
-
-/// The wallet's recovery policy from the signer's own certified record, re-verified against
-/// the group of its sealed share (so an edited public record changes nothing it enforces).
-/// `None` for a wallet without a recovery path, or one made before certification.
-fn certified_recovery(
-    info: &WalletInfo,
-    share: &crate::keys::KeyShare,
-) -> Result<Option<RecoveryPolicy>, Refusal> {
-    match &info.keygen {
-        // Nothing to enforce beyond "no script tree anywhere" (a record stripped of its
-        // policy makes this signer refuse every input of the wallet: it fails closed).
-        None => Ok(None),
-        Some(keygen) if keygen.context.recovery.is_none() => Ok(None),
-        Some(keygen) => keygen
-            .verified_recovery(share.group())
-            .map(Option::<&RecoveryPolicy>::cloned)
-            .map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!(
-                        "this signer's record of wallet {} does not verify: {}",
-                        info.name,
-                        crate::error_chain(&e)
-                    ),
-                )
-            }),
     }
 }
 

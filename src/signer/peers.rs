@@ -22,6 +22,9 @@ pub struct Peer {
 /// Every approved peer, by identity key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peers {
+    /// The stored version (each change makes a new one; the checkpoint records it).
+    #[serde(skip)]
+    pub version: u64,
     /// Peers by identity.
     pub peers: BTreeMap<IdentityPublic, Peer>,
 }

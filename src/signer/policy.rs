@@ -35,7 +35,7 @@ pub struct Policy {
     pub coordinators: Vec<IdentityPublic>,
 }
 
-/// All policies of a signer, by wallet group key.
+/// All policies of a signer, by wallet group key, as the v1 file layout stored them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
     /// Policy by group key.
@@ -63,19 +63,20 @@ pub enum PolicyViolation {
         max: u64,
     },
     /// `max-amount-sats`.
-    #[error("policy max-amount-sats: paying {amount} sat exceeds {max} sat per spend")]
+    #[error("policy max-amount-sats: {amount} sat would leave the wallet (payments plus fee), more than {max} sat per spend")]
     Amount {
-        /// Amount paid out.
+        /// What would leave the wallet: inputs − change.
         amount: u64,
         /// The limit.
         max: u64,
     },
     /// `daily-limit-sats`.
-    #[error("policy daily-limit-sats: paying {amount} sat after {spent} sat in the last 24 hours exceeds {limit} sat")]
+    #[error("policy daily-limit-sats: {amount} sat leaving the wallet (payments plus fee) after {spent} sat in the last 24 hours exceeds {limit} sat")]
     Daily {
-        /// Amount paid out by this spend.
+        /// What this spend takes out of the wallet (inputs − change).
         amount: u64,
-        /// Already paid out in the last 24 hours.
+        /// Already taken out (signed, or reserved by sessions in progress) in the window,
+        /// as this signer and the statements it was given count it.
         spent: u64,
         /// The limit.
         limit: u64,
@@ -93,16 +94,16 @@ pub enum PolicyViolation {
 }
 
 impl Policy {
-    /// Judges a checked spend; `spent_last_24h` is what this wallet paid out in the last 24
-    /// hours according to the signer's audit log.
+    /// Judges a checked spend against the per-spend rules (fee, fee rate, amount,
+    /// allowlist). Amounts count what leaves the wallet: inputs − change, i.e. payments plus
+    /// the fee. The window rule is [`Policy::check_window`].
     ///
     /// # Errors
     /// The first rule broken.
-    pub fn check(
+    pub fn check_spend(
         &self,
         spend: &CheckedPsbt,
         network: Network,
-        spent_last_24h: u64,
     ) -> Result<(), PolicyViolation> {
         let fee = spend.fee().to_sat();
         if let Some(max) = self.max_fee_sats {
@@ -116,19 +117,10 @@ impl Policy {
                 return Err(PolicyViolation::FeeRate { rate, max });
             }
         }
-        let amount = spend.payment_total().to_sat();
+        let amount = spend.outflow().to_sat();
         if let Some(max) = self.max_amount_sats {
             if amount > max {
                 return Err(PolicyViolation::Amount { amount, max });
-            }
-        }
-        if let Some(limit) = self.daily_limit_sats {
-            if spent_last_24h.saturating_add(amount) > limit {
-                return Err(PolicyViolation::Daily {
-                    amount,
-                    spent: spent_last_24h,
-                    limit,
-                });
             }
         }
         if !self.allow_addresses.is_empty() {
@@ -145,6 +137,22 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Judges the window rule: `total` is everything counted in the last 24 hours, this
+    /// spend (`amount`) included once.
+    ///
+    /// # Errors
+    /// [`PolicyViolation::Daily`].
+    pub fn check_window(&self, amount: u64, total: u64) -> Result<(), PolicyViolation> {
+        match self.daily_limit_sats {
+            Some(limit) if total > limit => Err(PolicyViolation::Daily {
+                amount,
+                spent: total.saturating_sub(amount),
+                limit,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the policy sets any limit (extra coordinators are not limits).

@@ -18,6 +18,7 @@ use crate::frost::keys::GroupPublic;
 use crate::keys::{Keychain, WalletFingerprint};
 pub use crate::keys::{Roster, RosterEntry};
 use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
+use crate::protocol::lifecycle::{CertifiedTransition, History, WalletState};
 use crate::recovery::{RecoveryPolicy, WalletScripts};
 
 /// Errors of wallet operations.
@@ -114,6 +115,28 @@ pub struct WalletMeta {
     /// made before key generations were certified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keygen: Option<CertifiedKeygen>,
+    /// The current epoch (0 until the first committed transition).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every committed transition since the key generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<CertifiedTransition>,
+    /// A transition that every member prepared; when `decided`, the coordinator committed to
+    /// it and `ckm wallet resume` finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingTransition>,
+}
+
+/// A prepared transition the coordinator is finishing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingTransition {
+    /// The record.
+    pub record: CertifiedTransition,
+    /// The coordinator decided to commit (every member prepared).
+    pub decided: bool,
+    /// Members that acknowledged the commit.
+    #[serde(default)]
+    pub committed: Vec<u16>,
 }
 
 /// Why `wallet verify` failed.
@@ -141,6 +164,9 @@ pub enum WalletVerifyError {
     /// Name or network differ from the certified ones.
     #[error("the wallet's name or network differ from the certified ones")]
     ContextChanged,
+    /// The transitions since the key generation do not check out.
+    #[error("the wallet's history does not check out: {0}")]
+    History(String),
 }
 
 impl WalletMeta {
@@ -152,11 +178,37 @@ impl WalletMeta {
     /// [`WalletVerifyError`] naming the first problem.
     pub fn verify(&self) -> Result<WalletFingerprint, WalletVerifyError> {
         let keygen = self.keygen.as_ref().ok_or(WalletVerifyError::Uncertified)?;
-        let fingerprint = keygen.verify(&self.group)?;
+        let genesis = match self.transitions.first() {
+            None => self.group.clone(),
+            Some(_) => {
+                let broadcasts = keygen
+                    .round1
+                    .iter()
+                    .filter_map(|(i, b)| {
+                        crate::frost::identifier(*i).ok().map(|id| (id, b.clone()))
+                    })
+                    .collect();
+                crate::frost::dkg::group_from_broadcasts(&broadcasts)
+                    .map_err(|e| WalletVerifyError::History(e.to_string()))?
+            }
+        };
+        let fingerprint = keygen.verify(&genesis)?;
+        let state = self
+            .history()
+            .ok_or(WalletVerifyError::Uncertified)?
+            .verify()
+            .map_err(|e| WalletVerifyError::History(e.to_string()))?;
+        if state.epoch != self.epoch || state.group != self.group {
+            return Err(WalletVerifyError::History(format!(
+                "the history ends at epoch {} but the wallet is at epoch {}",
+                state.epoch, self.epoch
+            )));
+        }
         if keygen.context.wallet != self.name || keygen.context.network != self.network {
             return Err(WalletVerifyError::ContextChanged);
         }
-        let certified = keygen.context.roster.entries();
+        let current = self.current_state();
+        let certified = current.roster.entries();
         if certified.len() != self.roster.entries().len() {
             return Err(WalletVerifyError::ContextChanged);
         }
@@ -170,6 +222,23 @@ impl WalletMeta {
             }
         }
         Ok(fingerprint)
+    }
+
+    /// The certified history (key generation and transitions), when there is one.
+    pub fn history(&self) -> Option<History> {
+        self.keygen.as_ref().map(|k| History {
+            keygen: k.clone(),
+            transitions: self.transitions.clone(),
+        })
+    }
+
+    /// The wallet's current state (epoch, roster, verifying shares).
+    pub fn current_state(&self) -> WalletState {
+        WalletState {
+            epoch: self.epoch,
+            roster: self.roster.clone(),
+            group: self.group.clone(),
+        }
     }
 
     /// The wallet fingerprint, when the wallet has a certified key generation.
@@ -324,6 +393,28 @@ impl CkmWallet {
             .map_err(|_| wrong())?
             .require_network(self.meta.network)
             .map_err(|_| wrong())
+    }
+
+    /// Builds an unsigned PSBT that sends every coin of the wallet to `to` (no change), at
+    /// `fee_rate`.
+    ///
+    /// # Errors
+    /// Nothing to spend, or other builder errors.
+    pub fn build_sweep(&mut self, to: &Address, fee_rate: FeeRate) -> Result<Psbt, WalletError> {
+        let has_recovery = self.meta.recovery().is_some();
+        let mut builder = self.wallet.build_tx();
+        builder.drain_wallet();
+        builder.drain_to(to.script_pubkey());
+        builder.fee_rate(fee_rate);
+        if has_recovery {
+            // The key path (see `build_payment`).
+            builder.set_condition(Condition::default());
+        }
+        let psbt = builder
+            .finish()
+            .map_err(|e| WalletError::Build(e.to_string()))?;
+        self.persist()?;
+        Ok(psbt)
     }
 
     /// Builds an unsigned PSBT paying `amount` to `to` with change back to the wallet, at

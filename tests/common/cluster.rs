@@ -229,6 +229,9 @@ pub struct SignerProc {
     pub peers: Vec<String>,
     /// More coordinators given to `--allow-coordinator` at the next launch.
     pub extra_coordinators: Vec<String>,
+    /// A program (and its arguments) that runs `ckm signer serve` at the next launch, e.g.
+    /// `unshare -m …` (it must end by exec'ing the command it is given).
+    pub wrapper: Vec<String>,
     pub log: PathBuf,
     pub url: String,
     /// Address given to `--listen` at the next launch.
@@ -273,6 +276,7 @@ impl SignerProc {
             allow: allow_coordinator.to_string(),
             peers: peers.to_vec(),
             extra_coordinators: Vec::new(),
+            wrapper: Vec::new(),
             log: PathBuf::new(),
             url: String::new(),
             listen: "127.0.0.1:0".into(),
@@ -286,6 +290,28 @@ impl SignerProc {
 
     fn command(&self) -> Result<Command> {
         Ok(match &self.kind {
+            Kind::Honest if !self.wrapper.is_empty() => {
+                let mut cmd = Command::new(&self.wrapper[0]);
+                cmd.args(&self.wrapper[1..])
+                    .arg(BIN)
+                    .arg("--home")
+                    .arg(&self.home)
+                    .args([
+                        "signer",
+                        "serve",
+                        "--listen",
+                        &self.listen,
+                        "--allow-coordinator",
+                        &self.allow,
+                    ])
+                    .args(self.peers.iter().flat_map(|p| ["--allow-peer", p.as_str()]))
+                    .env_remove("CKM_HOME")
+                    .env_remove("CKM_ELECTRUM")
+                    .env("RUST_LOG", "info")
+                    .env("CKM_PASSPHRASE", PASSPHRASE)
+                    .stdin(Stdio::null());
+                cmd
+            }
             Kind::Honest => {
                 let mut cmd = ckm_cmd(&self.home);
                 cmd.args([
@@ -662,6 +688,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// A new signer home `name`, started approving every current signer, and approved by
+    /// each of them on their running servers (`signer peers add`).
+    pub fn new_peer(&self, name: &str) -> Result<SignerProc> {
+        let home = self.dir.path().join(name);
+        let out = SignerProc::spawn_init(&home)?.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "signer init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ids: Vec<String> = self
+            .signers
+            .iter()
+            .map(|s| s.identity.to_string())
+            .collect();
+        let proc = SignerProc::start_with_peers(&home, &self.coord_id, &ids, Kind::Honest)?;
+        let id = proc.identity.to_string();
+        for s in &self.signers {
+            if s.home.exists() {
+                approve(&s.home, &id)?;
+            }
+        }
+        Ok(proc)
+    }
+
     /// A `Status` request to signer `i` (0-based) through the coordinator's real client.
     pub fn status(&self, i: usize) -> Result<SignerToCoordinator> {
         let s = &self.signers[i];
@@ -753,6 +804,13 @@ impl Cluster {
 // ---------------------------------------------------------------------------------------
 // Wallet funding
 // ---------------------------------------------------------------------------------------
+
+/// `signer peers add IDENTITY` in a signer home.
+pub fn approve(home: &Path, identity: &str) -> Result<()> {
+    let v = ckm_json(home, &["signer", "peers", "add", identity])?;
+    ensure!(v["identity"] == identity, "{v}");
+    Ok(())
+}
 
 /// An address no wallet here owns.
 pub fn foreign_address() -> Address {
@@ -903,9 +961,27 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Signing-share files (`*.share`) under a signer home.
-pub fn share_files(home: &Path) -> Result<Vec<PathBuf>> {
-    Ok(files_under(home)?
+/// The shares a signer home stores: the wallet rows of its `signer.db` (read directly with
+/// SQLite, not through ckm) plus any `*.share` file of the v1 layout.
+pub fn share_files(home: &Path) -> Result<Vec<String>> {
+    let mut out: Vec<String> = files_under(home)?
         .into_iter()
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("share"))
-        .collect())
+        .map(|p| p.display().to_string())
+        .collect();
+    let db = SignerHome::dir_of(home).join("signer.db");
+    if db.exists() {
+        let conn = bdk_wallet::rusqlite::Connection::open_with_flags(
+            &db,
+            bdk_wallet::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt = conn.prepare("SELECT group_key, length(share) FROM wallets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (gk, len) = row?;
+            ensure!(len > 32, "the stored share of {gk} is only {len} bytes");
+            out.push(format!("signer.db wallet {gk}"));
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,283 @@
+//! The signer's state in one SQLite database (`signer.db` in the signer directory): wallets
+//! indexed by group key and name (public info plus the sealed share), one sealed policy row
+//! per wallet under a sealed versioned summary, sealed versioned peers, the keyed audit
+//! chain, and spend reservations. WAL journal, full
+//! synchronous commits, short `BEGIN IMMEDIATE` write transactions; connections are pooled so
+//! that readers and the cryptography of different requests run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bdk_wallet::rusqlite::{self, Connection, OpenFlags, OptionalExtension, Transaction};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wallets (
+    group_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    info TEXT NOT NULL,
+    share BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wallets_by_name ON wallets(name);
+CREATE TABLE IF NOT EXISTS policies (
+    group_key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    sealed BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    group_key TEXT NOT NULL,
+    wallet TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    coordinator TEXT NOT NULL,
+    txid TEXT NOT NULL,
+    outflow INTEGER NOT NULL,
+    fee INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    mac BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_wallet ON audit(group_key, kind, time);
+CREATE TABLE IF NOT EXISTS pending (
+    group_key TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    share BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    session TEXT PRIMARY KEY,
+    group_key TEXT NOT NULL,
+    txid TEXT NOT NULL,
+    outflow INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_by_wallet ON reservations(group_key, expires);
+";
+
+/// Errors of the signer database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite failed (including a full or read-only disk).
+    #[error("signer database {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Written by a newer ckm.
+    #[error("signer database {} has schema version {found}; this ckm reads up to {SCHEMA_VERSION}", path.display())]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+}
+
+/// The database: its path and a pool of open connections.
+#[derive(Debug)]
+pub struct SignerDb {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+/// How many idle connections are kept.
+const POOL: usize = 8;
+
+impl SignerDb {
+    /// The database file of a signer directory.
+    pub fn path_in(dir: &Path) -> PathBuf {
+        dir.join("signer.db")
+    }
+
+    /// Opens (creating if needed) the database at `path` and applies the schema.
+    ///
+    /// # Errors
+    /// SQLite errors, or a database written by a newer ckm.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = SignerDb {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+        };
+        let conn = db.connect(true)?;
+        let sql = |source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        let version: Option<u32> = conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        match version {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(DbError::Schema {
+                    path: path.to_path_buf(),
+                    found: v,
+                })
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(sql)?;
+            }
+        }
+        db.put_back(conn);
+        Ok(db)
+    }
+
+    /// Opens an existing database read-only (public listings without the passphrase).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn connect(&self, create: bool) -> Result<Connection, DbError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| self.error(e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| self.error(e))?;
+        // WAL for concurrent readers; FULL so that a committed decision survives a crash;
+        // secure_delete so that an erased share's bytes are overwritten, not left in free pages.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+        )
+        .map_err(|e| self.error(e))?;
+        if create {
+            set_private(&self.path);
+        }
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection, DbError> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.connect(false),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < POOL {
+                p.push(conn);
+            }
+        }
+    }
+
+    /// Runs `f` on a pooled connection (reads; no transaction).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let conn = self.take()?;
+        let out = f(&conn).map_err(|e| self.error(e));
+        self.put_back(conn);
+        out
+    }
+
+    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits it when `f` succeeds;
+    /// any error (from `f` or the commit, e.g. a full or read-only disk) rolls it back.
+    ///
+    /// # Errors
+    /// `f`'s error or the database's.
+    pub fn write<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.take()?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(|e| E::from(self.error(e)))?;
+            let out = f(&tx)?;
+            tx.commit().map_err(|e| E::from(self.error(e)))?;
+            Ok(out)
+        })();
+        // A connection whose transaction failed half-way is dropped, not pooled.
+        if result.is_ok() {
+            self.put_back(conn);
+        }
+        result
+    }
+}
+
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in [
+        path.to_path_buf(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        if p.exists() {
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// Reads a value of the key-value table.
+///
+/// # Errors
+/// SQLite errors.
+pub fn get_kv(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+/// Writes a value of the key-value table.
+///
+/// # Errors
+/// SQLite errors.
+pub fn put_kv(conn: &Connection, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO kv (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! The signer's side of co-signing: round 1 checks the PSBT, applies the per-spend rules and
+//! reserves the spend; the statement round (wallets with a daily limit) checks every chosen
+//! signer's receipt and states what this signer counts; round 2 checks the statements,
+//! signs, and records the decision — keyed audit record and spend accounting in one
+//! transaction — before any share leaves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
+use bitcoin::Psbt;
+use frost_secp256k1_tr as frost;
+use rand::{CryptoRng, RngCore};
+
+use super::audit::{self, AuditEvent, AuditKind};
+use super::home::{HomeError, WalletInfo};
+use super::policy::PolicyViolation;
+use super::{prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
+use crate::auth::unix_now;
+use crate::frost::keys::roster_index;
+use crate::identity::IdentityPublic;
+use crate::message::{ErrorCode, SessionId, SignerToCoordinator, WalletRef};
+use crate::protocol::limits::{
+    check_receipts, check_statements, union_total, Receipt, SpendEntry, SpendState, Statement,
+};
+use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
+use crate::recovery::RecoveryPolicy;
+
+/// A signing session between the rounds.
+pub(super) struct SignSession {
+    coordinator: IdentityPublic,
+    wallet: WalletInfo,
+    psbt: Psbt,
+    checked: CheckedPsbt,
+    nonces: SignerNonces,
+    receipt: Receipt,
+    /// The chosen signers, once this signer gave its statement.
+    chosen: Option<BTreeSet<u16>>,
+    started: Instant,
+}
+
+/// Why a decision transaction did not record a signature.
+enum Decision {
+    /// The daily limit.
+    Policy(PolicyViolation),
+    /// The reservation expired or vanished.
+    Expired,
+    /// The database failed: nothing recorded, nothing released.
+    Store(String),
+}
+
+impl From<crate::signer::db::DbError> for Decision {
+    fn from(e: crate::signer::db::DbError) -> Self {
+        Decision::Store(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Decision {
+    fn from(e: rusqlite::Error) -> Self {
+        Decision::Store(e.to_string())
+    }
+}
+
+/// What this signer counts for a wallet now: spends signed in the window (one per txid) and
+/// reservations that have not expired.
+fn own_records(conn: &Connection, group_key: &str, now: u64) -> rusqlite::Result<Vec<SpendEntry>> {
+    let mut out = audit::signed_since(conn, group_key, now.saturating_sub(WINDOW_SECS))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT txid, outflow FROM reservations WHERE group_key = ?1 AND expires > ?2",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![group_key, i64::try_from(now).unwrap_or(i64::MAX)],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )?;
+    for row in rows {
+        let (txid, outflow) = row?;
+        if let Ok(txid) = txid.parse() {
+            out.push(SpendEntry {
+                txid,
+                outflow_sats: u64::try_from(outflow).unwrap_or(0),
+                state: SpendState::Reserved,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn event(
+    kind: AuditKind,
+    from: &IdentityPublic,
+    wallet: &WalletInfo,
+    checked: &CheckedPsbt,
+    detail: String,
+) -> AuditEvent {
+    AuditEvent {
+        kind,
+        wallet: wallet.name.clone(),
+        group_key: wallet.group_key.to_string(),
+        coordinator: from.to_string(),
+        txid: checked.txid().to_string(),
+        outflow_sats: checked.outflow().to_sat(),
+        fee_sats: checked.fee().to_sat(),
+        detail,
+    }
+}
+
+impl Signer {
+    fn lock_signing(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<SessionId, SignSession>>, Refusal>
+    {
+        self.signing
+            .lock()
+            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))
+    }
+
+    /// Records a refusal (its own transaction) and returns it; a failure to record is logged.
+    fn refused(
+        &self,
+        code: ErrorCode,
+        from: &IdentityPublic,
+        wallet: &WalletInfo,
+        checked: &CheckedPsbt,
+        reason: impl std::fmt::Display,
+    ) -> Refusal {
+        let reason = reason.to_string();
+        if let Err(e) = self.home.record(event(
+            AuditKind::Refused,
+            from,
+            wallet,
+            checked,
+            reason.clone(),
+        )) {
+            tracing::error!(error = %e, "cannot record a refusal in the audit records");
+        }
+        refuse(code, reason)
+    }
+
+    pub(super) fn sign_commit<R: RngCore + CryptoRng>(
+        &self,
+        from: &IdentityPublic,
+        session: SessionId,
+        wallet: WalletRef,
+        psbt: String,
+        rng: &mut R,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        self.require_state()?;
+        let info = self
+            .home
+            .wallet(&wallet.group_key.to_string())
+            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+        self.check_bound(from, &info)?;
+        if wallet.epoch != info.epoch {
+            return Err(refuse(
+                ErrorCode::WrongEpoch,
+                format!(
+                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (if a refresh or repair was interrupted, run `ckm wallet resume` on the coordinator)",
+                    info.name, info.epoch, wallet.epoch
+                ),
+            ));
+        }
+        let psbt: Psbt = psbt
+            .parse()
+            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let recovery = certified_recovery(&info, &share)?;
+        let (nonces, commitments, checked) = commit_with(&psbt, &share, recovery.as_ref(), rng)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        drop(share);
+        let policy = self.wallet_policy(&info)?;
+        if let Err(v) = policy.check_spend(&checked, info.network) {
+            return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v));
+        }
+
+        // Reserve the spend (and judge the window by this signer's own records first).
+        let now = unix_now();
+        let outflow = checked.outflow().to_sat();
+        let txid = checked.txid();
+        let gk = info.group_key.to_string();
+        let reserved = self.home.db().write(|tx| {
+            let mut own = own_records(tx, &gk, now)?;
+            own.push(SpendEntry {
+                txid,
+                outflow_sats: outflow,
+                state: SpendState::Reserved,
+            });
+            if let Err(v) = policy.check_window(outflow, union_total(&own, [])) {
+                return Ok(Err(v));
+            }
+            tx.execute(
+                "INSERT INTO reservations (session, group_key, txid, outflow, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    session.to_string(),
+                    gk,
+                    txid.to_string(),
+                    i64::try_from(outflow).unwrap_or(i64::MAX),
+                    i64::try_from(now + SESSION_TTL.as_secs()).unwrap_or(i64::MAX),
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM reservations WHERE expires <= ?1",
+                [i64::try_from(now).unwrap_or(i64::MAX)],
+            )?;
+            Ok::<_, HomeError>(Ok(()))
+        });
+        match reserved {
+            Ok(Ok(())) => {}
+            Ok(Err(v)) => return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v)),
+            Err(e) => {
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    format!("cannot record the reservation ({e}); nothing was signed"),
+                ))
+            }
+        }
+        let receipt = Receipt::sign(
+            self.home.identity(),
+            info.group_key,
+            session,
+            info.index,
+            txid,
+            outflow,
+        );
+        let statements_required = policy.daily_limit_sats.is_some() && info.roster().is_some();
+        let mut signing = self.lock_signing()?;
+        prune(&mut signing, |s| s.started);
+        if signing.contains_key(&session) {
+            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
+        }
+        tracing::info!(%session, wallet = %info.name, %txid, inputs = checked.inputs().len(), outflow_sats = outflow, fee_sats = checked.fee().to_sat(), "committed nonces and reserved the spend");
+        signing.insert(
+            session,
+            SignSession {
+                coordinator: *from,
+                wallet: info,
+                psbt,
+                checked,
+                nonces,
+                receipt: receipt.clone(),
+                chosen: None,
+                started: Instant::now(),
+            },
+        );
+        Ok(SignerToCoordinator::SignCommitments {
+            commitments,
+            receipt,
+            statements_required,
+        })
+    }
+
+    pub(super) fn sign_statement(
+        &self,
+        from: &IdentityPublic,
+        session: SessionId,
+        receipts: BTreeMap<u16, Receipt>,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        self.require_state()?;
+        let mut signing = self.lock_signing()?;
+        let s = match signing.get_mut(&session) {
+            Some(s) if s.coordinator == *from => s,
+            _ => {
+                return Err(refuse(
+                    ErrorCode::UnknownSession,
+                    "unknown signing session (expired, used, or the signer restarted)",
+                ))
+            }
+        };
+        if s.chosen.is_some() {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                "a statement was already given for this session",
+            ));
+        }
+        let roster = s.wallet.roster().ok_or_else(|| {
+            refuse(
+                ErrorCode::Refused,
+                "this wallet has no certified roster (made by an older ckm): its limits are per signer and no statement can be given",
+            )
+        })?;
+        let chosen = check_receipts(
+            &receipts,
+            roster,
+            s.wallet.threshold,
+            &s.wallet.group_key,
+            &session,
+            &s.checked.txid(),
+            s.checked.outflow().to_sat(),
+            &s.receipt,
+        )
+        .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let now = unix_now();
+        let gk = s.wallet.group_key.to_string();
+        let spends = self
+            .home
+            .db()
+            .read(|c| own_records(c, &gk, now))
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        if !spends.iter().any(|e| e.txid == s.checked.txid()) {
+            return Err(refuse(
+                ErrorCode::Refused,
+                "this session's reservation has expired",
+            ));
+        }
+        let statement = Statement::sign(
+            self.home.identity(),
+            s.wallet.group_key,
+            session,
+            s.wallet.index,
+            now,
+            now.saturating_sub(WINDOW_SECS),
+            spends,
+        );
+        s.chosen = Some(chosen);
+        Ok(SignerToCoordinator::SignStatement(statement))
+    }
+
+    pub(super) fn sign_share(
+        &self,
+        from: &IdentityPublic,
+        session: SessionId,
+        packages: Vec<frost::SigningPackage>,
+        statements: BTreeMap<u16, Statement>,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        // Removing the session first guarantees its nonces are used at most once.
+        let s =
+            {
+                let mut signing = self.lock_signing()?;
+                match signing.remove(&session) {
+                    Some(s) if s.coordinator == *from => s,
+                    Some(s) => {
+                        signing.insert(session, s);
+                        return Err(refuse(ErrorCode::UnknownSession, "unknown signing session"));
+                    }
+                    None => return Err(refuse(
+                        ErrorCode::UnknownSession,
+                        "unknown signing session (already used, expired, or the signer restarted)",
+                    )),
+                }
+            };
+        self.require_state()?;
+        let policy = self.wallet_policy(&s.wallet)?;
+        let roster = s.wallet.roster();
+        let wallet_wide = policy.daily_limit_sats.is_some() && roster.is_some();
+        if let (true, Some(roster)) = (wallet_wide, roster) {
+            let Some(chosen) = &s.chosen else {
+                return Err(self.refused(
+                    ErrorCode::Refused,
+                    from,
+                    &s.wallet,
+                    &s.checked,
+                    "the wallet has a daily limit but no statement was taken for this session (the coordinator skipped the statement round)",
+                ));
+            };
+            let signers: BTreeSet<u16> = packages
+                .first()
+                .map(|p| p.signing_commitments().keys().map(roster_index).collect())
+                .unwrap_or_default();
+            if &signers != chosen {
+                return Err(self.refused(
+                    ErrorCode::Refused,
+                    from,
+                    &s.wallet,
+                    &s.checked,
+                    crate::protocol::limits::LimitError::SignerSetChanged {
+                        got: signers.into_iter().collect(),
+                        chosen: chosen.iter().copied().collect(),
+                    },
+                ));
+            }
+            if let Err(e) =
+                check_statements(&statements, chosen, roster, &s.wallet.group_key, &session)
+            {
+                return Err(self.refused(ErrorCode::Refused, from, &s.wallet, &s.checked, e));
+            }
+        }
+        let share = self
+            .home
+            .load_share(&s.wallet.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
+            Ok(shares) => shares,
+            Err(e) => return Err(self.refused(ErrorCode::Refused, from, &s.wallet, &s.checked, e)),
+        };
+        drop(share);
+
+        // The decision: window check over own records and every statement, audit record,
+        // reservation released — one transaction. No share leaves unless it commits.
+        let now = unix_now();
+        let outflow = s.checked.outflow().to_sat();
+        let gk = s.wallet.group_key.to_string();
+        let mac = self.home.audit_key();
+        let decided = self.home.db().write(|tx| {
+            let live: Option<i64> = tx
+                .query_row(
+                    "SELECT expires FROM reservations WHERE session = ?1",
+                    [session.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if !matches!(live, Some(e) if e > i64::try_from(now).unwrap_or(i64::MAX)) {
+                return Err(Decision::Expired);
+            }
+            let own = own_records(tx, &gk, now)?;
+            let total = if wallet_wide {
+                union_total(&own, statements.values())
+            } else {
+                union_total(&own, [])
+            };
+            policy
+                .check_window(outflow, total)
+                .map_err(Decision::Policy)?;
+            audit::append(
+                tx,
+                mac,
+                event(
+                    AuditKind::Signed,
+                    from,
+                    &s.wallet,
+                    &s.checked,
+                    format!("session {session}"),
+                ),
+                now,
+            )?;
+            tx.execute(
+                "DELETE FROM reservations WHERE session = ?1",
+                [session.to_string()],
+            )?;
+            Ok(())
+        });
+        match decided {
+            Ok(()) => {}
+            Err(Decision::Policy(v)) => {
+                return Err(self.refused(ErrorCode::Policy, from, &s.wallet, &s.checked, v))
+            }
+            Err(Decision::Expired) => {
+                return Err(self.refused(
+                    ErrorCode::Refused,
+                    from,
+                    &s.wallet,
+                    &s.checked,
+                    "the spend's reservation expired before round 2",
+                ))
+            }
+            Err(Decision::Store(e)) => {
+                tracing::error!(%session, error = %e, "cannot record the decision; no share released");
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    format!("cannot record the decision in the signer's store ({e}); no share was released"),
+                ));
+            }
+        }
+        if let Err(e) = self.home.advance_checkpoint(&mut rand::rngs::OsRng) {
+            tracing::error!(%session, error = %e, "cannot advance the checkpoint; no share released");
+            return Err(refuse(
+                ErrorCode::Internal,
+                format!("cannot write the signer's checkpoint ({e}); no share was released"),
+            ));
+        }
+        tracing::info!(%session, inputs = shares.len(), outflow_sats = outflow, "signed");
+        Ok(SignerToCoordinator::SignShares { shares })
+    }
+}
+
+/// The wallet's recovery policy from the signer's own certified record, re-verified against
+/// the group of its sealed share (so an edited public record changes nothing it enforces).
+/// `None` for a wallet without a recovery path, or one made before certification.
+fn certified_recovery(
+    info: &WalletInfo,
+    share: &crate::keys::KeyShare,
+) -> Result<Option<RecoveryPolicy>, Refusal> {
+    match &info.keygen {
+        // Nothing to enforce beyond "no script tree anywhere" (a record stripped of its
+        // policy makes this signer refuse every input of the wallet: it fails closed).
+        None => Ok(None),
+        Some(keygen) if keygen.context.recovery.is_none() => Ok(None),
+        Some(keygen) => keygen
+            .verified_recovery(share.group())
+            .map(Option::<&RecoveryPolicy>::cloned)
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!(
+                        "this signer's record of wallet {} does not verify: {}",
+                        info.name,
+                        crate::error_chain(&e)
+                    ),
+                )
+            }),
+    }
+}

@@ -1,0 +1,197 @@
+//! A hand-driven coordinator for tests that talk to real signer processes message by
+//! message (in any order, with crafted contents): round 1, the statement round and round 2
+//! of co-signing through the coordinator's real client, and aggregation of what came back.
+//!
+//! Include after `cluster.rs`:
+//!
+//! ```ignore
+//! #[path = "common/driver.rs"]
+//! mod driver;
+//! ```
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bitcoin::Psbt;
+use ckm::frost::identifier;
+use ckm::keys::{GroupKey, RosterEntry};
+use ckm::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
+use ckm::net::client::{CallError, Client};
+use ckm::protocol::limits::{Receipt, Statement};
+use ckm::psbt::SigningSession;
+use ckm::wallet::{CkmWallet, WalletMeta};
+use frost_secp256k1_tr::round1::SigningCommitments;
+use frost_secp256k1_tr::round2::SignatureShare;
+use frost_secp256k1_tr::SigningPackage;
+
+use crate::cluster::Cluster;
+
+/// What a signer answered in round 1.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub commitments: Vec<SigningCommitments>,
+    pub receipt: Receipt,
+    pub statements_required: bool,
+}
+
+/// The coordinator's client and the wallet, driven by hand.
+pub struct Driver {
+    pub client: Client,
+    pub rt: tokio::runtime::Runtime,
+    pub meta: WalletMeta,
+}
+
+impl Driver {
+    /// A driver for the cluster's wallet `name`, with the cluster coordinator's key.
+    pub fn new(c: &Cluster, name: &str) -> Result<Self> {
+        let meta = CkmWallet::load(&c.wallet_path_of(name))?.meta().clone();
+        Ok(Driver {
+            client: Client::new(c.coordinator_key()?, Duration::from_secs(30))?,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?,
+            meta,
+        })
+    }
+
+    /// Re-reads the wallet's roster (after a signer moved to another port).
+    pub fn reload(&mut self, c: &Cluster, name: &str) -> Result<()> {
+        self.meta = CkmWallet::load(&c.wallet_path_of(name))?.meta().clone();
+        Ok(())
+    }
+
+    pub fn entry(&self, index: u16) -> Result<RosterEntry> {
+        self.meta
+            .roster
+            .get(index)
+            .cloned()
+            .with_context(|| format!("no roster entry {index}"))
+    }
+
+    pub fn wallet_ref(&self) -> WalletRef {
+        WalletRef {
+            name: self.meta.name.clone(),
+            group_key: GroupKey::of(&self.meta.group),
+            epoch: self.meta.epoch,
+        }
+    }
+
+    pub fn call(
+        &self,
+        index: u16,
+        message: &CoordinatorToSigner,
+    ) -> Result<Result<SignerToCoordinator, CallError>> {
+        let entry = self.entry(index)?;
+        Ok(self.rt.block_on(self.client.call(&entry, message)))
+    }
+
+    /// Round 1 at signer `index`.
+    pub fn commit(
+        &self,
+        session: SessionId,
+        psbt: &Psbt,
+        index: u16,
+    ) -> Result<Result<Committed, CallError>> {
+        let reply = self.call(
+            index,
+            &CoordinatorToSigner::SignCommit {
+                session,
+                wallet: self.wallet_ref(),
+                psbt: psbt.to_string(),
+            },
+        )?;
+        Ok(match reply {
+            Ok(SignerToCoordinator::SignCommitments {
+                commitments,
+                receipt,
+                statements_required,
+            }) => Ok(Committed {
+                commitments,
+                receipt,
+                statements_required,
+            }),
+            Ok(other) => bail!("signer {index} answered round 1 with {other:?}"),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The statement round at signer `index`.
+    pub fn statement(
+        &self,
+        session: SessionId,
+        receipts: &BTreeMap<u16, Receipt>,
+        index: u16,
+    ) -> Result<Result<Statement, CallError>> {
+        let reply = self.call(
+            index,
+            &CoordinatorToSigner::SignStatement {
+                session,
+                receipts: receipts.clone(),
+            },
+        )?;
+        Ok(match reply {
+            Ok(SignerToCoordinator::SignStatement(s)) => Ok(s),
+            Ok(other) => bail!("signer {index} answered the statement round with {other:?}"),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Round 2 at signer `index`.
+    pub fn sign(
+        &self,
+        session: SessionId,
+        packages: &[SigningPackage],
+        statements: &BTreeMap<u16, Statement>,
+        index: u16,
+    ) -> Result<Result<Vec<SignatureShare>, CallError>> {
+        let reply = self.call(
+            index,
+            &CoordinatorToSigner::SignShare {
+                session,
+                packages: packages.to_vec(),
+                statements: statements.clone(),
+            },
+        )?;
+        Ok(match reply {
+            Ok(SignerToCoordinator::SignShares { shares }) => Ok(shares),
+            Ok(other) => bail!("signer {index} answered round 2 with {other:?}"),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The signing packages of `psbt` for these commitments.
+    pub fn packages(
+        &self,
+        psbt: &Psbt,
+        commitments: &BTreeMap<u16, Committed>,
+    ) -> Result<Vec<SigningPackage>> {
+        let session = SigningSession::new(psbt, &self.meta.group)?;
+        let by_id = commitments
+            .iter()
+            .map(|(i, c)| Ok((identifier(*i)?, c.commitments.clone())))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(session.signing_packages(&by_id)?)
+    }
+
+    /// Aggregates and verifies the shares into a finalized copy of `psbt`: `Ok` only when
+    /// every input's signature is valid (a spend the signers really authorised).
+    pub fn aggregate(
+        &self,
+        psbt: &Psbt,
+        packages: &[SigningPackage],
+        shares: &BTreeMap<u16, Vec<SignatureShare>>,
+    ) -> Result<Psbt> {
+        let session = SigningSession::new(psbt, &self.meta.group)?;
+        let by_id = shares
+            .iter()
+            .map(|(i, s)| Ok((identifier(*i)?, s.clone())))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        let signatures = session.aggregate(packages, &by_id)?;
+        let mut out = psbt.clone();
+        session.finalize(&mut out, &signatures)?;
+        Ok(out)
+    }
+}
