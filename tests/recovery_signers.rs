@@ -227,3 +227,57 @@ fn signer_address_shows_the_coordinators_addresses() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn the_recovery_path_survives_refresh_and_enrolment() -> Result<()> {
+    let (_, key) = recovery_key()?;
+    let mut c = recovery_cluster(&key)?;
+    let funding = fund(&c, &FUNDS)?;
+    let before = ckm_json(&c.coord, &["wallet", "descriptor"])?;
+    let spend = |c: &Cluster, name: &str, sats: u64| -> Result<Vec<u16>> {
+        let p = c.pay(&funding, &foreign_address(), sats, 2)?;
+        ensure!(
+            p.psbt.inputs.iter().all(|i| i.tap_merkle_root.is_some()),
+            "the wallet's inputs commit to the recovery leaf"
+        );
+        let input = c.write_psbt(&format!("{name}.psbt"), &p.psbt)?;
+        let out = c.dir.path().join(format!("{name}.signed.psbt"));
+        let v = c.sign_ok(&input, &out, &[])?;
+        check_signed(&out, &p)?;
+        u16_array(&v["signer_indexes"])
+    };
+
+    // A refresh changes every share, not the key, the chain code or the certified policy.
+    let v = ckm_json(&c.coord, &["wallet", "refresh"])?;
+    ensure!(v["epoch"] == 1, "{v}");
+    let after = ckm_json(&c.coord, &["wallet", "descriptor"])?;
+    ensure!(after["external"] == before["external"], "{after}");
+    ensure!(ckm_json(&c.coord, &["wallet", "verify"])?["verified"] == true);
+    spend(&c, "after-refresh", 20_000)?;
+
+    // A newcomer learns the policy from the certified history it joins: with signers 1 and 2
+    // stopped, 3 and the new 4 co-sign (4 would refuse every root if it did not know it),
+    // and 4 shows the coordinator's addresses.
+    let s4 = c.new_peer("s4")?;
+    let v = ckm_json(&c.coord, &["wallet", "add-signer", &s4.spec()])?;
+    ensure!(v["epoch"] == 2, "{v}");
+    c.signers.push(s4);
+    c.signers[0].stop()?;
+    c.signers[1].stop()?;
+    let used = spend(&c, "after-enrol", 21_000)?;
+    ensure!(used == vec![3, 4], "{used:?}");
+    let wallet = CkmWallet::load(&c.wallet_path())?;
+    for index in [0u32, 3] {
+        let expected = wallet.bdk().peek_address(KeychainKind::External, index);
+        let i = index.to_string();
+        let v = ckm_json(
+            &c.signers[3].home,
+            &["signer", "address", "--wallet", WALLET, "--index", &i],
+        )?;
+        ensure!(
+            json_str(&v, "address")? == expected.address.to_string(),
+            "{v}"
+        );
+    }
+    Ok(())
+}
