@@ -195,6 +195,16 @@ fn signer_address_shows_the_coordinators_addresses() -> Result<()> {
         desc["recovery"]["after_blocks"] == serde_json::json!(BLOCKS),
         "{desc}"
     );
+    // Every signer lists the certified recovery key and timelock, for its owner to check.
+    for s in &c.signers {
+        let listed = ckm_json(&s.home, &["signer", "wallets"])?;
+        let r = &listed[0]["recovery"];
+        ensure!(
+            r["keys"] == serde_json::json!([key.to_string()]),
+            "{listed}"
+        );
+        ensure!(r["after_blocks"] == serde_json::json!(BLOCKS), "{listed}");
+    }
     let signer_address = |s: usize, index: u32, change: bool| -> Result<String> {
         let index = index.to_string();
         let mut args = vec!["signer", "address", "--wallet", WALLET, "--index", &index];

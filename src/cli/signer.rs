@@ -82,7 +82,9 @@ pub enum SignerCommand {
         passphrase_file: Option<PathBuf>,
     },
     /// List the wallets this signer holds a share of (public information only), with the
-    /// fingerprint of each certified key generation: compare it with the coordinator's
+    /// fingerprint of each certified key generation: compare it with the coordinator's. A
+    /// wallet's recovery path (keys and timelock) is listed too: its owner must recognise
+    /// the keys as their own
     Wallets,
     /// Derive one of a wallet's addresses from this signer's own certified record
     ///
@@ -327,6 +329,11 @@ fn wallets(ctx: &Context) -> Result<()> {
                 "index": w.index,
                 "coordinator": w.coordinator.to_string(),
                 "fingerprint": w.fingerprint.map(|f| f.to_string()),
+                "recovery": w
+                    .keygen
+                    .as_ref()
+                    .and_then(|k| k.context.recovery.as_ref())
+                    .map(signer_address::recovery_json),
             })
         })
         .collect();
@@ -336,8 +343,14 @@ fn wallets(ctx: &Context) -> Result<()> {
         }
         list.iter()
             .map(|w| {
+                let recovery = w
+                    .keygen
+                    .as_ref()
+                    .and_then(|k| k.context.recovery.as_ref())
+                    .map(|p| format!("\n  recovery: {}", signer_address::recovery_text(p)))
+                    .unwrap_or_default();
                 format!(
-                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}",
+                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}{recovery}",
                     w.name,
                     w.threshold,
                     w.signers,

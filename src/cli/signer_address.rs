@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use ckm::keys::{Keychain, WalletPath};
-use ckm::recovery::WalletScripts;
+use ckm::recovery::{RecoveryPolicy, WalletScripts};
 use ckm::signer::home::SignerHome;
 use clap::Args;
 
@@ -27,6 +27,21 @@ pub struct AddressArgs {
     /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+}
+
+/// A recovery policy as `--json` shows it (`wallet descriptor`, `signer wallets`).
+pub fn recovery_json(p: &RecoveryPolicy) -> serde_json::Value {
+    serde_json::json!({
+        "keys": p.keys().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        "threshold": p.threshold(),
+        "after_blocks": p.blocks(),
+    })
+}
+
+/// A recovery policy for humans: the summary, then one key per line.
+pub fn recovery_text(p: &RecoveryPolicy) -> String {
+    let keys: Vec<String> = p.keys().iter().map(|k| format!("\n  key {k}")).collect();
+    format!("{p}{}", keys.concat())
 }
 
 pub fn run(ctx: &Context, args: AddressArgs) -> Result<()> {

@@ -14,6 +14,7 @@ use ckm::wallet::{CkmWallet, WalletMeta};
 use clap::Subcommand;
 
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
+use super::signer_address;
 use super::spend::{self, electrum_url};
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, Context};
@@ -482,13 +483,7 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
     let meta = wallet.meta();
     let (external, internal) = meta.descriptors()?;
     let fingerprint = meta.fingerprint();
-    let recovery = meta.recovery().map(|p| {
-        serde_json::json!({
-            "keys": p.keys().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
-            "threshold": p.threshold(),
-            "after_blocks": p.blocks(),
-        })
-    });
+    let recovery = meta.recovery().map(signer_address::recovery_json);
     let signers: Vec<serde_json::Value> = meta
         .roster
         .entries()
@@ -513,14 +508,9 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
                 .iter()
                 .map(|r| format!("  #{} {}  {}", r.index, r.url, r.identity))
                 .collect();
-            let recovery = match meta.recovery() {
-                None => "none".to_string(),
-                Some(p) => {
-                    let keys: Vec<String> =
-                        p.keys().iter().map(|k| format!("\n  key {k}")).collect();
-                    format!("{p}{}", keys.concat())
-                }
-            };
+            let recovery = meta
+                .recovery()
+                .map_or_else(|| "none".to_string(), signer_address::recovery_text);
             format!(
                 "wallet:      {} ({}-of-{}, {})\nfingerprint: {}\nexternal:    {external}\ninternal:    {internal}\nrecovery:    {recovery}\nsigners:\n{}",
                 meta.name,
