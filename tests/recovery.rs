@@ -784,3 +784,43 @@ fn the_policy_digest_binds_keys_order_threshold_and_timelock() -> Result<()> {
     ensure!(p1.digest() == RecoveryPolicy::new(p1.keys().to_vec(), 1, 10)?.digest());
     Ok(())
 }
+
+/// Every export format of a recovery wallet carries the recovery leaf: parsed back, each
+/// gives the wallet's own receive and change descriptors (a watch-only wallet imported from
+/// an export without the leaf would watch different addresses).
+#[test]
+fn exports_of_a_recovery_wallet_carry_the_recovery_leaf() -> Result<()> {
+    use ckm::wallet::export::{
+        bip388_policy, multipath_descriptor, read_descriptor_file, sparrow_file,
+    };
+    let mut rng = test_rng("exports");
+    for (keys, threshold) in [(1, 1), (3, 2)] {
+        let f = fixture(keys, threshold, 144, &mut rng)?;
+        let meta = f.wallet.meta();
+        let (external, internal) = meta.descriptors()?;
+        let expected = vec![external, internal];
+        let singles = |d: Descriptor<DescriptorPublicKey>| -> Result<Vec<String>> {
+            Ok(d.into_single_descriptors()?
+                .iter()
+                .map(ToString::to_string)
+                .collect())
+        };
+        let multipath = multipath_descriptor(meta)?;
+        ensure!(
+            multipath.contains("older(144)") && multipath.contains("/<0;1>/*"),
+            "{multipath}"
+        );
+        ensure!(singles(Descriptor::from_str(&multipath)?)? == expected);
+        let policy = bip388_policy(meta);
+        ensure!(policy.keys_info.len() == 1 + keys, "{policy:?}");
+        ensure!(
+            policy.descriptor_template.starts_with("tr(@0/**,and_v(v:")
+                && policy.descriptor_template.contains("@1/**"),
+            "{}",
+            policy.descriptor_template
+        );
+        ensure!(singles(policy.to_descriptor()?)? == expected);
+        ensure!(singles(read_descriptor_file(&sparrow_file(meta)?)?)? == expected);
+    }
+    Ok(())
+}

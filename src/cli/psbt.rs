@@ -5,16 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use bitcoin::Psbt;
+use ckm::psbt::VersionedPsbt;
 use ckm::recovery::sign::RecoverySecret;
 use clap::Subcommand;
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
+use super::psbt_io::{self, PsbtFormat, PsbtOutArgs};
 use super::spend::{build, build_recovery, cosign_with_timeout, electrum_url, summary};
-use super::{write_file, Context};
-
-/// Largest PSBT file read.
-const MAX_PSBT_FILE: u64 = 16 * 1024 * 1024;
+use super::{psbt_inspect, psbt_qr, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum PsbtCommand {
@@ -35,7 +33,7 @@ pub enum PsbtCommand {
         wallet: WalletArg,
         #[command(flatten)]
         payment: PaymentArgs,
-        /// Where to write the PSBT (base64)
+        /// Where to write the PSBT
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Spend through the recovery path (signed by the recovery keys, not the signers)
@@ -45,6 +43,8 @@ pub enum PsbtCommand {
         /// valid only once each of them is (bitcoind refuses it before: non-BIP68-final)
         #[arg(long, requires = "recovery")]
         allow_immature: bool,
+        #[command(flatten)]
+        output: PsbtOutArgs,
     },
     /// Sign the recovery path of a PSBT with a recovery key, locally
     ///
@@ -64,9 +64,11 @@ pub enum PsbtCommand {
         /// File holding the recovery extended private key
         #[arg(long, value_name = "XPRV_FILE")]
         key_file: PathBuf,
-        /// Where to write the signed PSBT (base64)
+        /// Where to write the signed PSBT (same version and form as the input by default)
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
     },
     /// Finalize a signed PSBT (key path or recovery path) with miniscript's finalizer
     ///
@@ -80,33 +82,52 @@ pub enum PsbtCommand {
     Finalize {
         /// The signed PSBT
         input: PathBuf,
-        /// Where to write the finalized PSBT (base64)
+        /// Where to write the finalized PSBT (same version and form as the input by default)
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
     },
     /// Co-sign a PSBT with the wallet's signers and write it finalized
     ///
-    /// Contacts all signers in parallel and uses the first T that answer (an unreachable
-    /// signer is skipped after --timeout). Each signer checks the PSBT and computes the
-    /// sighashes itself. One request per signer per round covers all inputs. A signer that
-    /// returns an invalid share is named, excluded, and signing retried with another subset.
-    /// Every aggregated signature is verified before it is written. On failure the output
-    /// file is not written.
+    /// One round trip: the wallet database keeps commitments to nonces the signers
+    /// preprocessed, so each chosen signer gets one request (PSBT + signing packages) and
+    /// answers with its shares and fresh commitments. Signers short of commitments are asked
+    /// for a batch first; a restarted signer is refilled. Sessions start as soon as any T
+    /// signers are ready and run concurrently (ROAST): a signer that hangs or is slow is
+    /// never waited for while T others answer; one that returns an invalid share is named
+    /// and excluded. Wallets whose signers enforce a wallet-wide daily limit are signed in
+    /// three rounds (reserve, statements, shares). Each signer checks the PSBT and computes
+    /// the sighashes itself; every aggregated signature is verified before it is written.
+    /// On failure the output file is not written.
     ///
-    /// Example:
+    /// The PSBT may be version 0 or 2 (BIP-0370, e.g. from Bitcoin Core's `createpsbt` and
+    /// `utxoupdatepsbt` with the descriptors of `ckm wallet export`), base64, binary or UR;
+    /// it is written back in the same version and form unless --psbt-version / --format say
+    /// otherwise.
+    ///
+    /// Examples:
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt
+    ///   ckm psbt sign pay.psbt --out pay.signed.psbt --two-rounds   # no preprocessing
+    ///   ckm psbt sign from-core.psbt --out signed.psbt   # Core's v2 PSBT, written back as v2
+    ///   ckm psbt sign pay.ur --out signed.ur             # URs in, URs out
     #[command(verbatim_doc_comment)]
     Sign {
-        /// The PSBT to sign (base64 or binary)
+        /// The PSBT to sign (base64, binary or UR; version 0 or 2)
         input: PathBuf,
-        /// Where to write the finalized PSBT (base64)
+        /// Where to write the finalized PSBT
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
         #[command(flatten)]
         wallet: WalletArg,
         /// Seconds to wait for each signer
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// Sign in two interactive rounds (commit, then share) without preprocessed nonces
+        #[arg(long)]
+        two_rounds: bool,
     },
     /// Broadcast a finalized PSBT through Electrum
     ///
@@ -114,13 +135,37 @@ pub enum PsbtCommand {
     ///   ckm psbt broadcast pay.signed.psbt
     #[command(verbatim_doc_comment)]
     Broadcast {
-        /// The finalized PSBT
+        /// The finalized PSBT (base64, binary or UR; version 0 or 2)
         input: PathBuf,
         #[command(flatten)]
         wallet: WalletArg,
         #[command(flatten)]
         electrum: ElectrumArg,
     },
+    /// Show what a PSBT does for this wallet
+    ///
+    /// Lists the inputs (the wallet's or not, keychain and index, re-derived from the group
+    /// key rather than taken on the PSBT's word), the outputs (payment, change, with address),
+    /// the fee and fee rate, how far signing has gone and the PSBT version. Reads base64,
+    /// binary or UR, version 0 or 2; changes nothing.
+    ///
+    /// Examples:
+    ///   ckm psbt inspect pay.psbt
+    ///   ckm --json psbt inspect pay.psbt | jq .fee_sats
+    #[command(verbatim_doc_comment)]
+    Inspect(psbt_inspect::InspectArgs),
+    /// Show a PSBT as QR codes (animated UR frames) or write them as PNG files
+    ///
+    /// The PSBT is encoded as UR (`ur:psbt/…`); one that does not fit one QR code is split
+    /// into fountain-coded fragments, shown one after the other (a camera may start at any
+    /// frame and miss some). In a terminal the frames loop until Ctrl-C; otherwise each frame
+    /// is printed once. With --png DIR each frame is written as DIR/frame-NNN.png.
+    ///
+    /// Examples:
+    ///   ckm psbt qr pay.psbt
+    ///   ckm psbt qr pay.psbt --png qr/ --fragment-len 300
+    #[command(verbatim_doc_comment)]
+    Qr(psbt_qr::QrArgs),
 }
 
 pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
@@ -131,6 +176,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             out,
             recovery,
             allow_immature,
+            output,
         } => {
             let mut w = ctx.open_wallet(wallet.name.as_deref())?;
             let psbt = if recovery {
@@ -149,13 +195,16 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                     );
                 }
             }
-            write_file(&out, psbt.to_string().as_bytes())?;
+            let mut psbt = VersionedPsbt::from(psbt);
+            let (format, version) = psbt_io::write(&out, &mut psbt, &output, PsbtFormat::Base64)?;
             ctx.output(
                 serde_json::json!({
                     "psbt": out.display().to_string(),
                     "fee_sats": fee.to_sat(),
+                    "format": psbt_io::format_name(format),
+                    "psbt_version": version.number(),
                     "recovery": recovery,
-                    "inputs": psbt.inputs.len(),
+                    "inputs": psbt.psbt().inputs.len(),
                 }),
                 || format!("wrote {}", out.display()),
             )
@@ -164,18 +213,25 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             input,
             key_file,
             out,
-        } => sign_recovery(ctx, &input, &key_file, &out),
-        PsbtCommand::Finalize { input, out } => finalize(ctx, &input, &out),
+            output,
+        } => sign_recovery(ctx, &input, &key_file, &out, &output),
+        PsbtCommand::Finalize { input, out, output } => finalize(ctx, &input, &out, &output),
         PsbtCommand::Sign {
             input,
             out,
+            output,
             wallet,
             timeout,
+            two_rounds,
         } => {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
-            let mut psbt = read_psbt(&input)?;
-            let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout)?;
-            write_file(&out, psbt.to_string().as_bytes())?;
+            let file = psbt_io::read(&input)?;
+            let mut psbt = file.psbt;
+            psbt_inspect::require_signable(&w, &psbt)?;
+            let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout, !two_rounds)?;
+            // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
+            psbt.mark_signed();
+            let (format, version) = psbt_io::write(&out, &mut psbt, &output, file.format)?;
             let identities: Vec<String> = report
                 .signer_identities
                 .iter()
@@ -184,16 +240,22 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             ctx.output(
                 serde_json::json!({
                     "psbt": out.display().to_string(),
+                    "format": psbt_io::format_name(format),
+                    "psbt_version": version.number(),
                     "complete": true,
                     "signers": identities,
                     "signer_indexes": report.signers,
                     "culprits": report.culprits,
+                    "skipped": report.skipped.iter().map(|(i, why)| serde_json::json!({"signer": i, "reason": why})).collect::<Vec<_>>(),
+                    "mode": report.mode,
+                    "sessions": report.sessions,
                     "txid": report.transaction.compute_txid().to_string(),
                 }),
                 || {
                     let mut text = format!(
-                        "signed by signers {:?}; wrote {}",
+                        "signed by signers {:?} ({}); wrote {}",
                         report.signers,
+                        report.mode,
                         out.display()
                     );
                     if !report.culprits.is_empty() {
@@ -213,7 +275,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
         } => {
             let mut w = ctx.open_wallet(wallet.name.as_deref())?;
             let url = electrum_url(&electrum, &w)?;
-            let psbt = read_psbt(&input)?;
+            let psbt = psbt_io::read(&input)?.psbt.into_psbt();
             let tx = psbt
                 .extract_tx()
                 .context("the PSBT is not finalized (run `ckm psbt sign` first)")?;
@@ -225,13 +287,21 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                 txid.to_string()
             })
         }
+        PsbtCommand::Inspect(args) => psbt_inspect::run(ctx, args),
+        PsbtCommand::Qr(args) => psbt_qr::run(ctx, args),
     }
 }
 
 /// Largest recovery key file read.
 const MAX_KEY_FILE: u64 = 4096;
 
-fn sign_recovery(ctx: &Context, input: &Path, key_file: &Path, out: &Path) -> Result<()> {
+fn sign_recovery(
+    ctx: &Context,
+    input: &Path,
+    key_file: &Path,
+    out: &Path,
+    output: &PsbtOutArgs,
+) -> Result<()> {
     let text = zeroize::Zeroizing::new(
         ckm::store::read_limited(key_file, MAX_KEY_FILE)
             .with_context(|| format!("reading {}", key_file.display()))?,
@@ -242,8 +312,10 @@ fn sign_recovery(ctx: &Context, input: &Path, key_file: &Path, out: &Path) -> Re
     let secret: RecoverySecret = text
         .parse()
         .with_context(|| format!("reading the recovery key in {}", key_file.display()))?;
-    let mut psbt = read_psbt(input)?;
-    let signed = ckm::recovery::sign::sign_recovery(&mut psbt, &secret, &mut rand::rngs::OsRng)
+    let file = psbt_io::read(input)?;
+    let mut versioned = file.psbt;
+    let psbt = versioned.psbt_mut();
+    let signed = ckm::recovery::sign::sign_recovery(psbt, &secret, &mut rand::rngs::OsRng)
         .context("signing the recovery path; nothing was written")?;
     // Addresses need the network: --network, or bitcoin for a mainnet key.
     let network = ctx.network.or(match secret.network_kind() {
@@ -266,7 +338,7 @@ fn sign_recovery(ctx: &Context, input: &Path, key_file: &Path, out: &Path) -> Re
             eprintln!("fee: {} sat", fee.to_sat());
         }
     }
-    write_file(out, psbt.to_string().as_bytes())?;
+    psbt_io::write(out, &mut versioned, output, file.format)?;
     ctx.output(
         serde_json::json!({
             "psbt": out.display().to_string(),
@@ -289,9 +361,10 @@ fn sign_recovery(ctx: &Context, input: &Path, key_file: &Path, out: &Path) -> Re
     )
 }
 
-fn finalize(ctx: &Context, input: &Path, out: &Path) -> Result<()> {
-    let mut psbt = read_psbt(input)?;
-    let tx = ckm::recovery::sign::finalize(&mut psbt)
+fn finalize(ctx: &Context, input: &Path, out: &Path, output: &PsbtOutArgs) -> Result<()> {
+    let file = psbt_io::read(input)?;
+    let mut versioned = file.psbt;
+    let tx = ckm::recovery::sign::finalize(versioned.psbt_mut())
         .context("the PSBT was not finalized; nothing was written")?;
     let spends: Vec<&str> = tx
         .input
@@ -304,7 +377,8 @@ fn finalize(ctx: &Context, input: &Path, out: &Path) -> Result<()> {
             }
         })
         .collect();
-    write_file(out, psbt.to_string().as_bytes())?;
+    versioned.mark_signed();
+    psbt_io::write(out, &mut versioned, output, file.format)?;
     ctx.output(
         serde_json::json!({
             "psbt": out.display().to_string(),
@@ -340,18 +414,4 @@ fn warn_if_readable_by_others(ctx: &Context, path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = (ctx, path);
-}
-
-/// Reads a PSBT file, base64 or binary.
-pub fn read_psbt(path: &Path) -> Result<Psbt> {
-    let bytes = ckm::store::read_limited(path, MAX_PSBT_FILE)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if let Ok(psbt) = Psbt::deserialize(&bytes) {
-        return Ok(psbt);
-    }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not a PSBT", path.display()))?;
-    text.trim()
-        .parse::<Psbt>()
-        .map_err(|e| anyhow::anyhow!("{} is not a valid PSBT: {e}", path.display()))
 }

@@ -338,13 +338,34 @@ impl RecoveryPolicy {
     /// The miniscript of the recovery leaf for a keychain, e.g.
     /// `and_v(v:pk([fp/86'/1'/0']tpub…/0/*),older(144))`.
     pub fn leaf_template(&self, keychain: Keychain) -> String {
+        self.leaf_with(|k| k.ranged(keychain))
+    }
+
+    /// The recovery leaf for both keychains in one (BIP-0389), e.g.
+    /// `and_v(v:pk([fp/86'/1'/0']tpub…/<0;1>/*),older(144))`.
+    pub fn leaf_multipath(&self) -> String {
+        self.leaf_with(|k| format!("{k}/<0;1>/*"))
+    }
+
+    /// The recovery leaf as a BIP-0388 template whose keys are `@first`, `@first+1`, …, e.g.
+    /// `and_v(v:pk(@1/**),older(144))`.
+    pub fn leaf_bip388(&self, first: usize) -> String {
+        let mut next = first;
+        self.leaf_with(|_| {
+            let text = format!("@{next}/**");
+            next += 1;
+            text
+        })
+    }
+
+    fn leaf_with(&self, mut key: impl FnMut(&RecoveryKey) -> String) -> String {
         let older = self.blocks;
         match self.keys.as_slice() {
             [one] if self.threshold == 1 => {
-                format!("and_v(v:pk({}),older({older}))", one.ranged(keychain))
+                format!("and_v(v:pk({}),older({older}))", key(one))
             }
             keys => {
-                let list: Vec<String> = keys.iter().map(|k| k.ranged(keychain)).collect();
+                let list: Vec<String> = keys.iter().map(key).collect();
                 format!(
                     "and_v(v:multi_a({},{}),older({older}))",
                     self.threshold,

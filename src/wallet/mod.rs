@@ -4,6 +4,8 @@
 //! bdk_wallet wallet persisted in SQLite together with the wallet's metadata (roster of
 //! signers, group public key package; never a secret).
 
+pub mod export;
+
 use std::path::Path;
 use std::str::FromStr;
 
@@ -14,7 +16,12 @@ use bdk_wallet::{AddressInfo, KeychainKind, PersistedWallet, Wallet};
 use bitcoin::{Address, Amount, FeeRate, Network, Psbt};
 use serde::{Deserialize, Serialize};
 
+mod commitments;
+
+pub use commitments::WalletCommitments;
+
 use crate::frost::keys::GroupPublic;
+use crate::identity::IdentityPublic;
 use crate::keys::{Keychain, WalletFingerprint};
 pub use crate::keys::{Roster, RosterEntry};
 use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
@@ -289,6 +296,8 @@ impl CkmWallet {
     pub fn create(path: &Path, meta: WalletMeta) -> Result<Self, WalletError> {
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let existing: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -316,6 +325,8 @@ impl CkmWallet {
         }
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let text: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -344,6 +355,18 @@ impl CkmWallet {
             .execute("UPDATE ckm_wallet SET meta = ?1 WHERE id = 0", [text])?;
         self.meta = meta;
         Ok(())
+    }
+
+    /// The preprocessed commitments `coordinator` holds for this wallet's current epoch,
+    /// with the metadata (both borrowed at once, for one-round signing).
+    pub fn commitments(
+        &self,
+        coordinator: &IdentityPublic,
+    ) -> (&WalletMeta, WalletCommitments<'_>) {
+        (
+            &self.meta,
+            WalletCommitments::new(&self.db, coordinator, self.meta.epoch),
+        )
     }
 
     /// The wallet's metadata.
