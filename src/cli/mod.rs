@@ -5,10 +5,12 @@ mod args;
 mod id;
 mod psbt;
 mod signer;
+mod signer_backup;
 mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_backup;
 mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};

@@ -177,6 +177,8 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    #[command(flatten)]
+    Backup(super::wallet_backup::WalletBackupCommand),
     /// Pay an address: build, co-sign with the signers, broadcast
     ///
     /// Shows what will be paid and the fee, asks for confirmation (skip with --yes), then
@@ -218,6 +220,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
         WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
         WalletCommand::Migrate(args) => migrate(ctx, args),
+        WalletCommand::Backup(cmd) => super::wallet_backup::run(ctx, cmd),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -250,7 +253,8 @@ fn create_wallet(
     timeout: u64,
     network: Option<Network>,
 ) -> Result<CkmWallet> {
-    let path = ctx.new_wallet_path(name)?;
+    // Refuse a taken name before running the key generation.
+    ctx.new_wallet_path(name)?;
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
     ckm::frost::dkg::DkgParams::new(threshold, n)?;
     let network = network.or(ctx.network).unwrap_or(Network::Regtest);
@@ -293,6 +297,13 @@ fn create_wallet(
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
+    store_wallet(ctx, meta)
+}
+
+/// Stores a new wallet database for `meta` (whose name must be free in this home).
+pub(super) fn store_wallet(ctx: &Context, meta: WalletMeta) -> Result<CkmWallet> {
+    let name = meta.name.clone();
+    let path = ctx.new_wallet_path(&name)?;
     // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
     // only once complete: a crash part-way leaves no half-made wallet that would break
     // `wallet list` and block the name. The hard link refuses to replace an existing wallet.
