@@ -267,14 +267,14 @@ pub enum RestoreError {
         member: usize,
     },
     /// Fewer shares than the backup's threshold.
-    #[error("this backup needs {need} of its {of} shares; {have} given")]
+    #[error(
+        "this backup needs {need} shares; {have} given (any {need} of the files the backup wrote)"
+    )]
     TooFewShares {
         /// Shares given.
         have: usize,
         /// Shares needed.
         need: usize,
-        /// Shares made.
-        of: usize,
     },
     /// The shares do not combine into the key that opens the backup.
     #[error("the shares do not open the backup: one of them is corrupted or was altered ({0})")]
@@ -732,7 +732,6 @@ pub fn combine(
         return Err(RestoreError::TooFewShares {
             have: parsed.len(),
             need,
-            of: need.max(parsed.len()),
         });
     }
     let shares: Vec<SSKRShare> = parsed.iter().map(|(_, _, s)| s.clone()).collect();
