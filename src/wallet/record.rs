@@ -246,7 +246,7 @@ pub enum RecoverError {
     )]
     Invalid {
         /// The signer.
-        signer: IdentityPublic,
+        signer: Box<IdentityPublic>,
         /// The wallet.
         wallet: String,
         /// What is wrong.
@@ -258,11 +258,11 @@ pub enum RecoverError {
         /// The wallet.
         wallet: String,
         /// One signer.
-        a: IdentityPublic,
+        a: Box<IdentityPublic>,
         /// Its epoch.
         a_epoch: u64,
         /// Another.
-        b: IdentityPublic,
+        b: Box<IdentityPublic>,
         /// Its epoch.
         b_epoch: u64,
     },
@@ -310,7 +310,7 @@ pub fn recover(
         let mut state = None;
         for (signer, record) in records {
             let invalid = |reason: String| RecoverError::Invalid {
-                signer: signer.identity,
+                signer: Box::new(signer.identity),
                 wallet: record.name.clone(),
                 reason,
             };
@@ -342,9 +342,9 @@ pub fn recover(
                 if first.history != record.history {
                     return Err(RecoverError::Disagree {
                         wallet: record.name.clone(),
-                        a: other.identity,
+                        a: Box::new(other.identity),
                         a_epoch: first.epoch,
-                        b: signer.identity,
+                        b: Box::new(signer.identity),
                         b_epoch: record.epoch,
                     });
                 }
@@ -381,7 +381,7 @@ pub fn recover(
             pending: None,
         };
         meta.verify().map_err(|e| RecoverError::Invalid {
-            signer: checked[0].0.identity,
+            signer: Box::new(checked[0].0.identity),
             wallet: record.name.clone(),
             reason: e.to_string(),
         })?;
