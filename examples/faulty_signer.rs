@@ -4,9 +4,13 @@
 //! Usage: faulty_signer --home DIR --listen ADDR --allow-coordinator PUBKEY --fault MODE
 //! (passphrase from CKM_PASSPHRASE). MODE is one of:
 //! - `corrupt-share`: returns an altered signature share for input 0
-//! - `die-before-round2`: answers round 1, then exits when round 2 arrives
-//! - `hang`: never answers signing requests
+//! - `die-before-round2`: answers round 1 (or preprocessing), then exits when asked for
+//!   shares
+//! - `hang`: never answers signing requests (nor preprocessing)
+//! - `hang-after-commit`: answers round 1 and preprocessing, never answers a request for
+//!   shares (two-round round 2 or one-round signing)
 //! - `slow:MS`: waits MS milliseconds before every signing answer
+//! - `slow-preprocess:MS`: honest, but waits MS milliseconds before answering preprocessing
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +28,9 @@ enum Fault {
     CorruptShare,
     DieBeforeRound2,
     Hang,
+    HangAfterCommit,
     Slow(u64),
+    SlowPreprocess(u64),
 }
 
 struct Faulty {
@@ -34,16 +40,29 @@ struct Faulty {
 
 impl Handler for Faulty {
     fn handle(&self, from: &IdentityPublic, message: CoordinatorToSigner) -> SignerToCoordinator {
-        let signing = matches!(
+        let shares = matches!(
             message,
-            CoordinatorToSigner::SignCommit { .. } | CoordinatorToSigner::SignShare { .. }
+            CoordinatorToSigner::SignShare { .. } | CoordinatorToSigner::SignPreprocessed { .. }
         );
+        let signing = shares
+            || matches!(
+                message,
+                CoordinatorToSigner::SignCommit { .. } | CoordinatorToSigner::Preprocess { .. }
+            );
         match self.fault {
             Fault::Hang if signing => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            Fault::HangAfterCommit if shares => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
             Fault::Slow(ms) if signing => std::thread::sleep(Duration::from_millis(ms)),
-            Fault::DieBeforeRound2 if matches!(message, CoordinatorToSigner::SignShare { .. }) => {
+            Fault::SlowPreprocess(ms)
+                if matches!(message, CoordinatorToSigner::Preprocess { .. }) =>
+            {
+                std::thread::sleep(Duration::from_millis(ms))
+            }
+            Fault::DieBeforeRound2 if shares => {
                 eprintln!("faulty_signer: dying before round 2");
                 std::process::exit(3);
             }
@@ -52,16 +71,15 @@ impl Handler for Faulty {
         let reply = Handler::handle(&self.inner, from, message);
         match (self.fault, reply) {
             (Fault::CorruptShare, SignerToCoordinator::SignShares { mut shares }) => {
-                if let Some(first) = shares.first_mut() {
-                    let mut bytes = first.serialize();
-                    if let Some(last) = bytes.last_mut() {
-                        *last ^= 1;
-                    }
-                    if let Ok(bad) = SignatureShare::deserialize(&bytes) {
-                        *first = bad;
-                    }
-                }
+                corrupt(&mut shares);
                 SignerToCoordinator::SignShares { shares }
+            }
+            (
+                Fault::CorruptShare,
+                SignerToCoordinator::SignedPreprocessed { mut shares, fresh },
+            ) => {
+                corrupt(&mut shares);
+                SignerToCoordinator::SignedPreprocessed { shares, fresh }
             }
             (_, reply) => reply,
         }
@@ -69,6 +87,19 @@ impl Handler for Faulty {
 
     fn identity_key(&self) -> &IdentityKey {
         Handler::identity_key(&self.inner)
+    }
+}
+
+/// Alters the share of input 0.
+fn corrupt(shares: &mut [SignatureShare]) {
+    if let Some(first) = shares.first_mut() {
+        let mut bytes = first.serialize();
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 1;
+        }
+        if let Ok(bad) = SignatureShare::deserialize(&bytes) {
+            *first = bad;
+        }
     }
 }
 
@@ -88,9 +119,14 @@ fn main() -> Result<()> {
                     "corrupt-share" => Fault::CorruptShare,
                     "die-before-round2" => Fault::DieBeforeRound2,
                     "hang" => Fault::Hang,
-                    other => match other.strip_prefix("slow:") {
-                        Some(ms) => Fault::Slow(ms.parse()?),
-                        None => bail!("unknown fault {other}"),
+                    "hang-after-commit" => Fault::HangAfterCommit,
+                    other => match (
+                        other.strip_prefix("slow:"),
+                        other.strip_prefix("slow-preprocess:"),
+                    ) {
+                        (Some(ms), _) => Fault::Slow(ms.parse()?),
+                        (_, Some(ms)) => Fault::SlowPreprocess(ms.parse()?),
+                        _ => bail!("unknown fault {other}"),
                     },
                 })
             }

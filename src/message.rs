@@ -14,6 +14,7 @@ use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
 use crate::protocol::limits::{Receipt, Statement};
+use crate::protocol::roast::{CommitmentBatch, NonceId};
 pub use crate::protocol::SessionId;
 use crate::protocol::{dkg, lifecycle};
 
@@ -142,6 +143,28 @@ pub enum CoordinatorToSigner {
         /// The PSBT (base64).
         psbt: String,
     },
+    /// Preprocessing: generate `count` nonce pairs for this coordinator and wallet, keep them
+    /// in memory, return their commitments (see [`crate::protocol::roast`]).
+    Preprocess {
+        /// The wallet.
+        wallet: WalletRef,
+        /// How many (at most 500 per request).
+        count: u16,
+    },
+    /// One-round signing with preprocessed nonces: check the PSBT, sign every input with
+    /// the named nonces (one per input; consumed whatever happens).
+    SignPreprocessed {
+        /// Signing session.
+        session: SessionId,
+        /// The wallet.
+        wallet: WalletRef,
+        /// The PSBT (base64).
+        psbt: String,
+        /// Signing packages, one per input.
+        packages: Vec<SigningPackage>,
+        /// This signer's nonce ids, one per input.
+        nonces: Vec<NonceId>,
+    },
     /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
     /// receipt of its round-1 reservation; answered with a signed statement of everything the
     /// signer signed or reserved for the wallet in the window (see
@@ -205,6 +228,21 @@ pub enum SignerToCoordinator {
     },
     /// A signed statement of the wallet's spends in the window.
     SignStatement(Statement),
+    /// Preprocessed commitments.
+    Preprocessed {
+        /// The commitments, signed by the signer for this coordinator and wallet.
+        batch: CommitmentBatch,
+        /// Whether this signer needs the statement rounds (its policy has a wallet-wide
+        /// limit): one-round signing is then refused.
+        statements_required: bool,
+    },
+    /// One-round signing: shares, one per input, and fresh commitments for the next session.
+    SignedPreprocessed {
+        /// Shares, one per input.
+        shares: Vec<SignatureShare>,
+        /// As many fresh commitments as nonces were used (signed like a batch).
+        fresh: CommitmentBatch,
+    },
     /// Signature shares, one per input.
     SignShares {
         /// Shares, one per input.
@@ -246,6 +284,11 @@ pub enum ErrorCode {
     State,
     /// The request is for another epoch of the wallet than the signer's.
     WrongEpoch,
+    /// A preprocessed nonce is unknown or already used (the signer restarted, or a replay).
+    UnknownNonce,
+    /// One-round signing refused: the wallet has a wallet-wide limit, which needs the
+    /// statement rounds.
+    NeedsStatements,
     /// Internal failure.
     Internal,
 }

@@ -624,6 +624,7 @@ fn signer_killed_during_signing_restarts() -> Result<()> {
             path_str(&out)?,
             "--timeout",
             "10",
+            "--two-rounds",
         ],
     )?;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -37,6 +37,8 @@ fn key_path_spend_is_accepted_to_the_mempool_and_mined() -> Result<()> {
     );
     let signers = u16_array(&sent["signers"])?;
     assert_eq!(signers.len(), 2, "two signers co-signed: {sent}");
+    // The first spend fetched the signers' preprocessed commitments.
+    assert_eq!(sent["mode"], "preprocessed-first", "{sent}");
 
     let tx = mine_and_confirm(&env, &txid)?;
     assert_key_path(&tx)?;
@@ -46,6 +48,17 @@ fn key_path_spend_is_accepted_to_the_mempool_and_mined() -> Result<()> {
         .get_tx_out(&txid, vout as u32)?
         .ok_or_else(|| anyhow!("gettxout found no unspent output"))?;
     assert_eq!(sats(&utxo["value"])?, 300_000);
+
+    // The next spend is signed in one round trip, and accepted and mined just the same.
+    sync(&c, &env)?;
+    let to = foreign_address().to_string();
+    let sent = send(&c, &env, &to, 200_000)?;
+    assert_eq!(sent["mode"], "one-round", "{sent}");
+    let txid = json_str(&sent, "txid")?.to_string();
+    let tx = mine_and_confirm(&env, &txid)?;
+    assert_key_path(&tx)?;
+    let (_, out) = output_paying(&tx, &to)?;
+    assert_eq!(sats(&out["value"])?, 200_000);
     Ok(())
 }
 

@@ -32,15 +32,20 @@ pub enum PsbtCommand {
     },
     /// Co-sign a PSBT with the wallet's signers and write it finalized
     ///
-    /// Contacts all signers in parallel and uses the first T that answer (an unreachable
-    /// signer is skipped after --timeout). Each signer checks the PSBT and computes the
-    /// sighashes itself. One request per signer per round covers all inputs. A signer that
-    /// returns an invalid share is named, excluded, and signing retried with another subset.
-    /// Every aggregated signature is verified before it is written. On failure the output
-    /// file is not written.
+    /// One round trip: the wallet database keeps commitments to nonces the signers
+    /// preprocessed, so each chosen signer gets one request (PSBT + signing packages) and
+    /// answers with its shares and fresh commitments. Signers short of commitments are asked
+    /// for a batch first; a restarted signer is refilled. Sessions start as soon as any T
+    /// signers are ready and run concurrently (ROAST): a signer that hangs or is slow is
+    /// never waited for while T others answer; one that returns an invalid share is named
+    /// and excluded. Wallets whose signers enforce a wallet-wide daily limit are signed in
+    /// three rounds (reserve, statements, shares). Each signer checks the PSBT and computes
+    /// the sighashes itself; every aggregated signature is verified before it is written.
+    /// On failure the output file is not written.
     ///
-    /// Example:
+    /// Examples:
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt
+    ///   ckm psbt sign pay.psbt --out pay.signed.psbt --two-rounds   # no preprocessing
     #[command(verbatim_doc_comment)]
     Sign {
         /// The PSBT to sign (base64 or binary)
@@ -53,6 +58,9 @@ pub enum PsbtCommand {
         /// Seconds to wait for each signer
         #[arg(long, default_value_t = 30, value_name = "SECS")]
         timeout: u64,
+        /// Sign in two interactive rounds (commit, then share) without preprocessed nonces
+        #[arg(long)]
+        two_rounds: bool,
     },
     /// Broadcast a finalized PSBT through Electrum
     ///
@@ -93,10 +101,11 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             out,
             wallet,
             timeout,
+            two_rounds,
         } => {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
             let mut psbt = read_psbt(&input)?;
-            let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout)?;
+            let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout, !two_rounds)?;
             write_file(&out, psbt.to_string().as_bytes())?;
             let identities: Vec<String> = report
                 .signer_identities
@@ -110,12 +119,16 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                     "signers": identities,
                     "signer_indexes": report.signers,
                     "culprits": report.culprits,
+                    "skipped": report.skipped.iter().map(|(i, why)| serde_json::json!({"signer": i, "reason": why})).collect::<Vec<_>>(),
+                    "mode": report.mode,
+                    "sessions": report.sessions,
                     "txid": report.transaction.compute_txid().to_string(),
                 }),
                 || {
                     let mut text = format!(
-                        "signed by signers {:?}; wrote {}",
+                        "signed by signers {:?} ({}); wrote {}",
                         report.signers,
+                        report.mode,
                         out.display()
                     );
                     if !report.culprits.is_empty() {

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context as _, Result};
 use bitcoin::{FeeRate, Psbt};
 use ckm::net::client::Client;
 use ckm::net::coordinator::SignReport;
+use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
 use ckm::psbt::SigningSession;
 use ckm::wallet::CkmWallet;
 
@@ -66,16 +67,19 @@ pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
     Ok(lines.join("\n"))
 }
 
-/// Co-signs with the wallet's signers (default timeout).
+/// Co-signs with the wallet's signers (default timeout, one round when possible).
 pub fn cosign(ctx: &Context, w: &CkmWallet, psbt: &mut Psbt) -> Result<SignReport> {
-    cosign_with_timeout(ctx, w, psbt, 30)
+    cosign_with_timeout(ctx, w, psbt, 30, true)
 }
 
+/// Co-signs with the wallet's signers: in one round with preprocessed commitments kept in
+/// the wallet database (`one_round`), or in the interactive rounds.
 pub fn cosign_with_timeout(
     ctx: &Context,
     w: &CkmWallet,
     psbt: &mut Psbt,
     timeout: u64,
+    one_round: bool,
 ) -> Result<SignReport> {
     if let Some(p) = &w.meta().pending {
         anyhow::bail!(
@@ -91,9 +95,19 @@ pub fn cosign_with_timeout(
         w.meta().group.threshold(),
         w.meta().roster.len()
     ));
-    let report = runtime()?
-        .block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
-        .context("co-signing failed; the PSBT was not changed")?;
+    let report = if one_round {
+        let (meta, mut store) = w.commitments(&client.identity().public());
+        runtime()?.block_on(sign_psbt_one_round(
+            &client,
+            meta,
+            psbt,
+            &mut store,
+            OneRoundOptions::default(),
+        ))
+    } else {
+        runtime()?.block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
+    }
+    .context("co-signing failed; the PSBT was not changed")?;
     for (index, reason) in &report.skipped {
         ctx.say(format!("skipped signer {index}: {reason}"));
     }

@@ -616,7 +616,13 @@ fn send(
     let report = spend::cosign(ctx, &w, &mut built)?;
     let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &report.transaction)?;
     ctx.output(
-        serde_json::json!({ "txid": txid.to_string(), "signers": report.signers, "culprits": report.culprits }),
+        serde_json::json!({
+            "txid": txid.to_string(),
+            "signers": report.signers,
+            "culprits": report.culprits,
+            "mode": report.mode,
+            "sessions": report.sessions,
+        }),
         || txid.to_string(),
     )
 }

@@ -4,7 +4,6 @@
 //! ([`crate::protocol::sign::SigningCoordinator`]) — by sending what they return to the
 //! signers and feeding their answers back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bitcoin::{Network, Psbt, Transaction};
@@ -197,6 +196,35 @@ pub struct SignReport {
     pub skipped: Vec<(u16, String)>,
     /// The finalized transaction.
     pub transaction: Transaction,
+    /// How it was signed.
+    pub mode: SignMode,
+    /// Signing sessions (attempts) started.
+    pub sessions: usize,
+}
+
+/// How a PSBT was co-signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignMode {
+    /// One round trip: every chosen signer's commitments were held.
+    OneRound,
+    /// One round after fetching commitments from signers short of them.
+    PreprocessedFirst,
+    /// Two interactive rounds (commit, share).
+    TwoRounds,
+    /// Three rounds: commit and reserve, statements, shares (a wallet-wide limit).
+    WithStatements,
+}
+
+impl std::fmt::Display for SignMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SignMode::OneRound => "one round",
+            SignMode::PreprocessedFirst => "one round after preprocessing",
+            SignMode::TwoRounds => "two rounds",
+            SignMode::WithStatements => "three rounds with statements (wallet-wide limit)",
+        })
+    }
 }
 
 /// Co-signs `psbt` with the wallet's signers and finalizes it in place, driving a
@@ -212,12 +240,7 @@ pub async fn sign_psbt(
     meta: &WalletMeta,
     psbt: &mut Psbt,
 ) -> Result<SignReport, SignPsbtError> {
-    let roster: BTreeMap<u16, RosterEntry> = meta
-        .roster
-        .entries()
-        .iter()
-        .map(|e| (e.index, e.clone()))
-        .collect();
+    let roster = meta.roster.by_index();
     let mut machine = SigningCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
     let wallet = WalletRef {
         name: meta.name.clone(),
@@ -352,6 +375,12 @@ pub async fn sign_psbt(
                     culprits: outcome.culprits,
                     skipped: outcome.skipped,
                     transaction: outcome.transaction,
+                    mode: if outcome.with_statements {
+                        SignMode::WithStatements
+                    } else {
+                        SignMode::TwoRounds
+                    },
+                    sessions: outcome.attempts,
                 });
             }
             Step::Wait => step = machine.start(&mut rng)?,

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod coordinator;
 pub mod electrum;
+pub mod one_round;
 pub mod server;
 pub mod tls;
 

@@ -10,12 +10,15 @@
 //!   to retry).
 //! - [`lifecycle`]: epoch transitions — refresh, remove a signer, repair a lost share, enrol
 //!   a new signer — certified and committed in two phases.
+//! - [`roast`]: one-round signing with preprocessed nonces, and ROAST's concurrent sessions
+//!   that complete whatever `n − t` faulty signers do.
 //! - [`limits`]: reservations, receipts and signed statements that make spending limits hold
 //!   for the whole wallet whichever `t` signers sign.
 
 pub mod dkg;
 pub mod lifecycle;
 pub mod limits;
+pub mod roast;
 pub mod sign;
 
 use serde::{Deserialize, Serialize};

@@ -106,6 +106,10 @@ pub struct SignOutcome {
     pub skipped: Vec<(u16, String)>,
     /// The finalized transaction.
     pub transaction: Transaction,
+    /// Whether the statement round ran (a chosen signer has a wallet-wide limit).
+    pub with_statements: bool,
+    /// Attempts (sessions) started.
+    pub attempts: usize,
 }
 
 /// A signer's answer to round 1.
@@ -138,6 +142,7 @@ enum Phase {
         pending: BTreeSet<u16>,
         shares: BTreeMap<u16, Vec<SignatureShare>>,
         failed: bool,
+        with_statements: bool,
     },
 }
 
@@ -150,6 +155,7 @@ pub struct SigningCoordinator {
     failures: BTreeMap<u16, String>,
     culprits: BTreeSet<u16>,
     phase: Phase,
+    attempts: usize,
 }
 
 impl SigningCoordinator {
@@ -166,6 +172,7 @@ impl SigningCoordinator {
             failures: BTreeMap::new(),
             culprits: BTreeSet::new(),
             phase: Phase::Idle,
+            attempts: 0,
         })
     }
 
@@ -201,6 +208,7 @@ impl SigningCoordinator {
             return Err(self.not_enough(ask.len()));
         }
         let session = SessionId::random(rng);
+        self.attempts += 1;
         self.phase = Phase::Round1 {
             session,
             pending: ask.iter().copied().collect(),
@@ -307,6 +315,7 @@ impl SigningCoordinator {
             pending: chosen.iter().copied().collect(),
             shares: BTreeMap::new(),
             failed: false,
+            with_statements: !statements.is_empty(),
         };
         Step::Round2 {
             session,
@@ -376,7 +385,7 @@ impl SigningCoordinator {
             pending,
             shares,
             failed,
-            ..
+            with_statements,
         } = &mut self.phase
         else {
             return Ok(Step::Wait);
@@ -407,6 +416,7 @@ impl SigningCoordinator {
         match self.core.aggregate(packages, &by_id) {
             Ok(signatures) => {
                 let signers: Vec<u16> = shares.keys().copied().collect();
+                let with_statements = *with_statements;
                 let transaction = self.core.finalize(psbt, &signatures)?;
                 self.phase = Phase::Idle;
                 Ok(Step::Done(Box::new(SignOutcome {
@@ -414,6 +424,8 @@ impl SigningCoordinator {
                     culprits: self.culprits.iter().copied().collect(),
                     skipped: self.failures.iter().map(|(i, m)| (*i, m.clone())).collect(),
                     transaction,
+                    with_statements,
+                    attempts: self.attempts,
                 })))
             }
             Err(CoordinateError::InvalidShares { culprits, .. }) => {

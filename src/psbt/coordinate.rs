@@ -149,6 +149,72 @@ impl SigningSession {
             .collect())
     }
 
+    /// Verifies one signer's shares (one per input) on their own, before the session's
+    /// other shares arrive: ROAST uses it to know whether a signer that answered may join
+    /// the next session. `stop` is polled between inputs; `Ok(None)` when stopped.
+    ///
+    /// # Errors
+    /// A package without the signer, a wrong count, or a derivation failure; an invalid
+    /// share is `Ok(Some(false))`.
+    pub fn verify_shares(
+        &self,
+        packages: &[SigningPackage],
+        signer: Identifier,
+        shares: &[SignatureShare],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<bool>, CoordinateError> {
+        use frost::keys::Tweak as _;
+        let inputs = self.checked.inputs().len();
+        if packages.len() != inputs {
+            return Err(CoordinateError::SignerSetChanged);
+        }
+        if shares.len() != inputs {
+            return Err(CoordinateError::WrongCount {
+                signer: roster_index(&signer),
+                what: "signature shares",
+                expected: inputs,
+                got: shares.len(),
+            });
+        }
+        for ((input, package), share) in self.checked.inputs().iter().zip(packages).zip(shares) {
+            if stop() {
+                return Ok(None);
+            }
+            let signers: BTreeSet<Identifier> =
+                package.signing_commitments().keys().copied().collect();
+            if !signers.contains(&signer) {
+                return Err(CoordinateError::SignerSetChanged);
+            }
+            let merkle_root = input
+                .merkle_root
+                .as_ref()
+                .map(|r| r.as_byte_array().as_slice());
+            let public_key_package = self
+                .group
+                .derive_public_key_package(&input.derivation, Some(&signers))
+                .map_err(|source| CoordinateError::Derive {
+                    input: input.index,
+                    source,
+                })?
+                .tweak(merkle_root);
+            let Some(verifying_share) = public_key_package.verifying_shares().get(&signer) else {
+                return Err(CoordinateError::SignerSetChanged);
+            };
+            if frost_core::verify_signature_share(
+                signer,
+                verifying_share,
+                share,
+                package,
+                public_key_package.verifying_key(),
+            )
+            .is_err()
+            {
+                return Ok(Some(false));
+            }
+        }
+        Ok(Some(true))
+    }
+
     /// Aggregates every input's shares and verifies each signature under the input's output
     /// key. Returns one Taproot signature per input; nothing is written anywhere.
     ///

@@ -12,7 +12,7 @@ use rand::{CryptoRng, RngCore};
 
 pub use check::{check_psbt, CheckError, CheckedPsbt};
 pub use coordinate::{CoordinateError, SigningSession};
-pub use sign::{commit, SignError, SignerNonces};
+pub use sign::{commit, PreprocessedNonce, SignError, SignerNonces};
 
 use crate::frost::keys::{roster_index, KeyShare};
 

@@ -118,19 +118,85 @@ pub fn commit<R: RngCore + CryptoRng>(
         .map(|_| frost::round1::commit(share.root_signing_share(), rng))
         .unzip();
     Ok((
-        SignerNonces {
-            txid: checked.txid(),
-            group_key: share.group().group_key(),
-            checked: checked.clone(),
-            nonces,
-            commitments: commitments.clone(),
-        },
+        SignerNonces::new(&checked, share, nonces, commitments.clone()),
         commitments,
         checked,
     ))
 }
 
+/// A nonce pair generated in advance (preprocessing): its commitments are handed out before
+/// any PSBT exists; the pair signs one input of one later session. In memory only; not
+/// `Clone`; moved into [`SignerNonces::preprocessed`], which consumes it.
+pub struct PreprocessedNonce {
+    nonces: SigningNonces,
+    commitments: SigningCommitments,
+}
+
+impl fmt::Debug for PreprocessedNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PreprocessedNonce(<redacted>)")
+    }
+}
+
+impl PreprocessedNonce {
+    /// A fresh nonce pair (hedged with the share, as frost does for round 1).
+    pub fn generate<R: RngCore + CryptoRng>(share: &KeyShare, rng: &mut R) -> Self {
+        let (nonces, commitments) = frost::round1::commit(share.root_signing_share(), rng);
+        PreprocessedNonce {
+            nonces,
+            commitments,
+        }
+    }
+
+    /// Its public commitments.
+    pub fn commitments(&self) -> &SigningCommitments {
+        &self.commitments
+    }
+}
+
 impl SignerNonces {
+    fn new(
+        checked: &CheckedPsbt,
+        share: &KeyShare,
+        nonces: Vec<SigningNonces>,
+        commitments: Vec<SigningCommitments>,
+    ) -> Self {
+        SignerNonces {
+            txid: checked.txid(),
+            group_key: share.group().group_key(),
+            checked: checked.clone(),
+            nonces,
+            commitments,
+        }
+    }
+
+    /// One-round signing: checks the PSBT (as round 1 would) and takes one preprocessed
+    /// nonce pair per input, in input order. The nonces are consumed whatever happens next.
+    ///
+    /// # Errors
+    /// The PSBT is refused, or not one nonce per input.
+    pub fn preprocessed(
+        psbt: &Psbt,
+        share: &KeyShare,
+        nonces: Vec<PreprocessedNonce>,
+    ) -> Result<(Self, CheckedPsbt), SignError> {
+        let checked = check_psbt(psbt, share.group())?;
+        if nonces.len() != checked.inputs().len() {
+            return Err(SignError::PackageCount {
+                expected: checked.inputs().len(),
+                got: nonces.len(),
+            });
+        }
+        let (nonces, commitments) = nonces
+            .into_iter()
+            .map(|n| (n.nonces, n.commitments))
+            .unzip();
+        Ok((
+            SignerNonces::new(&checked, share, nonces, commitments),
+            checked,
+        ))
+    }
+
     /// The transaction these nonces were committed for.
     pub fn txid(&self) -> Txid {
         self.txid

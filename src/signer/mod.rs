@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod db;
 pub mod home;
 pub mod legacy;
+pub mod nonces;
 pub mod peers;
 pub mod policy;
 mod signing;
@@ -57,6 +58,7 @@ pub struct Signer {
     dkg: Mutex<HashMap<SessionId, DkgSession>>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
     transitions: Mutex<HashMap<SessionId, TransitionSession>>,
+    nonces: nonces::NoncePools,
     flag_peers: BTreeSet<IdentityPublic>,
     /// Why the records cannot be trusted (rolled back); signing is refused while set.
     state_error: Mutex<Option<String>>,
@@ -115,6 +117,7 @@ impl Signer {
             dkg: Mutex::new(HashMap::new()),
             signing: Mutex::new(HashMap::new()),
             transitions: Mutex::new(HashMap::new()),
+            nonces: nonces::NoncePools::default(),
             flag_peers: BTreeSet::new(),
             state_error: Mutex::new(state_error),
         })
@@ -209,6 +212,11 @@ impl Signer {
         self.home.identity().public()
     }
 
+    /// Preprocessed nonces held (all pools).
+    pub fn preprocessed_nonces(&self) -> usize {
+        self.nonces.held()
+    }
+
     /// Number of signing sessions waiting for round 2.
     pub fn pending_signing_sessions(&self) -> usize {
         self.signing.lock().map(|m| m.len()).unwrap_or(0)
@@ -234,6 +242,26 @@ impl Signer {
                 wallet,
                 psbt,
             } => self.sign_commit(from, session, wallet, psbt, rng),
+            CoordinatorToSigner::Preprocess { wallet, count } => {
+                self.preprocess(from, wallet, count, rng)
+            }
+            CoordinatorToSigner::SignPreprocessed {
+                session,
+                wallet,
+                psbt,
+                packages,
+                nonces,
+            } => self.sign_preprocessed(
+                from,
+                signing::OneRoundRequest {
+                    session,
+                    wallet,
+                    psbt,
+                    packages,
+                    nonces,
+                },
+                rng,
+            ),
             CoordinatorToSigner::SignStatement { session, receipts } => {
                 self.sign_statement(from, session, receipts)
             }

@@ -14,7 +14,7 @@ use rand::{CryptoRng, RngCore};
 
 use super::audit::{self, AuditEvent, AuditKind};
 use super::home::{HomeError, WalletInfo};
-use super::policy::PolicyViolation;
+use super::policy::{Policy, PolicyViolation};
 use super::{prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
 use crate::auth::unix_now;
 use crate::frost::keys::roster_index;
@@ -23,6 +23,7 @@ use crate::message::{ErrorCode, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::limits::{
     check_receipts, check_statements, union_total, Receipt, SpendEntry, SpendState, Statement,
 };
+use crate::protocol::roast::{CommitmentBatch, NonceId};
 use crate::psbt::{commit, CheckedPsbt, SignerNonces};
 
 /// A signing session between the rounds.
@@ -36,6 +37,23 @@ pub(super) struct SignSession {
     /// The chosen signers, once this signer gave its statement.
     chosen: Option<BTreeSet<u16>>,
     started: Instant,
+}
+
+/// A one-round signing request's contents.
+pub(super) struct OneRoundRequest {
+    pub session: SessionId,
+    pub wallet: WalletRef,
+    pub psbt: String,
+    pub packages: Vec<frost::SigningPackage>,
+    pub nonces: Vec<NonceId>,
+}
+
+/// What the window check counts besides this signer's own records.
+enum Window<'a> {
+    /// The chosen signers' statements too (wallet-wide limits).
+    WithStatements(&'a BTreeMap<u16, Statement>),
+    /// Only this signer's records.
+    Own,
 }
 
 /// Why a decision transaction did not record a signature.
@@ -144,27 +162,8 @@ impl Signer {
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
         self.require_state()?;
-        let info = self
-            .home
-            .wallet(&wallet.group_key.to_string())
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        self.check_bound(from, &info)?;
-        if wallet.epoch != info.epoch {
-            return Err(refuse(
-                ErrorCode::WrongEpoch,
-                format!(
-                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (if a refresh or repair was interrupted, run `ckm wallet resume` on the coordinator)",
-                    info.name, info.epoch, wallet.epoch
-                ),
-            ));
-        }
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let info = self.wallet_for(from, &wallet)?;
+        let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
         let (nonces, commitments, checked) =
             commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
@@ -385,28 +384,68 @@ impl Signer {
         };
         drop(share);
 
-        // The decision: window check over own records and every statement, audit record,
-        // reservation released — one transaction. No share leaves unless it commits.
-        let now = unix_now();
         let outflow = s.checked.outflow().to_sat();
-        let gk = s.wallet.group_key.to_string();
+        let window = if wallet_wide {
+            Window::WithStatements(&statements)
+        } else {
+            Window::Own
+        };
+        self.decide(
+            from,
+            &s.wallet,
+            &s.checked,
+            &policy,
+            &session,
+            Some(&session),
+            window,
+        )?;
+        tracing::info!(%session, inputs = shares.len(), outflow_sats = outflow, "signed");
+        Ok(SignerToCoordinator::SignShares { shares })
+    }
+
+    /// The decision, in one transaction: (when `reservation` is given) the reservation must
+    /// still be live; the window check over this signer's records (and the statements); the
+    /// keyed audit record of the signature; the reservation released. Then the checkpoint.
+    /// No share may leave unless this returns `Ok`.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        from: &IdentityPublic,
+        wallet: &WalletInfo,
+        checked: &CheckedPsbt,
+        policy: &Policy,
+        session: &SessionId,
+        reservation: Option<&SessionId>,
+        window: Window<'_>,
+    ) -> Result<(), Refusal> {
+        let now = unix_now();
+        let outflow = checked.outflow().to_sat();
+        let gk = wallet.group_key.to_string();
         let mac = self.home.audit_key();
         let decided = self.home.db().write(|tx| {
-            let live: Option<i64> = tx
-                .query_row(
-                    "SELECT expires FROM reservations WHERE session = ?1",
-                    [session.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if !matches!(live, Some(e) if e > i64::try_from(now).unwrap_or(i64::MAX)) {
-                return Err(Decision::Expired);
+            if let Some(r) = reservation {
+                let live: Option<i64> = tx
+                    .query_row(
+                        "SELECT expires FROM reservations WHERE session = ?1",
+                        [r.to_string()],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if !matches!(live, Some(e) if e > i64::try_from(now).unwrap_or(i64::MAX)) {
+                    return Err(Decision::Expired);
+                }
             }
-            let own = own_records(tx, &gk, now)?;
-            let total = if wallet_wide {
-                union_total(&own, statements.values())
-            } else {
-                union_total(&own, [])
+            let mut own = own_records(tx, &gk, now)?;
+            if reservation.is_none() {
+                own.push(SpendEntry {
+                    txid: checked.txid(),
+                    outflow_sats: outflow,
+                    state: SpendState::Reserved,
+                });
+            }
+            let total = match window {
+                Window::WithStatements(statements) => union_total(&own, statements.values()),
+                Window::Own => union_total(&own, []),
             };
             policy
                 .check_window(outflow, total)
@@ -417,29 +456,31 @@ impl Signer {
                 event(
                     AuditKind::Signed,
                     from,
-                    &s.wallet,
-                    &s.checked,
+                    wallet,
+                    checked,
                     format!("session {session}"),
                 ),
                 now,
             )?;
-            tx.execute(
-                "DELETE FROM reservations WHERE session = ?1",
-                [session.to_string()],
-            )?;
+            if let Some(r) = reservation {
+                tx.execute(
+                    "DELETE FROM reservations WHERE session = ?1",
+                    [r.to_string()],
+                )?;
+            }
             Ok(())
         });
         match decided {
             Ok(()) => {}
             Err(Decision::Policy(v)) => {
-                return Err(self.refused(ErrorCode::Policy, from, &s.wallet, &s.checked, v))
+                return Err(self.refused(ErrorCode::Policy, from, wallet, checked, v))
             }
             Err(Decision::Expired) => {
                 return Err(self.refused(
                     ErrorCode::Refused,
                     from,
-                    &s.wallet,
-                    &s.checked,
+                    wallet,
+                    checked,
                     "the spend's reservation expired before round 2",
                 ))
             }
@@ -458,7 +499,117 @@ impl Signer {
                 format!("cannot write the signer's checkpoint ({e}); no share was released"),
             ));
         }
-        tracing::info!(%session, inputs = shares.len(), outflow_sats = outflow, "signed");
-        Ok(SignerToCoordinator::SignShares { shares })
+        Ok(())
+    }
+
+    /// The request's PSBT, parsed, and this signer's share of the wallet.
+    fn psbt_and_share(
+        &self,
+        info: &WalletInfo,
+        psbt: &str,
+    ) -> Result<(Psbt, crate::keys::KeyShare), Refusal> {
+        let psbt: Psbt = psbt
+            .parse()
+            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        Ok((psbt, share))
+    }
+
+    /// The wallet a request names, checked: held, bound to the requester, same epoch.
+    fn wallet_for(&self, from: &IdentityPublic, wallet: &WalletRef) -> Result<WalletInfo, Refusal> {
+        let info = self
+            .home
+            .wallet(&wallet.group_key.to_string())
+            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+        self.check_bound(from, &info)?;
+        if wallet.epoch != info.epoch {
+            return Err(refuse(
+                ErrorCode::WrongEpoch,
+                format!(
+                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (if a refresh or repair was interrupted, run `ckm wallet resume` on the coordinator)",
+                    info.name, info.epoch, wallet.epoch
+                ),
+            ));
+        }
+        Ok(info)
+    }
+
+    pub(super) fn preprocess<R: RngCore + CryptoRng>(
+        &self,
+        from: &IdentityPublic,
+        wallet: WalletRef,
+        count: u16,
+        rng: &mut R,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        self.require_state()?;
+        let info = self.wallet_for(from, &wallet)?;
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let commitments = self
+            .nonces
+            .generate(from, &info.group_key, &share, count, rng)
+            .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
+        let policy = self.wallet_policy(&info)?;
+        tracing::info!(wallet = %info.name, count, "preprocessed nonces");
+        let batch = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, commitments);
+        Ok(SignerToCoordinator::Preprocessed {
+            batch,
+            statements_required: policy.daily_limit_sats.is_some() && info.roster().is_some(),
+        })
+    }
+
+    pub(super) fn sign_preprocessed<R: RngCore + CryptoRng>(
+        &self,
+        from: &IdentityPublic,
+        request: OneRoundRequest,
+        rng: &mut R,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        let OneRoundRequest {
+            session,
+            wallet,
+            psbt,
+            packages,
+            nonces: ids,
+        } = request;
+        self.require_state()?;
+        let info = self.wallet_for(from, &wallet)?;
+        let policy = self.wallet_policy(&info)?;
+        if policy.daily_limit_sats.is_some() && info.roster().is_some() {
+            return Err(refuse(
+                ErrorCode::NeedsStatements,
+                format!("wallet {} has a daily limit that holds wallet-wide: it is signed in rounds with statements, not in one round", info.name),
+            ));
+        }
+        // The nonces leave the pool first: whatever happens next, they never sign again.
+        let nonces = self
+            .nonces
+            .take(from, &info.group_key, &ids)
+            .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?;
+        let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
+        let (signer_nonces, checked) = SignerNonces::preprocessed(&psbt, &share, nonces)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        if let Err(v) = policy.check_spend(&checked, info.network) {
+            return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v));
+        }
+        let shares = match signer_nonces.sign(&psbt, &share, &packages) {
+            Ok(shares) => shares,
+            Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, &checked, e)),
+        };
+        self.decide(from, &info, &checked, &policy, &session, None, Window::Own)?;
+        let count = u16::try_from(ids.len()).unwrap_or(u16::MAX);
+        // Fresh commitments for the next session (none if the pool is full: the coordinator
+        // still holds enough).
+        let fresh = self
+            .nonces
+            .generate(from, &info.group_key, &share, count, rng)
+            .unwrap_or_default();
+        let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
+        tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = shares.len(), "signed in one round");
+        Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh })
     }
 }

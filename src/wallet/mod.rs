@@ -13,7 +13,12 @@ use bitcoin::{Address, Amount, FeeRate, Network, Psbt};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
+mod commitments;
+
+pub use commitments::WalletCommitments;
+
 use crate::frost::keys::GroupPublic;
+use crate::identity::IdentityPublic;
 use crate::keys::WalletFingerprint;
 pub use crate::keys::{Roster, RosterEntry};
 use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
@@ -247,6 +252,8 @@ impl CkmWallet {
     pub fn create(path: &Path, meta: WalletMeta) -> Result<Self, WalletError> {
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let existing: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -274,6 +281,8 @@ impl CkmWallet {
         }
         let mut db = Connection::open(path)?;
         db.execute(META_TABLE, [])?;
+        db.execute(commitments::TABLE, [])?;
+        db.execute(commitments::FLAGS, [])?;
         let text: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -302,6 +311,18 @@ impl CkmWallet {
             .execute("UPDATE ckm_wallet SET meta = ?1 WHERE id = 0", [text])?;
         self.meta = meta;
         Ok(())
+    }
+
+    /// The preprocessed commitments `coordinator` holds for this wallet's current epoch,
+    /// with the metadata (both borrowed at once, for one-round signing).
+    pub fn commitments(
+        &self,
+        coordinator: &IdentityPublic,
+    ) -> (&WalletMeta, WalletCommitments<'_>) {
+        (
+            &self.meta,
+            WalletCommitments::new(&self.db, coordinator, self.meta.epoch),
+        )
     }
 
     /// The wallet's metadata.

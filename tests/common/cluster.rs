@@ -387,9 +387,13 @@ impl SignerProc {
         let line = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
             other => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 self.kill();
                 bail!(
-                    "signer {} ({:?} on {}) did not report listening ({other:?}); log:\n{}",
+                    "signer {} ({:?} on {}) did not report listening ({other:?}; exit status {status:?}); log:\n{}",
                     self.home.display(),
                     self.kind,
                     self.listen,

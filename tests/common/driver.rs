@@ -20,6 +20,7 @@ use ckm::keys::{GroupKey, RosterEntry};
 use ckm::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::{CallError, Client};
 use ckm::protocol::limits::{Receipt, Statement};
+use ckm::protocol::roast::{NonceId, PreCommitment};
 use ckm::psbt::SigningSession;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use frost_secp256k1_tr::round1::SigningCommitments;
@@ -35,6 +36,9 @@ pub struct Committed {
     pub receipt: Receipt,
     pub statements_required: bool,
 }
+
+/// A one-round answer: shares and fresh commitments.
+pub type OneRoundAnswer = (Vec<SignatureShare>, Vec<PreCommitment>);
 
 /// The coordinator's client and the wallet, driven by hand.
 pub struct Driver {
@@ -193,5 +197,80 @@ impl Driver {
         let mut out = psbt.clone();
         session.finalize(&mut out, &signatures)?;
         Ok(out)
+    }
+
+    /// Preprocessing at signer `index`: its commitments (signature checked) and whether it
+    /// needs the statement rounds.
+    pub fn preprocess(
+        &self,
+        index: u16,
+        count: u16,
+    ) -> Result<Result<(Vec<PreCommitment>, bool), CallError>> {
+        let reply = self.call(
+            index,
+            &CoordinatorToSigner::Preprocess {
+                wallet: self.wallet_ref(),
+                count,
+            },
+        )?;
+        Ok(match reply {
+            Ok(SignerToCoordinator::Preprocessed {
+                batch,
+                statements_required,
+            }) => {
+                let entry = self.entry(index)?;
+                let c = batch.verify(
+                    index,
+                    &entry.identity,
+                    &self.client.identity().public(),
+                    &GroupKey::of(&self.meta.group),
+                )?;
+                Ok((c, statements_required))
+            }
+            Ok(other) => bail!("signer {index} answered preprocessing with {other:?}"),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// One-round signing at signer `index`: its shares and fresh commitments.
+    pub fn sign_preprocessed(
+        &self,
+        session: SessionId,
+        psbt: &Psbt,
+        packages: &[SigningPackage],
+        nonces: &[NonceId],
+        index: u16,
+    ) -> Result<Result<OneRoundAnswer, CallError>> {
+        let reply = self.call(
+            index,
+            &CoordinatorToSigner::SignPreprocessed {
+                session,
+                wallet: self.wallet_ref(),
+                psbt: psbt.to_string(),
+                packages: packages.to_vec(),
+                nonces: nonces.to_vec(),
+            },
+        )?;
+        Ok(match reply {
+            Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh }) => {
+                Ok((shares, fresh.commitments))
+            }
+            Ok(other) => bail!("signer {index} answered one-round signing with {other:?}"),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// The signing packages of `psbt` from preprocessed commitments (one per input each).
+    pub fn packages_preprocessed(
+        &self,
+        psbt: &Psbt,
+        commitments: &BTreeMap<u16, Vec<PreCommitment>>,
+    ) -> Result<Vec<SigningPackage>> {
+        let session = SigningSession::new(psbt, &self.meta.group)?;
+        let by_id = commitments
+            .iter()
+            .map(|(i, c)| Ok((identifier(*i)?, c.iter().map(|p| p.commitments).collect())))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(session.signing_packages(&by_id)?)
     }
 }
