@@ -205,7 +205,7 @@ fn from_signers(
             )),
         }
     }
-    Ok(record::recover(&answers, name).context("nothing was stored")?)
+    record::recover(&answers, name).context("nothing was stored")
 }
 
 fn store(ctx: &Context, metas: Vec<WalletMeta>) -> Result<()> {
