@@ -4,6 +4,9 @@
 mod args;
 mod id;
 mod psbt;
+mod psbt_inspect;
+mod psbt_io;
+mod psbt_qr;
 mod signer;
 mod signer_backup;
 mod signer_peers;
@@ -11,6 +14,7 @@ mod signer_records;
 mod spend;
 mod wallet;
 mod wallet_backup;
+mod wallet_export;
 mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};

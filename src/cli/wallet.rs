@@ -15,7 +15,7 @@ use clap::Subcommand;
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, SignerSpec, WalletArg};
 use super::spend::{self, electrum_url};
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
-use super::{runtime, Context};
+use super::{runtime, wallet_export, Context};
 
 /// `wallet migrate`.
 #[derive(Debug, clap::Args)]
@@ -85,6 +85,30 @@ pub enum WalletCommand {
     Descriptor {
         #[command(flatten)]
         wallet: WalletArg,
+    },
+    /// Export the wallet's public side for other wallets (watch-only; no secret)
+    ///
+    /// Formats: a BIP-0389 multipath descriptor; Bitcoin Core's `importdescriptors` request;
+    /// a BIP-0388 wallet policy; a descriptor file for Sparrow (File > Import Wallet > Output
+    /// Descriptor). Each carries its checksum; PSBTs those wallets make are co-signed with
+    /// `ckm psbt sign`. And ckm's own public wallet record (descriptors, roster, epoch, the
+    /// certified history) as a Gordian Envelope, binary or `ur:envelope/…` text, from which
+    /// `ckm wallet recover --from FILE` rebuilds the wallet.
+    ///
+    /// Examples:
+    ///   ckm wallet export --format descriptor
+    ///   ckm wallet export --format core --out vault-core.json
+    ///   bitcoin-cli -rpcwallet=vault importdescriptors "$(cat vault-core.json)"
+    ///   ckm wallet export --format bip388
+    ///   ckm wallet export --format sparrow --out vault-sparrow.txt
+    ///   ckm wallet export --format ur --out vault.ur
+    ///   ckm wallet export --format envelope --out vault.envelope
+    #[command(verbatim_doc_comment)]
+    Export {
+        #[command(flatten)]
+        wallet: WalletArg,
+        #[command(flatten)]
+        args: wallet_export::ExportArgs,
     },
     /// Re-check the wallet's certified key generation offline
     ///
@@ -211,6 +235,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::List => list(ctx),
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
+        }
+        WalletCommand::Export { wallet, args } => {
+            wallet_export::run(ctx, &ctx.open_wallet(wallet.name.as_deref())?, args)
         }
         WalletCommand::Verify { wallet } => verify(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
         WalletCommand::Show(args) => wallet_lifecycle::show(ctx, args),

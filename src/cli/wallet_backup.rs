@@ -1,6 +1,7 @@
-//! `ckm wallet export --format envelope|ur` and `ckm wallet recover`: the coordinator's
-//! wallet as a public Gordian Envelope record, and rebuilding a lost coordinator database
-//! from the signers' records or such a file (library: `ckm::wallet::record`).
+//! `ckm wallet recover` and `ckm wallet export --format envelope|ur` (the formats slot into
+//! `wallet_export.rs`): the coordinator's wallet as a public Gordian Envelope record, and
+//! rebuilding a lost coordinator database from the signers' records or such a file
+//! (library: `ckm::wallet::record`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,48 +12,19 @@ use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
 use ckm::net::client::Client;
 use ckm::store::read_limited;
 use ckm::wallet::record::{self, SignerRecords};
-use ckm::wallet::{CkmWallet, WalletMeta};
-use clap::{Subcommand, ValueEnum};
+use ckm::wallet::WalletMeta;
+use clap::Subcommand;
 
-use super::args::{parse_signer, SignerSpec, WalletArg};
+use super::args::{parse_signer, SignerSpec};
 use super::wallet::store_wallet;
 use super::{runtime, write_file, Context};
 
 /// Largest wallet record file read.
 const MAX_RECORD: u64 = 16 << 20;
 
-/// The public-record formats of `wallet export`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RecordFormat {
-    /// A Gordian Envelope, binary (tagged CBOR)
-    Envelope,
-    /// The same envelope as `ur:envelope/…` text
-    Ur,
-}
-
-/// `wallet export` and `wallet recover` (flattened into `ckm wallet`).
+/// `wallet recover` (flattened into `ckm wallet`).
 #[derive(Debug, Subcommand)]
 pub enum WalletBackupCommand {
-    /// Export the wallet's public record: descriptors, roster, epoch and the certified
-    /// history (key generation and every transition), as a Gordian Envelope
-    ///
-    /// Nothing in it is secret (it is what every signer also holds); keep a copy to rebuild
-    /// the coordinator's wallet without the signers (`ckm wallet recover --from FILE`).
-    ///
-    /// Examples:
-    ///   ckm wallet export --format ur --out vault.ur
-    ///   ckm wallet export --format envelope --out vault.envelope
-    #[command(verbatim_doc_comment)]
-    Export {
-        #[command(flatten)]
-        wallet: WalletArg,
-        /// What to write
-        #[arg(long, value_enum, value_name = "FORMAT")]
-        format: RecordFormat,
-        /// Write to FILE instead of stdout (required for the binary envelope)
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
     /// Rebuild a lost coordinator wallet database from the signers' public records (or from
     /// an exported record)
     ///
@@ -91,11 +63,6 @@ pub enum WalletBackupCommand {
 
 pub fn run(ctx: &Context, cmd: WalletBackupCommand) -> Result<()> {
     match cmd {
-        WalletBackupCommand::Export {
-            wallet,
-            format,
-            out,
-        } => export(ctx, &ctx.open_wallet(wallet.name.as_deref())?, format, out),
         WalletBackupCommand::Recover {
             signers,
             from,
@@ -111,38 +78,20 @@ pub fn run(ctx: &Context, cmd: WalletBackupCommand) -> Result<()> {
     }
 }
 
-fn export(
+/// `wallet export --format envelope`: the binary record, to a file only.
+pub(super) fn export_envelope(
     ctx: &Context,
-    wallet: &CkmWallet,
-    format: RecordFormat,
-    out: Option<PathBuf>,
+    meta: &WalletMeta,
+    out: Option<&std::path::Path>,
 ) -> Result<()> {
-    let meta = wallet.meta();
-    let bytes = match format {
-        RecordFormat::Envelope => record::to_cbor(meta)?,
-        RecordFormat::Ur => format!("{}\n", record::to_ur(meta)?).into_bytes(),
+    let Some(path) = out else {
+        bail!("the binary envelope needs --out FILE (or use --format ur for text)");
     };
-    let format_name = match format {
-        RecordFormat::Envelope => "envelope",
-        RecordFormat::Ur => "ur",
-    };
-    match out {
-        Some(path) => {
-            write_file(&path, &bytes)?;
-            ctx.output(
-                serde_json::json!({ "format": format_name, "file": path.display().to_string() }),
-                || format!("wrote {}", path.display()),
-            )
-        }
-        None if format == RecordFormat::Ur => {
-            let text = String::from_utf8_lossy(&bytes).trim().to_string();
-            ctx.output(
-                serde_json::json!({ "format": format_name, "content": text }),
-                || text.clone(),
-            )
-        }
-        None => bail!("the binary envelope needs --out FILE (or use --format ur for text)"),
-    }
+    write_file(path, &record::to_cbor(meta)?)?;
+    ctx.output(
+        serde_json::json!({ "format": "envelope", "file": path.display().to_string() }),
+        || format!("wrote {}", path.display()),
+    )
 }
 
 fn from_file(file: &std::path::Path, name: Option<&str>) -> Result<Vec<WalletMeta>> {

@@ -508,9 +508,13 @@ impl Signer {
         info: &WalletInfo,
         psbt: &str,
     ) -> Result<(Psbt, crate::keys::KeyShare), Refusal> {
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
+        // Version 0 or 2 (BIP-0370), read into the one model every check works on.
+        let psbt: Psbt = crate::psbt::version::psbt_from_base64(psbt).map_err(|e| {
+            refuse(
+                ErrorCode::BadRequest,
+                format!("malformed PSBT: {}", e.with_causes()),
+            )
+        })?;
         let share = self
             .home
             .load_share(&info.group_key)
