@@ -39,7 +39,7 @@ up: regtest-install
 down:
     regtest/down
 
-# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, load (writes target/bench/report.json)
+# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load (writes target/bench/report.json)
 bench:
     cargo build --release --locked
     CKM_BIN=target/release/ckm cargo bench --locked --bench cosign

@@ -14,8 +14,9 @@ use frost::{Identifier, SigningPackage};
 use frost_secp256k1_tr as frost;
 use miniscript::psbt::PsbtExt;
 
-use super::check::{check_psbt, CheckError, CheckedPsbt};
+use super::check::{check_psbt_with, CheckError, CheckedPsbt};
 use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
+use crate::recovery::RecoveryPolicy;
 
 /// Why co-signing could not complete at the coordinator. Signers are named by roster index.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +98,21 @@ impl SigningSession {
     /// # Errors
     /// [`CoordinateError::Check`] when the PSBT is not one of this wallet's.
     pub fn new(psbt: &Psbt, group: &GroupPublic) -> Result<Self, CoordinateError> {
+        Self::with_recovery(psbt, group, None)
+    }
+
+    /// Like [`SigningSession::new`] for a wallet with a certified recovery path (see
+    /// [`check_psbt_with`]).
+    ///
+    /// # Errors
+    /// [`CoordinateError::Check`] when the PSBT is not one of this wallet's.
+    pub fn with_recovery(
+        psbt: &Psbt,
+        group: &GroupPublic,
+        recovery: Option<&RecoveryPolicy>,
+    ) -> Result<Self, CoordinateError> {
         Ok(SigningSession {
-            checked: check_psbt(psbt, group)?,
+            checked: check_psbt_with(psbt, group, recovery)?,
             group: group.clone(),
         })
     }

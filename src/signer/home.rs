@@ -237,6 +237,7 @@ pub struct SignerHome {
     mac: MacKey,
     identity: IdentityKey,
     db: SignerDb,
+    checkpoint: checkpoint::CheckpointFile,
 }
 
 /// What [`SignerHome::restore`] restores.
@@ -492,6 +493,7 @@ impl SignerHome {
             reason: e.to_string(),
         })?;
         let home = SignerHome {
+            checkpoint: checkpoint::CheckpointFile::new(&dir),
             dir,
             key,
             mac,
@@ -574,6 +576,7 @@ impl SignerHome {
         let db = SignerDb::open(&db_path)?;
         let mac = key.mac_key(audit::MAC_PURPOSE);
         Ok(SignerHome {
+            checkpoint: checkpoint::CheckpointFile::new(&dir),
             dir,
             key,
             mac,
@@ -629,7 +632,7 @@ impl SignerHome {
         rng: &mut R,
     ) -> Result<Checkpoint, HomeError> {
         let at = self.db.read(|c| Ok(self.position(c)))??;
-        Ok(checkpoint::advance(&self.dir, &self.key, at, rng)?)
+        Ok(self.checkpoint.advance(&self.key, at, rng)?)
     }
 
     /// Checks the records against the sealed checkpoint: the whole audit chain (keyed
@@ -767,6 +770,7 @@ impl SignerHome {
             .map_err(HomeError::Sql)
         })?;
         let at = self.db.read(|c| Ok(self.position(c)))??;
+        self.checkpoint.close();
         checkpoint::replace(&self.dir, &self.key, at, rng)?;
         Ok(at)
     }
