@@ -94,6 +94,23 @@ pub struct WalletRef {
     pub epoch: u64,
 }
 
+/// A wallet's public record as a signer holds it: everything a coordinator needs to rebuild
+/// the wallet (the certified key generation and every transition since) and nothing secret.
+/// The receiver re-checks the history offline ([`lifecycle::History::verify`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRecord {
+    /// The wallet's name (as certified at key generation).
+    pub name: String,
+    /// The group's root public key.
+    pub group_key: GroupKey,
+    /// The epoch the signer's share belongs to.
+    pub epoch: u64,
+    /// The signer's roster index.
+    pub index: u16,
+    /// The certified key generation and every committed transition since.
+    pub history: lifecycle::History,
+}
+
 /// Requests from the coordinator to a signer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -113,6 +130,10 @@ pub enum CoordinatorToSigner {
     /// A step of an epoch transition (refresh, removal, repair, enrolment: see
     /// [`crate::protocol::lifecycle`]).
     Transition(lifecycle::TransitionRequest),
+    /// The public records of every wallet bound to the requesting coordinator (answered with
+    /// [`SignerToCoordinator::WalletRecords`]), from which `ckm wallet recover` rebuilds a
+    /// lost coordinator database.
+    WalletRecords,
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -181,6 +202,9 @@ pub enum SignerToCoordinator {
         /// Wallets held (names).
         wallets: Vec<String>,
     },
+    /// The public records of the wallets bound to the requesting coordinator (nothing
+    /// secret: each wallet's certified history, from which its roster and descriptors follow).
+    WalletRecords(Vec<WalletRecord>),
     /// Round-1 broadcast of the key generation.
     DkgRound1(dkg::Round1Answer),
     /// Transcript hash and sealed round-2 packages by recipient index.

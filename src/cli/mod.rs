@@ -10,10 +10,12 @@ mod psbt_io;
 mod psbt_qr;
 mod signer;
 mod signer_address;
+mod signer_backup;
 mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_backup;
 mod wallet_export;
 mod wallet_lifecycle;
 

@@ -130,6 +130,8 @@ pub enum SignerCommand {
     /// rollback warning
     #[command(subcommand)]
     State(StateCommand),
+    #[command(flatten)]
+    Backup(super::signer_backup::BackupCommand),
 }
 
 /// The flags of `signer serve`.
@@ -386,6 +388,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
         SignerCommand::Audit(cmd) => signer_records::audit(ctx, cmd),
         SignerCommand::State(cmd) => signer_records::state(ctx, cmd),
+        SignerCommand::Backup(cmd) => super::signer_backup::run(ctx, cmd),
     }
 }
 

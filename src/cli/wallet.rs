@@ -114,7 +114,9 @@ pub enum WalletCommand {
     /// Formats: a BIP-0389 multipath descriptor; Bitcoin Core's `importdescriptors` request;
     /// a BIP-0388 wallet policy; a descriptor file for Sparrow (File > Import Wallet > Output
     /// Descriptor). Each carries its checksum; PSBTs those wallets make are co-signed with
-    /// `ckm psbt sign`.
+    /// `ckm psbt sign`. And ckm's own public wallet record (descriptors, roster, epoch, the
+    /// certified history) as a Gordian Envelope, binary or `ur:envelope/…` text, from which
+    /// `ckm wallet recover --from FILE` rebuilds the wallet.
     ///
     /// Examples:
     ///   ckm wallet export --format descriptor
@@ -122,6 +124,8 @@ pub enum WalletCommand {
     ///   bitcoin-cli -rpcwallet=vault importdescriptors "$(cat vault-core.json)"
     ///   ckm wallet export --format bip388
     ///   ckm wallet export --format sparrow --out vault-sparrow.txt
+    ///   ckm wallet export --format ur --out vault.ur
+    ///   ckm wallet export --format envelope --out vault.envelope
     #[command(verbatim_doc_comment)]
     Export {
         #[command(flatten)]
@@ -220,6 +224,8 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    #[command(flatten)]
+    Backup(super::wallet_backup::WalletBackupCommand),
     /// Pay an address: build, co-sign with the signers, broadcast
     ///
     /// Shows what will be paid and the fee, asks for confirmation (skip with --yes), then
@@ -287,6 +293,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
         WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
         WalletCommand::Migrate(args) => migrate(ctx, args),
+        WalletCommand::Backup(cmd) => super::wallet_backup::run(ctx, cmd),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
@@ -328,7 +335,8 @@ fn create_wallet(
     network: Option<Network>,
     recovery: Option<RecoveryPolicy>,
 ) -> Result<CkmWallet> {
-    let path = ctx.new_wallet_path(name)?;
+    // Refuse a taken name before running the key generation.
+    ctx.new_wallet_path(name)?;
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
     ckm::frost::dkg::DkgParams::new(threshold, n)?;
     let network = network.or(ctx.network).unwrap_or(Network::Regtest);
@@ -374,6 +382,13 @@ fn create_wallet(
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
+    store_wallet(ctx, meta)
+}
+
+/// Stores a new wallet database for `meta` (whose name must be free in this home).
+pub(super) fn store_wallet(ctx: &Context, meta: WalletMeta) -> Result<CkmWallet> {
+    let name = meta.name.clone();
+    let path = ctx.new_wallet_path(&name)?;
     // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
     // only once complete: a crash part-way leaves no half-made wallet that would break
     // `wallet list` and block the name. The hard link refuses to replace an existing wallet.

@@ -23,6 +23,12 @@ pub enum ExportFormat {
     Bip388,
     /// A descriptor file Sparrow imports as a watch-only wallet
     Sparrow,
+    /// ckm's public wallet record as a Gordian Envelope, binary (tagged CBOR; needs --out):
+    /// descriptors, roster, epoch and the certified history, read back by `wallet recover
+    /// --from FILE`
+    Envelope,
+    /// The same record as `ur:envelope/…` text
+    Ur,
 }
 
 /// `ckm wallet export` (the wallet is chosen by the parent command's --wallet).
@@ -44,6 +50,9 @@ pub fn run(ctx: &Context, wallet: &CkmWallet, args: ExportArgs) -> Result<()> {
     let meta = wallet.meta();
     if args.timestamp.is_some() && args.format != ExportFormat::Core {
         bail!("--timestamp only applies to --format core");
+    }
+    if args.format == ExportFormat::Envelope {
+        return super::wallet_backup::export_envelope(ctx, meta, args.out.as_deref());
     }
     let (text, json) = match args.format {
         ExportFormat::Descriptor => {
@@ -69,6 +78,10 @@ pub fn run(ctx: &Context, wallet: &CkmWallet, args: ExportArgs) -> Result<()> {
         ExportFormat::Sparrow => {
             let t = export::sparrow_file(meta)?;
             (t.clone(), serde_json::json!(t))
+        }
+        ExportFormat::Envelope | ExportFormat::Ur => {
+            let t = ckm::wallet::record::to_ur(meta)?;
+            (format!("{t}\n"), serde_json::json!(t))
         }
     };
     let format = args

@@ -43,6 +43,8 @@ pub enum AuditKind {
     Reset,
     /// The home was converted from the v1 file layout (and imported v1 records).
     Migrated,
+    /// The home was restored from a share backup (`ckm signer restore`).
+    Restored,
 }
 
 impl AuditKind {
@@ -56,6 +58,7 @@ impl AuditKind {
             AuditKind::Peers => "peers",
             AuditKind::Reset => "reset",
             AuditKind::Migrated => "migrated",
+            AuditKind::Restored => "restored",
         }
     }
 }
@@ -77,6 +80,7 @@ impl FromStr for AuditKind {
             "peers" => AuditKind::Peers,
             "reset" => AuditKind::Reset,
             "migrated" => AuditKind::Migrated,
+            "restored" => AuditKind::Restored,
             other => return Err(format!("unknown audit kind {other:?}")),
         })
     }

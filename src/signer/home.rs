@@ -240,6 +240,31 @@ pub struct SignerHome {
     checkpoint: checkpoint::CheckpointFile,
 }
 
+/// What [`SignerHome::restore`] restores.
+#[derive(Debug)]
+pub struct Restore<'a> {
+    /// The signer's identity key.
+    pub identity: IdentityKey,
+    /// Each wallet: its public record, this signer's share and its policy.
+    pub wallets: Vec<(&'a WalletInfo, &'a KeyShare, &'a Policy)>,
+    /// The approved peers.
+    pub peers: &'a Peers,
+    /// Where the state comes from, for the `restored` audit record.
+    pub detail: String,
+}
+
+/// A store header not yet written (it goes last: its presence makes a signer home).
+struct PendingHeader {
+    path: PathBuf,
+    json: Vec<u8>,
+}
+
+impl PendingHeader {
+    fn write(self) -> Result<(), HomeError> {
+        write_atomic(&self.path, &self.json).map_err(io("write", &self.path))
+    }
+}
+
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HomeError + 'a {
     move |source| HomeError::Io {
         action,
@@ -285,6 +310,161 @@ impl SignerHome {
         params: KdfParams,
         rng: &mut R,
     ) -> Result<Self, HomeError> {
+        let identity = IdentityKey::generate(rng);
+        let (home, header) = Self::create(home, passphrase, params, identity, rng)?;
+        home.advance_checkpoint(rng)?;
+        header.write()?;
+        Ok(home)
+    }
+
+    /// Creates a signer home that rejoins its wallets as the signer a backup was taken of:
+    /// the same identity key, each wallet's public record and share (sealed and bound to the
+    /// record as [`SignerHome::save_shares`] does), its policy and the approved peers, under
+    /// a new store passphrase. The records start a fresh audit chain: one `wallet` record per
+    /// wallet and a `restored` record saying what was restored (`detail`), then a checkpoint.
+    /// The store header is written last; on any failure the directory this call created is
+    /// removed again, so nothing is left behind.
+    ///
+    /// # Errors
+    /// An existing signer directory (nothing is touched then), a wallet listed twice, or a
+    /// file system or database error.
+    pub fn restore<R: RngCore + CryptoRng>(
+        home: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+        restore: Restore<'_>,
+        rng: &mut R,
+    ) -> Result<Self, HomeError> {
+        let dir = Self::dir_of(home);
+        if dir.exists() {
+            return Err(HomeError::AlreadyInitialized(dir));
+        }
+        let made_home = !home.exists();
+        let Restore {
+            identity,
+            wallets,
+            peers,
+            detail,
+        } = restore;
+        let result: Result<Self, HomeError> = (|| {
+            let (signer, header) = Self::create(home, passphrase, params, identity, rng)?;
+            signer.import(&wallets, peers, &detail, rng)?;
+            header.write()?;
+            Ok(signer)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+            if made_home {
+                let _ = fs::remove_dir(home);
+            }
+        }
+        result
+    }
+
+    /// The wallets, policies, peers and audit records of a restore, in one transaction.
+    fn import<R: RngCore + CryptoRng>(
+        &self,
+        wallets: &[(&WalletInfo, &KeyShare, &Policy)],
+        peers: &Peers,
+        detail: &str,
+        rng: &mut R,
+    ) -> Result<(), HomeError> {
+        let mut rows = Vec::with_capacity(wallets.len());
+        for (info, share, _) in wallets {
+            let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
+                path: self.db.path().to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
+                path: self.db.path().to_path_buf(),
+                source,
+            })?;
+            let sealed = self.key.seal(
+                share_aad(&info.group_key, &info_json).as_bytes(),
+                &secret,
+                rng,
+            );
+            rows.push((info_json, sealed));
+        }
+        let peers_json = serde_json::to_vec(&Versioned {
+            version: 1,
+            value: peers,
+        })
+        .map_err(|e| HomeError::Malformed {
+            path: self.db.path().to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let sealed_peers = self.key.seal(b"peers", &peers_json, rng);
+        let now = crate::auth::unix_now();
+        self.db.write(|tx| {
+            let mut policies = 0;
+            for ((info, _, policy), (info_json, sealed)) in wallets.iter().zip(&rows) {
+                insert_wallet(tx, info, info_json, sealed)?;
+                if **policy != Policy::default() {
+                    put_policy(tx, &self.key, &info.group_key, policy, 1, rng)?;
+                    policies += 1;
+                }
+                audit::append(
+                    tx,
+                    &self.mac,
+                    AuditEvent {
+                        kind: AuditKind::Wallet,
+                        wallet: info.name.clone(),
+                        group_key: info.group_key.to_string(),
+                        coordinator: info.coordinator.to_string(),
+                        txid: String::new(),
+                        outflow_sats: 0,
+                        fee_sats: 0,
+                        detail: format!(
+                            "restored share {} of a {}-of-{} wallet at epoch {} (fingerprint {})",
+                            info.index,
+                            info.threshold,
+                            info.signers,
+                            info.epoch,
+                            info.fingerprint
+                                .map_or_else(|| "none".to_string(), |f| f.to_string())
+                        ),
+                    },
+                    now,
+                )
+                .map_err(|e| HomeError::Db(self.sql(e)))?;
+            }
+            if policies > 0 {
+                put_policy_state(tx, &self.key, 1, rng)?;
+            }
+            if !peers.peers.is_empty() {
+                put_kv(tx, "peers", &sealed_peers).map_err(|e| HomeError::Db(self.sql(e)))?;
+            }
+            audit::append(
+                tx,
+                &self.mac,
+                AuditEvent::signer(
+                    AuditKind::Restored,
+                    format!(
+                        "{}: {} wallet(s), {policies} wallet policy(ies), {} approved peer(s); the records before the backup are not carried over",
+                        detail,
+                        wallets.len(),
+                        peers.peers.len()
+                    ),
+                ),
+                now,
+            )
+            .map_err(|e| HomeError::Db(self.sql(e)))?;
+            Ok::<_, HomeError>(())
+        })?;
+        self.advance_checkpoint(rng)?;
+        Ok(())
+    }
+
+    /// The store, identity files and an empty database under `home` (the header is returned
+    /// to be written last: until then the directory is no signer home).
+    fn create<R: RngCore + CryptoRng>(
+        home: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+        identity: IdentityKey,
+        rng: &mut R,
+    ) -> Result<(Self, PendingHeader), HomeError> {
         let dir = Self::dir_of(home);
         let header_path = dir.join("store.json");
         if header_path.exists() {
@@ -296,7 +476,6 @@ impl SignerHome {
                 path: header_path.clone(),
                 source,
             })?;
-        let identity = IdentityKey::generate(rng);
         let sealed = key.seal(b"identity", identity.secret_bytes().as_slice(), rng);
         let identity_path = dir.join("identity.sealed");
         write_atomic(&identity_path, &sealed).map_err(io("write", &identity_path))?;
@@ -309,6 +488,10 @@ impl SignerHome {
         }
         let db = SignerDb::open(&SignerDb::path_in(&dir))?;
         let mac = key.mac_key(audit::MAC_PURPOSE);
+        let header_json = serde_json::to_vec_pretty(&header).map_err(|e| HomeError::Malformed {
+            path: header_path.clone(),
+            reason: e.to_string(),
+        })?;
         let home = SignerHome {
             checkpoint: checkpoint::CheckpointFile::new(&dir),
             dir,
@@ -317,14 +500,13 @@ impl SignerHome {
             identity,
             db,
         };
-        home.advance_checkpoint(rng)?;
-        let header_json = serde_json::to_vec_pretty(&header).map_err(|e| HomeError::Malformed {
-            path: header_path.clone(),
-            reason: e.to_string(),
-        })?;
-        // The header goes last: a crash before this leaves no half-initialized store.
-        write_atomic(&header_path, &header_json).map_err(io("write", &header_path))?;
-        Ok(home)
+        Ok((
+            home,
+            PendingHeader {
+                path: header_path,
+                json: header_json,
+            },
+        ))
     }
 
     /// The public identity of a signer home without unlocking it.

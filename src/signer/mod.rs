@@ -7,6 +7,7 @@
 //! [`crate::protocol::limits`] is enforced here.
 
 pub mod audit;
+pub mod backup;
 pub mod checkpoint;
 pub mod db;
 pub mod home;
@@ -235,6 +236,7 @@ impl Signer {
             CoordinatorToSigner::DkgRound2(request) => self.dkg_round2(from, request),
             CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
             CoordinatorToSigner::Transition(request) => self.transition(from, request, rng),
+            CoordinatorToSigner::WalletRecords => self.wallet_records(from),
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,

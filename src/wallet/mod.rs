@@ -5,6 +5,7 @@
 //! signers, group public key package; never a secret).
 
 pub mod export;
+pub mod record;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,206 @@
+//! `ckm wallet recover` and `ckm wallet export --format envelope|ur` (the formats slot into
+//! `wallet_export.rs`): the coordinator's wallet as a public Gordian Envelope record, and
+//! rebuilding a lost coordinator database from the signers' records or such a file
+//! (library: `ckm::wallet::record`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use ckm::keys::RosterEntry;
+use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
+use ckm::net::client::Client;
+use ckm::store::read_limited;
+use ckm::wallet::record::{self, SignerRecords};
+use ckm::wallet::WalletMeta;
+use clap::Subcommand;
+
+use super::args::{parse_signer, SignerSpec};
+use super::wallet::store_wallet;
+use super::{runtime, write_file, Context};
+
+/// Largest wallet record file read.
+const MAX_RECORD: u64 = 16 << 20;
+
+/// `wallet recover` (flattened into `ckm wallet`).
+#[derive(Debug, Subcommand)]
+pub enum WalletBackupCommand {
+    /// Rebuild a lost coordinator wallet database from the signers' public records (or from
+    /// an exported record)
+    ///
+    /// Asks each signer for the wallets bound to this coordinator, re-checks every record's
+    /// certified history offline, requires the signers that hold a wallet to agree and at
+    /// least its threshold of them to answer, and stores the wallet: the same descriptors,
+    /// roster and epoch. The new database knows no transaction yet: run `ckm wallet sync`
+    /// to rescan the chain (the next address then follows the last used one).
+    ///
+    /// A signer answers only for wallets bound to this coordinator. When the coordinator's
+    /// identity was lost too (a new `ckm id`), each signer's operator first allows it:
+    /// `ckm signer serve --allow-coordinator <new id>` and
+    /// `ckm signer wallet allow-coordinator --wallet NAME <new id>`.
+    ///
+    /// Examples:
+    ///   ckm --home ~/coord wallet recover --signer http://127.0.0.1:7001#<id1> \
+    ///       --signer http://127.0.0.1:7002#<id2> --signer http://127.0.0.1:7003#<id3>
+    ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
+    ///   ckm --home ~/coord wallet recover --from vault.ur
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// A signer as URL#PUBKEY (repeat; at least each wallet's threshold of its signers)
+        #[arg(long = "signer", value_name = "URL#PUBKEY", value_parser = parse_signer, required_unless_present = "from", conflicts_with = "from")]
+        signers: Vec<SignerSpec>,
+        /// Read the wallet from a file written by `wallet export --format envelope|ur`
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Recover only this wallet [default: every wallet the signers return]
+        #[arg(long = "wallet", value_name = "NAME")]
+        name: Option<String>,
+        /// Seconds to wait for each signer
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
+    },
+}
+
+pub fn run(ctx: &Context, cmd: WalletBackupCommand) -> Result<()> {
+    match cmd {
+        WalletBackupCommand::Recover {
+            signers,
+            from,
+            name,
+            timeout,
+        } => {
+            let metas = match from {
+                Some(file) => from_file(&file, name.as_deref())?,
+                None => from_signers(ctx, signers, name.as_deref(), timeout)?,
+            };
+            store(ctx, metas)
+        }
+    }
+}
+
+/// `wallet export --format envelope`: the binary record, to a file only.
+pub(super) fn export_envelope(
+    ctx: &Context,
+    meta: &WalletMeta,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    let Some(path) = out else {
+        bail!("the binary envelope needs --out FILE (or use --format ur for text)");
+    };
+    write_file(path, &record::to_cbor(meta)?)?;
+    ctx.output(
+        serde_json::json!({ "format": "envelope", "file": path.display().to_string() }),
+        || format!("wrote {}", path.display()),
+    )
+}
+
+fn from_file(file: &std::path::Path, name: Option<&str>) -> Result<Vec<WalletMeta>> {
+    let bytes =
+        read_limited(file, MAX_RECORD).with_context(|| format!("reading {}", file.display()))?;
+    let meta = record::from_bytes(&bytes)
+        .with_context(|| format!("{}: nothing was stored", file.display()))?;
+    if let Some(n) = name {
+        if n != meta.name {
+            bail!("{} holds wallet '{}', not '{n}'", file.display(), meta.name);
+        }
+    }
+    Ok(vec![meta])
+}
+
+fn from_signers(
+    ctx: &Context,
+    signers: Vec<SignerSpec>,
+    name: Option<&str>,
+    timeout: u64,
+) -> Result<Vec<WalletMeta>> {
+    let key = ctx.coordinator_identity()?;
+    let me = key.public();
+    let client = Client::new(key, Duration::from_secs(timeout))?;
+    let entries: Vec<RosterEntry> = signers
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| RosterEntry {
+            index: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            url: s.url,
+            identity: s.identity,
+            tls_sha256: s.tls_sha256,
+        })
+        .collect();
+    ctx.say(format!(
+        "asking {} signer(s) for the wallets bound to this coordinator ({me})…",
+        entries.len()
+    ));
+    let replies = runtime()?.block_on(async {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in &entries {
+            out.push(client.call(e, &CoordinatorToSigner::WalletRecords).await);
+        }
+        out
+    });
+    let mut answers = Vec::new();
+    for (entry, reply) in entries.iter().zip(replies) {
+        match reply {
+            Ok(SignerToCoordinator::WalletRecords(records)) => answers.push(SignerRecords {
+                signer: entry.clone(),
+                records,
+            }),
+            Ok(_) => ctx.say(format!(
+                "signer {} ({}) answered out of protocol; ignored",
+                entry.identity, entry.url
+            )),
+            Err(e) => ctx.say(format!(
+                "signer {} ({}) did not answer: {e} (is it running, and does it allow this coordinator, {me}?)",
+                entry.identity, entry.url
+            )),
+        }
+    }
+    record::recover(&answers, name).context("nothing was stored")
+}
+
+fn store(ctx: &Context, metas: Vec<WalletMeta>) -> Result<()> {
+    let existing = ctx.wallet_names()?;
+    if let Some(m) = metas.iter().find(|m| existing.contains(&m.name)) {
+        bail!(
+            "this home already has a wallet named '{}'; recover into another --home; nothing was stored",
+            m.name
+        );
+    }
+    let mut rows = Vec::new();
+    for meta in metas {
+        let (external, internal) = meta.descriptors()?;
+        let row = serde_json::json!({
+            "wallet": meta.name,
+            "network": meta.network.to_string(),
+            "epoch": meta.epoch,
+            "threshold": meta.group.threshold(),
+            "signers": meta.roster.indexes(),
+            "fingerprint": meta.fingerprint().map(|f| f.to_string()),
+            "external": external,
+            "internal": internal,
+        });
+        store_wallet(ctx, meta)?;
+        rows.push(row);
+    }
+    ctx.output(
+        serde_json::json!({ "recovered": rows, "next": "run `ckm wallet sync` to rescan the chain" }),
+        || {
+            let lines: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "recovered '{}' (epoch {}, fingerprint {})\n  external: {}\n  internal: {}",
+                        r["wallet"].as_str().unwrap_or_default(),
+                        r["epoch"],
+                        r["fingerprint"].as_str().unwrap_or("none"),
+                        r["external"].as_str().unwrap_or_default(),
+                        r["internal"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            format!(
+                "{}\nThe wallet knows no transaction yet: run `ckm wallet sync` to rescan the chain.",
+                lines.join("\n")
+            )
+        },
+    )
+}
