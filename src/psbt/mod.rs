@@ -11,7 +11,7 @@ use bitcoin::{Psbt, Transaction};
 use rand::{CryptoRng, RngCore};
 
 pub use check::{check_psbt, CheckError, CheckedPsbt};
-pub use coordinate::{CoordinateError, SigningSession};
+pub use coordinate::{CoordinateError, SigningSession, VerifiedSignatures};
 pub use sign::{commit, PreprocessedNonce, SignError, SignerNonces};
 
 use crate::frost::keys::{roster_index, KeyShare};
