@@ -39,14 +39,14 @@ up: regtest-install
 down:
     regtest/down
 
-# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, load (writes target/bench/report.json)
+# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load (writes target/bench/report.json)
 bench:
     cargo build --release --locked
     CKM_BIN=target/release/ckm cargo bench --locked --bench cosign
 
-# Fuzz each target (PSBT checks, signer messages, share store) for SECS seconds
+# Fuzz each target (PSBT checks, PSBT v0/v2 and UR decoding, signer messages, share store) for SECS seconds
 fuzz secs="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && for t in check_psbt signer_message share_store; do \
+    cd fuzz && for t in check_psbt psbt_formats signer_message share_store; do \
       RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time={{secs}} -rss_limit_mb=4096 2>&1 | tail -n 3; \
     done

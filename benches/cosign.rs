@@ -18,16 +18,28 @@
 //!   `tr(tprv…/0/*)` / `tr(tprv…/1/*)` wallet.
 //!
 //! Plus the DKG across real signer processes vs in one process for n = 3, 5, 10, 20 with
-//! t = ⌈2n/3⌉, and a load figure: 50 coordinators (each its own identity, all allowed on the
-//! signers) co-signing a 10-input PSBT of one 2-of-3 wallet concurrently through the same three
-//! signer processes.
+//! t = ⌈2n/3⌉;
+//!
+//! - **scale**: two 2-of-3 sets of signer processes, one holding 1 wallet and one holding
+//!   10 000 wallets (the measured one from a DKG across the processes, 9 999 from certified
+//!   DKGs in memory stored with `SignerHome::save_shares`) and 100 000 audit records over the
+//!   last 30 days; the measured wallet has the same policy in both (a daily limit never
+//!   reached, so the statement round and the window query run). Co-signing latency of a
+//!   10-input PSBT (61 signings per set) and start-up time (spawn to "listening"), the two
+//!   sets interleaved;
+//! - **load**: 50 coordinators (each its own identity, all allowed on the signers) at once
+//!   through the same three signer processes, co-signing 10-input PSBTs of one 2-of-3 wallet
+//!   (its operators added the 49 other coordinators to its policy), and each co-signing a
+//!   PSBT of its own wallet (50 wallets, one DKG per coordinator); runs of the two alternate.
 //!
 //! Every signed transaction is checked once with libbitcoinconsensus (Taproot rules).
 //! Output: a table on stdout and `target/bench/report.json`.
 //!
 //! Environment: `CKM_BIN` (the ckm binary; default: the one cargo built with this bench,
 //! `target/release/ckm`),
-//! `CKM_BENCH_QUICK=1` (N = 1 and 10 only, fewer repetitions, DKG up to n = 10: a smoke run),
+//! `CKM_BENCH_QUICK=1` (N = 1 and 10 only, fewer repetitions, DKG up to n = 10, scale with
+//! 300 wallets and 3 000 records (labelled as such), one load run of each kind: a smoke run),
+//! `CKM_BENCH_LOAD_RUNS` (runs of each kind of load, default 7, 1 in quick mode),
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15).
@@ -48,9 +60,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::{KeychainKind, SignOptions, Wallet};
 use bitcoin::bip32::Xpriv;
+use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Keypair, SecretKey};
 use bitcoin::{
-    Address, Amount, FeeRate, Network, NetworkKind, Psbt, ScriptBuf, Transaction, TxOut,
+    Address, Amount, FeeRate, Network, NetworkKind, Psbt, ScriptBuf, Transaction, TxOut, Txid,
 };
 use ckm::frost::dkg::{run_in_memory, DkgParams};
 use ckm::frost::keys::{secp, GroupPublic, KeyShare};
@@ -59,8 +72,12 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt};
+use ckm::protocol::dkg::{run_in_memory as certified_dkg, CertifiedShare, DkgContext};
 use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
-use ckm::signer::home::SignerHome;
+use ckm::signer::audit::{self, AuditEvent, AuditKind};
+use ckm::signer::db::SignerDb;
+use ckm::signer::home::{HomeError, SignerHome, WalletInfo};
+use ckm::signer::policy::Policy;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use frost_secp256k1_tr as frost;
 use rand::rngs::ThreadRng;
@@ -262,6 +279,10 @@ struct SignerProc {
     child: Child,
     url: String,
     identity: IdentityPublic,
+    /// When the process was spawned.
+    spawned: Instant,
+    /// From spawning the process to its "listening" line.
+    startup: Duration,
 }
 
 impl SignerProc {
@@ -310,13 +331,8 @@ fn first(roster: &Roster, n: u16) -> Result<Roster> {
     Ok(Roster::new(roster.entries()[..usize::from(n)].to_vec())?)
 }
 
-/// `ckm signer init` in each home (in parallel), then `ckm signer serve` on a free loopback
-/// port allowing `allowed`; returns once every server printed its address.
-fn start_signers(
-    bin: &Path,
-    homes: &[PathBuf],
-    allowed: &[IdentityPublic],
-) -> Result<Vec<SignerProc>> {
+/// `ckm signer init` in each home, in parallel.
+fn init_homes(bin: &Path, homes: &[PathBuf]) -> Result<()> {
     let mut inits = Vec::new();
     for home in homes {
         let child = Command::new(bin)
@@ -341,73 +357,130 @@ fn start_signers(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let ids = homes
+    Ok(())
+}
+
+/// The first line of a starting signer and when it arrived.
+type FirstLine = (Option<std::io::Result<String>>, Instant);
+
+/// Spawns `ckm signer serve` on a free loopback port in `home`, allowing `allowed` as
+/// coordinators and `peers` as key-generation peers. The process is owned by the returned
+/// guard; [`await_listening`] waits for its first line.
+fn spawn_serve(
+    bin: &Path,
+    home: &Path,
+    allowed: &[IdentityPublic],
+    peers: &[IdentityPublic],
+) -> Result<(SignerProc, mpsc::Receiver<FirstLine>)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("serve.log"))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--home")
+        .arg(home)
+        .args(["signer", "serve", "--listen", "127.0.0.1:0"]);
+    for key in allowed {
+        cmd.arg("--allow-coordinator").arg(key.to_string());
+    }
+    for peer in peers {
+        cmd.arg("--allow-peer").arg(peer.to_string());
+    }
+    cmd.env("CKM_PASSPHRASE", PASSPHRASE)
+        .env_remove("CKM_HOME")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let spawned = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} signer serve", bin.display()))?;
+    let stdout = child.stdout.take();
+    // Owned by a guard from here on, so an early return kills it.
+    let proc = SignerProc {
+        child,
+        url: String::new(),
+        identity: IdentityKey::generate(&mut rand::rngs::OsRng).public(),
+        spawned,
+        startup: Duration::ZERO,
+    };
+    let stdout = stdout.context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next();
+        let _ = tx.send((first, Instant::now()));
+        for _ in lines {}
+    });
+    Ok((proc, rx))
+}
+
+/// Waits for the "listening on http://ADDR as ID" line of a spawned signer; fills in its
+/// address, identity and start-up time (spawn to the arrival of that line).
+fn await_listening(
+    signer: &mut SignerProc,
+    rx: &mpsc::Receiver<FirstLine>,
+    home: &Path,
+) -> Result<()> {
+    let (line, at) = match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok((Some(Ok(line)), at)) => (line, at),
+        other => bail!(
+            "signer in {} did not start ({:?}); see {}",
+            home.display(),
+            other.map(|(l, _)| l),
+            home.join("serve.log").display()
+        ),
+    };
+    let (url, id) = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_once(" as "))
+        .with_context(|| format!("unexpected first line from signer: {line}"))?;
+    signer.url = url.to_string();
+    signer.identity =
+        IdentityPublic::from_str(id.trim()).map_err(|e| anyhow!("signer identity {id}: {e}"))?;
+    signer.startup = at.saturating_duration_since(signer.spawned);
+    Ok(())
+}
+
+/// The identities of the other homes of a set: every signer of a set approves every other
+/// as a key-generation peer.
+fn peers_of(homes: &[PathBuf], me: usize) -> Result<Vec<IdentityPublic>> {
+    homes
         .iter()
-        .map(|h| Ok(SignerHome::public_identity(h)?))
-        .collect::<Result<Vec<IdentityPublic>>>()?;
+        .enumerate()
+        .filter(|(i, _)| *i != me)
+        .map(|(_, h)| Ok(SignerHome::public_identity(h)?))
+        .collect()
+}
+
+/// `ckm signer serve` in each (initialized) home at once; returns once every server printed
+/// its address.
+fn serve_homes(
+    bin: &Path,
+    homes: &[PathBuf],
+    allowed: &[IdentityPublic],
+) -> Result<Vec<SignerProc>> {
     let mut pending = Vec::new();
-    for (home, me) in homes.iter().zip(&ids) {
-        let log = std::fs::File::create(home.join("serve.log"))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("--home")
-            .arg(home)
-            .args(["signer", "serve", "--listen", "127.0.0.1:0"]);
-        for key in allowed {
-            cmd.arg("--allow-coordinator").arg(key.to_string());
-        }
-        // Every signer of the pool approves every other as a key-generation peer.
-        for peer in ids.iter().filter(|p| *p != me) {
-            cmd.arg("--allow-peer").arg(peer.to_string());
-        }
-        let mut child = cmd
-            .env("CKM_PASSPHRASE", PASSPHRASE)
-            .env_remove("CKM_HOME")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {} signer serve", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        pending.push((home, child, rx));
+    for (i, home) in homes.iter().enumerate() {
+        pending.push(spawn_serve(bin, home, allowed, &peers_of(homes, i)?)?);
     }
-    // Every child is owned by a guard from here on, so an early return kills them all.
     let mut procs = Vec::new();
-    let mut waiting = Vec::new();
-    for (home, child, rx) in pending {
-        procs.push(SignerProc {
-            child,
-            url: String::new(),
-            identity: IdentityKey::generate(&mut rand::rngs::OsRng).public(),
-        });
-        waiting.push((home, rx));
-    }
-    for (signer, (home, rx)) in procs.iter_mut().zip(waiting) {
-        let line = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(Ok(line))) => line,
-            other => bail!(
-                "signer in {} did not start ({other:?}); see {}",
-                home.display(),
-                home.join("serve.log").display()
-            ),
-        };
-        // "listening on http://ADDR as ID"
-        let (url, id) = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split_once(" as "))
-            .with_context(|| format!("unexpected first line from signer: {line}"))?;
-        signer.url = url.to_string();
-        signer.identity = IdentityPublic::from_str(id.trim())
-            .map_err(|e| anyhow!("signer identity {id}: {e}"))?;
+    for ((mut signer, rx), home) in pending.into_iter().zip(homes) {
+        await_listening(&mut signer, &rx, home)?;
+        procs.push(signer);
     }
     Ok(procs)
+}
+
+/// `ckm signer init` in each home, then `ckm signer serve` allowing `allowed`.
+fn start_signers(
+    bin: &Path,
+    homes: &[PathBuf],
+    allowed: &[IdentityPublic],
+) -> Result<Vec<SignerProc>> {
+    init_homes(bin, homes)?;
+    serve_homes(bin, homes, allowed)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -695,6 +768,495 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
 }
 
 // ---------------------------------------------------------------------------------------
+// Scale: a signer set holding 1 wallet vs one holding 10 000 wallets and 100 000 records
+// ---------------------------------------------------------------------------------------
+
+const SCALE_WALLETS: usize = 10_000;
+const SCALE_RECORDS: usize = 100_000;
+const QUICK_SCALE_WALLETS: usize = 300;
+const QUICK_SCALE_RECORDS: usize = 3_000;
+/// The audit history spans this many days (the daily-limit window is the last one).
+const HISTORY_DAYS: u64 = 30;
+/// A daily limit (and per-spend maximum) no bench spend comes near (21 million BTC): the
+/// statement round and the window query run, nothing is refused.
+const NEVER_REACHED_SATS: u64 = 2_100_000_000_000_000;
+/// Filler wallets are made and stored this many at a time (one `save_shares` transaction).
+const WALLET_BATCH: usize = 500;
+/// Audit records are appended this many per transaction.
+const RECORD_BATCH: usize = 20_000;
+
+/// The policy of the measured wallet, the same in both sets: every rule set, none reached.
+fn measured_policy() -> Policy {
+    Policy {
+        max_fee_sats: Some(1_000_000),
+        max_fee_rate: Some(1_000),
+        max_amount_sats: Some(NEVER_REACHED_SATS),
+        daily_limit_sats: Some(NEVER_REACHED_SATS),
+        allow_addresses: Vec::new(),
+        coordinators: Vec::new(),
+    }
+}
+
+/// A 2-of-3 signer set (three homes, their running processes) and its measured wallet.
+struct SignerSet {
+    label: &'static str,
+    homes: Vec<PathBuf>,
+    procs: Vec<SignerProc>,
+    allowed: Vec<IdentityPublic>,
+    /// The measured wallet (its roster is refreshed from `procs`: ports change on restart)
+    /// and a 10-input PSBT of it.
+    wallet: Option<(WalletMeta, Psbt)>,
+}
+
+impl SignerSet {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        label: &'static str,
+        allowed: &[IdentityPublic],
+    ) -> Result<Self> {
+        let homes: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("{label}{i}"))).collect();
+        let procs = start_signers(bin, &homes, allowed)?;
+        Ok(SignerSet {
+            label,
+            homes,
+            procs,
+            allowed: allowed.to_vec(),
+            wallet: None,
+        })
+    }
+
+    fn stop(&mut self) {
+        self.procs.clear();
+    }
+
+    fn serve(&mut self, bin: &Path) -> Result<()> {
+        self.procs = serve_homes(bin, &self.homes, &self.allowed)?;
+        Ok(())
+    }
+
+    /// Kills signer `i` and starts it again; returns its start-up time (spawn to
+    /// "listening").
+    fn restart(&mut self, bin: &Path, i: usize) -> Result<f64> {
+        drop(self.procs.remove(i));
+        let (mut signer, rx) = spawn_serve(
+            bin,
+            &self.homes[i],
+            &self.allowed,
+            &peers_of(&self.homes, i)?,
+        )?;
+        await_listening(&mut signer, &rx, &self.homes[i])?;
+        let startup = ms(signer.startup);
+        self.procs.insert(i, signer);
+        Ok(startup)
+    }
+
+    /// The measured wallet with the current addresses of the signers.
+    fn measured(&self) -> Result<(WalletMeta, &Psbt)> {
+        let (meta, psbt) = self.wallet.as_ref().context("no measured wallet yet")?;
+        let mut meta = meta.clone();
+        meta.roster = roster(&self.procs)?;
+        Ok((meta, psbt))
+    }
+
+    /// Sets `policy` on `group_key` in every home (`SignerHome::open` + `set_policy`; a
+    /// running server re-reads it per request).
+    fn set_policy(&self, group_key: &GroupKey, policy: &Policy, detail: &str) -> Result<()> {
+        for home in &self.homes {
+            let h = SignerHome::open(home, PASSPHRASE.as_bytes())?;
+            h.set_policy(group_key, policy, detail, &mut rand::rngs::OsRng)?;
+        }
+        Ok(())
+    }
+}
+
+/// What populating a set cost and left.
+struct Populated {
+    /// Audit records in each home afterwards (filler wallets, history, policy, DKG).
+    audit_total: u64,
+    seconds: f64,
+    db_mb: f64,
+}
+
+/// Fills the (stopped) homes of `set` with `wallets − 1` more real 2-of-3 wallets — each
+/// from its own certified key generation in memory (`ckm::protocol::dkg::run_in_memory`,
+/// with the signers' own identity keys and roster), stored with `SignerHome::save_shares`
+/// `WALLET_BATCH` at a time — and `records` audit records (signed and refused spends spread
+/// over every wallet, the measured one included, and over the last `HISTORY_DAYS` days,
+/// oldest first), appended with `ckm::signer::audit::append` `RECORD_BATCH` per transaction;
+/// then advances each checkpoint.
+fn populate(
+    set: &SignerSet,
+    members: &Roster,
+    coordinator: IdentityPublic,
+    measured: (&str, GroupKey),
+    wallets: usize,
+    records: usize,
+) -> Result<Populated> {
+    let started = Instant::now();
+    let mut rng = rand::thread_rng();
+    let homes: Vec<SignerHome> = set
+        .homes
+        .iter()
+        .map(|h| SignerHome::open(h, PASSPHRASE.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<&IdentityKey> = homes.iter().map(SignerHome::identity).collect();
+    ensure!(
+        keys.iter()
+            .zip(members.entries())
+            .all(|(k, e)| k.public() == e.identity),
+        "the roster does not match the homes"
+    );
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut names: Vec<(String, String)> = vec![(measured.0.to_string(), measured.1.to_string())];
+    let fillers = wallets.saturating_sub(1);
+    let mut next = 0;
+    while next < fillers {
+        let end = (next + WALLET_BATCH).min(fillers);
+        // One certified DKG per wallet, spread over the cores.
+        let made: Vec<Vec<CertifiedShare>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let keys = &keys;
+                    s.spawn(move || -> Result<Vec<Vec<CertifiedShare>>> {
+                        let mut rng = rand::thread_rng();
+                        (next + t..end)
+                            .step_by(threads)
+                            .map(|k| {
+                                let context = DkgContext::new(
+                                    SessionId::random(&mut rng),
+                                    &format!("w{k:05}"),
+                                    NETWORK,
+                                    DkgParams::new(2, 3)?,
+                                    coordinator,
+                                    members.clone(),
+                                )?;
+                                let (shares, _, _) = certified_dkg(context, keys, &mut rng)?;
+                                Ok(shares)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| anyhow!("a DKG thread panicked"))?)
+                .collect::<Result<Vec<_>>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })?;
+        for (i, home) in homes.iter().enumerate() {
+            let infos: Vec<(WalletInfo, &KeyShare)> = made
+                .iter()
+                .map(|shares| {
+                    let c = &shares[i];
+                    ensure!(usize::from(c.index) == i + 1, "share out of roster order");
+                    let context = &c.keygen.context;
+                    Ok((
+                        WalletInfo {
+                            name: context.wallet.clone(),
+                            network: context.network,
+                            group_key: GroupKey::of(c.share.group()),
+                            coordinator,
+                            threshold: c.share.group().threshold(),
+                            signers: c.share.group().signers(),
+                            index: c.index,
+                            fingerprint: Some(c.fingerprint),
+                            keygen: Some(c.keygen.clone()),
+                            epoch: 0,
+                            transitions: Vec::new(),
+                        },
+                        &c.share,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let pairs: Vec<(&WalletInfo, &KeyShare)> =
+                infos.iter().map(|(info, share)| (info, *share)).collect();
+            home.save_shares(&pairs, &mut rng)?;
+            if i == 0 {
+                names.extend(
+                    infos
+                        .iter()
+                        .map(|(info, _)| (info.name.clone(), info.group_key.to_string())),
+                );
+            }
+        }
+        next = end;
+        if next % 2_000 == 0 || next == fillers {
+            log(format!(
+                "scale: {} of {fillers} filler wallets made and stored ({:.0} s)",
+                next,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+
+    // The history: spends of every wallet over the last HISTORY_DAYS days, oldest first.
+    let now = ckm::auth::unix_now();
+    let span = HISTORY_DAYS * 24 * 3600;
+    let mut times: Vec<u64> = (0..records)
+        .map(|_| now - span + rng.gen_range(0..span))
+        .collect();
+    times.sort_unstable();
+    let coordinator_text = coordinator.to_string();
+    let events: Vec<(u64, AuditEvent)> = times
+        .into_iter()
+        .map(|time| {
+            let (wallet, group_key) = names[rng.gen_range(0..names.len())].clone();
+            let signed = rng.gen_bool(0.9);
+            let outflow = rng.gen_range(10_000..5_000_000);
+            let fee = rng.gen_range(200..20_000);
+            let event = AuditEvent {
+                kind: if signed {
+                    AuditKind::Signed
+                } else {
+                    AuditKind::Refused
+                },
+                wallet,
+                group_key,
+                coordinator: coordinator_text.clone(),
+                txid: Txid::from_byte_array(rng.gen()).to_string(),
+                outflow_sats: outflow,
+                fee_sats: fee,
+                detail: if signed {
+                    format!("session {}", SessionId::random(&mut rng))
+                } else {
+                    format!("policy max-amount-sats: {outflow} sat would leave the wallet (payments plus fee), more than 1000000 sat per spend")
+                },
+            };
+            (time, event)
+        })
+        .collect();
+    let mut audit_total = 0;
+    for home in &homes {
+        for batch in events.chunks(RECORD_BATCH) {
+            home.db().write(|tx| {
+                for (time, event) in batch {
+                    audit::append(tx, home.audit_key(), event.clone(), *time)?;
+                }
+                Ok::<_, HomeError>(())
+            })?;
+        }
+        home.advance_checkpoint(&mut rng)?;
+        audit_total = home.db().read(audit::tail)?.0;
+    }
+    let db = SignerDb::path_in(&SignerHome::dir_of(&set.homes[0]));
+    let db_bytes: u64 = [db.clone(), db.with_extension("db-wal")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(Populated {
+        audit_total,
+        seconds: started.elapsed().as_secs_f64(),
+        db_mb: db_bytes as f64 / (1024.0 * 1024.0),
+    })
+}
+
+struct ScaleResult {
+    quick: bool,
+    wallets: usize,
+    records: usize,
+    audit_total: u64,
+    populate_s: f64,
+    db_mb: f64,
+    /// Co-signing latencies (ms) of the measured wallet: big set, one-wallet set.
+    big: Vec<f64>,
+    one: Vec<f64>,
+    /// Start-up times (ms): big set, one-wallet set.
+    big_startup: Vec<f64>,
+    one_startup: Vec<f64>,
+    /// In this process (median of 3): `SignerHome::open` (Argon2id unlock) and
+    /// `SignerHome::check_state` (keyed audit chain against the checkpoint); one-wallet set
+    /// first.
+    unlock_ms: [f64; 2],
+    check_state_ms: [f64; 2],
+}
+
+/// Signs the measured wallet's PSBT once through `set`; checks the result.
+fn sign_measured(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    set: &SignerSet,
+    verify: bool,
+) -> Result<f64> {
+    let (meta, psbt) = set.measured()?;
+    let mut p = psbt.clone();
+    let start = Instant::now();
+    let report = rt.block_on(sign_psbt(client, &meta, &mut p))?;
+    let elapsed = ms(start.elapsed());
+    ensure!(
+        report.culprits.is_empty() && report.skipped.is_empty(),
+        "{} set: signers failed: {:?}",
+        set.label,
+        report.skipped
+    );
+    if verify {
+        consensus_verify(psbt, &report.transaction)?;
+    }
+    Ok(elapsed)
+}
+
+fn scale(
+    rt: &tokio::runtime::Runtime,
+    bin: &Path,
+    dir: &Path,
+    client: &Client,
+    quick: bool,
+) -> Result<ScaleResult> {
+    let mut rng = rand::thread_rng();
+    let (wallets, records) = if quick {
+        (QUICK_SCALE_WALLETS, QUICK_SCALE_RECORDS)
+    } else {
+        (SCALE_WALLETS, SCALE_RECORDS)
+    };
+    let (sign_reps, startup_reps) = if quick { (5, 1) } else { (61, 3) };
+    let coordinator = client.identity().public();
+    log(format!(
+        "scale: two 2-of-3 signer sets; one will hold 1 wallet, the other {wallets} wallets and {records} audit records{}",
+        if quick { " (quick mode: reduced)" } else { "" }
+    ));
+    let mut sets = [
+        SignerSet::start(bin, dir, "one", &[coordinator])?,
+        SignerSet::start(bin, dir, "big", &[coordinator])?,
+    ];
+    // The measured wallet: a certified DKG across each set's processes, the same policy.
+    for set in &mut sets {
+        let members = roster(&set.procs)?;
+        let (group, _) = rt
+            .block_on(create_wallet(client, "measured", NETWORK, 2, &members))
+            .with_context(|| format!("DKG of the measured wallet ({} set)", set.label))?;
+        let coord_dir = dir.join(format!("coordinator-{}", set.label));
+        std::fs::create_dir_all(&coord_dir)?;
+        set.wallet = Some(ckm_psbt(
+            &coord_dir,
+            "measured",
+            &group,
+            members,
+            LOAD_INPUTS,
+            &mut rng,
+        )?);
+    }
+    let group_key = |set: &SignerSet| -> Result<GroupKey> {
+        let (meta, _) = set.wallet.as_ref().context("no measured wallet")?;
+        Ok(GroupKey::of(&meta.group))
+    };
+    let policy = measured_policy();
+    let one_gk = group_key(&sets[0])?;
+    let big_gk = group_key(&sets[1])?;
+    sets[0].set_policy(&one_gk, &policy, "bench: the measured wallet's policy")?;
+
+    // Fill the big set while its signers are stopped.
+    let members = roster(&sets[1].procs)?;
+    sets[1].stop();
+    let populated = populate(
+        &sets[1],
+        &members,
+        coordinator,
+        ("measured", big_gk),
+        wallets,
+        records,
+    )?;
+    sets[1].set_policy(&big_gk, &policy, "bench: the measured wallet's policy")?;
+    log(format!(
+        "scale: stored {} filler wallets and appended {records} records per signer in {:.0} s ({} audit records in all, signer.db {:.1} MiB)",
+        wallets - 1,
+        populated.seconds,
+        populated.audit_total,
+        populated.db_mb
+    ));
+    // Where start-up goes, in this process: unlocking the home (Argon2id) and checking the
+    // records against the checkpoint (the whole keyed audit chain), which `signer serve` does
+    // before it listens.
+    let mut unlock: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut check: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..3 {
+        for k in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let start = Instant::now();
+            let home = SignerHome::open(&sets[k].homes[0], PASSPHRASE.as_bytes())?;
+            unlock[k].push(ms(start.elapsed()));
+            let start = Instant::now();
+            home.check_state(&mut rng)?;
+            check[k].push(ms(start.elapsed()));
+        }
+    }
+    log(format!(
+        "scale: in this process, unlock {} / {}; check_state {} / {} (1 wallet / {wallets} wallets)",
+        spread(&unlock[0]),
+        spread(&unlock[1]),
+        spread(&check[0]),
+        spread(&check[1])
+    ));
+    sets[1].serve(bin)?;
+    // What the running signers hold.
+    for signer in &sets[1].procs {
+        let entry = RosterEntry {
+            index: 1,
+            url: signer.url.clone(),
+            identity: signer.identity,
+            tls_sha256: None,
+        };
+        match rt.block_on(client.call(&entry, &CoordinatorToSigner::Status))? {
+            SignerToCoordinator::Status { wallets: held, .. } => ensure!(
+                held.len() == wallets,
+                "a big-set signer holds {} wallets, not {wallets}",
+                held.len()
+            ),
+            other => bail!("unexpected status answer: {other:?}"),
+        }
+    }
+
+    // Start-up: each signer restarted alone, the sets interleaved.
+    let mut startup: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..startup_reps {
+        for k in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            for i in 0..3 {
+                let t = sets[k].restart(bin, i)?;
+                startup[k].push(t);
+            }
+        }
+    }
+    log(format!(
+        "scale: start-up, 1 wallet: {}; {wallets} wallets: {}",
+        spread(&startup[0]),
+        spread(&startup[1])
+    ));
+
+    // Co-signing: one warm-up each (checked with libbitcoinconsensus), then alternating.
+    for set in &sets {
+        sign_measured(rt, client, set, true)?;
+    }
+    let mut latency: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..sign_reps {
+        for k in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            latency[k].push(sign_measured(rt, client, &sets[k], false)?);
+        }
+    }
+    log(format!(
+        "scale: co-signing a {LOAD_INPUTS}-input PSBT, 1 wallet: {}; {wallets} wallets: {}",
+        spread(&latency[0]),
+        spread(&latency[1])
+    ));
+    let [one, big] = latency;
+    let [one_startup, big_startup] = startup;
+    Ok(ScaleResult {
+        unlock_ms: [median(&unlock[0]), median(&unlock[1])],
+        check_state_ms: [median(&check[0]), median(&check[1])],
+        quick,
+        wallets,
+        records,
+        audit_total: populated.audit_total,
+        populate_s: populated.seconds,
+        db_mb: populated.db_mb,
+        big,
+        one,
+        big_startup,
+        one_startup,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------
 
@@ -715,16 +1277,49 @@ struct DkgResult {
     network: f64,
 }
 
-struct LoadResult {
-    sessions: usize,
+/// One load run: every coordinator started at once.
+struct LoadRun {
     errors: usize,
     wall_ms: f64,
     per_second: f64,
     p50: f64,
     p99: f64,
     peak_rss_mb: f64,
-    startup_rss_mb: f64,
     rss_reset: bool,
+}
+
+struct LoadResult {
+    sessions: usize,
+    /// Every coordinator co-signing a PSBT of one shared wallet, per run.
+    one_wallet: Vec<LoadRun>,
+    /// Every coordinator co-signing a PSBT of its own wallet, per run.
+    own_wallets: Vec<LoadRun>,
+    startup_rss_mb: f64,
+}
+
+impl LoadResult {
+    fn errors(&self) -> usize {
+        self.one_wallet
+            .iter()
+            .chain(&self.own_wallets)
+            .map(|r| r.errors)
+            .sum()
+    }
+}
+
+/// Median, min and max of one figure over load runs.
+fn load_stat(runs: &[LoadRun], f: impl Fn(&LoadRun) -> f64) -> (f64, f64, f64) {
+    let v: Vec<f64> = runs.iter().map(f).collect();
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(&v), min, max)
+}
+
+fn min_max(samples: &[f64]) -> (f64, f64) {
+    (
+        samples.iter().copied().fold(f64::INFINITY, f64::min),
+        samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
 }
 
 fn reps_for(inputs: usize, t: u16, network: bool, quick: bool) -> usize {
@@ -922,50 +1517,43 @@ fn main() -> Result<()> {
     }
     drop(pool);
 
+    // Scale: a signer set holding 1 wallet vs one holding 10 000 wallets and 100 000
+    // audit records.
+    let scale = scale(&rt, &bin, dir.path(), &client, quick)?;
+
     // Load: many coordinators at once on the same three signer processes.
-    let load = load_test(&rt, dir.path(), &load_signers, load_keys, &mut rng)?;
+    let load_runs = std::env::var("CKM_BENCH_LOAD_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 7 });
+    let load = load_test(
+        &rt,
+        dir.path(),
+        &load_signers,
+        &load_homes,
+        load_keys,
+        load_runs,
+        &mut rng,
+    )?;
     drop(load_signers);
 
-    report(&machine, &cases, &phases, &dkgs, &load)?;
+    report(&machine, &cases, &phases, &dkgs, &scale, &load)?;
     log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
-    ensure!(load.errors == 0, "{} load sessions failed", load.errors);
+    ensure!(load.errors() == 0, "{} load sessions failed", load.errors());
     Ok(())
 }
 
-fn load_test(
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    signers: &[SignerProc],
-    keys: Vec<IdentityKey>,
-    rng: &mut ThreadRng,
-) -> Result<LoadResult> {
-    let clients: Vec<Client> = keys
-        .into_iter()
-        .map(|k| Client::new(k, CALL_TIMEOUT))
-        .collect::<Result<_, _>>()?;
-    let members = roster(signers)?;
-    let (group, _) = rt
-        .block_on(create_wallet(&clients[0], "load", NETWORK, 2, &members))
-        .context("DKG of the load wallet")?;
-    let (meta, psbt) = ckm_psbt(dir, "load", &group, members, LOAD_INPUTS, rng)?;
-    let startup_rss = signers
-        .iter()
-        .filter_map(|s| s.status_field_kib("VmHWM:"))
-        .max()
-        .unwrap_or(0);
+/// One coordinator's job in a load run: its client, the wallet and the PSBT it co-signs.
+type LoadJob = (Client, Arc<WalletMeta>, Arc<Psbt>);
+
+/// All `jobs` start at the same instant (a barrier), each co-signs its PSBT once.
+fn load_run(rt: &tokio::runtime::Runtime, signers: &[SignerProc], jobs: &[LoadJob]) -> LoadRun {
     let rss_reset = signers.iter().all(SignerProc::reset_peak_rss);
-    let sessions = clients.len();
-    log(format!(
-        "load: {sessions} coordinators co-signing a {LOAD_INPUTS}-input 2-of-3 PSBT at once…"
-    ));
-    let meta = Arc::new(meta);
-    let psbt = Arc::new(psbt);
+    let sessions = jobs.len();
     let barrier = Arc::new(tokio::sync::Barrier::new(sessions + 1));
     let (latencies, errors, wall) = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for client in clients {
-            let meta = meta.clone();
-            let psbt = psbt.clone();
+        for (client, meta, psbt) in jobs.iter().cloned() {
             let barrier = barrier.clone();
             set.spawn(async move {
                 barrier.wait().await;
@@ -973,8 +1561,13 @@ fn load_test(
                 let mut p = (*psbt).clone();
                 let result = sign_psbt(&client, &meta, &mut p).await;
                 let ok = matches!(&result, Ok(r) if r.skipped.is_empty() && r.culprits.is_empty());
-                if let Err(e) = &result {
-                    log(format!("load session failed: {e}"));
+                match &result {
+                    Err(e) => log(format!("load session failed: {e}")),
+                    Ok(r) if !ok => log(format!(
+                        "load session degraded: skipped {:?}, culprits {:?}",
+                        r.skipped, r.culprits
+                    )),
+                    Ok(_) => {}
                 }
                 (ms(start.elapsed()), ok)
             });
@@ -996,28 +1589,113 @@ fn load_test(
         .filter_map(|s| s.status_field_kib("VmHWM:"))
         .max()
         .unwrap_or(0);
-    let result = LoadResult {
-        sessions,
+    LoadRun {
         errors,
         wall_ms: wall,
         per_second: latencies.len() as f64 / (wall / 1000.0),
         p50: percentile(&latencies, 50.0),
         p99: percentile(&latencies, 99.0),
         peak_rss_mb: peak as f64 / 1024.0,
-        startup_rss_mb: startup_rss as f64 / 1024.0,
         rss_reset,
+    }
+}
+
+/// The load test on three dedicated signer processes: `LOAD_COORDINATORS` coordinators at
+/// once (a) all co-signing a PSBT of ONE wallet (created by the first; its operators add the
+/// others to the wallet's policy: wallets answer only the coordinators they are bound to),
+/// and (b) each co-signing a PSBT of its OWN wallet (one DKG per coordinator). The two kinds
+/// alternate, `runs` times each.
+fn load_test(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    signers: &[SignerProc],
+    homes: &[PathBuf],
+    keys: Vec<IdentityKey>,
+    runs: usize,
+    rng: &mut ThreadRng,
+) -> Result<LoadResult> {
+    let clients: Vec<Client> = keys
+        .into_iter()
+        .map(|k| Client::new(k, CALL_TIMEOUT))
+        .collect::<Result<_, _>>()?;
+    let members = roster(signers)?;
+    let startup_rss = signers
+        .iter()
+        .filter_map(|s| s.status_field_kib("VmHWM:"))
+        .max()
+        .unwrap_or(0);
+
+    // (a) One wallet, shared by every coordinator.
+    let (group, _) = rt
+        .block_on(create_wallet(&clients[0], "load", NETWORK, 2, &members))
+        .context("DKG of the load wallet")?;
+    let others: Vec<IdentityPublic> = clients[1..].iter().map(|c| c.identity().public()).collect();
+    let shared_policy = Policy {
+        coordinators: others,
+        ..Policy::default()
     };
-    log(format!(
-        "load: {} ok, {} errors in {:.0} ms: {:.1} sessions/s, p50 {:.0} ms, p99 {:.0} ms, peak RSS {:.1} MiB",
-        latencies.len(),
-        errors,
-        wall,
-        result.per_second,
-        result.p50,
-        result.p99,
-        result.peak_rss_mb
-    ));
-    Ok(result)
+    for home in homes {
+        SignerHome::open(home, PASSPHRASE.as_bytes())?.set_policy(
+            &GroupKey::of(&group),
+            &shared_policy,
+            "bench: the load coordinators may use the load wallet",
+            &mut rand::rngs::OsRng,
+        )?;
+    }
+    let (meta, psbt) = ckm_psbt(dir, "load", &group, members.clone(), LOAD_INPUTS, rng)?;
+    let (meta, psbt) = (Arc::new(meta), Arc::new(psbt));
+    let one_wallet: Vec<LoadJob> = clients
+        .iter()
+        .map(|c| (c.clone(), meta.clone(), psbt.clone()))
+        .collect();
+
+    // (b) One wallet per coordinator, each from a DKG that coordinator ran.
+    let own_dir = dir.join("load-own");
+    std::fs::create_dir_all(&own_dir)?;
+    let mut own_wallets = Vec::new();
+    for (k, client) in clients.iter().enumerate() {
+        let name = format!("load-{k:02}");
+        let (group, _) = rt
+            .block_on(create_wallet(client, &name, NETWORK, 2, &members))
+            .with_context(|| format!("DKG of {name}"))?;
+        let (meta, psbt) = ckm_psbt(&own_dir, &name, &group, members.clone(), LOAD_INPUTS, rng)?;
+        own_wallets.push((client.clone(), Arc::new(meta), Arc::new(psbt)));
+    }
+
+    let sessions = clients.len();
+    let mut one_runs = Vec::new();
+    let mut own_runs = Vec::new();
+    for run in 0..runs {
+        for kind in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let (label, jobs, out) = if kind == 0 {
+                ("one wallet", &one_wallet, &mut one_runs)
+            } else {
+                ("own wallets", &own_wallets, &mut own_runs)
+            };
+            log(format!(
+                "load: {sessions} coordinators co-signing {LOAD_INPUTS}-input 2-of-3 PSBTs at once ({label}, run {})…",
+                run + 1
+            ));
+            let r = load_run(rt, signers, jobs);
+            log(format!(
+                "load ({label}): {} ok, {} errors in {:.0} ms: {:.1} sessions/s, p50 {:.0} ms, p99 {:.0} ms, peak RSS {:.1} MiB",
+                sessions - r.errors,
+                r.errors,
+                r.wall_ms,
+                r.per_second,
+                r.p50,
+                r.p99,
+                r.peak_rss_mb
+            ));
+            out.push(r);
+        }
+    }
+    Ok(LoadResult {
+        sessions,
+        one_wallet: one_runs,
+        own_wallets: own_runs,
+        startup_rss_mb: startup_rss as f64 / 1024.0,
+    })
 }
 
 fn report(
@@ -1025,6 +1703,7 @@ fn report(
     cases: &[CaseResult],
     phases: &[(String, f64)],
     dkgs: &[DkgResult],
+    scale: &ScaleResult,
     load: &LoadResult,
 ) -> Result<()> {
     let mut out = String::new();
@@ -1060,25 +1739,94 @@ fn report(
             d.network / d.frost
         ));
     }
+    // Scale.
+    let (p50, one_p50) = (median(&scale.big), median(&scale.one));
+    let (startup, one_startup) = (median(&scale.big_startup), median(&scale.one_startup));
+    let (big_min, big_max) = min_max(&scale.big);
+    let (one_min, one_max) = min_max(&scale.one);
+    let (bs_min, bs_max) = min_max(&scale.big_startup);
+    // The signings alternate, so sample k of each set ran back to back: the median of the
+    // per-pair ratios is robust to background load that drifts during the run.
+    let pairs: Vec<f64> = scale
+        .big
+        .iter()
+        .zip(&scale.one)
+        .map(|(b, o)| b / o)
+        .collect();
+    let paired = median(&pairs);
+    let (os_min, os_max) = min_max(&scale.one_startup);
     out.push_str(&format!(
-        "\nLoad: {} coordinators at once, each co-signing a {LOAD_INPUTS}-input PSBT of one 2-of-3 wallet through the same 3 signer processes\n\n",
-        load.sessions
+        "\nScale: one 2-of-3 signer set holding 1 wallet vs one holding {} wallets and {} audit records{} (same measured wallet policy, daily limit never reached)\n\n",
+        scale.wallets,
+        scale.records,
+        if scale.quick { " — QUICK MODE, reduced sizes" } else { "" }
     ));
-    out.push_str("| sessions | errors | wall ms | sessions/s | p50 ms | p99 ms | peak RSS per signer MiB |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "| signer set | co-sign 10 inputs p50 ms (min–max) | start-up p50 ms (min–max) |\n",
+    );
+    out.push_str("|:---|---:|---:|\n");
     out.push_str(&format!(
-        "| {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.1} |\n",
+        "| 1 wallet | {one_p50:.2} ({one_min:.2}–{one_max:.2}, n={}) | {one_startup:.0} ({os_min:.0}–{os_max:.0}, n={}) |\n",
+        scale.one.len(),
+        scale.one_startup.len()
+    ));
+    out.push_str(&format!(
+        "| {} wallets, {} records | {p50:.2} ({big_min:.2}–{big_max:.2}, n={}) | {startup:.0} ({bs_min:.0}–{bs_max:.0}, n={}) |\n",
+        scale.wallets,
+        scale.records,
+        scale.big.len(),
+        scale.big_startup.len()
+    ));
+    out.push_str(&format!(
+        "| ratio of medians | {:.3} | {:.2} |\n| median of back-to-back pair ratios | {paired:.3} | |\n",
+        p50 / one_p50,
+        startup / one_startup
+    ));
+    out.push_str(&format!(
+        "\n(start-up, the same steps timed in this process, 1 / {} wallets: unlocking the home (Argon2id) {:.0} / {:.0} ms; check_state (the whole keyed audit chain against the checkpoint) {:.1} / {:.1} ms)\n",
+        scale.wallets,
+        scale.unlock_ms[0],
+        scale.unlock_ms[1],
+        scale.check_state_ms[0],
+        scale.check_state_ms[1]
+    ));
+    out.push_str(&format!(
+        "\n(goal: co-signing with {} wallets and {} records at most 1.2× the one-wallet latency: {}; {} audit records per signer in all; signer.db {:.1} MiB; filling took {:.0} s)\n",
+        scale.wallets,
+        scale.records,
+        if p50 / one_p50 <= 1.2 { "met" } else { "NOT met" },
+        scale.audit_total,
+        scale.db_mb,
+        scale.populate_s
+    ));
+
+    // Load.
+    out.push_str(&format!(
+        "\nLoad: {} coordinators at once, each co-signing a {LOAD_INPUTS}-input 2-of-3 PSBT through the same 3 signer processes (median of {} runs, min–max)\n\n",
         load.sessions,
-        load.errors,
-        load.wall_ms,
-        load.per_second,
-        load.p50,
-        load.p99,
-        load.peak_rss_mb
+        load.one_wallet.len()
     ));
+    out.push_str("| wallets | sessions | errors | wall ms | sessions/s | p50 ms | p99 ms | peak RSS per signer MiB |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (wallets, runs) in [(1, &load.one_wallet), (load.sessions, &load.own_wallets)] {
+        let (wall, _, _) = load_stat(runs, |r| r.wall_ms);
+        let (ps, ps_min, ps_max) = load_stat(runs, |r| r.per_second);
+        let (p50, _, _) = load_stat(runs, |r| r.p50);
+        let (p99, _, _) = load_stat(runs, |r| r.p99);
+        let (rss, _, _) = load_stat(runs, |r| r.peak_rss_mb);
+        out.push_str(&format!(
+            "| {wallets} | {} | {} | {wall:.0} | {ps:.1} ({ps_min:.1}–{ps_max:.1}) | {p50:.0} | {p99:.0} | {rss:.1} |\n",
+            load.sessions,
+            runs.iter().map(|r| r.errors).sum::<usize>(),
+        ));
+    }
+    let one_ps = load_stat(&load.one_wallet, |r| r.per_second).0;
+    let own_ps = load_stat(&load.own_wallets, |r| r.per_second).0;
     out.push_str(&format!(
-        "\n(peak RSS = VmHWM during the load{}; at start-up, including the Argon2 unlock: {:.1} MiB)\n",
-        if load.rss_reset {
+        "\n({} wallets / 1 wallet sessions/s (medians): {:.2}; every figure is the median over the runs; peak RSS = largest VmHWM of the three signers during a run{}; at start-up, including the Argon2 unlock: {:.1} MiB)\n",
+        load.sessions,
+        own_ps / one_ps,
+        if load.one_wallet.iter().chain(&load.own_wallets).all(|r| r.rss_reset) {
             ", after resetting it with /proc/PID/clear_refs"
         } else {
             " (could not reset it: includes start-up)"
@@ -1115,13 +1863,40 @@ fn report(
             "frost_ms": round3(d.frost),
             "network_ms": round3(d.network),
         })).collect::<Vec<_>>(),
-        "load": {
-            "sessions": load.sessions,
-            "per_second": round3(load.per_second),
-            "p50_ms": round3(load.p50),
-            "p99_ms": round3(load.p99),
-            "peak_rss_mb": round3(load.peak_rss_mb),
+        "scale": {
+            "wallets": scale.wallets,
+            "records": scale.records,
+            "p50_ms": round3(p50),
+            "one_wallet_p50_ms": round3(one_p50),
+            "startup_ms": round3(startup),
+            "one_wallet_startup_ms": round3(one_startup),
+            "quick": scale.quick,
+            "ratio": round3(p50 / one_p50),
+            "paired_ratio": round3(paired),
+            "startup_ratio": round3(startup / one_startup),
+            "min_ms": round3(big_min),
+            "max_ms": round3(big_max),
+            "one_wallet_min_ms": round3(one_min),
+            "one_wallet_max_ms": round3(one_max),
+            "startup_min_ms": round3(bs_min),
+            "startup_max_ms": round3(bs_max),
+            "one_wallet_startup_min_ms": round3(os_min),
+            "one_wallet_startup_max_ms": round3(os_max),
+            "signings": scale.big.len(),
+            "startups": scale.big_startup.len(),
+            "audit_records_total": scale.audit_total,
+            "unlock_ms": round3(scale.unlock_ms[1]),
+            "one_wallet_unlock_ms": round3(scale.unlock_ms[0]),
+            "check_state_ms": round3(scale.check_state_ms[1]),
+            "one_wallet_check_state_ms": round3(scale.check_state_ms[0]),
+            "db_mb": round3(scale.db_mb),
         },
+        "load": load_json(load.sessions, 1, &load.one_wallet, Some(load_json(
+            load.sessions,
+            load.sessions,
+            &load.own_wallets,
+            None,
+        ))),
     });
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
@@ -1129,6 +1904,39 @@ fn report(
     std::fs::write(&path, serde_json::to_vec_pretty(&json)?)?;
     log(format!("wrote {}", path.display()));
     Ok(())
+}
+
+/// One kind of load run in report.json: the figures of the median run first (the keys the
+/// report always had), then spreads.
+fn load_json(
+    sessions: usize,
+    wallets: usize,
+    runs: &[LoadRun],
+    across: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (ps, ps_min, ps_max) = load_stat(runs, |r| r.per_second);
+    let mut v = serde_json::json!({
+        "sessions": sessions,
+        "per_second": round3(ps),
+        "p50_ms": round3(load_stat(runs, |r| r.p50).0),
+        "p99_ms": round3(load_stat(runs, |r| r.p99).0),
+        "peak_rss_mb": round3(load_stat(runs, |r| r.peak_rss_mb).0),
+        "wallets": wallets,
+        "runs": runs.len(),
+        "per_second_min": round3(ps_min),
+        "per_second_max": round3(ps_max),
+        "errors": runs.iter().map(|r| r.errors).sum::<usize>(),
+    });
+    if let (Some(across), Some(obj)) = (across, v.as_object_mut()) {
+        if let Some(other) = across.get("per_second").and_then(serde_json::Value::as_f64) {
+            obj.insert(
+                "across_wallets_ratio".into(),
+                serde_json::json!(round3(other / ps)),
+            );
+        }
+        obj.insert("across_wallets".into(), across);
+    }
+    v
 }
 
 /// Profile mode: the 100-input 2-of-3 network case under `perf record`, attached to the

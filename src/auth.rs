@@ -14,10 +14,12 @@ use crate::identity::{IdentityKey, IdentityPublic};
 
 /// Signing domain of request signatures (tag `ckm/request`).
 pub const REQUEST_DOMAIN: &str = "request";
-/// Version prefix of the compact header form.
-pub const HEADER_VERSION: &str = "v1";
-/// Longest header value [`RequestAuth::from_header_value`] will parse.
-pub const MAX_HEADER_LEN: usize = 256;
+/// Version prefix of the compact header form. `v2` carries the body's SHA-256, so that a
+/// signer can check the whole signature before it reads the body.
+pub const HEADER_VERSION: &str = "v2";
+/// Longest header value [`RequestAuth::from_header_value`] will parse (a `v2` header is 305
+/// characters with a 10-digit timestamp, at most 315).
+pub const MAX_HEADER_LEN: usize = 384;
 /// Default accepted clock difference between coordinator and signer, in seconds.
 pub const DEFAULT_WINDOW_SECS: u64 = 120;
 /// Default maximum number of remembered nonces.
@@ -30,7 +32,7 @@ const CANONICAL_PREFIX: &[u8] = b"ckm/request/v1";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
-    /// The header value is not in the `v1.<pubkey>.<ts>.<nonce>.<sig>` form.
+    /// The header value is not in the `v2.<pubkey>.<ts>.<nonce>.<body sha256>.<sig>` form.
     #[error("malformed request authentication header: {reason}")]
     MalformedHeader {
         /// What was wrong with it.
@@ -42,9 +44,15 @@ pub enum AuthError {
         /// The claimed coordinator key.
         coordinator: IdentityPublic,
     },
-    /// The signature does not match the request (method, path, body, time or nonce).
+    /// The signature does not match the request (method, path, body hash, time or nonce).
     #[error("bad request signature from coordinator {coordinator}")]
     BadSignature {
+        /// The claimed coordinator key.
+        coordinator: IdentityPublic,
+    },
+    /// The body is not the one whose hash the (signed) header names.
+    #[error("request body does not match the signed body hash (coordinator {coordinator})")]
+    BodyMismatch {
         /// The claimed coordinator key.
         coordinator: IdentityPublic,
     },
@@ -85,6 +93,10 @@ pub struct RequestAuth {
     /// Random per-request nonce (hex in serde).
     #[serde(with = "hex_array")]
     pub nonce: [u8; 16],
+    /// SHA-256 of the request body (hex in serde): covered by the signature and sent in the
+    /// header, so the signature can be checked before the body is read.
+    #[serde(with = "hex_array")]
+    pub body_sha256: [u8; 32],
     /// BIP-340 signature over the canonical request digest (hex in serde).
     #[serde(with = "hex_array")]
     pub signature: [u8; 64],
@@ -99,12 +111,11 @@ fn request_digest(
     coordinator: &IdentityPublic,
     method: &str,
     path: &str,
-    body: &[u8],
+    body_sha256: &[u8; 32],
     timestamp_unix: u64,
     nonce: &[u8; 16],
 ) -> [u8; 32] {
     let method = method.to_ascii_uppercase();
-    let body_hash = sha256::Hash::hash(body);
     let mut engine = sha256::Hash::engine();
     engine.input(CANONICAL_PREFIX);
     engine.input(&coordinator.to_bytes());
@@ -112,7 +123,7 @@ fn request_digest(
     engine.input(method.as_bytes());
     engine.input(&(path.len() as u64).to_be_bytes());
     engine.input(path.as_bytes());
-    engine.input(body_hash.as_byte_array());
+    engine.input(body_sha256);
     engine.input(&timestamp_unix.to_be_bytes());
     engine.input(nonce);
     sha256::Hash::from_engine(engine).to_byte_array()
@@ -134,22 +145,29 @@ impl RequestAuth {
         let coordinator = key.public();
         let mut nonce = [0u8; 16];
         rng.fill_bytes(&mut nonce);
-        let digest = request_digest(&coordinator, method, path, body, now_unix, &nonce);
+        let body_sha256 = body_hash(body);
+        let digest = request_digest(&coordinator, method, path, &body_sha256, now_unix, &nonce);
         RequestAuth {
             coordinator,
             timestamp_unix: now_unix,
             nonce,
+            body_sha256,
             signature: key.sign(REQUEST_DOMAIN, &digest),
         }
     }
 
-    /// Checks only the signature against the given request (no allow-list, time or replay).
-    pub fn verify_signature(&self, method: &str, path: &str, body: &[u8]) -> Result<(), AuthError> {
+    /// Checks the signature over the header's own fields (method, path, the body hash it
+    /// names, time, nonce), without the body: what a server can check before reading it.
+    /// No allow-list, time window or replay check.
+    ///
+    /// # Errors
+    /// [`AuthError::BadSignature`].
+    pub fn verify_header(&self, method: &str, path: &str) -> Result<(), AuthError> {
         let digest = request_digest(
             &self.coordinator,
             method,
             path,
-            body,
+            &self.body_sha256,
             self.timestamp_unix,
             &self.nonce,
         );
@@ -160,13 +178,39 @@ impl RequestAuth {
             })
     }
 
-    /// Compact single-line form: `v1.<pubkey hex>.<timestamp>.<nonce hex>.<signature hex>`.
+    /// Checks that `body` is the one the header names.
+    ///
+    /// # Errors
+    /// [`AuthError::BodyMismatch`].
+    pub fn verify_body(&self, body: &[u8]) -> Result<(), AuthError> {
+        if body_hash(body) == self.body_sha256 {
+            Ok(())
+        } else {
+            Err(AuthError::BodyMismatch {
+                coordinator: self.coordinator,
+            })
+        }
+    }
+
+    /// Checks the signature against the given request, body included (no allow-list, time
+    /// or replay).
+    ///
+    /// # Errors
+    /// [`AuthError::BadSignature`] or [`AuthError::BodyMismatch`].
+    pub fn verify_signature(&self, method: &str, path: &str, body: &[u8]) -> Result<(), AuthError> {
+        self.verify_header(method, path)?;
+        self.verify_body(body)
+    }
+
+    /// Compact single-line form:
+    /// `v2.<pubkey hex>.<timestamp>.<nonce hex>.<body sha256 hex>.<signature hex>`.
     pub fn to_header_value(&self) -> String {
         format!(
-            "{HEADER_VERSION}.{}.{}.{}.{}",
+            "{HEADER_VERSION}.{}.{}.{}.{}.{}",
             self.coordinator,
             self.timestamp_unix,
             hex::encode(self.nonce),
+            hex::encode(self.body_sha256),
             hex::encode(self.signature)
         )
     }
@@ -204,6 +248,7 @@ impl RequestAuth {
             .parse()
             .map_err(|e| malformed(format!("timestamp: {e}")))?;
         let nonce = decode_hex_field::<16>(next("nonce")?, "nonce")?;
+        let body_sha256 = decode_hex_field::<32>(next("body hash")?, "body hash")?;
         let signature = decode_hex_field::<64>(next("signature")?, "signature")?;
         if parts.next().is_some() {
             return Err(malformed("trailing fields".to_owned()));
@@ -212,9 +257,14 @@ impl RequestAuth {
             coordinator,
             timestamp_unix,
             nonce,
+            body_sha256,
             signature,
         })
     }
+}
+
+fn body_hash(body: &[u8]) -> [u8; 32] {
+    sha256::Hash::hash(body).to_byte_array()
 }
 
 fn decode_hex_field<const N: usize>(text: &str, what: &str) -> Result<[u8; N], AuthError> {
@@ -297,6 +347,9 @@ impl ReplayGuard {
     /// Accepts a request only if its coordinator is `allowed`, the signature matches
     /// `method`, `path` and `body`, the timestamp is within the window of `now_unix`, and
     /// the nonce was not seen before. The nonce is recorded only after all other checks.
+    ///
+    /// # Errors
+    /// The first check that fails.
     pub fn check(
         &mut self,
         auth: &RequestAuth,
@@ -311,7 +364,31 @@ impl ReplayGuard {
                 coordinator: auth.coordinator,
             });
         }
-        auth.verify_signature(method, path, body)?;
+        auth.verify_body(body)?;
+        self.check_header(auth, allowed, method, path, now_unix)
+    }
+
+    /// [`ReplayGuard::check`] without the body: allow-list, time window, the signature over
+    /// the header's fields (which include the body's hash) and the nonce, in that order
+    /// (cheapest first). A server calls this before it reads the body, then
+    /// [`RequestAuth::verify_body`] on the body. The nonce is recorded when this succeeds,
+    /// so a valid header sent with another body burns its nonce.
+    ///
+    /// # Errors
+    /// The first check that fails.
+    pub fn check_header(
+        &mut self,
+        auth: &RequestAuth,
+        allowed: &impl Fn(&IdentityPublic) -> bool,
+        method: &str,
+        path: &str,
+        now_unix: u64,
+    ) -> Result<(), AuthError> {
+        if !allowed(&auth.coordinator) {
+            return Err(AuthError::UnknownCoordinator {
+                coordinator: auth.coordinator,
+            });
+        }
         if now_unix.abs_diff(auth.timestamp_unix) > self.window_secs {
             return Err(AuthError::Expired {
                 timestamp_unix: auth.timestamp_unix,
@@ -319,6 +396,7 @@ impl ReplayGuard {
                 window_secs: self.window_secs,
             });
         }
+        auth.verify_header(method, path)?;
         self.evict_expired(now_unix);
         let key = (auth.coordinator, auth.nonce);
         if self.seen.contains_key(&key) {
@@ -401,7 +479,7 @@ mod tests {
         let mut s = setup();
         let auth = RequestAuth::sign(&s.coordinator, "POST", "/v1/sign", b"{}", NOW, &mut s.rng);
         let header = auth.to_header_value();
-        assert!(header.starts_with("v1."));
+        assert!(header.starts_with("v2."));
         assert!(header.len() <= MAX_HEADER_LEN);
         assert!(!header.contains(char::is_whitespace));
         assert_eq!(RequestAuth::from_header_value(&header).unwrap(), auth);
@@ -409,6 +487,10 @@ mod tests {
         let json = serde_json::to_value(&auth).unwrap();
         assert_eq!(json["nonce"].as_str().unwrap(), hex::encode(auth.nonce));
         assert_eq!(json["signature"].as_str().unwrap().len(), 128);
+        assert_eq!(
+            json["body_sha256"].as_str().unwrap(),
+            sha256::Hash::hash(b"{}").to_string()
+        );
         assert_eq!(
             json["coordinator"].as_str().unwrap(),
             auth.coordinator.to_string()
@@ -424,23 +506,60 @@ mod tests {
         let parts: Vec<&str> = good.split('.').collect();
         let variants = [
             String::new(),
-            "v1".to_owned(),
-            good.replacen("v1.", "v2.", 1),
+            "v2".to_owned(),
+            good.replacen("v2.", "v1.", 1),
+            good.replacen("v2.", "v3.", 1),
             format!("{good}.extra"),
-            parts[..4].join("."),
-            [parts[0], parts[1], "-5", parts[3], parts[4]].join("."),
-            [parts[0], parts[1], "+5", parts[3], parts[4]].join("."),
+            parts[..5].join("."),
+            // The v1 layout (no body hash) is not accepted any more.
+            [parts[0], parts[1], parts[2], parts[3], parts[5]].join("."),
+            [parts[0], parts[1], "-5", parts[3], parts[4], parts[5]].join("."),
+            [parts[0], parts[1], "+5", parts[3], parts[4], parts[5]].join("."),
             [
                 parts[0],
                 parts[1],
                 "99999999999999999999999",
                 parts[3],
                 parts[4],
+                parts[5],
             ]
             .join("."),
-            [parts[0], &parts[1][..62], parts[2], parts[3], parts[4]].join("."),
-            [parts[0], parts[1], parts[2], &parts[3][..30], parts[4]].join("."),
-            [parts[0], parts[1], parts[2], parts[3], &"zz".repeat(64)].join("."),
+            [
+                parts[0],
+                &parts[1][..62],
+                parts[2],
+                parts[3],
+                parts[4],
+                parts[5],
+            ]
+            .join("."),
+            [
+                parts[0],
+                parts[1],
+                parts[2],
+                &parts[3][..30],
+                parts[4],
+                parts[5],
+            ]
+            .join("."),
+            [
+                parts[0],
+                parts[1],
+                parts[2],
+                parts[3],
+                &parts[4][..62],
+                parts[5],
+            ]
+            .join("."),
+            [
+                parts[0],
+                parts[1],
+                parts[2],
+                parts[3],
+                parts[4],
+                &"zz".repeat(64),
+            ]
+            .join("."),
             "x".repeat(10_000),
         ];
         for v in &variants {
@@ -522,7 +641,7 @@ mod tests {
         let bad = |guard: &mut ReplayGuard, a: &RequestAuth, m: &str, p: &str, b: &[u8]| {
             matches!(
                 guard.check(a, &allowed, m, p, b, NOW),
-                Err(AuthError::BadSignature { .. })
+                Err(AuthError::BadSignature { .. } | AuthError::BodyMismatch { .. })
             )
         };
         assert!(bad(&mut guard, &auth, "PUT", "/p?x=1", b"body"));
@@ -620,14 +739,65 @@ mod tests {
         let first = RequestAuth::sign(&s.coordinator, "GET", "/", b"", NOW, &mut s.rng);
         guard.check(&first, &both, "GET", "/", b"", NOW).unwrap();
         // Another coordinator may (by chance) use the same nonce.
-        let digest = request_digest(&s.stranger.public(), "GET", "/", b"", NOW, &first.nonce);
+        let empty = body_hash(b"");
+        let digest = request_digest(&s.stranger.public(), "GET", "/", &empty, NOW, &first.nonce);
         let second = RequestAuth {
             coordinator: s.stranger.public(),
             timestamp_unix: NOW,
             nonce: first.nonce,
+            body_sha256: empty,
             signature: s.stranger.sign(REQUEST_DOMAIN, &digest),
         };
         guard.check(&second, &both, "GET", "/", b"", NOW).unwrap();
         assert_eq!(guard.len(), 2);
+    }
+
+    #[test]
+    fn header_is_checked_without_the_body() {
+        let mut s = setup();
+        let mut guard = ReplayGuard::default();
+        let allowed = allow(s.coordinator.public());
+        let auth = RequestAuth::sign(&s.coordinator, "POST", "/p", b"body", NOW, &mut s.rng);
+        // The header alone verifies (it names the body's hash) ...
+        guard
+            .check_header(&auth, &allowed, "POST", "/p", NOW)
+            .unwrap();
+        auth.verify_body(b"body").unwrap();
+        // ... and another body is caught afterwards.
+        assert!(matches!(
+            auth.verify_body(b"bodY"),
+            Err(AuthError::BodyMismatch { .. })
+        ));
+        // A header whose body hash was swapped no longer verifies.
+        let mut swapped = RequestAuth::sign(&s.coordinator, "POST", "/p", b"x", NOW, &mut s.rng);
+        swapped.body_sha256 = body_hash(b"y");
+        assert!(matches!(
+            guard.check_header(&swapped, &allowed, "POST", "/p", NOW),
+            Err(AuthError::BadSignature { .. })
+        ));
+        // A forged header under an allowed key (the key is public) fails before any body.
+        let mut forged = RequestAuth::sign(&s.stranger, "POST", "/p", b"", NOW, &mut s.rng);
+        forged.coordinator = s.coordinator.public();
+        assert!(matches!(
+            guard.check_header(&forged, &allowed, "POST", "/p", NOW),
+            Err(AuthError::BadSignature { .. })
+        ));
+        assert_eq!(guard.len(), 1);
+    }
+
+    #[test]
+    fn mismatched_body_does_not_burn_the_nonce_in_full_check() {
+        let mut s = setup();
+        let mut guard = ReplayGuard::default();
+        let allowed = allow(s.coordinator.public());
+        let auth = RequestAuth::sign(&s.coordinator, "POST", "/p", b"a", NOW, &mut s.rng);
+        assert!(matches!(
+            guard.check(&auth, &allowed, "POST", "/p", b"b", NOW),
+            Err(AuthError::BodyMismatch { .. })
+        ));
+        assert!(guard.is_empty());
+        guard
+            .check(&auth, &allowed, "POST", "/p", b"a", NOW)
+            .unwrap();
     }
 }

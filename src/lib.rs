@@ -14,6 +14,8 @@
 //! - [`message`]: typed, versioned messages between coordinator and signers;
 //! - [`identity`], [`auth`], [`store`]: identity keys, request authentication and encryption
 //!   at rest;
+//! - [`net`], [`ops`]: the signer's flood-proof HTTP server and the coordinator's client,
+//!   TLS, the signer's configuration file and Prometheus metrics;
 //! - the `ckm` binary wraps these in a CLI, the signer daemon and the coordinator client.
 //!
 //! ```
@@ -37,6 +39,7 @@ pub mod identity;
 pub mod keys;
 pub mod message;
 pub mod net;
+pub mod ops;
 pub mod protocol;
 pub mod psbt;
 pub mod signer;

@@ -9,7 +9,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(&args.global);
+    if !cli::sets_up_own_logging(&args) {
+        cli::init_logging(args.global.verbose, ckm::ops::config::LogFormat::Text);
+    }
     let json = args.global.json;
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -177,13 +177,14 @@ fn a_second_coordinator_needs_the_operators_consent() -> Result<()> {
     let err = json_error(&out)?;
     ensure!(err.contains("allow-coordinator"), "{err}");
     ensure!(!out_path.exists());
-    for s in &c.signers {
-        ensure!(
-            s.log_text().contains("bound to the coordinator"),
-            "signer {} did not log the refusal",
-            s.home.display()
-        );
-    }
+    // Signing gives up once fewer than t = 2 signers can sign: at least n − t + 1 = 2 were
+    // asked and refused (the third request may be dropped before it is handled).
+    let refused = c
+        .signers
+        .iter()
+        .filter(|s| s.log_text().contains("bound to the coordinator"))
+        .count();
+    ensure!(refused >= 2, "only {refused} signers logged the refusal");
 
     // The operators add it for this wallet; now it signs.
     for s in &c.signers {

@@ -3,12 +3,17 @@
 
 mod args;
 mod id;
+mod pin;
 mod psbt;
+mod psbt_inspect;
+mod psbt_io;
+mod psbt_qr;
 mod signer;
 mod signer_peers;
 mod signer_records;
 mod spend;
 mod wallet;
+mod wallet_export;
 mod wallet_lifecycle;
 
 use std::io::{IsTerminal, Write};
@@ -66,7 +71,7 @@ pub struct GlobalArgs {
     pub json: bool,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    pub verbose: u8,
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {
@@ -90,24 +95,44 @@ enum Command {
     Psbt(psbt::PsbtCommand),
 }
 
-/// Sets up `tracing` on stderr.
-pub fn init_logging(global: &GlobalArgs) {
-    let default = match global.verbose {
+/// Whether the command sets up logging itself (`signer serve`, whose log format may come
+/// from its configuration file).
+pub fn sets_up_own_logging(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Command::Signer(signer::SignerCommand::Serve(_))
+    )
+}
+
+/// Sets up `tracing` on stderr, as text or as one JSON object per line with the stable
+/// fields `timestamp`, `level`, `message`, `target` and the event's own fields.
+pub fn init_logging(verbose: u8, format: ckm::ops::config::LogFormat) {
+    let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
         // A log that cannot be written (a full disk) must not take the process down:
         // tracing-subscriber would otherwise report it with `eprintln!`, which panics.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        ckm::ops::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .try_init(),
+        ckm::ops::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_target(true)
+            .try_init(),
+    };
 }
 
 /// Runs the parsed command.
@@ -126,6 +151,8 @@ pub struct Context {
     pub home: PathBuf,
     pub network: Option<Network>,
     pub json: bool,
+    /// `-v` count, for commands that set up logging themselves.
+    pub verbose: u8,
 }
 
 impl Context {
@@ -140,6 +167,7 @@ impl Context {
             home,
             network: global.network,
             json: global.json,
+            verbose: global.verbose,
         })
     }
 

@@ -1,34 +1,37 @@
 //! `ckm psbt …`: the file workflow — create an unsigned PSBT, co-sign it with the signers,
-//! broadcast it.
+//! broadcast it — plus `inspect` and `qr`. PSBT files are base64, binary or UR, version 0 or
+//! 2 (see `psbt_io`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
-use bitcoin::Psbt;
+use ckm::psbt::VersionedPsbt;
 use clap::Subcommand;
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
+use super::psbt_io::{self, PsbtFormat, PsbtOutArgs};
 use super::spend::{build, cosign_with_timeout, electrum_url, summary};
-use super::{write_file, Context};
-
-/// Largest PSBT file read.
-const MAX_PSBT_FILE: u64 = 16 * 1024 * 1024;
+use super::{psbt_inspect, psbt_qr, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum PsbtCommand {
     /// Build an unsigned PSBT paying an address, with change back to the wallet
     ///
-    /// Example:
+    /// Examples:
     ///   ckm psbt create --to bcrt1p... --amount 150000 --fee-rate 2 --out pay.psbt
+    ///   ckm psbt create --to bcrt1p... --amount 150000 --psbt-version 2 --out pay.psbt
+    ///   ckm psbt create --to bcrt1p... --amount 150000 --format ur --out pay.ur
     #[command(verbatim_doc_comment)]
     Create {
         #[command(flatten)]
         wallet: WalletArg,
         #[command(flatten)]
         payment: PaymentArgs,
-        /// Where to write the PSBT (base64)
+        /// Where to write the PSBT
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
     },
     /// Co-sign a PSBT with the wallet's signers and write it finalized
     ///
@@ -43,16 +46,25 @@ pub enum PsbtCommand {
     /// the sighashes itself; every aggregated signature is verified before it is written.
     /// On failure the output file is not written.
     ///
+    /// The PSBT may be version 0 or 2 (BIP-0370, e.g. from Bitcoin Core's `createpsbt` and
+    /// `utxoupdatepsbt` with the descriptors of `ckm wallet export`), base64, binary or UR;
+    /// it is written back in the same version and form unless --psbt-version / --format say
+    /// otherwise.
+    ///
     /// Examples:
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt --two-rounds   # no preprocessing
+    ///   ckm psbt sign from-core.psbt --out signed.psbt   # Core's v2 PSBT, written back as v2
+    ///   ckm psbt sign pay.ur --out signed.ur             # URs in, URs out
     #[command(verbatim_doc_comment)]
     Sign {
-        /// The PSBT to sign (base64 or binary)
+        /// The PSBT to sign (base64, binary or UR; version 0 or 2)
         input: PathBuf,
-        /// Where to write the finalized PSBT (base64)
+        /// Where to write the finalized PSBT
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
         #[command(flatten)]
         wallet: WalletArg,
         /// Seconds to wait for each signer
@@ -68,13 +80,37 @@ pub enum PsbtCommand {
     ///   ckm psbt broadcast pay.signed.psbt
     #[command(verbatim_doc_comment)]
     Broadcast {
-        /// The finalized PSBT
+        /// The finalized PSBT (base64, binary or UR; version 0 or 2)
         input: PathBuf,
         #[command(flatten)]
         wallet: WalletArg,
         #[command(flatten)]
         electrum: ElectrumArg,
     },
+    /// Show what a PSBT does for this wallet
+    ///
+    /// Lists the inputs (the wallet's or not, keychain and index, re-derived from the group
+    /// key rather than taken on the PSBT's word), the outputs (payment, change, with address),
+    /// the fee and fee rate, how far signing has gone and the PSBT version. Reads base64,
+    /// binary or UR, version 0 or 2; changes nothing.
+    ///
+    /// Examples:
+    ///   ckm psbt inspect pay.psbt
+    ///   ckm --json psbt inspect pay.psbt | jq .fee_sats
+    #[command(verbatim_doc_comment)]
+    Inspect(psbt_inspect::InspectArgs),
+    /// Show a PSBT as QR codes (animated UR frames) or write them as PNG files
+    ///
+    /// The PSBT is encoded as UR (`ur:psbt/…`); one that does not fit one QR code is split
+    /// into fountain-coded fragments, shown one after the other (a camera may start at any
+    /// frame and miss some). In a terminal the frames loop until Ctrl-C; otherwise each frame
+    /// is printed once. With --png DIR each frame is written as DIR/frame-NNN.png.
+    ///
+    /// Examples:
+    ///   ckm psbt qr pay.psbt
+    ///   ckm psbt qr pay.psbt --png qr/ --fragment-len 300
+    #[command(verbatim_doc_comment)]
+    Qr(psbt_qr::QrArgs),
 }
 
 pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
@@ -83,6 +119,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             wallet,
             payment,
             out,
+            output,
         } => {
             let mut w = ctx.open_wallet(wallet.name.as_deref())?;
             let psbt = build(&mut w, &payment)?;
@@ -90,23 +127,34 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             if !ctx.json {
                 eprintln!("{}", summary(&w, &psbt)?);
             }
-            write_file(&out, psbt.to_string().as_bytes())?;
+            let mut psbt = VersionedPsbt::from(psbt);
+            let (format, version) = psbt_io::write(&out, &mut psbt, &output, PsbtFormat::Base64)?;
             ctx.output(
-                serde_json::json!({ "psbt": out.display().to_string(), "fee_sats": fee.to_sat() }),
+                serde_json::json!({
+                    "psbt": out.display().to_string(),
+                    "fee_sats": fee.to_sat(),
+                    "format": psbt_io::format_name(format),
+                    "psbt_version": version.number(),
+                }),
                 || format!("wrote {}", out.display()),
             )
         }
         PsbtCommand::Sign {
             input,
             out,
+            output,
             wallet,
             timeout,
             two_rounds,
         } => {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
-            let mut psbt = read_psbt(&input)?;
-            let report = cosign_with_timeout(ctx, &w, &mut psbt, timeout, !two_rounds)?;
-            write_file(&out, psbt.to_string().as_bytes())?;
+            let file = psbt_io::read(&input)?;
+            let mut psbt = file.psbt;
+            psbt_inspect::require_signable(&w, &psbt)?;
+            let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout, !two_rounds)?;
+            // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
+            psbt.mark_signed();
+            let (format, version) = psbt_io::write(&out, &mut psbt, &output, file.format)?;
             let identities: Vec<String> = report
                 .signer_identities
                 .iter()
@@ -115,6 +163,8 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             ctx.output(
                 serde_json::json!({
                     "psbt": out.display().to_string(),
+                    "format": psbt_io::format_name(format),
+                    "psbt_version": version.number(),
                     "complete": true,
                     "signers": identities,
                     "signer_indexes": report.signers,
@@ -148,7 +198,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
         } => {
             let mut w = ctx.open_wallet(wallet.name.as_deref())?;
             let url = electrum_url(&electrum, &w)?;
-            let psbt = read_psbt(&input)?;
+            let psbt = psbt_io::read(&input)?.psbt.into_psbt();
             let tx = psbt
                 .extract_tx()
                 .context("the PSBT is not finalized (run `ckm psbt sign` first)")?;
@@ -160,19 +210,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                 txid.to_string()
             })
         }
+        PsbtCommand::Inspect(args) => psbt_inspect::run(ctx, args),
+        PsbtCommand::Qr(args) => psbt_qr::run(ctx, args),
     }
-}
-
-/// Reads a PSBT file, base64 or binary.
-pub fn read_psbt(path: &Path) -> Result<Psbt> {
-    let bytes = ckm::store::read_limited(path, MAX_PSBT_FILE)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if let Ok(psbt) = Psbt::deserialize(&bytes) {
-        return Ok(psbt);
-    }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| anyhow::anyhow!("{} is not a PSBT", path.display()))?;
-    text.trim()
-        .parse::<Psbt>()
-        .map_err(|e| anyhow::anyhow!("{} is not a valid PSBT: {e}", path.display()))
 }

@@ -8,16 +8,22 @@ use anyhow::{bail, Context as _, Result};
 use ckm::identity::IdentityPublic;
 use std::str::FromStr;
 
-use ckm::net::tls::{TlsIdentity, TlsListener};
+use ckm::net::limits::Limits;
+use ckm::net::server::{Access, Server, ServerTls};
+use ckm::net::tls::TlsIdentity;
+use ckm::ops::config::{LogFormat, ServeConfig, TlsChoice, EXAMPLE};
 use ckm::signer::home::{list_wallets, SignerHome};
 use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::signer_peers::{self, PeersCommand, WalletBindCommand};
 use super::signer_records::{self, AuditCommand, StateCommand};
-use super::{read_passphrase, runtime, Context};
+use super::{init_logging, read_passphrase, runtime, Context};
+
+/// Where `signer serve` listens when neither a flag nor the configuration says.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
 
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
@@ -36,10 +42,18 @@ pub enum SignerCommand {
     },
     /// Run the secret server: answer DKG and signing requests of trusted coordinators
     ///
-    /// Every request must be signed by one of the --allow-coordinator keys, carry a fresh
-    /// timestamp and nonce (replays are refused with 401) and fit the size and time limits.
-    /// The signer re-checks every PSBT and computes every sighash itself before it signs.
-    /// Stops cleanly on SIGTERM or Ctrl-C. Prints `listening on http://ADDR as IDENTITY` when ready.
+    /// Every request must be signed by one of the allowed coordinators (--allow-coordinator
+    /// or allow_coordinators in --config), carry a fresh timestamp and nonce (replays are
+    /// refused with 401) and fit the size and time limits. The signer re-checks every PSBT
+    /// and computes every sighash itself before it signs. Stops cleanly on SIGTERM or
+    /// Ctrl-C. Prints `listening on http://ADDR as IDENTITY` when ready (and
+    /// `metrics on http://ADDR/metrics` with --metrics).
+    ///
+    /// Settings come from --config FILE (TOML, see `ckm signer config example`); every flag
+    /// given overrides the file (a list flag replaces the file's list). SIGHUP re-reads the
+    /// file's allow_coordinators and [limits] without a restart; allow_peers, listen, tls,
+    /// tls_cert, tls_key, passphrase_file, metrics and log_format need a restart (peers
+    /// approved with `ckm signer peers add` apply at once).
     ///
     /// Plain HTTP is served only on loopback addresses; anywhere else use --tls (a
     /// self-signed certificate kept in the signer's home, pinned by coordinators through its
@@ -49,37 +63,21 @@ pub enum SignerCommand {
     /// peer: --allow-peer PUBKEY (for the life of the process) or `ckm signer peers add`
     /// (kept in the sealed store, re-read for every key generation).
     ///
+    /// Unauthenticated clients cost little: the signed header is checked before any byte of
+    /// the body is read, connections are capped (--max-connections; more wait in the kernel's
+    /// queue) and must send their header within --header-timeout, bodies are read only for
+    /// allowed coordinators, at most --max-in-flight at once (--max-in-flight-per-coordinator
+    /// each), each at most 8 MiB. `GET /healthz` answers unauthenticated (up, store unlocked).
+    ///
     /// Examples:
     ///   ckm --home ~/signer1 signer serve --listen 127.0.0.1:7001 \
     ///       --allow-coordinator $(ckm --home ~/coordinator id) \
     ///       --allow-peer $(ckm --home ~/signer2 id) --allow-peer $(ckm --home ~/signer3 id) \
     ///       --passphrase-file ~/signer1.pass
     ///   ckm --home ~/signer1 signer serve --listen 0.0.0.0:7443 --tls --allow-coordinator <id>
+    ///   ckm --home /var/lib/ckm/home signer serve --config /etc/ckm/signer.toml
     #[command(verbatim_doc_comment)]
-    Serve {
-        /// Address to listen on (port 0 picks a free port); plain HTTP only on loopback
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
-        listen: SocketAddr,
-        /// Serve HTTPS with the signer's self-signed certificate (created on first use)
-        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-        tls: bool,
-        /// Serve HTTPS with this PEM certificate (needs --tls-key)
-        #[arg(long, value_name = "FILE", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The PEM private key of --tls-cert
-        #[arg(long, value_name = "FILE", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Identity key of a coordinator allowed to use this signer (repeatable; see `ckm id`)
-        #[arg(long = "allow-coordinator", value_name = "PUBKEY", required = true)]
-        allow_coordinator: Vec<IdentityPublic>,
-        /// Identity key of another signer this one may generate keys with (repeatable; adds
-        /// to those approved with `ckm signer peers add`)
-        #[arg(long = "allow-peer", value_name = "PUBKEY")]
-        allow_peer: Vec<IdentityPublic>,
-        /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-    },
+    Serve(Box<ServeArgs>),
     /// List the wallets this signer holds a share of (public information only), with the
     /// fingerprint of each certified key generation: compare it with the coordinator's
     Wallets,
@@ -91,7 +89,23 @@ pub enum SignerCommand {
     Wallet(WalletBindCommand),
     /// Print the SHA-256 fingerprint of this signer's self-signed TLS certificate (created
     /// on first use); coordinators pin it: --signer https://HOST:PORT#PUBKEY@FINGERPRINT
-    Tls,
+    ///
+    /// With --rotate, replace the certificate and its key by new ones. The running server
+    /// keeps the old one until restarted; after the restart coordinators refuse the new
+    /// certificate until they run `ckm wallet update-pin`, which checks the statement of the
+    /// new fingerprint that the signer serves, signed by its identity key.
+    ///
+    /// Example:
+    ///   ckm --home ~/signer1 signer tls --rotate && systemctl restart ckm-signer
+    #[command(verbatim_doc_comment)]
+    Tls {
+        /// Make a new certificate and key, replacing the current ones
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Check or write a configuration file for `signer serve --config`
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Set or show this signer's spending policy per wallet
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -102,6 +116,164 @@ pub enum SignerCommand {
     /// rollback warning
     #[command(subcommand)]
     State(StateCommand),
+}
+
+/// The flags of `signer serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Read settings from this TOML file (see `ckm signer config example`); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port); plain HTTP only on loopback [default: 127.0.0.1:7000]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve HTTPS with the signer's self-signed certificate (created on first use)
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: bool,
+    /// Serve HTTPS with this PEM certificate (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Identity key of a coordinator allowed to use this signer (repeatable; see `ckm id`)
+    #[arg(long = "allow-coordinator", value_name = "PUBKEY")]
+    allow_coordinator: Vec<IdentityPublic>,
+    /// Identity key of another signer this one may generate keys with (repeatable; adds
+    /// to those approved with `ckm signer peers add`)
+    #[arg(long = "allow-peer", value_name = "PUBKEY")]
+    allow_peer: Vec<IdentityPublic>,
+    /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (GET /metrics) on this separate address; off by default
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log format on stderr: text or json (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+impl ServeArgs {
+    /// The configuration file (if any) with every flag given applied over it.
+    fn effective(&self) -> Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServeConfig::load(path)?,
+            None => ServeConfig::default(),
+        };
+        if let Some(l) = self.listen {
+            c.listen = Some(l);
+        }
+        if self.tls {
+            c.tls = TlsChoice::SelfSigned;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = TlsChoice::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+        }
+        if !self.allow_coordinator.is_empty() {
+            c.allow_coordinators = self.allow_coordinator.clone();
+        }
+        if !self.allow_peer.is_empty() {
+            c.allow_peers = self.allow_peer.clone();
+        }
+        if self.passphrase_file.is_some() {
+            c.passphrase_file = self.passphrase_file.clone();
+        }
+        if self.metrics.is_some() {
+            c.metrics = self.metrics;
+        }
+        if self.log_format.is_some() {
+            c.log_format = self.log_format;
+        }
+        c.limits = self.limits.apply(c.limits)?;
+        if c.listen.is_none() {
+            c.listen = Some(DEFAULT_LISTEN.parse()?);
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file and print what `signer serve --config FILE` would run with
+    ///
+    /// Errors name the line and column and say what is wrong.
+    ///
+    /// Example:
+    ///   ckm signer config check /etc/ckm/signer.toml
+    #[command(verbatim_doc_comment)]
+    Check {
+        /// The configuration file (TOML)
+        file: PathBuf,
+    },
+    /// Print a commented example configuration
+    ///
+    /// Example:
+    ///   ckm signer config example > /etc/ckm/signer.toml
+    #[command(verbatim_doc_comment)]
+    Example,
+}
+
+/// Connection and request limits of `signer serve` (each overrides the configuration file,
+/// then the default).
+#[derive(Debug, Default, Clone, Args)]
+pub struct LimitArgs {
+    /// Most open connections, TLS handshakes included; more wait in the accept queue [default: 256]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most authenticated requests being read or handled at once [default: 16]
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Most requests of one coordinator being read or handled at once [default: 8]
+    #[arg(long, value_name = "N")]
+    max_in_flight_per_coordinator: Option<usize>,
+    /// Seconds a client has to send a request header; idle connections close after it (5-300) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    header_timeout: Option<u64>,
+    /// Seconds a client has to complete the TLS handshake (1-300) [default: 10]
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<u64>,
+    /// Seconds from a request's header to its answer (1-3600) [default: 120]
+    #[arg(long, value_name = "SECS")]
+    request_timeout: Option<u64>,
+    /// Seconds an authenticated request waits for a free slot before a 503 (1-3600) [default: 30]
+    #[arg(long, value_name = "SECS")]
+    queue_timeout: Option<u64>,
+}
+
+impl LimitArgs {
+    /// `base` with every limit given on the command line replaced, checked.
+    fn apply(&self, base: Limits) -> Result<Limits> {
+        let mut l = base;
+        if let Some(v) = self.max_connections {
+            l.max_connections = v;
+        }
+        if let Some(v) = self.max_in_flight {
+            l.max_in_flight = v;
+        }
+        if let Some(v) = self.max_in_flight_per_coordinator {
+            l.max_in_flight_per_coordinator = v;
+        }
+        if let Some(v) = self.header_timeout {
+            l.header_timeout_secs = v;
+        }
+        if let Some(v) = self.handshake_timeout {
+            l.handshake_timeout_secs = v;
+        }
+        if let Some(v) = self.request_timeout {
+            l.request_timeout_secs = v;
+        }
+        if let Some(v) = self.queue_timeout {
+            l.queue_timeout_secs = v;
+        }
+        l.validate().context("invalid limits")?;
+        Ok(l)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,39 +325,45 @@ pub enum PolicyCommand {
 pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
     match cmd {
         SignerCommand::Init { passphrase_file } => init(ctx, passphrase_file),
-        SignerCommand::Serve {
-            listen,
-            tls,
-            tls_cert,
-            tls_key,
-            allow_coordinator,
-            allow_peer,
-            passphrase_file,
-        } => {
-            let tls = match (tls, tls_cert, tls_key) {
-                (true, _, _) => Some(TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?),
-                (false, Some(cert), Some(key)) => Some(TlsIdentity::from_pem_files(&cert, &key)?),
-                _ => None,
-            };
-            serve(
-                ctx,
-                listen,
-                tls,
-                allow_coordinator,
-                allow_peer,
-                passphrase_file,
-            )
-        }
-        SignerCommand::Tls => {
+        SignerCommand::Serve(args) => serve(ctx, &args),
+        SignerCommand::Tls { rotate } => {
             if !SignerHome::exists(&ctx.home) {
                 bail!(
                     "{} is not a signer home; run `signer init` first",
                     ctx.home.display()
                 );
             }
-            let tls = TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?;
-            let fp = tls.fingerprint();
-            ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone())
+            let dir = SignerHome::dir_of(&ctx.home);
+            if !rotate {
+                let fp = TlsIdentity::self_signed_in(&dir)?.fingerprint();
+                return ctx.output(serde_json::json!({ "tls_sha256": fp }), || fp.clone());
+            }
+            let old = TlsIdentity::self_signed_in(&dir)?.fingerprint();
+            let new = TlsIdentity::rotate_self_signed_in(&dir)?.fingerprint();
+            ctx.output(
+                serde_json::json!({ "tls_sha256": new, "previous_tls_sha256": old }),
+                || {
+                    format!(
+                        "{new}\nnew TLS certificate (was {old}); restart the signer, then \
+                         coordinators run `ckm wallet update-pin`"
+                    )
+                },
+            )
+        }
+        SignerCommand::Config(ConfigCommand::Example) => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        SignerCommand::Config(ConfigCommand::Check { file }) => {
+            let c = ServeConfig::load(&file)?;
+            check_files(&c)?;
+            ctx.output(serde_json::to_value(&c)?, || {
+                format!(
+                    "{} is valid; signer serve --config would run with:\n{}",
+                    file.display(),
+                    toml::to_string(&c).unwrap_or_default()
+                )
+            })
         }
         SignerCommand::Wallets => wallets(ctx),
         SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
@@ -222,24 +400,50 @@ fn init(ctx: &Context, passphrase_file: Option<PathBuf>) -> Result<()> {
     )
 }
 
-fn serve(
-    ctx: &Context,
-    listen: SocketAddr,
-    tls: Option<TlsIdentity>,
-    allowed: Vec<IdentityPublic>,
-    peers: Vec<IdentityPublic>,
-    passphrase_file: Option<PathBuf>,
-) -> Result<()> {
+/// Checks that the files a configuration names exist (without reading the passphrase).
+fn check_files(c: &ServeConfig) -> Result<()> {
+    if let Some(p) = &c.passphrase_file {
+        std::fs::metadata(p)
+            .with_context(|| format!("passphrase_file {} is not readable", p.display()))?;
+    }
+    if let TlsChoice::Files { cert, key } = &c.tls {
+        TlsIdentity::from_pem_files(cert, key).context("tls_cert/tls_key")?;
+    }
+    Ok(())
+}
+
+fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
+    let config = args.effective()?;
+    init_logging(ctx.verbose, config.log_format.unwrap_or_default());
+    if config.allow_coordinators.is_empty() {
+        bail!(
+            "no coordinator is allowed: give --allow-coordinator PUBKEY (see `ckm id` on the \
+             coordinator) or allow_coordinators in the --config file"
+        );
+    }
+    let listen = config.listen.unwrap_or(DEFAULT_LISTEN.parse()?);
+    let tls = match &config.tls {
+        TlsChoice::Off => None,
+        TlsChoice::SelfSigned => Some(TlsIdentity::self_signed_in(&SignerHome::dir_of(&ctx.home))?),
+        TlsChoice::Files { cert, key } => Some(TlsIdentity::from_pem_files(cert, key)?),
+    };
     if tls.is_none() && !listen.ip().is_loopback() {
         bail!(
             "refusing to serve plain HTTP on {listen}: use --tls (or --tls-cert/--tls-key), \
              or listen on a loopback address (127.0.0.1 or ::1)"
         );
     }
-    let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
+    if let Some(m) = config.metrics {
+        if m == listen && m.port() != 0 {
+            bail!("--metrics must be another address than --listen ({listen})");
+        }
+    }
+    let passphrase = read_passphrase(config.passphrase_file.as_deref(), false)?;
     let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
     drop(passphrase);
-    let signer = Arc::new(Signer::new(home)?.with_peers(peers));
+    // Peers from --allow-peer or the configuration's allow_peers, besides those approved
+    // with `ckm signer peers add`.
+    let signer = Arc::new(Signer::new(home)?.with_peers(config.allow_peers.iter().copied()));
     if let Some(problem) = signer.state_error() {
         eprintln!("warning: {problem}");
     }
@@ -250,6 +454,22 @@ fn serve(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.metrics {
+            Some(m) => Some(
+                tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("binding the metrics address {m}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        // Listen for SIGHUP before announcing readiness: its default action ends the process.
+        #[cfg(unix)]
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let pin = tls.as_ref().map(|t| t.fingerprint());
         ctx.output(
@@ -257,24 +477,146 @@ fn serve(
                 "listening": format!("{scheme}://{addr}"),
                 "identity": identity.to_string(),
                 "tls_sha256": pin,
+                "metrics": metrics_addr.map(|m| format!("http://{m}/metrics")),
             }),
-            || match &pin {
-                Some(fp) => format!("listening on {scheme}://{addr} as {identity} tls-sha256 {fp}"),
-                None => format!("listening on {scheme}://{addr} as {identity}"),
+            || {
+                let mut line = match &pin {
+                    Some(fp) => {
+                        format!("listening on {scheme}://{addr} as {identity} tls-sha256 {fp}")
+                    }
+                    None => format!("listening on {scheme}://{addr} as {identity}"),
+                };
+                if let Some(m) = metrics_addr {
+                    line.push_str(&format!("\nmetrics on http://{m}/metrics"));
+                }
+                line
             },
         )?;
-        tracing::info!(%addr, %identity, coordinators = allowed.len(), tls = tls.is_some(), "signer serving");
-        match tls {
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls.server_config()?)?;
-                ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await
-            }
-            None => ckm::net::server::serve(listener, signer, allowed, shutdown_signal()).await,
+        tracing::info!(
+            %addr,
+            %identity,
+            coordinators = config.allow_coordinators.len(),
+            approved_peers = config.allow_peers.len(),
+            tls = tls.is_some(),
+            metrics = ?metrics_addr,
+            limits = ?config.limits,
+            "signer serving"
+        );
+        let tls_serve = match &tls {
+            Some(t) => Some(ServerTls {
+                config: t.server_config()?,
+                fingerprint: t.fingerprint(),
+            }),
+            None => None,
+        };
+        let server = Server::new(
+            signer,
+            Access {
+                allowed_coordinators: config.allow_coordinators.clone(),
+                limits: config.limits,
+            },
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        #[cfg(unix)]
+        {
+            let reload_server = server.clone();
+            let running = config.clone();
+            tokio::spawn(reload_on_sighup(
+                hangups,
+                reload_server,
+                args.clone(),
+                running,
+            ));
         }
-        .context("serving")?;
+        let metrics_task = metrics_listener.map(|l| {
+            tokio::spawn(ckm::net::server::serve_metrics(
+                l,
+                server.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
+        server
+            .serve(listener, tls_serve, stopped(stop_rx))
+            .await
+            .context("serving")?;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         tracing::info!("signer stopped");
         Ok(())
     })
+}
+
+/// On every SIGHUP: re-reads the configuration file, applies the command line over it and
+/// gives the server the new allow-list and limits. A file that does not check is logged
+/// and ignored (the running settings stay); keys that need a restart are named.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    server: Server,
+    args: ServeArgs,
+    mut running: ServeConfig,
+) {
+    while hup.recv().await.is_some() {
+        if args.config.is_none() {
+            tracing::warn!("SIGHUP: nothing to reload (no --config file)");
+            continue;
+        }
+        let new = match args.effective() {
+            Ok(c) if c.allow_coordinators.is_empty() => {
+                tracing::error!(
+                    "SIGHUP: the new configuration allows no coordinator; keeping the running one"
+                );
+                continue;
+            }
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: configuration refused; keeping the running one");
+                continue;
+            }
+        };
+        let mut needs_restart = Vec::new();
+        if new.listen != running.listen {
+            needs_restart.push("listen");
+        }
+        if new.tls != running.tls {
+            needs_restart.push("tls");
+        }
+        if new.passphrase_file != running.passphrase_file {
+            needs_restart.push("passphrase_file");
+        }
+        if new.metrics != running.metrics {
+            needs_restart.push("metrics");
+        }
+        if new.log_format != running.log_format {
+            needs_restart.push("log_format");
+        }
+        if new.allow_peers != running.allow_peers {
+            // `ckm signer peers add` approves peers without a restart.
+            needs_restart.push("allow_peers");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(keys = ?needs_restart, "SIGHUP: these changes need a restart and are not applied");
+        }
+        server.reload(Access {
+            allowed_coordinators: new.allow_coordinators.clone(),
+            limits: new.limits,
+        });
+        tracing::info!(
+            coordinators = new.allow_coordinators.len(),
+            limits = ?new.limits,
+            "SIGHUP: allowed coordinators and limits reloaded"
+        );
+        running.allow_coordinators = new.allow_coordinators;
+        running.limits = new.limits;
+    }
 }
 
 async fn shutdown_signal() {

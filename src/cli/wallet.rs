@@ -15,7 +15,7 @@ use clap::Subcommand;
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, SignerSpec, WalletArg};
 use super::spend::{self, electrum_url};
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
-use super::{runtime, Context};
+use super::{runtime, wallet_export, Context};
 
 /// `wallet migrate`.
 #[derive(Debug, clap::Args)]
@@ -85,6 +85,26 @@ pub enum WalletCommand {
     Descriptor {
         #[command(flatten)]
         wallet: WalletArg,
+    },
+    /// Export the wallet's public side for other wallets (watch-only; no secret)
+    ///
+    /// Formats: a BIP-0389 multipath descriptor; Bitcoin Core's `importdescriptors` request;
+    /// a BIP-0388 wallet policy; a descriptor file for Sparrow (File > Import Wallet > Output
+    /// Descriptor). Each carries its checksum; PSBTs those wallets make are co-signed with
+    /// `ckm psbt sign`.
+    ///
+    /// Examples:
+    ///   ckm wallet export --format descriptor
+    ///   ckm wallet export --format core --out vault-core.json
+    ///   bitcoin-cli -rpcwallet=vault importdescriptors "$(cat vault-core.json)"
+    ///   ckm wallet export --format bip388
+    ///   ckm wallet export --format sparrow --out vault-sparrow.txt
+    #[command(verbatim_doc_comment)]
+    Export {
+        #[command(flatten)]
+        wallet: WalletArg,
+        #[command(flatten)]
+        args: wallet_export::ExportArgs,
     },
     /// Re-check the wallet's certified key generation offline
     ///
@@ -196,6 +216,28 @@ pub enum WalletCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Pin a signer's new TLS certificate after checking its signed statement
+    ///
+    /// For every https signer of the wallet (every wallet of the home without --wallet; one
+    /// signer with --signer): fetches the statement the signer serves at /v1/tls-statement,
+    /// checks that the signer's identity key (from the roster) signed it and that it names
+    /// the certificate the signer presented, then pins that certificate. No pin is changed
+    /// on the network's word: a certificate without its identity's signature is refused.
+    ///
+    /// Example (after `ckm signer tls --rotate` and a restart on signer 2):
+    ///   ckm --home ~/coord wallet update-pin --wallet vault --signer 2
+    #[command(verbatim_doc_comment)]
+    UpdatePin {
+        /// Only this wallet [default: every wallet of the home]
+        #[arg(long = "wallet", value_name = "NAME")]
+        wallet: Option<String>,
+        /// Only this signer: its roster index or identity key
+        #[arg(long, value_name = "INDEX|PUBKEY")]
+        signer: Option<String>,
+        /// Seconds to wait for each signer
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        timeout: u64,
+    },
 }
 
 pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
@@ -209,6 +251,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::List => list(ctx),
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
+        }
+        WalletCommand::Export { wallet, args } => {
+            wallet_export::run(ctx, &ctx.open_wallet(wallet.name.as_deref())?, args)
         }
         WalletCommand::Verify { wallet } => verify(ctx, &ctx.open_wallet(wallet.name.as_deref())?),
         WalletCommand::Show(args) => wallet_lifecycle::show(ctx, args),
@@ -227,6 +272,11 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             electrum,
             yes,
         } => send(ctx, wallet, payment, electrum, yes),
+        WalletCommand::UpdatePin {
+            wallet,
+            signer,
+            timeout,
+        } => super::pin::update_pin(ctx, wallet, signer, timeout),
     }
 }
 

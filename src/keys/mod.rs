@@ -281,6 +281,14 @@ impl Roster {
     /// Largest roster supported.
     pub const MAX: u16 = 255;
 
+    /// The entries by roster index.
+    pub fn by_index(&self) -> std::collections::BTreeMap<u16, RosterEntry> {
+        self.entries()
+            .iter()
+            .map(|e| (e.index, e.clone()))
+            .collect()
+    }
+
     /// Checks and wraps a list of entries.
     ///
     /// # Errors

@@ -4,7 +4,6 @@
 //! ([`crate::protocol::sign::SigningCoordinator`]) — by sending what they return to the
 //! signers and feeding their answers back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bitcoin::{Network, Psbt, Transaction};
@@ -241,12 +240,7 @@ pub async fn sign_psbt(
     meta: &WalletMeta,
     psbt: &mut Psbt,
 ) -> Result<SignReport, SignPsbtError> {
-    let roster: BTreeMap<u16, RosterEntry> = meta
-        .roster
-        .entries()
-        .iter()
-        .map(|e| (e.index, e.clone()))
-        .collect();
+    let roster = meta.roster.by_index();
     let mut machine = SigningCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
     let wallet = WalletRef {
         name: meta.name.clone(),

@@ -323,12 +323,7 @@ pub async fn sign_psbt_one_round(
     store: &mut dyn CommitmentStore,
     options: OneRoundOptions,
 ) -> Result<SignReport, SignError> {
-    let roster: BTreeMap<u16, RosterEntry> = meta
-        .roster
-        .entries()
-        .iter()
-        .map(|e| (e.index, e.clone()))
-        .collect();
+    let roster = meta.roster.by_index();
     let machine = RoastCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
     let inputs = machine.inputs();
     if inputs == 0 || inputs > MAX_ONE_ROUND_INPUTS {

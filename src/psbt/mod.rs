@@ -1,9 +1,14 @@
 //! PSBT co-signing: the signer's checks ([`check`]), the signer's rounds ([`sign`]) and the
 //! coordinator's aggregation and finalization ([`coordinate`]), plus an in-memory driver.
+//! At the edges: PSBT versions 0 and 2 ([`version`]), URs for air-gapped transfer ([`ur`])
+//! and a wallet's view of any PSBT ([`inspect`]).
 
 pub mod check;
 pub mod coordinate;
+pub mod inspect;
 pub mod sign;
+pub mod ur;
+pub mod version;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +18,7 @@ use rand::{CryptoRng, RngCore};
 pub use check::{check_psbt, CheckError, CheckedPsbt};
 pub use coordinate::{CoordinateError, SigningSession, VerifiedSignatures};
 pub use sign::{commit, PreprocessedNonce, SignError, SignerNonces};
+pub use version::{PsbtVersion, VersionedPsbt};
 
 use crate::frost::keys::{roster_index, KeyShare};
 

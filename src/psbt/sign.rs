@@ -118,13 +118,7 @@ pub fn commit<R: RngCore + CryptoRng>(
         .map(|_| frost::round1::commit(share.root_signing_share(), rng))
         .unzip();
     Ok((
-        SignerNonces {
-            txid: checked.txid(),
-            group_key: share.group().group_key(),
-            checked: checked.clone(),
-            nonces,
-            commitments: commitments.clone(),
-        },
+        SignerNonces::new(&checked, share, nonces, commitments.clone()),
         commitments,
         checked,
     ))
@@ -161,6 +155,21 @@ impl PreprocessedNonce {
 }
 
 impl SignerNonces {
+    fn new(
+        checked: &CheckedPsbt,
+        share: &KeyShare,
+        nonces: Vec<SigningNonces>,
+        commitments: Vec<SigningCommitments>,
+    ) -> Self {
+        SignerNonces {
+            txid: checked.txid(),
+            group_key: share.group().group_key(),
+            checked: checked.clone(),
+            nonces,
+            commitments,
+        }
+    }
+
     /// One-round signing: checks the PSBT (as round 1 would) and takes one preprocessed
     /// nonce pair per input, in input order. The nonces are consumed whatever happens next.
     ///
@@ -183,13 +192,7 @@ impl SignerNonces {
             .map(|n| (n.nonces, n.commitments))
             .unzip();
         Ok((
-            SignerNonces {
-                txid: checked.txid(),
-                group_key: share.group().group_key(),
-                checked: checked.clone(),
-                nonces,
-                commitments,
-            },
+            SignerNonces::new(&checked, share, nonces, commitments),
             checked,
         ))
     }

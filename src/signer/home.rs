@@ -237,6 +237,7 @@ pub struct SignerHome {
     mac: MacKey,
     identity: IdentityKey,
     db: SignerDb,
+    checkpoint: checkpoint::CheckpointFile,
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> HomeError + 'a {
@@ -309,6 +310,7 @@ impl SignerHome {
         let db = SignerDb::open(&SignerDb::path_in(&dir))?;
         let mac = key.mac_key(audit::MAC_PURPOSE);
         let home = SignerHome {
+            checkpoint: checkpoint::CheckpointFile::new(&dir),
             dir,
             key,
             mac,
@@ -392,6 +394,7 @@ impl SignerHome {
         let db = SignerDb::open(&db_path)?;
         let mac = key.mac_key(audit::MAC_PURPOSE);
         Ok(SignerHome {
+            checkpoint: checkpoint::CheckpointFile::new(&dir),
             dir,
             key,
             mac,
@@ -447,7 +450,7 @@ impl SignerHome {
         rng: &mut R,
     ) -> Result<Checkpoint, HomeError> {
         let at = self.db.read(|c| Ok(self.position(c)))??;
-        Ok(checkpoint::advance(&self.dir, &self.key, at, rng)?)
+        Ok(self.checkpoint.advance(&self.key, at, rng)?)
     }
 
     /// Checks the records against the sealed checkpoint: the whole audit chain (keyed
@@ -585,6 +588,7 @@ impl SignerHome {
             .map_err(HomeError::Sql)
         })?;
         let at = self.db.read(|c| Ok(self.position(c)))??;
+        self.checkpoint.close();
         checkpoint::replace(&self.dir, &self.key, at, rng)?;
         Ok(at)
     }

@@ -163,13 +163,7 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         self.require_state()?;
         let info = self.wallet_for(from, &wallet)?;
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
         let (nonces, commitments, checked) =
             commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
@@ -508,6 +502,26 @@ impl Signer {
         Ok(())
     }
 
+    /// The request's PSBT, parsed, and this signer's share of the wallet.
+    fn psbt_and_share(
+        &self,
+        info: &WalletInfo,
+        psbt: &str,
+    ) -> Result<(Psbt, crate::keys::KeyShare), Refusal> {
+        // Version 0 or 2 (BIP-0370), read into the one model every check works on.
+        let psbt: Psbt = crate::psbt::version::psbt_from_base64(psbt).map_err(|e| {
+            refuse(
+                ErrorCode::BadRequest,
+                format!("malformed PSBT: {}", e.with_causes()),
+            )
+        })?;
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        Ok((psbt, share))
+    }
+
     /// The wallet a request names, checked: held, bound to the requester, same epoch.
     fn wallet_for(&self, from: &IdentityPublic, wallet: &WalletRef) -> Result<WalletInfo, Refusal> {
         let info = self
@@ -580,13 +594,7 @@ impl Signer {
             .nonces
             .take(from, &info.group_key, &ids)
             .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?;
-        let psbt: Psbt = psbt
-            .parse()
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("malformed PSBT: {e}")))?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
         let (signer_nonces, checked) = SignerNonces::preprocessed(&psbt, &share, nonces)
             .map_err(|e| refuse(ErrorCode::Refused, e))?;
         if let Err(v) = policy.check_spend(&checked, info.network) {

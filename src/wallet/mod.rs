@@ -2,6 +2,8 @@
 //! the group key and chain code, and a bdk_wallet wallet persisted in SQLite together with
 //! the wallet's metadata (roster of signers, group public key package; never a secret).
 
+pub mod export;
+
 use std::path::Path;
 use std::str::FromStr;
 

@@ -237,6 +237,14 @@ pub struct SignerProc {
     /// Address given to `--listen` at the next launch.
     pub listen: String,
     pub kind: Kind,
+    /// More arguments for `ckm signer serve` (limits, more coordinators, …).
+    pub extra: Vec<String>,
+    /// Run `ckm signer serve --config FILE` alone (no other flag, no CKM_PASSPHRASE).
+    pub config: Option<PathBuf>,
+    /// The certificate fingerprint announced by a TLS signer.
+    pub tls_sha256: Option<String>,
+    /// Lines printed on stdout after the first one.
+    pub more_stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     child: Option<Child>,
     starts: u32,
 }
@@ -257,6 +265,11 @@ impl SignerProc {
         Self::start_as(home, allow_coordinator, Kind::Honest)
     }
 
+    /// Starts `signer serve … EXTRA…` on 127.0.0.1:0 and waits until ready.
+    pub fn start_with(home: &Path, allow_coordinator: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_full(home, allow_coordinator, &[], Kind::Honest, extra)
+    }
+
     /// Starts `kind` on 127.0.0.1:0 for an initialized home and waits until ready.
     pub fn start_as(home: &Path, allow_coordinator: &str, kind: Kind) -> Result<Self> {
         Self::start_with_peers(home, allow_coordinator, &[], kind)
@@ -268,6 +281,16 @@ impl SignerProc {
         allow_coordinator: &str,
         peers: &[String],
         kind: Kind,
+    ) -> Result<Self> {
+        Self::start_full(home, allow_coordinator, peers, kind, &[])
+    }
+
+    fn start_full(
+        home: &Path,
+        allow_coordinator: &str,
+        peers: &[String],
+        kind: Kind,
+        extra: &[&str],
     ) -> Result<Self> {
         let identity = SignerHome::public_identity(home)?;
         let mut proc = SignerProc {
@@ -281,6 +304,36 @@ impl SignerProc {
             url: String::new(),
             listen: "127.0.0.1:0".into(),
             kind,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            config: None,
+            tls_sha256: None,
+            more_stdout: Default::default(),
+            child: None,
+            starts: 0,
+        };
+        proc.launch()?;
+        Ok(proc)
+    }
+
+    /// Starts `ckm signer serve --config CONFIG` (and nothing else: no other flag, no
+    /// CKM_PASSPHRASE) and waits until ready.
+    pub fn start_config(home: &Path, config: &Path) -> Result<Self> {
+        let identity = SignerHome::public_identity(home)?;
+        let mut proc = SignerProc {
+            home: home.to_path_buf(),
+            identity,
+            allow: String::new(),
+            peers: Vec::new(),
+            extra_coordinators: Vec::new(),
+            wrapper: Vec::new(),
+            log: PathBuf::new(),
+            url: String::new(),
+            listen: String::new(),
+            kind: Kind::Honest,
+            extra: Vec::new(),
+            config: Some(config.to_path_buf()),
+            tls_sha256: None,
+            more_stdout: Default::default(),
             child: None,
             starts: 0,
         };
@@ -289,6 +342,14 @@ impl SignerProc {
     }
 
     fn command(&self) -> Result<Command> {
+        if let Some(config) = &self.config {
+            let mut cmd = ckm_cmd(&self.home);
+            cmd.env_remove("CKM_PASSPHRASE")
+                .args(["signer", "serve", "--config"])
+                .arg(config)
+                .env("RUST_LOG", "info");
+            return Ok(cmd);
+        }
         Ok(match &self.kind {
             Kind::Honest if !self.wrapper.is_empty() => {
                 let mut cmd = Command::new(&self.wrapper[0]);
@@ -305,6 +366,7 @@ impl SignerProc {
                         &self.allow,
                     ])
                     .args(self.peers.iter().flat_map(|p| ["--allow-peer", p.as_str()]))
+                    .args(&self.extra)
                     .env_remove("CKM_HOME")
                     .env_remove("CKM_ELECTRUM")
                     .env("RUST_LOG", "info")
@@ -322,6 +384,7 @@ impl SignerProc {
                     "--allow-coordinator",
                     &self.allow,
                 ])
+                .args(&self.extra)
                 .env("RUST_LOG", "info");
                 for p in &self.peers {
                     cmd.args(["--allow-peer", p]);
@@ -377,19 +440,31 @@ impl SignerProc {
         // The child is owned (and killed on drop) from here on.
         self.child = Some(child);
         let (tx, rx) = mpsc::channel();
+        let more = self.more_stdout.clone();
+        if let Ok(mut m) = more.lock() {
+            m.clear();
+        }
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let first = lines.next();
             let _ = tx.send(first);
             // Keep draining so the signer never blocks on a full pipe.
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut m) = more.lock() {
+                    m.push(line);
+                }
+            }
         });
         let line = match rx.recv_timeout(READY_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
             other => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 self.kill();
                 bail!(
-                    "signer {} ({:?} on {}) did not report listening ({other:?}); log:\n{}",
+                    "signer {} ({:?} on {}) did not report listening ({other:?}; exit status {status:?}); log:\n{}",
                     self.home.display(),
                     self.kind,
                     self.listen,
@@ -397,26 +472,46 @@ impl SignerProc {
                 )
             }
         };
-        // `listening on http://ADDR as ID`
+        // `listening on http(s)://ADDR as ID[ tls-sha256 FINGERPRINT]`
         let rest = line
             .strip_prefix("listening on ")
             .with_context(|| format!("unexpected first line {line:?}"))?;
-        let (url, id) = rest
+        let (url, tail) = rest
             .split_once(" as ")
             .with_context(|| format!("unexpected first line {line:?}"))?;
+        let mut words = tail.split_whitespace();
+        let id = words.next().unwrap_or_default();
         ensure!(
-            id.trim() == self.identity.to_string(),
+            id == self.identity.to_string(),
             "signer announced identity {id}, its home says {}",
             self.identity
         );
-        ensure!(url.starts_with("http://127.0.0.1:"), "unexpected URL {url}");
+        self.tls_sha256 = match (words.next(), words.next()) {
+            (Some("tls-sha256"), Some(fp)) => Some(fp.to_string()),
+            _ => None,
+        };
+        ensure!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "unexpected URL {url}"
+        );
         self.url = url.to_string();
         Ok(())
     }
 
-    /// `URL#PUBKEY` for `wallet create --signer`.
+    /// `URL#PUBKEY` (plus `@FINGERPRINT` for a TLS signer) for `wallet create --signer`.
     pub fn spec(&self) -> String {
-        format!("{}#{}", self.url, self.identity)
+        match &self.tls_sha256 {
+            Some(fp) => format!("{}#{}@{fp}", self.url, self.identity),
+            None => format!("{}#{}", self.url, self.identity),
+        }
+    }
+
+    /// Lines the signer printed on stdout after the first.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.more_stdout
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     pub fn endpoint(&self) -> String {
@@ -427,6 +522,7 @@ impl SignerProc {
     pub fn addr(&self) -> Result<String> {
         self.url
             .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
             .map(str::to_string)
             .with_context(|| format!("no address in {}", self.url))
     }
@@ -719,11 +815,15 @@ impl Cluster {
         let client =
             ckm::net::client::Client::new(self.coordinator_key()?, Duration::from_secs(10))?;
         // Built through serde so that optional fields (added later) take their defaults.
-        let entry: RosterEntry = serde_json::from_value(serde_json::json!({
+        let mut entry = serde_json::json!({
             "index": i + 1,
             "url": s.url,
             "identity": s.identity.to_string(),
-        }))?;
+        });
+        if let Some(fp) = &s.tls_sha256 {
+            entry["tls_sha256"] = serde_json::json!(fp);
+        }
+        let entry: RosterEntry = serde_json::from_value(entry)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
