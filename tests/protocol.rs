@@ -1117,8 +1117,9 @@ fn corrupted_signature_share_names_the_culprit() -> Result<()> {
 }
 
 /// The coordinator writes the key-path witnesses itself (each signature was verified once,
-/// in `aggregate`): the result is exactly what miniscript's finalizer makes of the same
-/// signatures, and it refuses signatures of another transaction.
+/// in `aggregate`): the result is what miniscript's finalizer makes of the same signatures
+/// (except that, as BIP-0174 asks, unknown fields are kept), and it refuses signatures of
+/// another transaction.
 #[test]
 fn finalize_writes_what_miniscript_writes() -> Result<()> {
     let mut rng = test_rng("finalize_writes_what_miniscript_writes");
@@ -1126,14 +1127,39 @@ fn finalize_writes_what_miniscript_writes() -> Result<()> {
     let r = run_rounds(&f, &[1, 2], &mut rng)?;
     let signatures = r.session.aggregate(&r.packages, &r.shares)?;
     ensure!(signatures.txid() == f.psbt.unsigned_tx.compute_txid());
-    let mut ours = f.psbt.clone();
+    // Unknown and proprietary input fields survive finalization (BIP-0174 keeps the UTXOs
+    // and the unknown fields; miniscript 12 drops them, the one difference).
+    let mut base = f.psbt.clone();
+    base.inputs[0].unknown.insert(
+        bitcoin::psbt::raw::Key {
+            type_value: 0xf0,
+            key: vec![1, 2, 3],
+        },
+        vec![4, 5],
+    );
+    base.inputs[0].proprietary.insert(
+        bitcoin::psbt::raw::ProprietaryKey {
+            prefix: b"ckm-test".to_vec(),
+            subtype: 7,
+            key: vec![8],
+        },
+        vec![9],
+    );
+    let mut ours = base.clone();
     let tx = r.session.finalize(&mut ours, &signatures)?;
-    let mut theirs = f.psbt.clone();
+    ensure!(
+        ours.inputs[0].unknown == base.inputs[0].unknown
+            && ours.inputs[0].proprietary == base.inputs[0].proprietary,
+        "finalize dropped the unknown or proprietary fields"
+    );
+    let mut theirs = base.clone();
     for (input, signature) in theirs.inputs.iter_mut().zip(signatures.iter()) {
         input.tap_key_sig = Some(*signature);
     }
     miniscript::psbt::PsbtExt::finalize_mut(&mut theirs, secp())
         .map_err(|e| anyhow::anyhow!("miniscript: {e:?}"))?;
+    theirs.inputs[0].unknown = base.inputs[0].unknown.clone();
+    theirs.inputs[0].proprietary = base.inputs[0].proprietary.clone();
     ensure!(
         ours == theirs,
         "ckm's finalized PSBT differs from miniscript's"

@@ -390,7 +390,8 @@ impl SigningSession {
     }
 
     /// Writes each verified signature as its input's key-path witness and clears the input's
-    /// other fields (as a BIP-0174 finalizer does: only the UTXOs and the witness remain),
+    /// other fields (as a BIP-0174 finalizer does: only the UTXOs, the unknown and
+    /// proprietary fields and the witness remain),
     /// then extracts the transaction. The PSBT is changed only if every input is finalized.
     ///
     /// # Errors
@@ -416,9 +417,12 @@ impl SigningSession {
         }
         let mut signed = psbt.clone();
         for (input, signature) in signed.inputs.iter_mut().zip(signatures.iter()) {
+            // BIP-0174's finalizer keeps the UTXOs and the unknown (and proprietary) fields.
             let original = std::mem::take(input);
             input.non_witness_utxo = original.non_witness_utxo;
             input.witness_utxo = original.witness_utxo;
+            input.unknown = original.unknown;
+            input.proprietary = original.proprietary;
             input.final_script_witness = Some(Witness::p2tr_key_spend(signature));
         }
         let tx = signed
