@@ -11,6 +11,8 @@
 //! - [`psbt`]: the signer's checks, the two FROST rounds over all inputs of a PSBT, the
 //!   coordinator's aggregation, verification and finalization;
 //! - [`wallet`]: descriptors and the bdk_wallet wallet (SQLite) that builds PSBTs;
+//! - [`recovery`]: the optional timelocked recovery path (a miniscript leaf certified at key
+//!   generation) and its script-path signer;
 //! - [`message`]: typed, versioned messages between coordinator and signers;
 //! - [`identity`], [`auth`], [`store`]: identity keys, request authentication and encryption
 //!   at rest;
@@ -42,6 +44,7 @@ pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod psbt;
+pub mod recovery;
 pub mod signer;
 pub mod store;
 pub mod wallet;

@@ -93,6 +93,7 @@ impl Evil {
             params: DkgParams::new(t, n)?,
             coordinator: self.key.public(),
             roster: Roster::new(roster)?,
+            recovery: None,
         })
     }
 

@@ -314,7 +314,8 @@ fn signer_from_config_only_joins_a_dkg_and_cosigns() -> Result<()> {
         events += 1;
     }
     ensure!(events >= 3, "only {events} log lines:\n{log}");
-    ensure!(log.contains("\"message\":\"signed\""), "{log}");
+    // Signed in one round (nonces preprocessed on the first request).
+    ensure!(log.contains("\"message\":\"signed in one round\""), "{log}");
     Ok(())
 }
 
@@ -692,21 +693,24 @@ fn metrics_count_what_happened() -> Result<()> {
             "ckm_requests_total{message=\"unknown\",outcome=\"unauthorized\"}",
             2.0,
         ),
+        // One-round signing: one batch of preprocessed nonces, then the refused request
+        // and the signed one.
         (
-            "ckm_requests_total{message=\"sign_commit\",outcome=\"policy\"}",
+            "ckm_requests_total{message=\"preprocess\",outcome=\"ok\"}",
+            1.0,
+        ),
+        (
+            "ckm_requests_total{message=\"sign_preprocessed\",outcome=\"policy\"}",
             1.0,
         ),
         ("ckm_policy_refusals_total{rule=\"max-amount-sats\"}", 1.0),
         (
-            "ckm_requests_total{message=\"sign_commit\",outcome=\"ok\"}",
+            "ckm_requests_total{message=\"sign_preprocessed\",outcome=\"ok\"}",
             1.0,
         ),
-        (
-            "ckm_requests_total{message=\"sign_share\",outcome=\"ok\"}",
-            1.0,
-        ),
-        ("ckm_signing_round_seconds_count{round=\"commit\"}", 2.0),
-        ("ckm_signing_round_seconds_count{round=\"share\"}", 1.0),
+        ("ckm_signing_round_seconds_count{round=\"preprocess\"}", 1.0),
+        ("ckm_signing_round_seconds_count{round=\"one-round\"}", 2.0),
+        ("ckm_signing_round_seconds_count{round=\"commit\"}", 0.0),
     ];
     for (series, want) in expect {
         let got = delta(&before, &after, series);
@@ -723,7 +727,13 @@ fn metrics_count_what_happened() -> Result<()> {
         "ckm_audit_records_total does not match the audit log\n{text}"
     );
     ensure!(after.get("ckm_sessions_open") == Some(&0.0), "{text}");
-    ensure!(after.get("ckm_preprocessed_nonces") == Some(&0.0), "{text}");
+    // The pool holds what was preprocessed, less what signed, plus the fresh batch.
+    ensure!(
+        after
+            .get("ckm_preprocessed_nonces")
+            .is_some_and(|v| *v > 0.0),
+        "{text}"
+    );
     ensure!(after.get("ckm_connections_open").is_some_and(|v| *v >= 0.0));
     // No wallet name, coordinator key or txid in the metrics.
     ensure!(!text.contains(WALLET) && !text.contains(&c.coord_id) && !text.contains(&p.txid()));

@@ -174,7 +174,8 @@ impl Sim {
                     .with_context(|| format!("unknown nonce {id}"))?,
             );
         }
-        let (signer_nonces, _checked) = SignerNonces::preprocessed(psbt, &self.share, nonces)?;
+        let (signer_nonces, _checked) =
+            SignerNonces::preprocessed(psbt, &self.share, None, nonces)?;
         let mut shares = signer_nonces.sign(psbt, &self.share, packages)?;
         if self.behaviour == Behaviour::Invalid {
             if let Some(first) = shares.first_mut() {

@@ -2,9 +2,11 @@
 
 use std::str::FromStr;
 
-use bitcoin::Amount;
+use anyhow::{bail, Context as _, Result};
+use bitcoin::{Amount, Network};
 use ckm::identity::IdentityPublic;
 use ckm::keys::CertPin;
+use ckm::recovery::{RecoveryKey, RecoveryPolicy};
 use clap::Args;
 
 /// `--wallet NAME`, shared by every wallet-scoped command.
@@ -48,6 +50,44 @@ fn parse_amount(s: &str) -> Result<Amount, String> {
         return Err("the amount exceeds 21 million BTC".into());
     }
     Ok(Amount::from_sat(sats))
+}
+
+/// `--recovery-key KEY… [--recovery-threshold K] --recovery-after BLOCKS` of `wallet create`.
+#[derive(Debug, Args, Clone)]
+pub struct RecoveryArgs {
+    /// A recovery key: an extended public key with origin, e.g. "[73c5da0a/86'/1'/0']tpub…"
+    /// (repeat for several; the wallet derives …/0/* and …/1/* below it)
+    #[arg(long = "recovery-key", value_name = "KEY", requires = "recovery_after")]
+    pub recovery_keys: Vec<RecoveryKey>,
+    /// How many recovery keys must sign [default: 1 with a single key; required with several]
+    #[arg(long, value_name = "K", requires = "recovery_keys")]
+    pub recovery_threshold: Option<u16>,
+    /// Blocks a coin must be deep before the recovery keys can spend it (1 to 65535; 144 is
+    /// about a day)
+    #[arg(long, value_name = "BLOCKS", requires = "recovery_keys", value_parser = clap::value_parser!(u16).range(1..))]
+    pub recovery_after: Option<u16>,
+}
+
+impl RecoveryArgs {
+    /// The policy, checked against the wallet's network (`None` without --recovery-key).
+    pub fn policy(self, network: Network) -> Result<Option<RecoveryPolicy>> {
+        let Some(blocks) = self.recovery_after else {
+            return Ok(None);
+        };
+        let n = self.recovery_keys.len();
+        let threshold = match (self.recovery_threshold, n) {
+            (Some(k), _) => k,
+            (None, 1) => 1,
+            (None, n) => bail!(
+                "{n} recovery keys given: say how many of them must sign with --recovery-threshold K"
+            ),
+        };
+        let policy = RecoveryPolicy::new(self.recovery_keys, threshold, blocks)?;
+        policy.check_network(network).with_context(|| {
+            format!("the recovery keys must be for {network} (tpub… for test networks, xpub… for bitcoin)")
+        })?;
+        Ok(Some(policy))
+    }
 }
 
 /// A signer given as `URL#PUBKEY`.

@@ -9,6 +9,7 @@ mod psbt_inspect;
 mod psbt_io;
 mod psbt_qr;
 mod signer;
+mod signer_address;
 mod signer_peers;
 mod signer_records;
 mod spend;

@@ -1,26 +1,32 @@
 //! `ckm psbt …`: the file workflow — create an unsigned PSBT, co-sign it with the signers,
-//! broadcast it — plus `inspect` and `qr`. PSBT files are base64, binary or UR, version 0 or
-//! 2 (see `psbt_io`).
+//! broadcast it; and the recovery path — create a script-path PSBT, sign it with a recovery
+//! key, finalize it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use ckm::psbt::VersionedPsbt;
+use ckm::recovery::sign::RecoverySecret;
 use clap::Subcommand;
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
 use super::psbt_io::{self, PsbtFormat, PsbtOutArgs};
-use super::spend::{build, cosign_with_timeout, electrum_url, summary};
+use super::spend::{build, build_recovery, cosign_with_timeout, electrum_url, summary};
 use super::{psbt_inspect, psbt_qr, Context};
 
 #[derive(Debug, Subcommand)]
 pub enum PsbtCommand {
     /// Build an unsigned PSBT paying an address, with change back to the wallet
     ///
+    /// With --recovery the PSBT spends through the wallet's timelocked recovery path instead
+    /// of the signers: its inputs carry nSequence = the recovery timelock and the BIP-371
+    /// fields (tap_scripts, tap_key_origins of the recovery keys), so any BIP-371 signer
+    /// holding a recovery key can sign it, or `ckm psbt sign-recovery`. Only coins at least
+    /// that many blocks deep are spent (unless --allow-immature).
+    ///
     /// Examples:
     ///   ckm psbt create --to bcrt1p... --amount 150000 --fee-rate 2 --out pay.psbt
-    ///   ckm psbt create --to bcrt1p... --amount 150000 --psbt-version 2 --out pay.psbt
-    ///   ckm psbt create --to bcrt1p... --amount 150000 --format ur --out pay.ur
+    ///   ckm psbt create --recovery --to bcrt1p... --amount 150000 --out rescue.psbt
     #[command(verbatim_doc_comment)]
     Create {
         #[command(flatten)]
@@ -28,6 +34,55 @@ pub enum PsbtCommand {
         #[command(flatten)]
         payment: PaymentArgs,
         /// Where to write the PSBT
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Spend through the recovery path (signed by the recovery keys, not the signers)
+        #[arg(long)]
+        recovery: bool,
+        /// With --recovery, also spend coins not yet deep enough: the transaction is then
+        /// valid only once each of them is (bitcoind refuses it before: non-BIP68-final)
+        #[arg(long, requires = "recovery")]
+        allow_immature: bool,
+        #[command(flatten)]
+        output: PsbtOutArgs,
+    },
+    /// Sign the recovery path of a PSBT with a recovery key, locally
+    ///
+    /// For users without another BIP-371 wallet. KEY_FILE holds the recovery key's extended
+    /// private key: the master key (tprv…/xprv…) or the account key with its origin
+    /// ([fp/86'/1'/0']tprv…). Every input whose tap_key_origins name a key it derives under
+    /// the recovery leaf is signed (BIP-341 script-path sighash computed here; the leaf must
+    /// be committed to by the output spent). Writes the signed, not yet finalized, PSBT;
+    /// finish with `ckm psbt finalize` and `ckm psbt broadcast`.
+    ///
+    /// Example:
+    ///   ckm psbt sign-recovery rescue.psbt --key-file ~/recovery.xprv --out rescue.signed.psbt
+    #[command(verbatim_doc_comment)]
+    SignRecovery {
+        /// The PSBT (from `ckm psbt create --recovery`)
+        input: PathBuf,
+        /// File holding the recovery extended private key
+        #[arg(long, value_name = "XPRV_FILE")]
+        key_file: PathBuf,
+        /// Where to write the signed PSBT (same version and form as the input by default)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        output: PsbtOutArgs,
+    },
+    /// Finalize a signed PSBT (key path or recovery path) with miniscript's finalizer
+    ///
+    /// Builds each input's witness from its signatures (key path when a key-path signature
+    /// is present, else the recovery leaf) and checks it with miniscript's interpreter.
+    /// Fails, naming the inputs, while signatures are missing.
+    ///
+    /// Example:
+    ///   ckm psbt finalize rescue.signed.psbt --out rescue.final.psbt
+    #[command(verbatim_doc_comment)]
+    Finalize {
+        /// The signed PSBT
+        input: PathBuf,
+        /// Where to write the finalized PSBT (same version and form as the input by default)
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         #[command(flatten)]
@@ -119,13 +174,26 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             wallet,
             payment,
             out,
+            recovery,
+            allow_immature,
             output,
         } => {
             let mut w = ctx.open_wallet(wallet.name.as_deref())?;
-            let psbt = build(&mut w, &payment)?;
+            let psbt = if recovery {
+                build_recovery(&mut w, &payment, allow_immature)?
+            } else {
+                build(&mut w, &payment)?
+            };
             let fee = psbt.fee().context("computing the fee")?;
             if !ctx.json {
                 eprintln!("{}", summary(&w, &psbt)?);
+                if let (true, Some(p)) = (recovery, w.meta().recovery()) {
+                    eprintln!(
+                        "through the recovery path: sign with {} of the recovery key(s); valid once every input is {} blocks deep",
+                        p.threshold(),
+                        p.blocks()
+                    );
+                }
             }
             let mut psbt = VersionedPsbt::from(psbt);
             let (format, version) = psbt_io::write(&out, &mut psbt, &output, PsbtFormat::Base64)?;
@@ -135,10 +203,19 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                     "fee_sats": fee.to_sat(),
                     "format": psbt_io::format_name(format),
                     "psbt_version": version.number(),
+                    "recovery": recovery,
+                    "inputs": psbt.psbt().inputs.len(),
                 }),
                 || format!("wrote {}", out.display()),
             )
         }
+        PsbtCommand::SignRecovery {
+            input,
+            key_file,
+            out,
+            output,
+        } => sign_recovery(ctx, &input, &key_file, &out, &output),
+        PsbtCommand::Finalize { input, out, output } => finalize(ctx, &input, &out, &output),
         PsbtCommand::Sign {
             input,
             out,
@@ -213,4 +290,128 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
         PsbtCommand::Inspect(args) => psbt_inspect::run(ctx, args),
         PsbtCommand::Qr(args) => psbt_qr::run(ctx, args),
     }
+}
+
+/// Largest recovery key file read.
+const MAX_KEY_FILE: u64 = 4096;
+
+fn sign_recovery(
+    ctx: &Context,
+    input: &Path,
+    key_file: &Path,
+    out: &Path,
+    output: &PsbtOutArgs,
+) -> Result<()> {
+    let text = zeroize::Zeroizing::new(
+        ckm::store::read_limited(key_file, MAX_KEY_FILE)
+            .with_context(|| format!("reading {}", key_file.display()))?,
+    );
+    warn_if_readable_by_others(ctx, key_file);
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| anyhow::anyhow!("{} is not a text key file", key_file.display()))?;
+    let secret: RecoverySecret = text
+        .parse()
+        .with_context(|| format!("reading the recovery key in {}", key_file.display()))?;
+    let file = psbt_io::read(input)?;
+    let mut versioned = file.psbt;
+    let psbt = versioned.psbt_mut();
+    let signed = ckm::recovery::sign::sign_recovery(psbt, &secret, &mut rand::rngs::OsRng)
+        .context("signing the recovery path; nothing was written")?;
+    // Addresses need the network: --network, or bitcoin for a mainnet key.
+    let network = ctx.network.or(match secret.network_kind() {
+        bitcoin::NetworkKind::Main => Some(bitcoin::Network::Bitcoin),
+        bitcoin::NetworkKind::Test => None,
+    });
+    drop(secret);
+    let complete = ckm::recovery::sign::finalize(&mut psbt.clone()).is_ok();
+    if !ctx.json {
+        for (i, o) in psbt.unsigned_tx.output.iter().enumerate() {
+            let to = network
+                .and_then(|n| bitcoin::Address::from_script(&o.script_pubkey, n).ok())
+                .map_or_else(
+                    || format!("script {}", o.script_pubkey.to_hex_string()),
+                    |a| a.to_string(),
+                );
+            eprintln!("output {i}: {} sat to {to}", o.value.to_sat());
+        }
+        if let Ok(fee) = psbt.fee() {
+            eprintln!("fee: {} sat", fee.to_sat());
+        }
+    }
+    psbt_io::write(out, &mut versioned, output, file.format)?;
+    ctx.output(
+        serde_json::json!({
+            "psbt": out.display().to_string(),
+            "inputs_signed": signed.inputs,
+            "signatures": signed.signatures,
+            "complete": complete,
+        }),
+        || {
+            format!(
+                "signed input(s) {:?} through the recovery path; wrote {}{}",
+                signed.inputs,
+                out.display(),
+                if complete {
+                    "; complete: run `ckm psbt finalize`"
+                } else {
+                    "; more recovery signatures are needed"
+                }
+            )
+        },
+    )
+}
+
+fn finalize(ctx: &Context, input: &Path, out: &Path, output: &PsbtOutArgs) -> Result<()> {
+    let file = psbt_io::read(input)?;
+    let mut versioned = file.psbt;
+    let tx = ckm::recovery::sign::finalize(versioned.psbt_mut())
+        .context("the PSBT was not finalized; nothing was written")?;
+    let spends: Vec<&str> = tx
+        .input
+        .iter()
+        .map(|i| {
+            if i.witness.len() == 1 {
+                "key-path"
+            } else {
+                "script-path"
+            }
+        })
+        .collect();
+    versioned.mark_signed();
+    psbt_io::write(out, &mut versioned, output, file.format)?;
+    ctx.output(
+        serde_json::json!({
+            "psbt": out.display().to_string(),
+            "complete": true,
+            "txid": tx.compute_txid().to_string(),
+            "spends": spends,
+        }),
+        || {
+            format!(
+                "finalized {} ({:?}); wrote {}",
+                tx.compute_txid(),
+                spends,
+                out.display()
+            )
+        },
+    )
+}
+
+/// A key file others can read is worth a warning (not a refusal: it may be on a removable
+/// medium without permissions).
+fn warn_if_readable_by_others(ctx: &Context, path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                ctx.say(format!(
+                    "warning: {} is readable by other users (chmod 600 it)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (ctx, path);
 }

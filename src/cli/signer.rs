@@ -18,6 +18,7 @@ use ckm::signer::Signer;
 use ckm::store::KdfParams;
 use clap::{Args, Subcommand};
 
+use super::signer_address;
 use super::signer_peers::{self, PeersCommand, WalletBindCommand};
 use super::signer_records::{self, AuditCommand, StateCommand};
 use super::{init_logging, read_passphrase, runtime, Context};
@@ -79,8 +80,21 @@ pub enum SignerCommand {
     #[command(verbatim_doc_comment)]
     Serve(Box<ServeArgs>),
     /// List the wallets this signer holds a share of (public information only), with the
-    /// fingerprint of each certified key generation: compare it with the coordinator's
+    /// fingerprint of each certified key generation: compare it with the coordinator's. A
+    /// wallet's recovery path (keys and timelock) is listed too: its owner must recognise
+    /// the keys as their own
     Wallets,
+    /// Derive one of a wallet's addresses from this signer's own certified record
+    ///
+    /// The "verify on the device" check: unlocks the store, re-verifies the certified key
+    /// generation against the group of this signer's sealed share and derives the address
+    /// (committing to the certified recovery path, if any) without the coordinator. Compare
+    /// it with `ckm wallet address` before coins are sent there.
+    ///
+    /// Example:
+    ///   ckm --home ~/signer1 signer address --wallet vault --index 0
+    #[command(verbatim_doc_comment)]
+    Address(signer_address::AddressArgs),
     /// Approve (or withdraw) the other signers this one generates keys with
     #[command(subcommand)]
     Peers(PeersCommand),
@@ -366,6 +380,7 @@ pub fn run(ctx: &Context, cmd: SignerCommand) -> Result<()> {
             })
         }
         SignerCommand::Wallets => wallets(ctx),
+        SignerCommand::Address(args) => signer_address::run(ctx, args),
         SignerCommand::Peers(cmd) => signer_peers::peers(ctx, cmd),
         SignerCommand::Wallet(cmd) => signer_peers::wallet(ctx, cmd),
         SignerCommand::Policy(cmd) => policy(ctx, cmd),
@@ -470,6 +485,10 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
         #[cfg(unix)]
         let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("listening for SIGHUP")?;
+        // And for SIGTERM, for the same reason: a stop right after readiness ends cleanly.
+        #[cfg(unix)]
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let pin = tls.as_ref().map(|t| t.fingerprint());
         ctx.output(
@@ -521,6 +540,9 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         tokio::spawn(async move {
+            #[cfg(unix)]
+            shutdown_signal(terminate).await;
+            #[cfg(not(unix))]
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
@@ -619,27 +641,19 @@ async fn reload_on_sighup(
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM (`term`, listened for since before readiness).
+#[cfg(unix)]
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn wallets(ctx: &Context) -> Result<()> {
@@ -656,6 +670,11 @@ fn wallets(ctx: &Context) -> Result<()> {
                 "index": w.index,
                 "coordinator": w.coordinator.to_string(),
                 "fingerprint": w.fingerprint.map(|f| f.to_string()),
+                "recovery": w
+                    .keygen
+                    .as_ref()
+                    .and_then(|k| k.context.recovery.as_ref())
+                    .map(signer_address::recovery_json),
             })
         })
         .collect();
@@ -665,8 +684,14 @@ fn wallets(ctx: &Context) -> Result<()> {
         }
         list.iter()
             .map(|w| {
+                let recovery = w
+                    .keygen
+                    .as_ref()
+                    .and_then(|k| k.context.recovery.as_ref())
+                    .map(|p| format!("\n  recovery: {}", signer_address::recovery_text(p)))
+                    .unwrap_or_default();
                 format!(
-                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}",
+                    "{}  {}-of-{}  signer #{}  {}  fingerprint {}  {}{recovery}",
                     w.name,
                     w.threshold,
                     w.signers,

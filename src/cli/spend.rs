@@ -41,9 +41,24 @@ pub fn build(w: &mut CkmWallet, payment: &PaymentArgs) -> Result<Psbt> {
     Ok(w.build_payment(&to, payment.amount, fee_rate(payment.fee_rate)?)?)
 }
 
+/// Builds a recovery-path PSBT (see [`CkmWallet::build_recovery`]).
+pub fn build_recovery(
+    w: &mut CkmWallet,
+    payment: &PaymentArgs,
+    allow_immature: bool,
+) -> Result<Psbt> {
+    let to = w.parse_address(&payment.to)?;
+    Ok(w.build_recovery(
+        &to,
+        payment.amount,
+        fee_rate(payment.fee_rate)?,
+        allow_immature,
+    )?)
+}
+
 /// A human summary of what a PSBT pays, as the signers will see it.
 pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
-    let session = SigningSession::new(psbt, &w.meta().group)?;
+    let session = SigningSession::with_recovery(psbt, &w.meta().group, w.meta().recovery())?;
     let checked = session.checked();
     let mut lines = Vec::new();
     for out in checked.payments() {

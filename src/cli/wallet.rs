@@ -9,10 +9,12 @@ use bdk_wallet::KeychainKind;
 use bitcoin::Network;
 use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
+use ckm::recovery::RecoveryPolicy;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use clap::Subcommand;
 
-use super::args::{parse_signer, ElectrumArg, PaymentArgs, SignerSpec, WalletArg};
+use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
+use super::signer_address;
 use super::spend::{self, electrum_url};
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
@@ -59,11 +61,20 @@ pub enum WalletCommand {
     /// its share only after checking all n certificates. Prints the descriptors and the wallet
     /// fingerprint: compare it with `ckm signer wallets` on every signer.
     ///
-    /// Example (2-of-3):
+    /// With --recovery-key, every address also commits to a timelocked recovery path: the
+    /// recovery key(s) alone can spend a coin once it is --recovery-after blocks deep (for
+    /// when the signers are gone for good). The policy is certified with the key generation,
+    /// every signer enforces it, and `ckm signer address` shows addresses from a signer's
+    /// own record. Everyday spends stay co-signed key-path spends.
+    ///
+    /// Examples (2-of-3; then with a recovery key usable after 144 blocks, about a day):
     ///   ckm --home ~/coord wallet create vault --threshold 2 \
     ///       --signer http://127.0.0.1:7001#<id1> \
     ///       --signer http://127.0.0.1:7002#<id2> \
     ///       --signer http://127.0.0.1:7003#<id3>
+    ///   ckm --home ~/coord wallet create vault --threshold 2 --signer … --signer … --signer … \
+    ///       --recovery-key "[73c5da0a/86'/1'/0']tpubDDfvzhd…" --recovery-after 144
+    ///   (several keys: repeat --recovery-key and add --recovery-threshold K)
     #[command(verbatim_doc_comment)]
     Create {
         /// Wallet name (letters, digits, '_', '-', '.')
@@ -77,11 +88,23 @@ pub enum WalletCommand {
         /// Seconds to wait for each signer
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         timeout: u64,
+        #[command(flatten)]
+        recovery: RecoveryArgs,
     },
     /// List the wallets of this home
     List,
     /// Print the wallet's public descriptors (importable into Bitcoin Core as watch-only),
-    /// roster and fingerprint
+    /// roster, fingerprint and recovery path
+    ///
+    /// The descriptors are complete, recovery leaf included:
+    /// `tr([fp]xpub/0/*,and_v(v:pk([…]tpub…/0/*),older(N)))#checksum` (and `/1/*` for change).
+    /// Bitcoin Core's `deriveaddresses` gives the wallet's addresses from them, and
+    /// `importdescriptors` watches the wallet (add the recovery key's private descriptor
+    /// to spend through the recovery path from Core).
+    ///
+    /// Example:
+    ///   ckm wallet descriptor --json | jq -r .external
+    #[command(verbatim_doc_comment)]
     Descriptor {
         #[command(flatten)]
         wallet: WalletArg,
@@ -247,7 +270,8 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             threshold,
             signers,
             timeout,
-        } => create(ctx, &name, threshold, signers, timeout),
+            recovery,
+        } => create(ctx, &name, threshold, signers, timeout, recovery),
         WalletCommand::List => list(ctx),
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
@@ -286,8 +310,11 @@ fn create(
     threshold: u16,
     signers: Vec<SignerSpec>,
     timeout: u64,
+    recovery: RecoveryArgs,
 ) -> Result<()> {
-    let wallet = create_wallet(ctx, name, threshold, signers, timeout, None)?;
+    let network = ctx.network.unwrap_or(Network::Regtest);
+    let recovery = recovery.policy(network)?;
+    let wallet = create_wallet(ctx, name, threshold, signers, timeout, None, recovery)?;
     descriptor(ctx, &wallet)
 }
 
@@ -299,6 +326,7 @@ fn create_wallet(
     signers: Vec<SignerSpec>,
     timeout: u64,
     network: Option<Network>,
+    recovery: Option<RecoveryPolicy>,
 ) -> Result<CkmWallet> {
     let path = ctx.new_wallet_path(name)?;
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
@@ -325,9 +353,12 @@ fn create_wallet(
         "running a certified {threshold}-of-{} key generation across the signers…",
         roster.len()
     ));
+    if let Some(policy) = &recovery {
+        ctx.say(format!("with a recovery path: {policy}"));
+    }
     let (group, keygen) = runtime()?
-        .block_on(ckm::net::coordinator::create_wallet(
-            &client, name, network, threshold, &roster,
+        .block_on(ckm::net::coordinator::create_wallet_with_recovery(
+            &client, name, network, threshold, &roster, recovery,
         ))
         .context("wallet creation failed; nothing was stored")?;
     let meta = WalletMeta {
@@ -383,6 +414,11 @@ fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         let t = args
             .threshold
             .ok_or_else(|| anyhow::anyhow!("give the new wallet's threshold with --threshold T"))?;
+        // The new wallet keeps the old one's recovery path (same keys, same timelock).
+        let recovery = old.meta().recovery().cloned();
+        if let Some(policy) = &recovery {
+            ctx.say(format!("the new wallet keeps the recovery path: {policy}"));
+        }
         create_wallet(
             ctx,
             &args.to,
@@ -390,6 +426,7 @@ fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
             args.signers,
             args.timeout,
             Some(old.meta().network),
+            recovery,
         )?
     };
     if new.meta().network != old.meta().network {
@@ -496,6 +533,7 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
     let meta = wallet.meta();
     let (external, internal) = meta.descriptors()?;
     let fingerprint = meta.fingerprint();
+    let recovery = meta.recovery().map(signer_address::recovery_json);
     let signers: Vec<serde_json::Value> = meta
         .roster
         .entries()
@@ -511,6 +549,7 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
             "threshold": meta.group.threshold(),
             "fingerprint": fingerprint.map(|f| f.to_string()),
             "signers": signers,
+            "recovery": recovery,
         }),
         || {
             let roster: Vec<String> = meta
@@ -519,8 +558,11 @@ fn descriptor(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
                 .iter()
                 .map(|r| format!("  #{} {}  {}", r.index, r.url, r.identity))
                 .collect();
+            let recovery = meta
+                .recovery()
+                .map_or_else(|| "none".to_string(), signer_address::recovery_text);
             format!(
-                "wallet:      {} ({}-of-{}, {})\nfingerprint: {}\nexternal:    {external}\ninternal:    {internal}\nsigners:\n{}",
+                "wallet:      {} ({}-of-{}, {})\nfingerprint: {}\nexternal:    {external}\ninternal:    {internal}\nrecovery:    {recovery}\nsigners:\n{}",
                 meta.name,
                 meta.group.threshold(),
                 meta.roster.len(),

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, wallet: &CkmWallet, args: ExportArgs) -> Result<()> {
     }
     let (text, json) = match args.format {
         ExportFormat::Descriptor => {
-            let d = export::multipath_descriptor(&meta.group, meta.network)?;
+            let d = export::multipath_descriptor(meta)?;
             (format!("{d}\n"), serde_json::json!(d))
         }
         ExportFormat::Core => {

@@ -21,6 +21,7 @@ use crate::protocol::lifecycle::{
     TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
 };
 use crate::protocol::sign::{Round1Answer, SignError, SigningCoordinator, Step};
+use crate::recovery::RecoveryPolicy;
 use crate::wallet::WalletMeta;
 
 /// Why a key generation across signers failed.
@@ -64,13 +65,29 @@ pub async fn create_wallet(
     threshold: u16,
     roster: &Roster,
 ) -> Result<(GroupPublic, CertifiedKeygen), CreateError> {
+    create_wallet_with_recovery(client, name, network, threshold, roster, None).await
+}
+
+/// [`create_wallet`] with an optional timelocked recovery path, certified with the rest of
+/// the key generation (every signer then enforces it when co-signing).
+///
+/// # Errors
+/// Any signer failing or refusing aborts the key generation; the error names it.
+pub async fn create_wallet_with_recovery(
+    client: &Client,
+    name: &str,
+    network: Network,
+    threshold: u16,
+    roster: &Roster,
+    recovery: Option<RecoveryPolicy>,
+) -> Result<(GroupPublic, CertifiedKeygen), CreateError> {
     let params =
         DkgParams::new(threshold, roster.len()).map_err(|e| CreateError::Roster(e.to_string()))?;
     for r in roster.entries() {
         super::client::check_url(&r.url)
             .map_err(|e| CreateError::Roster(format!("signer {}: {}: {e}", r.index, r.url)))?;
     }
-    let context = DkgContext::new(
+    let mut context = DkgContext::new(
         SessionId::random(&mut rand::rngs::OsRng),
         name,
         network,
@@ -78,6 +95,9 @@ pub async fn create_wallet(
         client.identity().public(),
         roster.clone(),
     )?;
+    if let Some(policy) = recovery {
+        context = context.with_recovery(policy)?;
+    }
     let mut dkg = DkgCoordinator::new(context)?;
     let entries = Arc::new(roster.entries().to_vec());
 
@@ -241,7 +261,12 @@ pub async fn sign_psbt(
     psbt: &mut Psbt,
 ) -> Result<SignReport, SignPsbtError> {
     let roster = meta.roster.by_index();
-    let mut machine = SigningCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
+    let mut machine = SigningCoordinator::with_recovery(
+        psbt,
+        &meta.group,
+        meta.recovery(),
+        roster.keys().copied().collect(),
+    )?;
     let wallet = WalletRef {
         name: meta.name.clone(),
         group_key: GroupKey::of(&meta.group),

@@ -324,7 +324,12 @@ pub async fn sign_psbt_one_round(
     options: OneRoundOptions,
 ) -> Result<SignReport, SignError> {
     let roster = meta.roster.by_index();
-    let machine = RoastCoordinator::new(psbt, &meta.group, roster.keys().copied().collect())?;
+    let machine = RoastCoordinator::with_recovery(
+        psbt,
+        &meta.group,
+        meta.recovery(),
+        roster.keys().copied().collect(),
+    )?;
     let inputs = machine.inputs();
     if inputs == 0 || inputs > MAX_ONE_ROUND_INPUTS {
         return sign_psbt(client, meta, psbt).await;

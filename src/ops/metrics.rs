@@ -7,7 +7,7 @@
 //! | `ckm_auth_failures_total` | counter | `reason` (`missing`, `malformed`, `unknown_coordinator`, `bad_signature`, `expired`, `replayed`, `replay_cache_full`, `body_mismatch`) |
 //! | `ckm_policy_refusals_total` | counter | `rule` (`max-fee-sats`, `max-fee-rate`, `max-amount-sats`, `daily-limit-sats`, …, as named in the refusal) |
 //! | `ckm_audit_records_total` | counter | |
-//! | `ckm_signing_round_seconds` | histogram | `round` (`commit`, `statement`, `share`) |
+//! | `ckm_signing_round_seconds` | histogram | `round` (`commit`, `statement`, `share`, `one-round`, `preprocess`) |
 //! | `ckm_dkg_round_seconds` | histogram | `round` (`begin`, `round1`, `round2`, `confirm`) |
 //! | `ckm_sessions_open` | gauge | signing sessions waiting for round 2 |
 //! | `ckm_preprocessed_nonces` | gauge | nonces held for preprocessed (one-round) signing |
@@ -277,6 +277,16 @@ impl Metrics {
             "sign_share" => self
                 .signing_seconds
                 .get_or_create(&RoundLabels { round: "share" })
+                .observe(seconds),
+            "sign_preprocessed" => self
+                .signing_seconds
+                .get_or_create(&RoundLabels { round: "one-round" })
+                .observe(seconds),
+            "preprocess" => self
+                .signing_seconds
+                .get_or_create(&RoundLabels {
+                    round: "preprocess",
+                })
                 .observe(seconds),
             "dkg_begin" => self
                 .dkg_seconds

@@ -16,6 +16,10 @@
 //! ("CertEq", as in ChillDKG). The coordinator and every signer keep the record
 //! ([`CertifiedKeygen`]) so that anyone can re-check it offline.
 //!
+//! The context may carry the wallet's timelocked recovery policy
+//! ([`crate::recovery::RecoveryPolicy`]); it is then hashed and certified like the rest, so
+//! every signer knows the script tree each of the wallet's addresses commits to.
+//!
 //! Why a coordinator cannot learn the key: round-2 packages are only ever sealed to identity
 //! keys an operator approved, bound to one transcript; the coordinator holds none of those
 //! keys. Why no honest signer stores a share of a key-generation others disagree with: it
@@ -25,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bitcoin::hashes::{sha256t_hash_newtype, Hash, HashEngine};
-use bitcoin::Network;
+use bitcoin::{Address, Network};
 use frost::keys::dkg::round2;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
@@ -39,10 +43,18 @@ use crate::frost::dkg::{
 };
 use crate::frost::{identifier, keys::roster_index};
 use crate::identity::{IdentityError, IdentityKey, IdentityPublic, Sealed};
+use crate::keys::WalletPath;
 use crate::keys::{GroupKey, GroupPublic, KeyShare, Roster, WalletFingerprint};
+use crate::recovery::{RecoveryError, RecoveryPolicy, WalletScripts};
 
-/// The version of [`DkgContext`] this build writes and accepts.
+/// The version of [`DkgContext`] without a recovery policy (what builds before the recovery
+/// path wrote and accepted).
 pub const CONTEXT_VERSION: u16 = 1;
+
+/// The version of a [`DkgContext`] that carries a [`RecoveryPolicy`]: a signer built before
+/// the recovery path refuses it by its version, before round 1, instead of failing later on a
+/// transcript it cannot reproduce.
+pub const CONTEXT_VERSION_RECOVERY: u16 = 2;
 
 /// Longest wallet name, in bytes.
 pub const MAX_WALLET_NAME: usize = 64;
@@ -77,6 +89,11 @@ pub struct DkgContext {
     pub coordinator: IdentityPublic,
     /// Every participant: index, identity key, TLS pin (URLs are not certified).
     pub roster: Roster,
+    /// The wallet's timelocked recovery path, if it has one (then `version` is
+    /// [`CONTEXT_VERSION_RECOVERY`]). Hashed only when present, so contexts without it hash as
+    /// they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryPolicy>,
 }
 
 impl DkgContext {
@@ -101,9 +118,22 @@ impl DkgContext {
             params,
             coordinator,
             roster,
+            recovery: None,
         };
         context.check().map_err(CoordinatorError::Context)?;
         Ok(context)
+    }
+
+    /// The same context with a timelocked recovery path (version
+    /// [`CONTEXT_VERSION_RECOVERY`]).
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Context`] when the policy's keys are for another network.
+    pub fn with_recovery(mut self, policy: RecoveryPolicy) -> Result<Self, CoordinatorError> {
+        self.version = CONTEXT_VERSION_RECOVERY;
+        self.recovery = Some(policy);
+        self.check().map_err(CoordinatorError::Context)?;
+        Ok(self)
     }
 
     /// Checks what anyone can check without knowing who is asking: the version, the wallet
@@ -112,8 +142,17 @@ impl DkgContext {
     /// # Errors
     /// [`ContextError`] naming the problem.
     pub fn check(&self) -> Result<(), ContextError> {
-        if self.version != CONTEXT_VERSION {
+        let expected = match self.recovery {
+            None => CONTEXT_VERSION,
+            Some(_) => CONTEXT_VERSION_RECOVERY,
+        };
+        if self.version != expected {
             return Err(ContextError::Version { got: self.version });
+        }
+        if let Some(policy) = &self.recovery {
+            policy
+                .check_network(self.network)
+                .map_err(ContextError::Recovery)?;
         }
         check_wallet_name(&self.wallet)?;
         DkgParams::new(self.params.threshold(), self.params.signers())
@@ -152,6 +191,11 @@ impl DkgContext {
                 None => e.input(&[0]),
             }
         }
+        // After the roster, whose length `check` ties to the hashed `n`: unambiguous.
+        if let Some(policy) = &self.recovery {
+            e.input(b"recovery");
+            e.input(&policy.digest());
+        }
         ContextDigest::from_engine(e).to_byte_array()
     }
 }
@@ -171,12 +215,16 @@ pub fn check_wallet_name(name: &str) -> Result<(), ContextError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ContextError {
-    /// Another context version.
-    #[error("unsupported DKG context version {got} (this build speaks {CONTEXT_VERSION})")]
+    /// Another context version (or a version that does not match the presence of a recovery
+    /// policy).
+    #[error("unsupported DKG context version {got} (this build speaks {CONTEXT_VERSION}, and {CONTEXT_VERSION_RECOVERY} with a recovery policy)")]
     Version {
         /// The version received.
         got: u16,
     },
+    /// The recovery policy does not fit the wallet.
+    #[error("invalid recovery policy")]
+    Recovery(#[source] RecoveryError),
     /// Bad wallet name.
     #[error("wallet names have 1 to {MAX_WALLET_NAME} bytes and no control characters")]
     WalletName,
@@ -468,6 +516,76 @@ impl CertifiedKeygen {
             }
         }
         Ok(WalletFingerprint::of_transcript(&transcript))
+    }
+
+    /// The certified recovery policy, after [`CertifiedKeygen::verify`] against `group` (a
+    /// signer passes the group of its own sealed share, so an edited public record cannot
+    /// change the policy it enforces). `None` for a wallet without a recovery path.
+    ///
+    /// # Errors
+    /// [`VerifyError`] when the record does not check out.
+    pub fn verified_recovery(
+        &self,
+        group: &GroupPublic,
+    ) -> Result<Option<&RecoveryPolicy>, VerifyError> {
+        self.verify_wallet_key(group)?;
+        Ok(self.context.recovery.as_ref())
+    }
+
+    /// Re-checks the record on its own (the group its round-1 commitments define, every
+    /// certificate) and that `group` has that group key and chain code — what every address
+    /// derives from. Unlike [`CertifiedKeygen::verify`] it accepts the group of a later epoch
+    /// (a refresh or repair changes the verifying shares, never the key or the chain code).
+    ///
+    /// # Errors
+    /// [`VerifyError`]; [`VerifyError::GroupMismatch`] for another key or chain code.
+    pub fn verify_wallet_key(&self, group: &GroupPublic) -> Result<WalletFingerprint, VerifyError> {
+        let broadcasts = by_identifier(&self.round1).map_err(VerifyError::Recompute)?;
+        let genesis = group_from_broadcasts(&broadcasts).map_err(VerifyError::Recompute)?;
+        let fingerprint = self.verify(&genesis)?;
+        if GroupKey::of(&genesis) != GroupKey::of(group)
+            || genesis.chain_code() != group.chain_code()
+        {
+            return Err(VerifyError::GroupMismatch);
+        }
+        Ok(fingerprint)
+    }
+}
+
+/// Why [`CertifiedKeygen::address`] could not derive an address.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertifiedAddressError {
+    /// The record does not check out against the group.
+    #[error("the certified key generation does not check out")]
+    Record(#[from] VerifyError),
+    /// The script cannot be derived.
+    #[error(transparent)]
+    Script(#[from] RecoveryError),
+    /// Not a Taproot output (cannot happen for the wallet's descriptors).
+    #[error("the wallet's script is not an address")]
+    NotAnAddress,
+}
+
+impl CertifiedKeygen {
+    /// The wallet's address at `path`, derived from this record alone: the record is verified
+    /// against `group` (a signer passes the group of its own sealed share), and the address
+    /// commits to the record's certified recovery path, if any. What a signer operator shows
+    /// to compare with the coordinator's address.
+    ///
+    /// # Errors
+    /// [`CertifiedAddressError`].
+    pub fn address(
+        &self,
+        group: &GroupPublic,
+        path: &WalletPath,
+    ) -> Result<Address, CertifiedAddressError> {
+        let recovery = self.verified_recovery(group)?;
+        let network = self.context.network;
+        let script = WalletScripts::new(group, network, recovery)?.at(path)?;
+        script
+            .address(network)
+            .map_err(|_| CertifiedAddressError::NotAnAddress)
     }
 }
 
@@ -1303,5 +1421,125 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ParticipantError::CoordinatorMismatch { .. }));
+    }
+
+    /// A context of fixed contents, to pin its hash.
+    fn fixed_context() -> DkgContext {
+        let ids: Vec<IdentityKey> = (1u8..=3)
+            .map(|b| IdentityKey::from_secret_bytes(&[b; 32]).unwrap())
+            .collect();
+        let coordinator = IdentityKey::from_secret_bytes(&[9; 32]).unwrap();
+        let roster = Roster::new(
+            ids.iter()
+                .enumerate()
+                .map(|(i, k)| RosterEntry {
+                    index: u16::try_from(i + 1).unwrap(),
+                    url: format!("http://127.0.0.1:{}", 7001 + i),
+                    identity: k.public(),
+                    tls_sha256: (i == 1).then_some(crate::keys::CertPin([0xab; 32])),
+                })
+                .collect(),
+        )
+        .unwrap();
+        DkgContext::new(
+            SessionId([7; 16]),
+            "vault",
+            Network::Regtest,
+            DkgParams::new(2, 3).unwrap(),
+            coordinator.public(),
+            roster,
+        )
+        .unwrap()
+    }
+
+    fn recovery_policy(seed: u8, blocks: u16) -> RecoveryPolicy {
+        let master =
+            bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[seed; 32]).unwrap();
+        let secret: crate::recovery::sign::RecoverySecret = master.to_string().parse().unwrap();
+        let key = secret.public_at(&"86'/1'/0'".parse().unwrap()).unwrap();
+        RecoveryPolicy::new(vec![key], 1, blocks).unwrap()
+    }
+
+    #[test]
+    fn contexts_without_recovery_hash_and_serialize_as_before() {
+        // Computed by the build before the recovery path existed (commit 2fa2909).
+        let context = fixed_context();
+        assert_eq!(
+            hex::encode(context.hash()),
+            "90274e852fa98c536d8217ff66792a22f2f6957144f5d57499ed69f2ea4184bf"
+        );
+        let json = serde_json::to_string(&context).unwrap();
+        assert!(!json.contains("recovery"), "{json}");
+        let back: DkgContext = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, context);
+    }
+
+    #[test]
+    fn the_recovery_policy_is_hashed_versioned_and_checked() {
+        let plain = fixed_context();
+        let with = plain
+            .clone()
+            .with_recovery(recovery_policy(1, 144))
+            .unwrap();
+        assert_eq!(with.version, CONTEXT_VERSION_RECOVERY);
+        assert_ne!(with.hash(), plain.hash());
+        // Every part of the policy changes the hash.
+        let other_key = plain
+            .clone()
+            .with_recovery(recovery_policy(2, 144))
+            .unwrap();
+        let other_time = plain
+            .clone()
+            .with_recovery(recovery_policy(1, 145))
+            .unwrap();
+        assert_ne!(other_key.hash(), with.hash());
+        assert_ne!(other_time.hash(), with.hash());
+        // JSON round trip keeps it.
+        let json = serde_json::to_string(&with).unwrap();
+        let back: DkgContext = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.hash(), with.hash());
+        // A policy under version 1, or version 2 without a policy, is refused.
+        let mut v1 = with.clone();
+        v1.version = CONTEXT_VERSION;
+        assert!(matches!(v1.check(), Err(ContextError::Version { got: 1 })));
+        let mut v2 = plain.clone();
+        v2.version = CONTEXT_VERSION_RECOVERY;
+        assert!(matches!(v2.check(), Err(ContextError::Version { got: 2 })));
+        // Test-network keys on a mainnet wallet.
+        let mut mainnet = plain;
+        mainnet.network = Network::Bitcoin;
+        assert!(matches!(
+            mainnet.with_recovery(recovery_policy(1, 144)),
+            Err(CoordinatorError::Context(ContextError::Recovery(_)))
+        ));
+    }
+
+    #[test]
+    fn the_certified_record_carries_the_recovery_policy() {
+        let (keys, _, context) = setup(3, 2);
+        let policy = recovery_policy(3, 10);
+        let context = context.with_recovery(policy.clone()).unwrap();
+        let refs: Vec<&IdentityKey> = keys.iter().collect();
+        let (shares, group, keygen) =
+            run_in_memory(context, &refs, &mut rand::thread_rng()).unwrap();
+        assert_eq!(keygen.verified_recovery(&group).unwrap(), Some(&policy));
+        for s in &shares {
+            assert_eq!(s.keygen.context.recovery.as_ref(), Some(&policy));
+        }
+        // Swapping the policy in a stored record breaks every certificate.
+        let mut swapped = keygen.clone();
+        swapped.context.recovery = Some(recovery_policy(4, 10));
+        assert!(matches!(
+            swapped.verified_recovery(&group),
+            Err(VerifyError::BadCertificate { .. })
+        ));
+        // Dropping it (and the version) too.
+        let mut dropped = keygen;
+        dropped.context.recovery = None;
+        dropped.context.version = CONTEXT_VERSION;
+        assert!(matches!(
+            dropped.verified_recovery(&group),
+            Err(VerifyError::BadCertificate { .. })
+        ));
     }
 }

@@ -35,6 +35,7 @@ use crate::frost::identifier;
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::keys::{GroupKey, GroupPublic};
 use crate::psbt::{CoordinateError, SigningSession};
+use crate::recovery::RecoveryPolicy;
 
 /// The id of one preprocessed nonce pair at one signer (16 random bytes, hex in JSON).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -335,8 +336,23 @@ impl RoastCoordinator {
     /// # Errors
     /// The PSBT is not the wallet's.
     pub fn new(psbt: &Psbt, group: &GroupPublic, roster: Vec<u16>) -> Result<Self, SignError> {
+        Self::with_recovery(psbt, group, None, roster)
+    }
+
+    /// Like [`RoastCoordinator::new`] for a wallet with a certified recovery path: every input
+    /// and change output is checked against `recovery`, and each input is signed with the
+    /// Taproot tweak of its own merkle root.
+    ///
+    /// # Errors
+    /// The PSBT is not the wallet's.
+    pub fn with_recovery(
+        psbt: &Psbt,
+        group: &GroupPublic,
+        recovery: Option<&RecoveryPolicy>,
+        roster: Vec<u16>,
+    ) -> Result<Self, SignError> {
         Ok(RoastCoordinator {
-            core: Arc::new(SigningSession::new(psbt, group)?),
+            core: Arc::new(SigningSession::with_recovery(psbt, group, recovery)?),
             need: group.threshold(),
             roster,
             ready: BTreeMap::new(),

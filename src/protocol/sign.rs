@@ -25,6 +25,7 @@ use super::SessionId;
 use crate::frost::identifier;
 use crate::keys::GroupPublic;
 use crate::psbt::{CoordinateError, SigningSession};
+use crate::recovery::RecoveryPolicy;
 
 /// Why co-signing failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +166,23 @@ impl SigningCoordinator {
     /// # Errors
     /// The PSBT is not this wallet's.
     pub fn new(psbt: &Psbt, group: &GroupPublic, roster: Vec<u16>) -> Result<Self, SignError> {
+        Self::with_recovery(psbt, group, None, roster)
+    }
+
+    /// Like [`SigningCoordinator::new`] for a wallet with a certified recovery path: every
+    /// input and change output is checked against `recovery`, and each input is signed with
+    /// the Taproot tweak of its own merkle root.
+    ///
+    /// # Errors
+    /// The PSBT is not this wallet's.
+    pub fn with_recovery(
+        psbt: &Psbt,
+        group: &GroupPublic,
+        recovery: Option<&RecoveryPolicy>,
+        roster: Vec<u16>,
+    ) -> Result<Self, SignError> {
         Ok(SigningCoordinator {
-            core: SigningSession::new(psbt, group)?,
+            core: SigningSession::with_recovery(psbt, group, recovery)?,
             need: group.threshold(),
             roster,
             failures: BTreeMap::new(),

@@ -2,6 +2,11 @@
 //! `tap_internal_key` and `tap_key_origins` re-derive to the key its `witness_utxo` pays), use
 //! SIGHASH_DEFAULT or SIGHASH_ALL, and the BIP-0341 key-spend sighash of every input is
 //! computed here from the PSBT itself; outputs claiming to be ours are re-derived too.
+//!
+//! A wallet with a certified recovery path ([`crate::recovery`]) commits every address to a
+//! script tree: [`check_psbt_with`] recomputes the tree at each input's and each change
+//! output's own derivation index from the certified policy and refuses any other merkle root
+//! (a wallet without a policy refuses every merkle root, as [`check_psbt`] always did).
 
 use std::collections::HashMap;
 
@@ -12,6 +17,7 @@ use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, 
 
 use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError, SpendKey};
 use crate::keys::{Keychain, WalletPath};
+use crate::recovery::{RecoveryError, RecoveryPolicy, WalletScripts};
 
 /// Why a PSBT was refused. Inputs and outputs are named by index.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,20 @@ pub enum CheckError {
         #[source]
         source: bitcoin::sighash::TaprootError,
     },
+    /// The wallet's script at an input's or output's path cannot be derived.
+    #[error("{what} {index}: cannot derive the wallet's script at its path")]
+    Script {
+        /// "input" or "output".
+        what: &'static str,
+        /// Its index.
+        index: usize,
+        /// The cause.
+        #[source]
+        source: RecoveryError,
+    },
+    /// The certified recovery policy does not make a descriptor.
+    #[error("the wallet's recovery policy does not make a valid descriptor")]
+    Policy(#[source] RecoveryError),
     /// Amounts overflow or outputs exceed inputs.
     #[error("the outputs ({outputs_sats} sat) exceed the inputs ({inputs_sats} sat) or overflow")]
     Amounts {
@@ -239,11 +259,30 @@ fn derive_cached(
     ]))
 }
 
-/// Checks `psbt` against the group and computes every input's sighash.
+/// Checks `psbt` against a wallet without a recovery path (no script tree anywhere) and
+/// computes every input's sighash. Same as [`check_psbt_with`]`(psbt, group, None)`.
 ///
 /// # Errors
 /// The first problem found, naming the input or output.
 pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, CheckError> {
+    check_psbt_with(psbt, group, None)
+}
+
+/// Checks `psbt` against the group and the wallet's certified recovery policy (`None`: the
+/// wallet has none) and computes every input's sighash. Every input's `tap_merkle_root`, and
+/// every change output's script, must be the certified policy's at its own derivation index.
+///
+/// # Errors
+/// The first problem found, naming the input or output.
+pub fn check_psbt_with(
+    psbt: &Psbt,
+    group: &GroupPublic,
+    recovery: Option<&RecoveryPolicy>,
+) -> Result<CheckedPsbt, CheckError> {
+    let scripts = recovery
+        .map(|p| WalletScripts::new(group, p.network_kind(), Some(p)))
+        .transpose()
+        .map_err(CheckError::Policy)?;
     let tx = &psbt.unsigned_tx;
     if tx.input.is_empty() {
         return Err(CheckError::NoInputs);
@@ -303,14 +342,40 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                 "its internal key is not our key at its origin path",
             ));
         }
-        // The wallet commits to no script tree: an input claiming one is not ours (a
-        // coordinator could otherwise make signers sign for a key with a tree it chose).
-        if input.tap_merkle_root.is_some() {
-            return Err(not_ours(
-                "it commits to a script tree (tap_merkle_root) the wallet does not have",
-            ));
-        }
-        let merkle_root = input.tap_merkle_root;
+        // The script tree must be the certified one at this input's own index (none without
+        // a recovery policy): a coordinator could otherwise make signers sign for a key with
+        // a tree it chose.
+        let merkle_root = match &scripts {
+            None => {
+                if input.tap_merkle_root.is_some() {
+                    return Err(not_ours(
+                        "it commits to a script tree (tap_merkle_root) the wallet does not have",
+                    ));
+                }
+                None
+            }
+            Some(scripts) => {
+                let script = scripts.at(&path).map_err(|source| CheckError::Script {
+                    what: "input",
+                    index,
+                    source,
+                })?;
+                if script.internal_key != internal {
+                    return Err(not_ours(
+                        "its internal key is not the certified descriptor's key at its path",
+                    ));
+                }
+                match input.tap_merkle_root {
+                    None => return Err(not_ours(
+                        "it has no tap_merkle_root, but every address of this wallet commits to the certified recovery path",
+                    )),
+                    Some(root) if Some(root) != script.merkle_root => return Err(not_ours(
+                        "its tap_merkle_root is not the certified recovery policy's at its derivation index",
+                    )),
+                    Some(_) => script.merkle_root,
+                }
+            }
+        };
         let spend =
             SpendKey::new(&derivation, merkle_root).map_err(|source| CheckError::Derive {
                 input: index,
@@ -361,12 +426,38 @@ pub fn check_psbt(psbt: &Psbt, group: &GroupPublic) -> Result<CheckedPsbt, Check
                 if derivation.internal_key() != internal {
                     return Err(bad("its internal key is not our key at its origin path"));
                 }
-                if output.tap_tree.is_some() {
-                    return Err(bad("it commits to a script tree our wallet does not have"));
-                }
-                let (output_key, _) = internal.tap_tweak(secp(), None);
+                let merkle_root = match &scripts {
+                    None => {
+                        if output.tap_tree.is_some() {
+                            return Err(bad(
+                                "it commits to a script tree our wallet does not have",
+                            ));
+                        }
+                        None
+                    }
+                    Some(scripts) => {
+                        let script = scripts.at(&path).map_err(|source| CheckError::Script {
+                            what: "output",
+                            index,
+                            source,
+                        })?;
+                        if let Some(tree) = &output.tap_tree {
+                            if Some(tree.root_hash()) != script.merkle_root {
+                                return Err(bad(
+                                    "its tap_tree is not the certified recovery policy's at its derivation index",
+                                ));
+                            }
+                        }
+                        script.merkle_root
+                    }
+                };
+                let (output_key, _) = internal.tap_tweak(secp(), merkle_root);
                 if txout.script_pubkey != ScriptBuf::new_p2tr_tweaked(output_key) {
-                    return Err(bad("its script does not pay our key"));
+                    return Err(bad(if scripts.is_some() {
+                        "its script does not pay our key with the certified recovery path"
+                    } else {
+                        "its script does not pay our key"
+                    }));
                 }
                 Some(path)
             }

@@ -4,7 +4,7 @@
 //! and only then writes the key-path witnesses.
 //!
 //! Each signature is verified exactly once, with libsecp256k1, against the output key the
-//! input's `witness_utxo` pays (checked by [`check_psbt`]): the signature is put together
+//! input's `witness_utxo` pays (checked by [`check_psbt_with`]): the signature is put together
 //! from frost's own binding factors and group commitment (frost-core's `internals`), which
 //! skips frost's second verification in k256; only when that verification fails does
 //! frost's aggregation with cheater detection run, to name the signers whose shares are
@@ -23,8 +23,9 @@ use frost::{Identifier, SigningPackage};
 use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr as frost;
 
-use super::check::{check_psbt, CheckError, CheckedInput, CheckedPsbt};
+use super::check::{check_psbt_with, CheckError, CheckedInput, CheckedPsbt};
 use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
+use crate::recovery::RecoveryPolicy;
 
 type Suite = frost::Secp256K1Sha256TR;
 
@@ -138,8 +139,21 @@ impl SigningSession {
     /// # Errors
     /// [`CoordinateError::Check`] when the PSBT is not one of this wallet's.
     pub fn new(psbt: &Psbt, group: &GroupPublic) -> Result<Self, CoordinateError> {
+        Self::with_recovery(psbt, group, None)
+    }
+
+    /// Like [`SigningSession::new`] for a wallet with a certified recovery path (see
+    /// [`check_psbt_with`]).
+    ///
+    /// # Errors
+    /// [`CoordinateError::Check`] when the PSBT is not one of this wallet's.
+    pub fn with_recovery(
+        psbt: &Psbt,
+        group: &GroupPublic,
+        recovery: Option<&RecoveryPolicy>,
+    ) -> Result<Self, CoordinateError> {
         Ok(SigningSession {
-            checked: check_psbt(psbt, group)?,
+            checked: check_psbt_with(psbt, group, recovery)?,
             group: group.clone(),
         })
     }

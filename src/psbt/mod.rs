@@ -15,12 +15,13 @@ use std::collections::BTreeMap;
 use bitcoin::{Psbt, Transaction};
 use rand::{CryptoRng, RngCore};
 
-pub use check::{check_psbt, CheckError, CheckedPsbt};
+pub use check::{check_psbt, check_psbt_with, CheckError, CheckedPsbt};
 pub use coordinate::{CoordinateError, SigningSession, VerifiedSignatures};
-pub use sign::{commit, PreprocessedNonce, SignError, SignerNonces};
+pub use sign::{commit, commit_with, PreprocessedNonce, SignError, SignerNonces};
 pub use version::{PsbtVersion, VersionedPsbt};
 
 use crate::frost::keys::{roster_index, KeyShare};
+use crate::recovery::RecoveryPolicy;
 
 /// Errors of [`sign_in_memory`].
 #[derive(Debug, thiserror::Error)]
@@ -50,20 +51,35 @@ pub fn sign_in_memory<R: RngCore + CryptoRng>(
     shares: &[&KeyShare],
     rng: &mut R,
 ) -> Result<Transaction, InMemoryError> {
+    sign_in_memory_with(psbt, shares, None, rng)
+}
+
+/// [`sign_in_memory`] for a wallet with a certified recovery path: the coordinator and every
+/// signer check the PSBT against `recovery`.
+///
+/// # Errors
+/// Any signer's refusal or the coordinator's error; `psbt` is untouched on error.
+pub fn sign_in_memory_with<R: RngCore + CryptoRng>(
+    psbt: &mut Psbt,
+    shares: &[&KeyShare],
+    recovery: Option<&RecoveryPolicy>,
+    rng: &mut R,
+) -> Result<Transaction, InMemoryError> {
     let group = match shares.first() {
         Some(s) => s.group().clone(),
         None => {
             return Err(CoordinateError::NotEnoughSigners { have: 0, need: 2 }.into());
         }
     };
-    let session = SigningSession::new(psbt, &group)?;
+    let session = SigningSession::with_recovery(psbt, &group, recovery)?;
     let mut nonces = Vec::new();
     let mut commitments = BTreeMap::new();
     for share in shares {
-        let (n, c, _) = commit(psbt, share, rng).map_err(|source| InMemoryError::Signer {
-            signer: roster_index(&share.identifier()),
-            source,
-        })?;
+        let (n, c, _) =
+            commit_with(psbt, share, recovery, rng).map_err(|source| InMemoryError::Signer {
+                signer: roster_index(&share.identifier()),
+                source,
+            })?;
         commitments.insert(share.identifier(), c);
         nonces.push((*share, n));
     }

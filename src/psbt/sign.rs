@@ -12,8 +12,9 @@ use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 
-use super::check::{check_psbt, CheckError, CheckedPsbt};
+use super::check::{check_psbt_with, CheckError, CheckedPsbt};
 use crate::frost::keys::{KeyError, KeyShare};
+use crate::recovery::RecoveryPolicy;
 
 /// Why a co-signer refused to commit or sign.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +112,22 @@ pub fn commit<R: RngCore + CryptoRng>(
     share: &KeyShare,
     rng: &mut R,
 ) -> Result<(SignerNonces, Vec<SigningCommitments>, CheckedPsbt), SignError> {
-    let checked = check_psbt(psbt, share.group())?;
+    commit_with(psbt, share, None, rng)
+}
+
+/// Round 1 for a wallet with a certified recovery path (`recovery`; `None` is [`commit`]):
+/// every input's merkle root, and every change output, must be the certified policy's at its
+/// own derivation index (see [`super::check::check_psbt_with`]).
+///
+/// # Errors
+/// [`SignError::Check`] when the PSBT is not one this signer will sign.
+pub fn commit_with<R: RngCore + CryptoRng>(
+    psbt: &Psbt,
+    share: &KeyShare,
+    recovery: Option<&RecoveryPolicy>,
+    rng: &mut R,
+) -> Result<(SignerNonces, Vec<SigningCommitments>, CheckedPsbt), SignError> {
+    let checked = check_psbt_with(psbt, share.group(), recovery)?;
     let (nonces, commitments): (Vec<_>, Vec<_>) = checked
         .inputs()
         .iter()
@@ -170,7 +186,8 @@ impl SignerNonces {
         }
     }
 
-    /// One-round signing: checks the PSBT (as round 1 would) and takes one preprocessed
+    /// One-round signing: checks the PSBT (as round 1 would, against the wallet's certified
+    /// recovery policy if it has one) and takes one preprocessed
     /// nonce pair per input, in input order. The nonces are consumed whatever happens next.
     ///
     /// # Errors
@@ -178,9 +195,10 @@ impl SignerNonces {
     pub fn preprocessed(
         psbt: &Psbt,
         share: &KeyShare,
+        recovery: Option<&RecoveryPolicy>,
         nonces: Vec<PreprocessedNonce>,
     ) -> Result<(Self, CheckedPsbt), SignError> {
-        let checked = check_psbt(psbt, share.group())?;
+        let checked = check_psbt_with(psbt, share.group(), recovery)?;
         if nonces.len() != checked.inputs().len() {
             return Err(SignError::PackageCount {
                 expected: checked.inputs().len(),

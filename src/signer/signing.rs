@@ -24,7 +24,8 @@ use crate::protocol::limits::{
     check_receipts, check_statements, union_total, Receipt, SpendEntry, SpendState, Statement,
 };
 use crate::protocol::roast::{CommitmentBatch, NonceId};
-use crate::psbt::{commit, CheckedPsbt, SignerNonces};
+use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
+use crate::recovery::RecoveryPolicy;
 
 /// A signing session between the rounds.
 pub(super) struct SignSession {
@@ -164,8 +165,9 @@ impl Signer {
         self.require_state()?;
         let info = self.wallet_for(from, &wallet)?;
         let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
-        let (nonces, commitments, checked) =
-            commit(&psbt, &share, rng).map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let recovery = certified_recovery(&info, &share)?;
+        let (nonces, commitments, checked) = commit_with(&psbt, &share, recovery.as_ref(), rng)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
         let policy = self.wallet_policy(&info)?;
         if let Err(v) = policy.check_spend(&checked, info.network) {
@@ -595,8 +597,10 @@ impl Signer {
             .take(from, &info.group_key, &ids)
             .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?;
         let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
-        let (signer_nonces, checked) = SignerNonces::preprocessed(&psbt, &share, nonces)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let recovery = certified_recovery(&info, &share)?;
+        let (signer_nonces, checked) =
+            SignerNonces::preprocessed(&psbt, &share, recovery.as_ref(), nonces)
+                .map_err(|e| refuse(ErrorCode::Refused, e))?;
         if let Err(v) = policy.check_spend(&checked, info.network) {
             return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v));
         }
@@ -615,5 +619,33 @@ impl Signer {
         let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
         tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = shares.len(), "signed in one round");
         Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh })
+    }
+}
+
+/// The wallet's recovery policy from the signer's own certified record, re-verified against
+/// the group of its sealed share (so an edited public record changes nothing it enforces).
+/// `None` for a wallet without a recovery path, or one made before certification.
+fn certified_recovery(
+    info: &WalletInfo,
+    share: &crate::keys::KeyShare,
+) -> Result<Option<RecoveryPolicy>, Refusal> {
+    match &info.keygen {
+        // Nothing to enforce beyond "no script tree anywhere" (a record stripped of its
+        // policy makes this signer refuse every input of the wallet: it fails closed).
+        None => Ok(None),
+        Some(keygen) if keygen.context.recovery.is_none() => Ok(None),
+        Some(keygen) => keygen
+            .verified_recovery(share.group())
+            .map(Option::<&RecoveryPolicy>::cloned)
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!(
+                        "this signer's record of wallet {} does not verify: {}",
+                        info.name,
+                        crate::error_chain(&e)
+                    ),
+                )
+            }),
     }
 }

@@ -29,12 +29,18 @@ pub fn key_info(group: &GroupPublic, network: Network) -> String {
     format!("[{}]{}", group.fingerprint(), group.xpub(network))
 }
 
-/// The receive and change descriptors in one (BIP-0389): `tr([fp]xpub/<0;1>/*)#checksum`.
+/// The receive and change descriptors in one (BIP-0389): `tr([fp]xpub/<0;1>/*)#checksum`,
+/// with the certified recovery leaf when the wallet has one
+/// (`tr([fp]xpub/<0;1>/*,and_v(v:pk([…]REC/<0;1>/*),older(N)))#checksum`).
 ///
 /// # Errors
 /// Only if miniscript rejects what it is handed (a bug).
-pub fn multipath_descriptor(group: &GroupPublic, network: Network) -> Result<String, WalletError> {
-    let text = format!("tr({}/<0;1>/*)", key_info(group, network));
+pub fn multipath_descriptor(meta: &WalletMeta) -> Result<String, WalletError> {
+    let key = key_info(&meta.group, meta.network);
+    let text = match meta.recovery() {
+        None => format!("tr({key}/<0;1>/*)"),
+        Some(p) => format!("tr({key}/<0;1>/*,{})", p.leaf_multipath()),
+    };
     Ok(parse(&text)?.to_string())
 }
 
@@ -137,12 +143,22 @@ impl WalletPolicy {
     }
 }
 
-/// The wallet's BIP-0388 policy: `tr(@0/**)` with the group's key information.
+/// The wallet's BIP-0388 policy: `tr(@0/**)` with the group's key information; with a
+/// recovery path `tr(@0/**,and_v(v:pk(@1/**),older(N)))` (or `multi_a(K,@1/**,…)`) and the
+/// recovery keys after the group's.
 pub fn bip388_policy(meta: &WalletMeta) -> WalletPolicy {
+    let mut keys_info = vec![key_info(&meta.group, meta.network)];
+    let descriptor_template = match meta.recovery() {
+        None => "tr(@0/**)".to_string(),
+        Some(p) => {
+            keys_info.extend(p.keys().iter().map(ToString::to_string));
+            format!("tr(@0/**,{})", p.leaf_bip388(1))
+        }
+    };
     WalletPolicy {
         name: meta.name.clone(),
-        descriptor_template: "tr(@0/**)".into(),
-        keys_info: vec![key_info(&meta.group, meta.network)],
+        descriptor_template,
+        keys_info,
     }
 }
 
@@ -154,7 +170,7 @@ pub fn bip388_policy(meta: &WalletMeta) -> WalletPolicy {
 /// Only if miniscript rejects the descriptors (a bug).
 pub fn sparrow_file(meta: &WalletMeta) -> Result<String, WalletError> {
     let (external, internal) = meta.descriptors()?;
-    let multipath = multipath_descriptor(&meta.group, meta.network)?;
+    let multipath = multipath_descriptor(meta)?;
     Ok(format!(
         "# ckm wallet '{name}': {t}-of-{n} FROST Taproot, {network}. Watch-only: no private key.\n\
          # Sparrow: File > Import Wallet > Output Descriptor > Import File, choose this file.\n\
@@ -250,7 +266,7 @@ mod tests {
         let (external, internal) = meta.descriptors()?;
         let expected = vec![external.clone(), internal.clone()];
 
-        let multipath = multipath_descriptor(&meta.group, meta.network)?;
+        let multipath = multipath_descriptor(&meta)?;
         assert!(multipath.contains("/<0;1>/*)#"), "{multipath}");
         assert_eq!(singles(parse(&multipath)?)?, expected);
         // The checksum is checked: one changed character is refused.

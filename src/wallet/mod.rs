@@ -1,16 +1,19 @@
 //! The wallet's public side: BIP-0086-style descriptors `tr([fp]xpub/0/*)` / `…/1/*` built from
-//! the group key and chain code, and a bdk_wallet wallet persisted in SQLite together with
-//! the wallet's metadata (roster of signers, group public key package; never a secret).
+//! the group key and chain code (with the certified recovery leaf when the wallet has one:
+//! `tr([fp]xpub/0/*,and_v(v:pk(REC/0/*),older(N)))`, see [`crate::recovery`]), and a
+//! bdk_wallet wallet persisted in SQLite together with the wallet's metadata (roster of
+//! signers, group public key package; never a secret).
 
 pub mod export;
 
 use std::path::Path;
 use std::str::FromStr;
 
+use bdk_wallet::chain::ChainPosition;
+use bdk_wallet::descriptor::policy::Condition;
 use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
 use bdk_wallet::{AddressInfo, KeychainKind, PersistedWallet, Wallet};
 use bitcoin::{Address, Amount, FeeRate, Network, Psbt};
-use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
 mod commitments;
@@ -19,10 +22,11 @@ pub use commitments::WalletCommitments;
 
 use crate::frost::keys::GroupPublic;
 use crate::identity::IdentityPublic;
-use crate::keys::WalletFingerprint;
+use crate::keys::{Keychain, WalletFingerprint};
 pub use crate::keys::{Roster, RosterEntry};
 use crate::protocol::dkg::{CertifiedKeygen, VerifyError};
 use crate::protocol::lifecycle::{CertifiedTransition, History, WalletState};
+use crate::recovery::{RecoveryPolicy, WalletScripts};
 
 /// Errors of wallet operations.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,19 @@ pub enum WalletError {
     /// The payment could not be built (insufficient funds, dust, ...).
     #[error("cannot build the transaction: {0}")]
     Build(String),
+    /// A recovery spend of a wallet without a recovery path.
+    #[error("wallet '{0}' has no recovery path (it was created without --recovery-key)")]
+    NoRecovery(String),
+    /// No coin is deep enough for the recovery path yet.
+    #[error("no coin can be spent through the recovery path yet: it needs {blocks} confirmations; {}", match .ready_at { Some(h) => format!("the oldest coin gets there at height {h} (the wallet's tip is {tip}; sync first if that is stale)"), None => "the wallet has no confirmed coin (sync first)".to_string() })]
+    NotMature {
+        /// The policy's timelock.
+        blocks: u16,
+        /// The wallet's chain tip.
+        tip: u32,
+        /// Height at which the oldest coin can be spent (as the next block).
+        ready_at: Option<u32>,
+    },
 }
 
 /// The external and internal descriptors (with checksums) of a group's wallet:
@@ -65,15 +82,26 @@ pub enum WalletError {
 /// # Errors
 /// Only if miniscript rejects the descriptor it is handed (a bug).
 pub fn descriptors(group: &GroupPublic, network: Network) -> Result<(String, String), WalletError> {
-    let xpub = group.xpub(network);
-    let fp = group.fingerprint();
-    let make = |branch: u32| -> Result<String, WalletError> {
-        let text = format!("tr([{fp}]{xpub}/{branch}/*)");
-        Descriptor::<DescriptorPublicKey>::from_str(&text)
-            .map(|d| d.to_string())
-            .map_err(|e| WalletError::Descriptor(e.to_string()))
-    };
-    Ok((make(0)?, make(1)?))
+    descriptors_with(group, network, None)
+}
+
+/// The external and internal descriptors (with checksums) of a group's wallet with an optional
+/// recovery path: `tr([fp]xpub/0/*,and_v(v:pk([…]REC/0/*),older(N)))#…` and `…/1/*…`;
+/// without one they are those of [`descriptors`].
+///
+/// # Errors
+/// miniscript refusing the descriptor.
+pub fn descriptors_with(
+    group: &GroupPublic,
+    network: Network,
+    recovery: Option<&RecoveryPolicy>,
+) -> Result<(String, String), WalletError> {
+    let scripts = WalletScripts::new(group, network, recovery)
+        .map_err(|e| WalletError::Descriptor(e.to_string()))?;
+    Ok((
+        scripts.descriptor(Keychain::External).to_string(),
+        scripts.descriptor(Keychain::Internal).to_string(),
+    ))
 }
 
 /// Everything the coordinator keeps about a wallet besides bdk's own state.
@@ -225,12 +253,28 @@ impl WalletMeta {
         self.keygen.as_ref().and_then(|k| k.fingerprint().ok())
     }
 
-    /// The external and internal descriptors.
+    /// The external and internal descriptors (with the recovery leaf when the wallet has one).
     ///
     /// # Errors
-    /// See [`descriptors`].
+    /// See [`descriptors_with`].
     pub fn descriptors(&self) -> Result<(String, String), WalletError> {
-        descriptors(&self.group, self.network)
+        descriptors_with(&self.group, self.network, self.recovery())
+    }
+
+    /// The recovery path of the certified key generation, if the wallet has one.
+    pub fn recovery(&self) -> Option<&RecoveryPolicy> {
+        self.keygen
+            .as_ref()
+            .and_then(|k| k.context.recovery.as_ref())
+    }
+
+    /// The wallet's scripts (to derive any address independently of bdk).
+    ///
+    /// # Errors
+    /// See [`descriptors_with`].
+    pub fn scripts(&self) -> Result<WalletScripts, WalletError> {
+        WalletScripts::new(&self.group, self.network, self.recovery())
+            .map_err(|e| WalletError::Descriptor(e.to_string()))
     }
 }
 
@@ -380,10 +424,15 @@ impl CkmWallet {
     /// # Errors
     /// Nothing to spend, or other builder errors.
     pub fn build_sweep(&mut self, to: &Address, fee_rate: FeeRate) -> Result<Psbt, WalletError> {
+        let has_recovery = self.meta.recovery().is_some();
         let mut builder = self.wallet.build_tx();
         builder.drain_wallet();
         builder.drain_to(to.script_pubkey());
         builder.fee_rate(fee_rate);
+        if has_recovery {
+            // The key path (see `build_payment`).
+            builder.set_condition(Condition::default());
+        }
         let psbt = builder
             .finish()
             .map_err(|e| WalletError::Build(e.to_string()))?;
@@ -402,12 +451,95 @@ impl CkmWallet {
         amount: Amount,
         fee_rate: FeeRate,
     ) -> Result<Psbt, WalletError> {
+        let has_recovery = self.meta.recovery().is_some();
         let mut builder = self.wallet.build_tx();
         builder.add_recipient(to.script_pubkey(), amount);
         builder.fee_rate(fee_rate);
+        if has_recovery {
+            // The key path: no timelock (bdk cannot tell which path is meant otherwise).
+            builder.set_condition(Condition::default());
+        }
         let psbt = builder
             .finish()
             .map_err(|e| WalletError::Build(e.to_string()))?;
+        self.persist()?;
+        Ok(psbt)
+    }
+
+    /// Builds an unsigned PSBT paying `amount` to `to` through the recovery path: the inputs
+    /// carry `nSequence` = the policy's timelock, and BIP-0371 `tap_scripts` and
+    /// `tap_key_origins` of the recovery keys, so any BIP-0371 signer holding a recovery key
+    /// can sign it. Only coins at least `N` blocks deep are spent, unless `allow_immature`
+    /// (such a transaction is valid only once each of its coins is `N` blocks deep; bitcoind
+    /// refuses it before with `non-BIP68-final`). Change returns to the wallet.
+    ///
+    /// # Errors
+    /// No recovery path, no coin deep enough, insufficient funds and other builder errors.
+    pub fn build_recovery(
+        &mut self,
+        to: &Address,
+        amount: Amount,
+        fee_rate: FeeRate,
+        allow_immature: bool,
+    ) -> Result<Psbt, WalletError> {
+        let policy = self
+            .meta
+            .recovery()
+            .cloned()
+            .ok_or_else(|| WalletError::NoRecovery(self.meta.name.clone()))?;
+        let blocks = u32::from(policy.blocks());
+        let tip = self.wallet.latest_checkpoint().height();
+        let mut immature = Vec::new();
+        let mut ready_at: Option<u32> = None;
+        let mut mature = 0usize;
+        for utxo in self.wallet.list_unspent() {
+            let height = match utxo.chain_position {
+                ChainPosition::Confirmed { anchor, .. } => Some(anchor.block_id.height),
+                ChainPosition::Unconfirmed { .. } => None,
+            };
+            // Valid in the next block when tip + 1 >= height + N (BIP-0068).
+            match height {
+                Some(h) if tip + 1 >= h.saturating_add(blocks) => mature += 1,
+                other => {
+                    if let Some(h) = other {
+                        let at = h.saturating_add(blocks).saturating_sub(1);
+                        ready_at = Some(ready_at.map_or(at, |r| r.min(at)));
+                    }
+                    immature.push(utxo.outpoint);
+                }
+            }
+        }
+        if !allow_immature && mature == 0 {
+            return Err(WalletError::NotMature {
+                blocks: policy.blocks(),
+                tip,
+                ready_at,
+            });
+        }
+        let mut builder = self.wallet.build_tx();
+        builder.add_recipient(to.script_pubkey(), amount);
+        builder.fee_rate(fee_rate);
+        builder.set_condition(Condition {
+            csv: Some(policy.sequence()),
+            timelock: None,
+        });
+        if !allow_immature {
+            builder.unspendable(immature);
+        }
+        let psbt = builder
+            .finish()
+            .map_err(|e| WalletError::Build(e.to_string()))?;
+        if psbt
+            .unsigned_tx
+            .input
+            .iter()
+            .any(|i| i.sequence != policy.sequence())
+            || psbt.inputs.iter().any(|i| i.tap_scripts.is_empty())
+        {
+            return Err(WalletError::Build(
+                "bdk did not build a recovery-path spend (nSequence or tap_scripts missing)".into(),
+            ));
+        }
         self.persist()?;
         Ok(psbt)
     }
