@@ -692,17 +692,17 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             signature_shares.insert(s.identifier(), sh);
         }
         add(
-            "signer round 2: sign (check + derive + sign), per signer",
+            "signer round 2: sign (check + spend key package + sign), per signer",
             t_sign / 2.0,
         );
         let (signatures, t) = timed(|| Ok(session.aggregate(&packages, &signature_shares)?))?;
         add(
-            "coordinator: aggregate (derive + aggregate_with_tweak + verify)",
+            "coordinator: aggregate (spend keys + binding factors + one libsecp verification per input)",
             t,
         );
         let mut p = psbt.clone();
         let (_, t) = timed(|| Ok(session.finalize(&mut p, &signatures)?))?;
-        add("coordinator: finalize (miniscript)", t);
+        add("coordinator: finalize (key-path witnesses)", t);
 
         let session_id = SessionId::random(&mut rng);
         let commit_msg = CoordinatorToSigner::SignCommit {
