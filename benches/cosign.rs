@@ -2010,7 +2010,11 @@ fn floor_mode(rounds: usize) -> Result<()> {
     const INPUTS: usize = 100;
     const REPS: usize = 5;
     let bin = ckm_bin()?;
-    log(format!("machine: {}; ckm binary: {}", machine(), bin.display()));
+    log(format!(
+        "machine: {}; ckm binary: {}",
+        machine(),
+        bin.display()
+    ));
     let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
     let mut rng = rand::thread_rng();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -2022,7 +2026,14 @@ fn floor_mode(rounds: usize) -> Result<()> {
     let client = Client::new(coordinator, CALL_TIMEOUT)?;
     let members = roster(&signers)?;
     let (group, _) = rt.block_on(create_wallet(&client, "floor", NETWORK, 2, &members))?;
-    let (meta, net_psbt) = ckm_psbt(dir.path(), "floor", &group, members.clone(), INPUTS, &mut rng)?;
+    let (meta, net_psbt) = ckm_psbt(
+        dir.path(),
+        "floor",
+        &group,
+        members.clone(),
+        INPUTS,
+        &mut rng,
+    )?;
     let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
     let (_, mem_psbt) = ckm_psbt(
         dir.path(),

@@ -365,7 +365,7 @@ impl SigningSession {
             let bytes: [u8; 32] = share.serialize().try_into().map_err(|_| {
                 InputFailure::Error(CoordinateError::InvalidSignature { input: input.index })
             })?;
-            z = z + frost::Secp256K1ScalarField::deserialize(&bytes)
+            z += frost::Secp256K1ScalarField::deserialize(&bytes)
                 .map_err(|e| frost_err(e.into()))?;
         }
         let aggregated = frost::Signature::new(group_commitment.to_element(), z);
