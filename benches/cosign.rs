@@ -42,7 +42,11 @@
 //! `CKM_BENCH_LOAD_RUNS` (runs of each kind of load, default 7, 1 in quick mode),
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
-//! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15).
+//! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15),
+//! `CKM_BENCH_FLOOR=ROUNDS` (floor mode: only the floor, memory and network rows of 100 inputs
+//! 2-of-3, ROUNDS rounds of 5 repetitions each, the three kinds interleaved in every round;
+//! prints the medians over all repetitions, each round's ratios and the phase breakdown;
+//! writes no report).
 
 #[path = "../tests/common/consensus.rs"]
 mod consensus;
@@ -688,17 +692,17 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             signature_shares.insert(s.identifier(), sh);
         }
         add(
-            "signer round 2: sign (check + derive + sign), per signer",
+            "signer round 2: sign (check + spend key package + sign), per signer",
             t_sign / 2.0,
         );
         let (signatures, t) = timed(|| Ok(session.aggregate(&packages, &signature_shares)?))?;
         add(
-            "coordinator: aggregate (derive + aggregate_with_tweak + verify)",
+            "coordinator: aggregate (spend keys + binding factors + one libsecp verification per input)",
             t,
         );
         let mut p = psbt.clone();
         let (_, t) = timed(|| Ok(session.finalize(&mut p, &signatures)?))?;
-        add("coordinator: finalize (miniscript)", t);
+        add("coordinator: finalize (key-path witnesses)", t);
 
         let session_id = SessionId::random(&mut rng);
         let commit_msg = CoordinatorToSigner::SignCommit {
@@ -1348,6 +1352,12 @@ fn main() -> Result<()> {
     if let Some(path) = std::env::var_os("CKM_BENCH_PERF") {
         return profile(Path::new(&path).to_path_buf());
     }
+    if let Some(rounds) = std::env::var("CKM_BENCH_FLOOR")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return floor_mode(rounds.max(1));
+    }
     let quick = std::env::var("CKM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let started = Instant::now();
     let bin = ckm_bin()?;
@@ -1991,5 +2001,80 @@ fn profile(out: PathBuf) -> Result<()> {
         pids.join(","),
         out.display()
     ));
+    Ok(())
+}
+
+/// Floor mode: the 100-input 2-of-3 floor, memory and network rows only, `rounds` rounds
+/// (each kind 5 times per round, interleaved), for working on the per-input cost.
+fn floor_mode(rounds: usize) -> Result<()> {
+    const INPUTS: usize = 100;
+    const REPS: usize = 5;
+    let bin = ckm_bin()?;
+    log(format!(
+        "machine: {}; ckm binary: {}",
+        machine(),
+        bin.display()
+    ));
+    let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
+    let mut rng = rand::thread_rng();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let coordinator = IdentityKey::generate(&mut rand::rngs::OsRng);
+    let homes: Vec<PathBuf> = (1..=3).map(|i| dir.path().join(format!("s{i}"))).collect();
+    let signers = start_signers(&bin, &homes, &[coordinator.public()])?;
+    let client = Client::new(coordinator, CALL_TIMEOUT)?;
+    let members = roster(&signers)?;
+    let (group, _) = rt.block_on(create_wallet(&client, "floor", NETWORK, 2, &members))?;
+    let (meta, net_psbt) = ckm_psbt(
+        dir.path(),
+        "floor",
+        &group,
+        members.clone(),
+        INPUTS,
+        &mut rng,
+    )?;
+    let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+    let (_, mem_psbt) = ckm_psbt(
+        dir.path(),
+        "floor-mem",
+        shares[0].group(),
+        members,
+        INPUTS,
+        &mut rng,
+    )?;
+    let (mut floor, mut memory, mut network) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let f = floor_samples(2, 3, INPUTS, REPS, &mut rng)?;
+        let m = memory_samples(&mem_psbt, &shares, 2, REPS, &mut rng)?;
+        let n = network_samples(&rt, &client, &meta, &net_psbt, REPS)?;
+        log(format!(
+            "round {round}: floor {}; memory {}; network {}; memory/floor {:.2}, network/floor {:.2}",
+            spread(&f),
+            spread(&m),
+            spread(&n),
+            median(&m) / median(&f),
+            median(&n) / median(&f)
+        ));
+        floor.extend(f);
+        memory.extend(m);
+        network.extend(n);
+    }
+    let phases = breakdown(&mem_psbt, &shares, 3)?;
+    for (name, value) in &phases {
+        println!("  {name}: {value:.3}");
+    }
+    println!(
+        "100 inputs, 2-of-3, {} repetitions each: floor {}; memory {}; network {}",
+        floor.len(),
+        spread(&floor),
+        spread(&memory),
+        spread(&network)
+    );
+    println!(
+        "memory/floor {:.3}, network/floor {:.3} (medians over all repetitions)",
+        median(&memory) / median(&floor),
+        median(&network) / median(&floor)
+    );
     Ok(())
 }

@@ -305,6 +305,60 @@ fn hd_shares_sign_for_the_child_key() -> Result<()> {
     Ok(())
 }
 
+/// The spend key of an input (child key and Taproot tweak in one libsecp256k1 step) gives
+/// exactly what frost gives in two steps: `KeyShare::derive` / `derive_public_key_package`,
+/// then `Tweak::tweak`; for children of both Y parities, with and without a script tree.
+#[test]
+fn spend_keys_equal_frost_derive_then_tweak() -> Result<()> {
+    use frost::keys::Tweak as _;
+    let mut rng = test_rng("spend_keys_equal_frost_derive_then_tweak");
+    let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+    let group = shares[0].group().clone();
+    let mut parities = BTreeSet::new();
+    let mut paths: Vec<String> = (0..12).map(|i| format!("m/{}/{i}", i % 2)).collect();
+    paths.push("m".into());
+    paths.push("m/5".into());
+    for text in &paths {
+        let derivation = group.derivation(&path(text))?;
+        parities.insert(derivation.public_key().x_only_public_key().1 == Parity::Odd);
+        let mut root = [0u8; 32];
+        rng.fill_bytes(&mut root);
+        for merkle_root in [None, Some(bitcoin::TapNodeHash::from_byte_array(root))] {
+            let spend = ckm::frost::keys::SpendKey::new(&derivation, merkle_root)?;
+            let frost_root = merkle_root.as_ref().map(|r| r.to_byte_array());
+            let expected_output = derivation
+                .internal_key()
+                .tap_tweak(secp(), merkle_root)
+                .0
+                .to_x_only_public_key();
+            ensure!(spend.output_key() == expected_output, "{text}: output key");
+            for share in &shares {
+                let expected = share.derive(&derivation)?.tweak(frost_root.as_ref());
+                ensure!(
+                    share.spend_key_package(&spend)? == expected,
+                    "{text}, {merkle_root:?}: key package differs from derive + tweak"
+                );
+            }
+            for pair in [[0usize, 1], [1, 2]] {
+                let ids: BTreeSet<Identifier> =
+                    pair.iter().map(|&k| shares[k].identifier()).collect();
+                let expected = group
+                    .derive_public_key_package(&derivation, Some(&ids))?
+                    .tweak(frost_root.as_ref());
+                ensure!(
+                    group.spend_public_key_package(&spend, &ids)? == expected,
+                    "{text}, {merkle_root:?}: public key package differs from derive + tweak"
+                );
+            }
+        }
+    }
+    ensure!(
+        parities.len() == 2,
+        "children of both Y parities were tried"
+    );
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. DKG failure modes
 // ---------------------------------------------------------------------------------------
@@ -1059,6 +1113,70 @@ fn corrupted_signature_share_names_the_culprit() -> Result<()> {
     }
 
     ensure!(serialize_psbt(&f.psbt) == before, "the PSBT changed");
+    Ok(())
+}
+
+/// The coordinator writes the key-path witnesses itself (each signature was verified once,
+/// in `aggregate`): the result is what miniscript's finalizer makes of the same signatures
+/// (except that, as BIP-0174 asks, unknown fields are kept), and it refuses signatures of
+/// another transaction.
+#[test]
+fn finalize_writes_what_miniscript_writes() -> Result<()> {
+    let mut rng = test_rng("finalize_writes_what_miniscript_writes");
+    let f = fixture(&mut rng)?;
+    let r = run_rounds(&f, &[1, 2], &mut rng)?;
+    let signatures = r.session.aggregate(&r.packages, &r.shares)?;
+    ensure!(signatures.txid() == f.psbt.unsigned_tx.compute_txid());
+    // Unknown and proprietary input fields survive finalization (BIP-0174 keeps the UTXOs
+    // and the unknown fields; miniscript 12 drops them, the one difference).
+    let mut base = f.psbt.clone();
+    base.inputs[0].unknown.insert(
+        bitcoin::psbt::raw::Key {
+            type_value: 0xf0,
+            key: vec![1, 2, 3],
+        },
+        vec![4, 5],
+    );
+    base.inputs[0].proprietary.insert(
+        bitcoin::psbt::raw::ProprietaryKey {
+            prefix: b"ckm-test".to_vec(),
+            subtype: 7,
+            key: vec![8],
+        },
+        vec![9],
+    );
+    let mut ours = base.clone();
+    let tx = r.session.finalize(&mut ours, &signatures)?;
+    ensure!(
+        ours.inputs[0].unknown == base.inputs[0].unknown
+            && ours.inputs[0].proprietary == base.inputs[0].proprietary,
+        "finalize dropped the unknown or proprietary fields"
+    );
+    let mut theirs = base.clone();
+    for (input, signature) in theirs.inputs.iter_mut().zip(signatures.iter()) {
+        input.tap_key_sig = Some(*signature);
+    }
+    miniscript::psbt::PsbtExt::finalize_mut(&mut theirs, secp())
+        .map_err(|e| anyhow::anyhow!("miniscript: {e:?}"))?;
+    theirs.inputs[0].unknown = base.inputs[0].unknown.clone();
+    theirs.inputs[0].proprietary = base.inputs[0].proprietary.clone();
+    ensure!(
+        ours == theirs,
+        "ckm's finalized PSBT differs from miniscript's"
+    );
+    ensure!(theirs.extract_tx()? == tx);
+    consensus_verify(&tx, &f.funding)?;
+
+    // Another transaction (one more sat of fee) cannot take these signatures.
+    let mut other = f.psbt.clone();
+    let last = other.unsigned_tx.output.len() - 1;
+    other.unsigned_tx.output[last].value -= Amount::from_sat(1);
+    let before = serialize_psbt(&other);
+    match r.session.finalize(&mut other, &signatures) {
+        Err(CoordinateError::Finalize(_)) => {}
+        other => bail!("expected Finalize, got {other:?}"),
+    }
+    ensure!(serialize_psbt(&other) == before, "the other PSBT changed");
     Ok(())
 }
 

@@ -10,7 +10,10 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use bitcoin::bip32::{ChainCode, ChildNumber, DerivationPath, Fingerprint, Xpub};
-use bitcoin::secp256k1::{self, All, PublicKey, Scalar, Secp256k1, SecretKey, XOnlyPublicKey};
+use bitcoin::secp256k1::{
+    self, All, Parity, PublicKey, Scalar, Secp256k1, SecretKey, XOnlyPublicKey,
+};
+use bitcoin::taproot::{TapNodeHash, TapTweakHash};
 use bitcoin::NetworkKind;
 use frost::keys::{EvenY, KeyPackage, PublicKeyPackage, SigningShare, VerifyingShare};
 use frost::{Identifier, VerifyingKey};
@@ -101,6 +104,9 @@ pub struct GroupPublic {
     chain_code: [u8; 32],
     threshold: u16,
     group_key: PublicKey,
+    /// The root verifying shares as libsecp256k1 points (decoded once: every spend key of
+    /// every input starts from them).
+    share_points: BTreeMap<Identifier, PublicKey>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -151,11 +157,17 @@ impl GroupPublic {
             .min_signers()
             .ok_or(KeyError::MissingThreshold)?;
         let group_key = verifying_key_point(public_key_package.verifying_key())?;
+        let share_points = public_key_package
+            .verifying_shares()
+            .iter()
+            .map(|(id, share)| Ok((*id, point_of(&share.serialize()?)?)))
+            .collect::<Result<_, KeyError>>()?;
         Ok(GroupPublic {
             public_key_package,
             chain_code,
             threshold,
             group_key,
+            share_points,
         })
     }
 
@@ -318,6 +330,155 @@ impl GroupPublic {
             Some(self.threshold),
         ))
     }
+
+    /// The verifying share of `participant` for `spend`: what frost's
+    /// `derive_public_key_package(…)` followed by `Tweak::tweak` gives, in one libsecp256k1
+    /// step.
+    ///
+    /// # Errors
+    /// Fails for an unknown participant (or an astronomically unlikely invalid tweak).
+    pub fn spend_verifying_share(
+        &self,
+        spend: &SpendKey,
+        participant: &Identifier,
+    ) -> Result<VerifyingShare, KeyError> {
+        let root = self
+            .share_points
+            .get(participant)
+            .ok_or(KeyError::UnknownParticipant {
+                participant: roster_index(participant),
+            })?;
+        Ok(VerifyingShare::deserialize(
+            &spend.apply_to_point(root)?.serialize(),
+        )?)
+    }
+
+    /// The public key package of `spend` (the child key tweaked for its Taproot output),
+    /// restricted to `participants`: equal to [`GroupPublic::derive_public_key_package`]
+    /// followed by frost's `Tweak::tweak` with the same merkle root, computed with
+    /// libsecp256k1 instead of k256.
+    ///
+    /// # Errors
+    /// Fails for unknown participants.
+    pub fn spend_public_key_package(
+        &self,
+        spend: &SpendKey,
+        participants: &BTreeSet<Identifier>,
+    ) -> Result<PublicKeyPackage, KeyError> {
+        let shares = participants
+            .iter()
+            .map(|id| Ok((*id, self.spend_verifying_share(spend, id)?)))
+            .collect::<Result<BTreeMap<_, _>, KeyError>>()?;
+        Ok(PublicKeyPackage::new(
+            shares,
+            spend.verifying_key()?,
+            Some(self.threshold),
+        ))
+    }
+}
+
+/// The key of one Taproot key-path spend: the child `P = Q + T·G` at a derivation, lifted to
+/// even Y and tweaked by BIP-0341 into the output key `O = even(P) + t·G` (`t` the TapTweak
+/// of `P` and the merkle root). Every root share `s_i`, verifying share `Y_i` and the group
+/// key `Q` map to their spend counterparts by `x ↦ ±x + τ` (`−` when `P` has odd Y;
+/// `τ = ±T + t`): what frost computes in two steps (derive, then `Tweak::tweak`, a k256
+/// multiplication each time) is computed once per input here, with libsecp256k1.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpendKey {
+    path: DerivationPath,
+    negate: bool,
+    tweak: Scalar,
+    output_key: PublicKey,
+}
+
+impl fmt::Debug for SpendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpendKey")
+            .field("path", &self.path.to_string())
+            .field("output_key", &self.output_key.to_string())
+            .finish()
+    }
+}
+
+impl SpendKey {
+    /// The spend key of `derivation`'s child for a Taproot output committing to
+    /// `merkle_root` (None: no script tree).
+    ///
+    /// # Errors
+    /// Fails only on an invalid tweak (astronomically unlikely).
+    pub fn new(
+        derivation: &Derivation,
+        merkle_root: Option<TapNodeHash>,
+    ) -> Result<Self, KeyError> {
+        let invalid = || KeyError::InvalidTweak {
+            path: derivation.path.clone(),
+        };
+        let (internal, parity) = derivation.public_key.x_only_public_key();
+        let t = TapTweakHash::from_key_and_tweak(internal, merkle_root).to_scalar();
+        let (output, output_parity) = internal.add_tweak(secp(), &t).map_err(|_| invalid())?;
+        let negate = parity == Parity::Odd;
+        let tweak = match &derivation.tweak {
+            None => t,
+            Some(child) => {
+                let child = SecretKey::from_slice(&child.to_be_bytes()).map_err(|_| invalid())?;
+                let child = if negate { child.negate() } else { child };
+                Scalar::from(child.add_tweak(&t).map_err(|_| invalid())?)
+            }
+        };
+        Ok(SpendKey {
+            path: derivation.path.clone(),
+            negate,
+            tweak,
+            output_key: PublicKey::from_x_only_public_key(output, output_parity),
+        })
+    }
+
+    /// The derivation path of the child.
+    pub fn path(&self) -> &DerivationPath {
+        &self.path
+    }
+
+    /// The Taproot output key (x-only): what the output's script pays and every signature
+    /// must verify under.
+    pub fn output_key(&self) -> XOnlyPublicKey {
+        self.output_key.x_only_public_key().0
+    }
+
+    /// The output key as frost's verifying key (with its Y parity, as frost's `Tweak` leaves
+    /// it).
+    ///
+    /// # Errors
+    /// Never in practice (a valid point always encodes).
+    pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        Ok(VerifyingKey::deserialize(&self.output_key.serialize())?)
+    }
+
+    /// The output key lifted to even Y, as BIP-0340 (and frost's aggregation) uses it.
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn even_verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        let even = PublicKey::from_x_only_public_key(self.output_key(), Parity::Even);
+        Ok(VerifyingKey::deserialize(&even.serialize())?)
+    }
+
+    fn invalid(&self) -> KeyError {
+        KeyError::InvalidTweak {
+            path: self.path.clone(),
+        }
+    }
+
+    /// `±point + τ·G`.
+    fn apply_to_point(&self, point: &PublicKey) -> Result<PublicKey, KeyError> {
+        let point = if self.negate {
+            point.negate(secp())
+        } else {
+            *point
+        };
+        point
+            .add_exp_tweak(secp(), &self.tweak)
+            .map_err(|_| self.invalid())
+    }
 }
 
 /// A non-hardened derivation from the group root: the path, the additive tweak `T` and the
@@ -460,6 +621,33 @@ impl KeyShare {
             signing_share,
             VerifyingShare::deserialize(&verifying_share.serialize())?,
             VerifyingKey::deserialize(&derivation.public_key.serialize())?,
+            *self.key_package.min_signers(),
+        ))
+    }
+
+    /// The key package that signs `spend` with frost's plain `round2::sign`: equal to
+    /// [`KeyShare::derive`] followed by frost's `Tweak::tweak` with the spend's merkle root
+    /// (what `round2::sign_with_tweak` would do), computed with libsecp256k1 in one step.
+    ///
+    /// # Errors
+    /// Fails only on an invalid tweak (astronomically unlikely).
+    pub fn spend_key_package(&self, spend: &SpendKey) -> Result<KeyPackage, KeyError> {
+        let id = *self.key_package.identifier();
+        let mut secret = secret_of(self.key_package.signing_share())?;
+        if spend.negate {
+            secret = secret.negate();
+        }
+        let child_secret = secret.add_tweak(&spend.tweak).map_err(|_| spend.invalid());
+        secret.non_secure_erase();
+        let mut child_secret = child_secret?;
+        let child_bytes = Zeroizing::new(child_secret.secret_bytes());
+        child_secret.non_secure_erase();
+        let signing_share = SigningShare::deserialize(child_bytes.as_slice())?;
+        Ok(KeyPackage::new(
+            id,
+            signing_share,
+            self.group.spend_verifying_share(spend, &id)?,
+            spend.verifying_key()?,
             *self.key_package.min_signers(),
         ))
     }

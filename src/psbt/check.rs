@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 
-use bitcoin::key::TapTweak;
+use bitcoin::key::{TapTweak, TweakedPublicKey};
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, XOnlyPublicKey};
 
-use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError};
+use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError, SpendKey};
 use crate::keys::{Keychain, WalletPath};
 use crate::recovery::{RecoveryError, RecoveryPolicy, WalletScripts};
 
@@ -124,6 +124,9 @@ pub struct CheckedInput {
     pub merkle_root: Option<TapNodeHash>,
     /// The Taproot output key the signature must verify under.
     pub output_key: XOnlyPublicKey,
+    /// The input's spend key (child key and Taproot tweak in one): what the signers'
+    /// key packages and the coordinator's verification key are made from.
+    pub spend: SpendKey,
     /// The amount spent.
     pub amount: Amount,
 }
@@ -373,8 +376,16 @@ pub fn check_psbt_with(
                 }
             }
         };
-        let (output_key, _) = internal.tap_tweak(secp(), merkle_root);
-        if prevout.script_pubkey != ScriptBuf::new_p2tr_tweaked(output_key) {
+        let spend =
+            SpendKey::new(&derivation, merkle_root).map_err(|source| CheckError::Derive {
+                input: index,
+                source,
+            })?;
+        // The output key was just computed from our own key: the tweak is known to be applied.
+        let output_key = spend.output_key();
+        if prevout.script_pubkey
+            != ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(output_key))
+        {
             return Err(not_ours("witness_utxo does not pay our key"));
         }
         let sighash = cache
@@ -390,7 +401,8 @@ pub fn check_psbt_with(
             sighash_type,
             derivation,
             merkle_root,
-            output_key: output_key.to_x_only_public_key(),
+            output_key,
+            spend,
             amount: prevout.value,
         });
     }

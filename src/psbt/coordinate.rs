@@ -1,22 +1,63 @@
 //! The coordinator's side of co-signing: builds one signing package per input from the
-//! signers' commitments, aggregates their shares with the Taproot tweak, verifies every
-//! aggregated signature against the input's output key, and only then writes `tap_key_sig`s
-//! and finalizes (with miniscript, which checks the signatures again).
+//! signers' commitments, aggregates their shares for the input's Taproot output key,
+//! verifies every aggregated signature against that output key ([`VerifiedSignatures`]),
+//! and only then writes the key-path witnesses.
+//!
+//! Each signature is verified exactly once, with libsecp256k1, against the output key the
+//! input's `witness_utxo` pays (checked by [`check_psbt_with`]): the signature is put together
+//! from frost's own binding factors and group commitment (frost-core's `internals`), which
+//! skips frost's second verification in k256; only when that verification fails does
+//! frost's aggregation with cheater detection run, to name the signers whose shares are
+//! invalid. The witnesses are then written directly (a key-path spend is the signature
+//! alone), without miniscript's finalizer, which would verify every signature again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{schnorr, Message};
-use bitcoin::{taproot, Psbt, Transaction};
+use bitcoin::{taproot, Psbt, Transaction, Txid, Witness};
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
 use frost::{Identifier, SigningPackage};
+use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr as frost;
-use miniscript::psbt::PsbtExt;
 
-use super::check::{check_psbt_with, CheckError, CheckedPsbt};
+use super::check::{check_psbt_with, CheckError, CheckedInput, CheckedPsbt};
 use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
 use crate::recovery::RecoveryPolicy;
+
+type Suite = frost::Secp256K1Sha256TR;
+
+/// Signatures that [`SigningSession::aggregate`] verified, one per input, under each
+/// input's output key. Only `aggregate` makes them; [`SigningSession::finalize`] takes them.
+#[derive(Debug, Clone)]
+pub struct VerifiedSignatures {
+    txid: Txid,
+    signatures: Vec<taproot::Signature>,
+}
+
+impl VerifiedSignatures {
+    /// The transaction they sign.
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+}
+
+impl Deref for VerifiedSignatures {
+    type Target = [taproot::Signature];
+    fn deref(&self) -> &[taproot::Signature] {
+        &self.signatures
+    }
+}
+
+/// How aggregating one input failed.
+enum InputFailure {
+    /// These signers' shares are invalid.
+    Culprits(Vec<Identifier>),
+    /// Anything else.
+    Error(CoordinateError),
+}
 
 /// Why co-signing could not complete at the coordinator. Signers are named by roster index.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +218,6 @@ impl SigningSession {
         shares: &[SignatureShare],
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<bool>, CoordinateError> {
-        use frost::keys::Tweak as _;
         let inputs = self.checked.inputs().len();
         if packages.len() != inputs {
             return Err(CoordinateError::SignerSetChanged);
@@ -199,27 +239,21 @@ impl SigningSession {
             if !signers.contains(&signer) {
                 return Err(CoordinateError::SignerSetChanged);
             }
-            let merkle_root = input
-                .merkle_root
-                .as_ref()
-                .map(|r| r.as_byte_array().as_slice());
-            let public_key_package = self
-                .group
-                .derive_public_key_package(&input.derivation, Some(&signers))
-                .map_err(|source| CoordinateError::Derive {
-                    input: input.index,
-                    source,
-                })?
-                .tweak(merkle_root);
-            let Some(verifying_share) = public_key_package.verifying_shares().get(&signer) else {
-                return Err(CoordinateError::SignerSetChanged);
+            let derive_err = |source| CoordinateError::Derive {
+                input: input.index,
+                source,
             };
+            let verifying_share = self
+                .group
+                .spend_verifying_share(&input.spend, &signer)
+                .map_err(derive_err)?;
+            let verifying_key = input.spend.verifying_key().map_err(derive_err)?;
             if frost_core::verify_signature_share(
                 signer,
-                verifying_share,
+                &verifying_share,
                 share,
                 package,
-                public_key_package.verifying_key(),
+                &verifying_key,
             )
             .is_err()
             {
@@ -238,7 +272,7 @@ impl SigningSession {
         &self,
         packages: &[SigningPackage],
         shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
-    ) -> Result<Vec<taproot::Signature>, CoordinateError> {
+    ) -> Result<VerifiedSignatures, CoordinateError> {
         let inputs = self.checked.inputs().len();
         if packages.len() != inputs {
             return Err(CoordinateError::SignerSetChanged);
@@ -254,59 +288,30 @@ impl SigningSession {
                 });
             }
         }
+        let need = self.group.threshold();
+        if signers.len() < usize::from(need) {
+            return Err(CoordinateError::NotEnoughSigners {
+                have: signers.len(),
+                need,
+            });
+        }
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
         let mut signatures = Vec::with_capacity(inputs);
         for (k, (input, package)) in self.checked.inputs().iter().zip(packages).enumerate() {
-            let committed: BTreeSet<Identifier> =
-                package.signing_commitments().keys().copied().collect();
-            if committed != signers {
+            if !package.signing_commitments().keys().eq(signers.iter()) {
                 return Err(CoordinateError::SignerSetChanged);
             }
             let per_input: BTreeMap<Identifier, SignatureShare> = shares
                 .iter()
                 .filter_map(|(id, list)| list.get(k).map(|s| (*id, *s)))
                 .collect();
-            let derive_err = |source| CoordinateError::Derive {
-                input: input.index,
-                source,
-            };
-            let public_key_package = self
-                .group
-                .derive_public_key_package(&input.derivation, Some(&signers))
-                .map_err(derive_err)?;
-            let merkle_root = input
-                .merkle_root
-                .as_ref()
-                .map(|r| r.as_byte_array().as_slice());
-            match frost::aggregate_with_tweak(package, &per_input, &public_key_package, merkle_root)
-            {
-                Ok(signature) => {
-                    let bytes = signature
-                        .serialize()
-                        .map_err(|source| CoordinateError::Frost {
-                            input: input.index,
-                            source,
-                        })?;
-                    let signature = schnorr::Signature::from_slice(&bytes)
-                        .map_err(|_| CoordinateError::InvalidSignature { input: input.index })?;
-                    let message = Message::from_digest(input.sighash.to_byte_array());
-                    secp()
-                        .verify_schnorr(&signature, &message, &input.output_key)
-                        .map_err(|_| CoordinateError::InvalidSignature { input: input.index })?;
-                    signatures.push(taproot::Signature {
-                        signature,
-                        sighash_type: input.sighash_type,
-                    });
-                }
-                Err(frost::Error::InvalidSignatureShare { culprits: found }) => {
-                    culprits.extend(found);
-                }
-                Err(source) => {
-                    return Err(CoordinateError::Frost {
-                        input: input.index,
-                        source,
-                    })
-                }
+            match self.aggregate_input(input, package, &per_input, &signers) {
+                Ok(signature) => signatures.push(taproot::Signature {
+                    signature,
+                    sighash_type: input.sighash_type,
+                }),
+                Err(InputFailure::Culprits(found)) => culprits.extend(found),
+                Err(InputFailure::Error(e)) => return Err(e),
             }
         }
         if !culprits.is_empty() {
@@ -315,20 +320,108 @@ impl SigningSession {
                 identifiers: culprits.into_iter().collect(),
             });
         }
-        Ok(signatures)
+        Ok(VerifiedSignatures {
+            txid: self.checked.txid(),
+            signatures,
+        })
     }
 
-    /// Writes the verified signatures as `tap_key_sig` and finalizes every input with
-    /// miniscript (which verifies them again). The PSBT is changed only if every input
-    /// finalizes.
+    /// One input: the signature from frost's binding factors and group commitment and the
+    /// sum of the shares, verified under the output key; on failure, frost's aggregation
+    /// with cheater detection names the culprits.
+    fn aggregate_input(
+        &self,
+        input: &CheckedInput,
+        package: &SigningPackage,
+        shares: &BTreeMap<Identifier, SignatureShare>,
+        signers: &BTreeSet<Identifier>,
+    ) -> Result<schnorr::Signature, InputFailure> {
+        let frost_err = |source| {
+            InputFailure::Error(CoordinateError::Frost {
+                input: input.index,
+                source,
+            })
+        };
+        let derive_err = |source| {
+            InputFailure::Error(CoordinateError::Derive {
+                input: input.index,
+                source,
+            })
+        };
+        // What frost's `aggregate` computes before verifying (its `pre_aggregate` lifts the
+        // verifying key to even Y; `pre_commitment_aggregate` is the identity for this
+        // ciphersuite).
+        let verifying_key = input.spend.even_verifying_key().map_err(derive_err)?;
+        let binding_factors =
+            frost_core::compute_binding_factor_list::<Suite>(package, &verifying_key, &[])
+                .map_err(frost_err)?;
+        let prepared =
+            Suite::pre_commitment_aggregate(package, &binding_factors).map_err(frost_err)?;
+        let group_commitment =
+            frost_core::compute_group_commitment::<Suite>(&prepared, &binding_factors)
+                .map_err(frost_err)?;
+        let mut z = frost::Secp256K1ScalarField::zero();
+        for share in shares.values() {
+            let bytes: [u8; 32] = share.serialize().try_into().map_err(|_| {
+                InputFailure::Error(CoordinateError::InvalidSignature { input: input.index })
+            })?;
+            z += frost::Secp256K1ScalarField::deserialize(&bytes)
+                .map_err(|e| frost_err(e.into()))?;
+        }
+        let aggregated = frost::Signature::new(group_commitment.to_element(), z);
+        let message = Message::from_digest(input.sighash.to_byte_array());
+        let verified = aggregated
+            .serialize()
+            .ok()
+            .and_then(|bytes| schnorr::Signature::from_slice(&bytes).ok())
+            .filter(|signature| {
+                secp()
+                    .verify_schnorr(signature, &message, &input.output_key)
+                    .is_ok()
+            });
+        if let Some(signature) = verified {
+            return Ok(signature);
+        }
+        // Some share is invalid (or the signature is): let frost find whose.
+        let public_key_package = self
+            .group
+            .spend_public_key_package(&input.spend, signers)
+            .map_err(derive_err)?;
+        match frost_core::aggregate_custom(
+            package,
+            shares,
+            &public_key_package,
+            frost_core::CheaterDetection::AllCheaters,
+        ) {
+            Err(frost::Error::InvalidSignatureShare { culprits }) => {
+                Err(InputFailure::Culprits(culprits))
+            }
+            Err(source) => Err(frost_err(source)),
+            Ok(_) => Err(InputFailure::Error(CoordinateError::InvalidSignature {
+                input: input.index,
+            })),
+        }
+    }
+
+    /// Writes each verified signature as its input's key-path witness and clears the input's
+    /// other fields (as a BIP-0174 finalizer does: only the UTXOs, the unknown and
+    /// proprietary fields and the witness remain),
+    /// then extracts the transaction. The PSBT is changed only if every input is finalized.
     ///
     /// # Errors
-    /// Wrong number of signatures, or miniscript's finalizer refusing.
+    /// The signatures are for another transaction, or not one per input.
     pub fn finalize(
         &self,
         psbt: &mut Psbt,
-        signatures: &[taproot::Signature],
+        signatures: &VerifiedSignatures,
     ) -> Result<Transaction, CoordinateError> {
+        let txid = psbt.unsigned_tx.compute_txid();
+        if txid != signatures.txid || txid != self.checked.txid() {
+            return Err(CoordinateError::Finalize(format!(
+                "the signatures are for transaction {}, the PSBT is {txid}",
+                signatures.txid
+            )));
+        }
         if signatures.len() != psbt.inputs.len() {
             return Err(CoordinateError::Finalize(format!(
                 "{} signatures for {} inputs",
@@ -337,18 +430,15 @@ impl SigningSession {
             )));
         }
         let mut signed = psbt.clone();
-        for (input, signature) in signed.inputs.iter_mut().zip(signatures) {
-            input.tap_key_sig = Some(*signature);
+        for (input, signature) in signed.inputs.iter_mut().zip(signatures.iter()) {
+            // BIP-0174's finalizer keeps the UTXOs and the unknown (and proprietary) fields.
+            let original = std::mem::take(input);
+            input.non_witness_utxo = original.non_witness_utxo;
+            input.witness_utxo = original.witness_utxo;
+            input.unknown = original.unknown;
+            input.proprietary = original.proprietary;
+            input.final_script_witness = Some(Witness::p2tr_key_spend(signature));
         }
-        signed.finalize_mut(secp()).map_err(|errors| {
-            CoordinateError::Finalize(
-                errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
         let tx = signed
             .clone()
             .extract_tx()

@@ -278,23 +278,22 @@ impl SignerNonces {
         }
         let mut shares = Vec::with_capacity(packages.len());
         for ((input, package), nonces) in checked.inputs().iter().zip(packages).zip(&self.nonces) {
+            // The child key package already tweaked for the input's Taproot output: frost's
+            // plain `sign` on it is `sign_with_tweak` on the derived package.
             let key_package =
                 share
-                    .derive(&input.derivation)
+                    .spend_key_package(&input.spend)
                     .map_err(|source| SignError::Derive {
                         input: input.index,
                         source,
                     })?;
-            let merkle_root = input
-                .merkle_root
-                .as_ref()
-                .map(|r| r.as_byte_array().as_slice());
             let signature_share =
-                frost::round2::sign_with_tweak(package, nonces, &key_package, merkle_root)
-                    .map_err(|source| SignError::Frost {
+                frost::round2::sign(package, nonces, &key_package).map_err(|source| {
+                    SignError::Frost {
                         input: input.index,
                         source,
-                    })?;
+                    }
+                })?;
             shares.push(signature_share);
         }
         Ok(shares)
