@@ -51,6 +51,13 @@
 #[path = "../tests/common/consensus.rs"]
 mod consensus;
 use consensus::made_up_funding;
+// Shared with the WAN bench; not every helper is used here.
+#[allow(dead_code)]
+mod common;
+use common::{
+    consensus_verify, floor_samples, foreign_address, log, machine, median, ms, round3, sample,
+    target_dir, NETWORK, PASSPHRASE, SATS_PER_INPUT,
+};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -65,12 +72,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::{KeychainKind, SignOptions, Wallet};
 use bitcoin::bip32::Xpriv;
 use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{Keypair, SecretKey};
-use bitcoin::{
-    Address, Amount, FeeRate, Network, NetworkKind, Psbt, ScriptBuf, Transaction, TxOut, Txid,
-};
+use bitcoin::{Amount, FeeRate, NetworkKind, Psbt, ScriptBuf, Transaction, Txid};
 use ckm::frost::dkg::{run_in_memory, DkgParams};
-use ckm::frost::keys::{secp, GroupPublic, KeyShare};
+use ckm::frost::keys::{GroupPublic, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
@@ -83,13 +87,9 @@ use ckm::signer::db::SignerDb;
 use ckm::signer::home::{HomeError, SignerHome, WalletInfo};
 use ckm::signer::policy::Policy;
 use ckm::wallet::{CkmWallet, WalletMeta};
-use frost_secp256k1_tr as frost;
 use rand::rngs::ThreadRng;
 use rand::Rng;
 
-const NETWORK: Network = Network::Regtest;
-const SATS_PER_INPUT: u64 = 100_000;
-const PASSPHRASE: &str = "ckm-bench-passphrase";
 const GROUPS: [(u16, u16); 3] = [(2, 3), (3, 5), (7, 10)];
 const LOAD_COORDINATORS: usize = 50;
 const LOAD_INPUTS: usize = 10;
@@ -98,24 +98,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------
-
-fn log(text: impl AsRef<str>) {
-    eprintln!("[bench] {}", text.as_ref());
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
 
 /// Nearest-rank percentile.
 fn percentile(samples: &[f64], p: f64) -> f64 {
@@ -128,16 +110,6 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     v[rank.min(v.len()) - 1]
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// One warm-up call, then `reps` timed calls; each call returns the time of its timed part.
-fn sample(reps: usize, mut f: impl FnMut() -> Result<Duration>) -> Result<Vec<f64>> {
-    f()?;
-    (0..reps).map(|_| f().map(ms)).collect()
-}
-
 fn spread(samples: &[f64]) -> String {
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -148,29 +120,6 @@ fn spread(samples: &[f64]) -> String {
         max,
         samples.len()
     )
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("{model}, {cores} cores")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 fn ckm_bin() -> Result<PathBuf> {
@@ -195,12 +144,6 @@ fn ckm_bin() -> Result<PathBuf> {
 // ---------------------------------------------------------------------------------------
 // PSBTs of N inputs
 // ---------------------------------------------------------------------------------------
-
-fn foreign_address(rng: &mut ThreadRng) -> Address {
-    let sk = SecretKey::new(rng);
-    let (xonly, _) = Keypair::from_secret_key(secp(), &sk).x_only_public_key();
-    Address::p2tr(secp(), xonly, None, NETWORK)
-}
 
 /// Funds `inputs` fresh receive addresses of `wallet` with made-up unconfirmed transactions
 /// and builds a PSBT spending all of them: one payment (half the funds) and change.
@@ -259,19 +202,6 @@ fn ckm_psbt(
     let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
     let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;
     Ok((meta, psbt))
-}
-
-/// Checks every input of `tx` with libbitcoinconsensus (Taproot rules) against the outputs
-/// the unsigned PSBT says it spends.
-fn consensus_verify(unsigned: &Psbt, tx: &Transaction) -> Result<()> {
-    let spent: Vec<TxOut> = unsigned
-        .inputs
-        .iter()
-        .map(|i| i.witness_utxo.clone())
-        .collect::<Option<_>>()
-        .context("an input has no witness_utxo")?;
-    ensure!(spent.len() == tx.input.len(), "input count changed");
-    consensus::consensus_verify_against(tx, &spent)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -490,56 +420,6 @@ fn start_signers(
 // ---------------------------------------------------------------------------------------
 // The four ways of signing
 // ---------------------------------------------------------------------------------------
-
-/// Bare frost: t signers commit, sign (root key packages) and one aggregation per message.
-fn floor_samples(
-    t: u16,
-    n: u16,
-    inputs: usize,
-    reps: usize,
-    rng: &mut ThreadRng,
-) -> Result<Vec<f64>> {
-    let (secret_shares, public_key_package) =
-        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, &mut *rng)?;
-    let key_packages: Vec<frost::keys::KeyPackage> = secret_shares
-        .into_values()
-        .take(usize::from(t))
-        .map(frost::keys::KeyPackage::try_from)
-        .collect::<Result<_, _>>()?;
-    sample(reps, || {
-        let messages: Vec<[u8; 32]> = (0..inputs).map(|_| rng.gen()).collect();
-        let start = Instant::now();
-        let mut commitments: Vec<BTreeMap<frost::Identifier, frost::round1::SigningCommitments>> =
-            vec![BTreeMap::new(); inputs];
-        let mut nonces: Vec<Vec<frost::round1::SigningNonces>> = Vec::new();
-        for kp in &key_packages {
-            let mut mine = Vec::with_capacity(inputs);
-            for per_input in commitments.iter_mut() {
-                let (nonce, commitment) = frost::round1::commit(kp.signing_share(), &mut *rng);
-                per_input.insert(*kp.identifier(), commitment);
-                mine.push(nonce);
-            }
-            nonces.push(mine);
-        }
-        let packages: Vec<frost::SigningPackage> = commitments
-            .into_iter()
-            .zip(&messages)
-            .map(|(c, m)| frost::SigningPackage::new(c, m))
-            .collect();
-        let mut shares: Vec<BTreeMap<frost::Identifier, frost::round2::SignatureShare>> =
-            vec![BTreeMap::new(); inputs];
-        for (kp, mine) in key_packages.iter().zip(&nonces) {
-            for ((package, nonce), per_input) in packages.iter().zip(mine).zip(shares.iter_mut()) {
-                let share = frost::round2::sign_with_tweak(package, nonce, kp, None)?;
-                per_input.insert(*kp.identifier(), share);
-            }
-        }
-        for (package, per_input) in packages.iter().zip(&shares) {
-            frost::aggregate_with_tweak(package, per_input, &public_key_package, None)?;
-        }
-        Ok(start.elapsed())
-    })
-}
 
 fn memory_samples(
     psbt: &Psbt,

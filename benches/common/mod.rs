@@ -147,7 +147,7 @@ pub fn faulty_bin(ckm: &Path) -> Result<PathBuf> {
 // PSBTs of N inputs
 // ---------------------------------------------------------------------------------------
 
-fn foreign_address(rng: &mut ThreadRng) -> Address {
+pub fn foreign_address(rng: &mut ThreadRng) -> Address {
     let sk = SecretKey::new(rng);
     let (xonly, _) = Keypair::from_secret_key(secp(), &sk).x_only_public_key();
     Address::p2tr(secp(), xonly, None, NETWORK)
