@@ -263,6 +263,26 @@ impl Context {
         Ok(names)
     }
 
+    /// Stores a new wallet database for `meta` (whose name must be free in this home).
+    pub fn store_wallet(&self, meta: ckm::wallet::WalletMeta) -> Result<ckm::wallet::CkmWallet> {
+        let name = meta.name.clone();
+        let path = self.new_wallet_path(&name)?;
+        // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
+        // only once complete: a crash part-way leaves no half-made wallet that would break
+        // `wallet list` and block the name. The hard link refuses to replace an existing wallet.
+        let tmp = path.with_file_name(format!(".{name}.sqlite.creating-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        drop(ckm::wallet::CkmWallet::create(&tmp, meta)?);
+        let placed = std::fs::hard_link(&tmp, &path)
+            .with_context(|| format!("storing wallet '{name}' at {}", path.display()));
+        let _ = std::fs::remove_file(&tmp);
+        placed?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        Ok(ckm::wallet::CkmWallet::load(&path)?)
+    }
+
     /// The database path of a new wallet.
     pub fn new_wallet_path(&self, name: &str) -> Result<PathBuf> {
         check_wallet_name(name)?;

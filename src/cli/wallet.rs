@@ -382,27 +382,7 @@ fn create_wallet(
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
-    store_wallet(ctx, meta)
-}
-
-/// Stores a new wallet database for `meta` (whose name must be free in this home).
-pub(super) fn store_wallet(ctx: &Context, meta: WalletMeta) -> Result<CkmWallet> {
-    let name = meta.name.clone();
-    let path = ctx.new_wallet_path(&name)?;
-    // Built under a temporary name (not `*.sqlite`, so never listed) and moved into place
-    // only once complete: a crash part-way leaves no half-made wallet that would break
-    // `wallet list` and block the name. The hard link refuses to replace an existing wallet.
-    let tmp = path.with_file_name(format!(".{name}.sqlite.creating-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    drop(CkmWallet::create(&tmp, meta)?);
-    let placed = std::fs::hard_link(&tmp, &path)
-        .with_context(|| format!("storing wallet '{name}' at {}", path.display()));
-    let _ = std::fs::remove_file(&tmp);
-    placed?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    }
-    Ok(CkmWallet::load(&path)?)
+    ctx.store_wallet(meta)
 }
 
 /// `wallet migrate`: a new wallet (new key generation) and one co-signed sweep of every coin.

@@ -16,8 +16,7 @@ use ckm::wallet::WalletMeta;
 use clap::Subcommand;
 
 use super::args::{parse_signer, SignerSpec};
-use super::wallet::store_wallet;
-use super::{runtime, write_file, Context};
+use super::{runtime, Context};
 
 /// Largest wallet record file read.
 const MAX_RECORD: u64 = 16 << 20;
@@ -76,22 +75,6 @@ pub fn run(ctx: &Context, cmd: WalletBackupCommand) -> Result<()> {
             store(ctx, metas)
         }
     }
-}
-
-/// `wallet export --format envelope`: the binary record, to a file only.
-pub(super) fn export_envelope(
-    ctx: &Context,
-    meta: &WalletMeta,
-    out: Option<&std::path::Path>,
-) -> Result<()> {
-    let Some(path) = out else {
-        bail!("the binary envelope needs --out FILE (or use --format ur for text)");
-    };
-    write_file(path, &record::to_cbor(meta)?)?;
-    ctx.output(
-        serde_json::json!({ "format": "envelope", "file": path.display().to_string() }),
-        || format!("wrote {}", path.display()),
-    )
 }
 
 fn from_file(file: &std::path::Path, name: Option<&str>) -> Result<Vec<WalletMeta>> {
@@ -178,7 +161,7 @@ fn store(ctx: &Context, metas: Vec<WalletMeta>) -> Result<()> {
             "external": external,
             "internal": internal,
         });
-        store_wallet(ctx, meta)?;
+        ctx.store_wallet(meta)?;
         rows.push(row);
     }
     ctx.output(

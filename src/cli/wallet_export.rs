@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use ckm::wallet::export::{self, CoreTimestamp};
-use ckm::wallet::CkmWallet;
+use ckm::wallet::{CkmWallet, WalletMeta};
 use clap::{Args, ValueEnum};
 
 use super::{write_file, Context};
@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, wallet: &CkmWallet, args: ExportArgs) -> Result<()> {
         bail!("--timestamp only applies to --format core");
     }
     if args.format == ExportFormat::Envelope {
-        return super::wallet_backup::export_envelope(ctx, meta, args.out.as_deref());
+        return export_envelope(ctx, meta, args.out.as_deref());
     }
     let (text, json) = match args.format {
         ExportFormat::Descriptor => {
@@ -102,4 +102,16 @@ pub fn run(ctx: &Context, wallet: &CkmWallet, args: ExportArgs) -> Result<()> {
             || text.trim_end().to_string(),
         ),
     }
+}
+
+/// `wallet export --format envelope`: the binary record, to a file only.
+fn export_envelope(ctx: &Context, meta: &WalletMeta, out: Option<&std::path::Path>) -> Result<()> {
+    let Some(path) = out else {
+        bail!("the binary envelope needs --out FILE (or use --format ur for text)");
+    };
+    write_file(path, &ckm::wallet::record::to_cbor(meta)?)?;
+    ctx.output(
+        serde_json::json!({ "format": "envelope", "file": path.display().to_string() }),
+        || format!("wrote {}", path.display()),
+    )
 }
