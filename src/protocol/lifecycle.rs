@@ -884,6 +884,22 @@ pub enum TransitionAnswer {
 // Participant half
 // ---------------------------------------------------------------------------------------
 
+/// Opens a package that roster member `from` sealed to this member under `aad`.
+fn open_sealed(
+    me: &IdentityKey,
+    roster: &Roster,
+    kind: TransitionKind,
+    aad: &[u8],
+    from: u16,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, TransitionError> {
+    let sender = roster
+        .get(from)
+        .ok_or_else(|| malformed(kind, format!("{from} is not a member")))?;
+    me.open(&sender.identity, aad, sealed)
+        .map_err(|source| TransitionError::Open { from, source })
+}
+
 fn sealed_aad(context: &Digest, what: &str, from: u16, to: u16) -> Vec<u8> {
     let mut aad = format!("ckm/transition/{what}/v1").into_bytes();
     aad.extend_from_slice(&context.0);
@@ -1225,21 +1241,14 @@ impl Participant {
                 }
                 let mut round2_packages = BTreeMap::new();
                 for (from, blob) in &sealed {
-                    let sender = self
-                        .context
-                        .new_roster
-                        .get(*from)
-                        .ok_or_else(|| malformed(kind, format!("{from} is not a member")))?;
-                    let plain = me
-                        .open(
-                            &sender.identity,
-                            &sealed_aad(&transcript, "refresh", *from, self.index),
-                            &blob.0,
-                        )
-                        .map_err(|source| TransitionError::Open {
-                            from: *from,
-                            source,
-                        })?;
+                    let plain = open_sealed(
+                        me,
+                        &self.context.new_roster,
+                        kind,
+                        &sealed_aad(&transcript, "refresh", *from, self.index),
+                        *from,
+                        &blob.0,
+                    )?;
                     let package = round2::Package::deserialize(&plain).map_err(frost_err)?;
                     round2_packages.insert(identifier(*from).map_err(frost_err)?, package);
                 }
@@ -1290,21 +1299,14 @@ impl Participant {
                 }
                 let mut deltas = vec![*own];
                 for (from, blob) in &sealed {
-                    let sender = self
-                        .from
-                        .roster
-                        .get(*from)
-                        .ok_or_else(|| malformed(kind, format!("{from} is not a member")))?;
-                    let plain = me
-                        .open(
-                            &sender.identity,
-                            &sealed_aad(&ctx, "delta", *from, self.index),
-                            &blob.0,
-                        )
-                        .map_err(|source| TransitionError::Open {
-                            from: *from,
-                            source,
-                        })?;
+                    let plain = open_sealed(
+                        me,
+                        &self.from.roster,
+                        kind,
+                        &sealed_aad(&ctx, "delta", *from, self.index),
+                        *from,
+                        &blob.0,
+                    )?;
                     deltas.push(Delta::deserialize(&plain).map_err(frost_err)?);
                 }
                 let sigma = frost::keys::repairable::repair_share_part2(&deltas);
@@ -1338,21 +1340,14 @@ impl Participant {
                 }
                 let mut sigmas = Vec::new();
                 for (from, blob) in &sealed {
-                    let sender = self
-                        .from
-                        .roster
-                        .get(*from)
-                        .ok_or_else(|| malformed(kind, format!("{from} is not a member")))?;
-                    let plain = me
-                        .open(
-                            &sender.identity,
-                            &sealed_aad(&ctx, "sigma", *from, self.index),
-                            &blob.0,
-                        )
-                        .map_err(|source| TransitionError::Open {
-                            from: *from,
-                            source,
-                        })?;
+                    let plain = open_sealed(
+                        me,
+                        &self.from.roster,
+                        kind,
+                        &sealed_aad(&ctx, "sigma", *from, self.index),
+                        *from,
+                        &blob.0,
+                    )?;
                     sigmas.push(Sigma::deserialize(&plain).map_err(frost_err)?);
                 }
                 let state = next_state(&self.from, &self.context, &BTreeMap::new())?;
