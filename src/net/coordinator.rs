@@ -170,7 +170,7 @@ fn out_of_protocol(stage: &'static str, index: u16) -> CreateError {
 /// Sends a message to every roster entry in parallel; answers in roster order.
 async fn call_all(
     client: &Client,
-    roster: &Arc<Vec<RosterEntry>>,
+    roster: &[RosterEntry],
     make: impl Fn(&RosterEntry) -> CoordinatorToSigner,
 ) -> Vec<(u16, Result<SignerToCoordinator, CallError>)> {
     call_each(
@@ -604,43 +604,29 @@ pub async fn commit_transition(
     members: &[RosterEntry],
     session: SessionId,
 ) -> Vec<(u16, Result<u64, String>)> {
-    let calls = members
-        .iter()
-        .map(|e| {
-            (
-                e.clone(),
-                CoordinatorToSigner::Transition(TransitionRequest::Commit { session }),
-            )
-        })
-        .collect();
-    call_each(client, calls)
-        .await
-        .into_iter()
-        .map(|(index, reply)| {
-            let outcome = match reply {
-                Ok(SignerToCoordinator::Transition(TransitionAnswer::Committed { epoch })) => {
-                    Ok(epoch)
-                }
-                Ok(_) => Err(format!("signer {index} answered out of protocol")),
-                Err(e) => Err(e.to_string()),
-            };
-            (index, outcome)
-        })
-        .collect()
+    call_all(client, members, |_| {
+        CoordinatorToSigner::Transition(TransitionRequest::Commit { session })
+    })
+    .await
+    .into_iter()
+    .map(|(index, reply)| {
+        let outcome = match reply {
+            Ok(SignerToCoordinator::Transition(TransitionAnswer::Committed { epoch })) => Ok(epoch),
+            Ok(_) => Err(format!("signer {index} answered out of protocol")),
+            Err(e) => Err(e.to_string()),
+        };
+        (index, outcome)
+    })
+    .collect()
 }
 
 /// Tells every member to forget transition `session` (best effort).
 pub async fn abort_transition(client: &Client, members: &[RosterEntry], session: SessionId) {
-    let calls = members
-        .iter()
-        .map(|e| {
-            (
-                e.clone(),
-                CoordinatorToSigner::Transition(TransitionRequest::Abort { session }),
-            )
-        })
-        .collect();
-    for (index, reply) in call_each(client, calls).await {
+    for (index, reply) in call_all(client, members, |_| {
+        CoordinatorToSigner::Transition(TransitionRequest::Abort { session })
+    })
+    .await
+    {
         if let Err(e) = reply {
             tracing::warn!(signer = index, error = %e, "could not abort the transition there");
         }
@@ -653,29 +639,22 @@ pub async fn transition_status(
     members: &[RosterEntry],
     wallet: GroupKey,
 ) -> Vec<(u16, Result<(u64, Digest, Option<(SessionId, u64)>), String>)> {
-    let calls = members
-        .iter()
-        .map(|e| {
-            (
-                e.clone(),
-                CoordinatorToSigner::Transition(TransitionRequest::Status { wallet }),
-            )
-        })
-        .collect();
-    call_each(client, calls)
-        .await
-        .into_iter()
-        .map(|(index, reply)| {
-            let outcome = match reply {
-                Ok(SignerToCoordinator::Transition(TransitionAnswer::Status {
-                    epoch,
-                    state,
-                    pending,
-                })) => Ok((epoch, state, pending)),
-                Ok(_) => Err(format!("signer {index} answered out of protocol")),
-                Err(e) => Err(e.to_string()),
-            };
-            (index, outcome)
-        })
-        .collect()
+    call_all(client, members, |_| {
+        CoordinatorToSigner::Transition(TransitionRequest::Status { wallet })
+    })
+    .await
+    .into_iter()
+    .map(|(index, reply)| {
+        let outcome = match reply {
+            Ok(SignerToCoordinator::Transition(TransitionAnswer::Status {
+                epoch,
+                state,
+                pending,
+            })) => Ok((epoch, state, pending)),
+            Ok(_) => Err(format!("signer {index} answered out of protocol")),
+            Err(e) => Err(e.to_string()),
+        };
+        (index, outcome)
+    })
+    .collect()
 }
