@@ -371,19 +371,7 @@ impl SignerHome {
     ) -> Result<(), HomeError> {
         let mut rows = Vec::with_capacity(wallets.len());
         for (info, share, _) in wallets {
-            let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
-                path: self.db.path().to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
-                path: self.db.path().to_path_buf(),
-                source,
-            })?;
-            let sealed = self.key.seal(
-                share_aad(&info.group_key, &info_json).as_bytes(),
-                &secret,
-                rng,
-            );
+            let (info_json, sealed) = self.seal_share(info, share, rng)?;
             rows.push((info_json, sealed));
         }
         let peers_json = serde_json::to_vec(&Versioned {
@@ -813,6 +801,30 @@ impl SignerHome {
         self.save_shares(&[(info, share)], rng)
     }
 
+    /// A wallet's record as JSON and its share sealed under the store key, bound to that
+    /// record (the AAD covers the group key and the JSON).
+    fn seal_share<R: RngCore + CryptoRng>(
+        &self,
+        info: &WalletInfo,
+        share: &KeyShare,
+        rng: &mut R,
+    ) -> Result<(String, Vec<u8>), HomeError> {
+        let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
+            path: self.db.path().to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
+            path: self.db.path().to_path_buf(),
+            source,
+        })?;
+        let sealed = self.key.seal(
+            share_aad(&info.group_key, &info_json).as_bytes(),
+            &secret,
+            rng,
+        );
+        Ok((info_json, sealed))
+    }
+
     /// Stores several wallets at once (one transaction, one audit record each; all or none).
     ///
     /// # Errors
@@ -824,19 +836,7 @@ impl SignerHome {
     ) -> Result<(), HomeError> {
         let mut rows = Vec::with_capacity(wallets.len());
         for (info, share) in wallets {
-            let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
-                path: self.db.path().to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
-                path: self.db.path().to_path_buf(),
-                source,
-            })?;
-            let sealed = self.key.seal(
-                share_aad(&info.group_key, &info_json).as_bytes(),
-                &secret,
-                rng,
-            );
+            let (info_json, sealed) = self.seal_share(info, share, rng)?;
             rows.push((*info, info_json, sealed));
         }
         let now = crate::auth::unix_now();
@@ -886,19 +886,7 @@ impl SignerHome {
         share: &KeyShare,
         rng: &mut R,
     ) -> Result<(), HomeError> {
-        let info_json = serde_json::to_string(info).map_err(|e| HomeError::Malformed {
-            path: self.db.path().to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let secret = share.to_secret_bytes().map_err(|source| HomeError::Key {
-            path: self.db.path().to_path_buf(),
-            source,
-        })?;
-        let sealed = self.key.seal(
-            share_aad(&info.group_key, &info_json).as_bytes(),
-            &secret,
-            rng,
-        );
+        let (info_json, sealed) = self.seal_share(info, share, rng)?;
         self.db.write(|tx| {
             let other: Option<String> = tx
                 .query_row(
