@@ -12,6 +12,8 @@
 //!   `ckm signer address` for the first 10 indexes.
 #![cfg(feature = "regtest")]
 
+#[path = "common/chain.rs"]
+mod chain;
 #[path = "common/cluster.rs"]
 mod cluster;
 #[path = "common/consensus.rs"]
@@ -21,11 +23,11 @@ mod testenv;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::{NetworkKind, Psbt};
+use chain::{assert_key_path, mine_and_confirm, sync};
 use ckm::frost::keys::secp;
 use ckm::recovery::sign::RecoverySecret;
 use ckm::recovery::RecoveryKey;
@@ -34,7 +36,6 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use testenv::TestEnv;
 
-const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The recovery timelock of the tests' wallets.
 const BLOCKS: u16 = 20;
 
@@ -65,35 +66,6 @@ fn address(c: &Cluster) -> Result<String> {
     Ok(json_str(&ckm_json(&c.coord, &["wallet", "address"])?, "address")?.to_string())
 }
 
-fn sync(c: &Cluster, env: &TestEnv) -> Result<Value> {
-    let tip = env.block_count()?;
-    env.wait_until_electrum_height(tip, SYNC_TIMEOUT)?;
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    loop {
-        let v = ckm_json(
-            &c.coord,
-            &["wallet", "sync", "--electrum", &env.electrum_url()],
-        )?;
-        if v["height"].as_u64() == Some(tip) {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("wallet sync stuck at {v}, tip {tip}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn mine_and_confirm(env: &TestEnv, txid: &str) -> Result<Value> {
-    env.mine_blocks(1, None)?;
-    let tx = env.get_raw_transaction(txid)?;
-    ensure!(
-        tx["confirmations"].as_u64() == Some(1),
-        "transaction {txid} not confirmed: {tx}"
-    );
-    Ok(tx)
-}
-
 fn witnesses(tx: &Value) -> Result<Vec<Vec<String>>> {
     tx["vin"]
         .as_array()
@@ -112,17 +84,6 @@ fn witnesses(tx: &Value) -> Result<Vec<Vec<String>>> {
                 .collect()
         })
         .collect()
-}
-
-/// Every input: one 64-byte signature (a key-path spend).
-fn assert_key_path(tx: &Value) -> Result<()> {
-    for (i, w) in witnesses(tx)?.iter().enumerate() {
-        ensure!(
-            w.len() == 1 && w[0].len() == 128,
-            "input {i} is not a key-path spend: {w:?}"
-        );
-    }
-    Ok(())
 }
 
 /// Every input: a script-path spend of `and_v(v:pk(K),older(BLOCKS))` — [64-byte signature,
