@@ -52,7 +52,9 @@
 //! (created when absent).
 //!
 //! Environment: `CKM_BIN`, `CKM_FAULTY_BIN` (default: `examples/faulty_signer` next to
-//! `ckm`), `CKM_BENCH_QUICK=1` (RTT 0 and 50 ms, 1 input, 3 repetitions).
+//! `ckm`), `CKM_BENCH_QUICK=1` (RTT 0 and 50 ms, 1 input, 3 repetitions),
+//! `CKM_BENCH_ROAST_ONLY=1` (while working on ROAST: only the ROAST rows, without the retry,
+//! printed but not written to the report).
 
 mod common;
 #[path = "../tests/common/consensus.rs"]
@@ -62,7 +64,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,7 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{CoordinatorToSigner, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt, SignMode, SignReport};
-use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
+use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions, HEDGE_MAX_SHARES};
 use ckm::protocol::roast::{CommitmentStore, MemoryCommitments};
 use ckm::wallet::WalletMeta;
 use common::*;
@@ -395,7 +397,7 @@ impl Bench {
     }
 
     fn two_rounds(&self, client: &Client, meta: &WalletMeta, psbt: &Psbt) -> Result<Timed> {
-        let mut p = psbt.clone();
+        let mut p = distinct(psbt);
         let before = self.connections();
         self.lateness.take_window();
         let start = Instant::now();
@@ -414,8 +416,9 @@ impl Bench {
         meta: &WalletMeta,
         psbt: &Psbt,
         store: &mut MemoryCommitments,
+        hedge: bool,
     ) -> Result<Timed> {
-        let mut p = psbt.clone();
+        let mut p = distinct(psbt);
         let before = self.connections();
         self.lateness.take_window();
         let start = Instant::now();
@@ -424,7 +427,10 @@ impl Bench {
             meta,
             &mut p,
             store,
-            OneRoundOptions::default(),
+            OneRoundOptions {
+                hedge,
+                ..OneRoundOptions::default()
+            },
         ))?;
         Ok(Timed::new(
             start,
@@ -449,11 +455,13 @@ impl Bench {
             group_key: GroupKey::of(&meta.group),
             epoch: meta.epoch,
         };
+        // Enough for a hedged start of a small PSBT too (several sessions per signer).
+        let want = inputs.max(HEDGE_MAX_SHARES);
         for entry in meta.roster.entries() {
-            if store.count(entry.index) >= inputs {
+            if store.count(entry.index) >= want {
                 continue;
             }
-            let count = u16::try_from(inputs.max(16))?;
+            let count = u16::try_from(want.max(16))?;
             let reply = self.rt.block_on(client.call(
                 entry,
                 &CoordinatorToSigner::Preprocess {
@@ -585,6 +593,14 @@ struct WanRow {
 }
 
 struct RoastRow {
+    /// Timed ROAST signings that named the invalid-share signer.
+    named: usize,
+    /// Hedged ROAST (every 3-subset at once), when the PSBT is small enough.
+    hedged: Option<Spread>,
+    /// Timed hedged signings that named the invalid-share signer.
+    hedged_named: usize,
+    /// Most sessions a hedged signing started.
+    hedged_sessions: usize,
     rtt: u64,
     inputs: usize,
     floor: Spread,
@@ -632,7 +648,7 @@ fn wan_row(
     checked.once(format!("two rounds {label}"), &plain_psbt, &two)?;
     bench.top_up(client, &g.plain, &mut g.store, inputs)?;
     let one = bench
-        .one_round(client, &g.plain, &plain_psbt, &mut g.store)?
+        .one_round(client, &g.plain, &plain_psbt, &mut g.store, false)?
         .expect_clean(SignMode::OneRound, &label)?;
     checked.once(format!("one round {label}"), &plain_psbt, &one)?;
     let lim = bench
@@ -655,7 +671,7 @@ fn wan_row(
         refills += bench.top_up(client, &g.plain, &mut g.store, inputs)?;
         bench.warm(client, &g.plain)?;
         let one = bench
-            .one_round(client, &g.plain, &plain_psbt, &mut g.store)?
+            .one_round(client, &g.plain, &plain_psbt, &mut g.store, false)?
             .expect_clean(SignMode::OneRound, &label)?;
         one_sessions = one_sessions.max(one.report.sessions);
         one_ms.push(one.ms);
@@ -704,6 +720,7 @@ fn roast_row(
     rtt: u64,
     floor: &[f64],
     reps: usize,
+    with_retry: bool,
     checked: &mut Checked,
 ) -> Result<RoastRow> {
     let inputs = psbt.inputs.len();
@@ -711,13 +728,20 @@ fn roast_row(
     let rtt_d = Duration::from_millis(rtt);
     bench.set_rtt(rtt_d);
     let mut store = MemoryCommitments::default();
-    let roast = |store: &mut MemoryCommitments| -> Result<Timed> {
+    // Hedging applies to PSBTs where each signer of 3-of-5 signs at most HEDGE_MAX_SHARES
+    // shares (6 sessions per signer).
+    let hedgeable = inputs * 6 <= HEDGE_MAX_SHARES;
+    let roast = |store: &mut MemoryCommitments, hedge: bool| -> Result<Timed> {
         bench.top_up(client, meta, store, inputs)?;
         bench.warm(client, meta)?;
-        let t = bench.one_round(client, meta, psbt, store)?;
+        let t = bench.one_round(client, meta, psbt, store, hedge)?;
         let r = &t.report;
+        // A hedged start may complete before the invalid-share signer's answer arrives: it
+        // is then not named (counted in `hedged_named`).
         ensure!(
-            r.mode == SignMode::OneRound && r.culprits == [INVALID] && r.signers == [3, 4, 5],
+            r.mode == SignMode::OneRound
+                && (r.culprits == [INVALID] || (r.culprits.is_empty() && hedge))
+                && r.signers == [3, 4, 5],
             "{label}: expected one round, culprit {INVALID}, signers 3, 4, 5; got {}, culprits {:?}, signers {:?}, skipped {:?}",
             r.mode,
             r.culprits,
@@ -745,38 +769,54 @@ fn roast_row(
         Ok((hung && r.culprits == [INVALID]).then_some(t))
     };
     // Warm-up.
-    let t = roast(&mut store)?;
+    let t = roast(&mut store, false)?;
     checked.once(format!("roast {inputs}"), psbt, &t)?;
-    let t = retry()?;
-    if let Some(t) = &t {
-        checked.once(format!("retry {inputs}"), psbt, t)?;
+    if hedgeable {
+        let t = roast(&mut store, true)?;
+        checked.once(format!("hedged {inputs}"), psbt, &t)?;
+    }
+    let (mut hedged_ms, mut hedged_named, mut hedged_sessions) = (Vec::new(), 0, 0);
+    if with_retry {
+        if let Some(t) = &retry()? {
+            checked.once(format!("retry {inputs}"), psbt, t)?;
+        }
     }
     let (mut roast_connections, mut retry_connections) = (0, 0);
     let mut late = Late::default();
     let (mut roast_ms, mut retry_ms, mut misses) = (Vec::new(), Vec::new(), 0);
-    let (mut sessions, mut retry_sessions) = (0, 0);
+    let (mut sessions, mut retry_sessions, mut named) = (0, 0, 0);
     for _ in 0..reps {
-        let t = roast(&mut store)?;
+        if hedgeable {
+            let t = roast(&mut store, true)?;
+            hedged_sessions = hedged_sessions.max(t.report.sessions);
+            hedged_named += usize::from(t.report.culprits == [INVALID]);
+            hedged_ms.push(t.ms);
+            late.add(&t.late);
+        }
+        let t = roast(&mut store, false)?;
         sessions = sessions.max(t.report.sessions);
+        named += usize::from(t.report.culprits == [INVALID]);
         roast_ms.push(t.ms);
         roast_connections += t.connections;
         late.add(&t.late);
-        loop {
-            match retry()? {
-                Some(t) => {
-                    checked.once(format!("retry {inputs}"), psbt, &t)?;
-                    retry_sessions = retry_sessions.max(t.report.sessions);
-                    retry_ms.push(t.ms);
-                    retry_connections += t.connections;
-                    late.add(&t.late);
-                    break;
-                }
-                None => {
-                    misses += 1;
-                    ensure!(
-                        misses <= 3 * reps,
-                        "{label}: the retry's first attempt missed the faulty signers {misses} times"
-                    );
+        if with_retry {
+            loop {
+                match retry()? {
+                    Some(t) => {
+                        checked.once(format!("retry {inputs}"), psbt, &t)?;
+                        retry_sessions = retry_sessions.max(t.report.sessions);
+                        retry_ms.push(t.ms);
+                        retry_connections += t.connections;
+                        late.add(&t.late);
+                        break;
+                    }
+                    None => {
+                        misses += 1;
+                        ensure!(
+                            misses <= 3 * reps,
+                            "{label}: the retry's first attempt missed the faulty signers {misses} times"
+                        );
+                    }
                 }
             }
         }
@@ -792,15 +832,20 @@ fn roast_row(
         reps,
         retry_misses: misses,
         sessions,
+        named,
+        hedged: hedgeable.then(|| Spread::of(&hedged_ms)),
+        hedged_named,
+        hedged_sessions,
         retry_sessions,
         roast_connections,
         retry_connections,
         late,
     };
     log(format!(
-        "{label}: floor {:.2}; ROAST {} ({sessions} sessions); retry {} ({retry_sessions} attempts, {misses} misses); connections opened: {roast_connections} by ROAST, {retry_connections} by the retries; {}",
+        "{label}: floor {:.2}; ROAST {} ({sessions} sessions, culprit named {named}/{reps}); hedged {} ({hedged_sessions} sessions, named {hedged_named}); retry {} ({retry_sessions} attempts, {misses} misses); connections opened: {roast_connections} by ROAST, {retry_connections} by the retries; {}",
         row.floor.median,
         spread(&roast_ms),
+        spread(&hedged_ms),
         spread(&retry_ms),
         late.text()
     ));
@@ -810,6 +855,19 @@ fn roast_row(
 // ---------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------
+
+/// `psbt` with a lock time no earlier signing used: every signing signs its own transaction
+/// (so nothing a signer kept from an earlier signing of the same PSBT — its check of it —
+/// is reused; sessions of one signing still share it, as in real use).
+fn distinct(psbt: &Psbt) -> Psbt {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let mut p = psbt.clone();
+    let height = NEXT.fetch_add(1, Ordering::Relaxed);
+    if let Ok(lock) = bitcoin::absolute::LockTime::from_height(height) {
+        p.unsigned_tx.lock_time = lock;
+    }
+    p
+}
 
 fn proxied(direct: &Roster, relays: &[Relay]) -> Result<Roster> {
     let mut r = direct.clone();
@@ -821,6 +879,7 @@ fn proxied(direct: &Roster, relays: &[Relay]) -> Result<Roster> {
 
 fn main() -> Result<()> {
     let quick = std::env::var("CKM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let roast_only = std::env::var("CKM_BENCH_ROAST_ONLY").is_ok_and(|v| !v.is_empty() && v != "0");
     let started = Instant::now();
     let bin = ckm_bin()?;
     faulty_bin(&bin)?;
@@ -937,7 +996,7 @@ fn main() -> Result<()> {
 
     let mut checked = Checked::default();
     let mut wan = Vec::new();
-    for &rtt in rtts {
+    for &rtt in rtts.iter().filter(|_| !roast_only) {
         for g in groups.iter_mut() {
             for &inputs in input_counts {
                 let floor = &floors[&(g.t, g.n, inputs)];
@@ -969,8 +1028,16 @@ fn main() -> Result<()> {
         .find(|g| (g.t, g.n) == (3, 5))
         .context("no 3-of-5 wallet")?;
     let mut roast = Vec::new();
+    let rows_filter = std::env::var("CKM_BENCH_ROAST_ROWS").unwrap_or_default();
     for &rtt in roast_rtts {
         for &inputs in input_counts {
+            if !rows_filter.is_empty()
+                && !rows_filter
+                    .split(',')
+                    .any(|r| r == format!("{rtt}:{inputs}"))
+            {
+                continue;
+            }
             let (psbt, _) = &three_of_five.psbts[&inputs];
             roast.push(roast_row(
                 &bench,
@@ -980,11 +1047,16 @@ fn main() -> Result<()> {
                 rtt,
                 &floors[&(3, 5, inputs)],
                 reps,
+                !roast_only,
                 &mut checked,
             )?);
         }
     }
     drop(signers);
+    if roast_only {
+        log("CKM_BENCH_ROAST_ONLY: the report is not written");
+        return Ok(());
+    }
 
     let total = lateness.total();
     log(format!("whole run (timed or not): {}", total.text()));
@@ -1022,17 +1094,31 @@ fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Re
         "\nROAST vs retry, 3-of-5, signer 1 hangs after round 1, signer 2 sends an invalid share; client timeout {} ms; median ms (min–max); goal ROAST ≤ 2 × RTT + floor\n\n",
         RETRY_TIMEOUT.as_millis()
     ));
-    out.push_str("| RTT ms | inputs | floor | retry (two rounds) | ROAST (one round) | ROAST / (2 RTT + floor) | retry attempts | retry misses | new connections ROAST / retry | relay late max µs |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| RTT ms | inputs | floor | retry (two rounds) | ROAST (one round) | ROAST / (2 RTT + floor) | ROAST sessions | culprit named | hedged ROAST | hedged / (2 RTT + floor) | hedged culprit named | retry attempts | retry misses | new connections ROAST / retry | relay late max µs |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in roast {
+        let (hedged, hedged_ratio, hedged_named) = match &r.hedged {
+            Some(h) => (
+                h.cell(),
+                format!("{:.2}", h.median / (2.0 * r.rtt as f64 + r.floor.median)),
+                format!("{}/{}", r.hedged_named, r.reps),
+            ),
+            None => ("–".into(), "–".into(), "–".into()),
+        };
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {} | {:.2} | {} | {} | {} / {} | {} |\n",
+            "| {} | {} | {:.2} | {} | {} | {:.2} | {} | {}/{} | {} | {} | {} | {} | {} | {} / {} | {} |\n",
             r.rtt,
             r.inputs,
             r.floor.median,
             r.retry.cell(),
             r.roast.cell(),
             r.roast.median / (2.0 * r.rtt as f64 + r.floor.median),
+            r.sessions,
+            r.named,
+            r.reps,
+            hedged,
+            hedged_ratio,
+            hedged_named,
             r.retry_sessions,
             r.retry_misses,
             r.roast_connections,
@@ -1094,6 +1180,13 @@ fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Re
                 "roast_max_ms": round3(r.roast.max),
                 "roast_over_2rtt_plus_floor": round3(r.roast.median / (2.0 * r.rtt as f64 + r.floor.median)),
                 "roast_sessions": r.sessions,
+                "roast_named": r.named,
+                "hedged_ms": r.hedged.as_ref().map(|h| round3(h.median)),
+                "hedged_min_ms": r.hedged.as_ref().map(|h| round3(h.min)),
+                "hedged_max_ms": r.hedged.as_ref().map(|h| round3(h.max)),
+                "hedged_over_2rtt_plus_floor": r.hedged.as_ref().map(|h| round3(h.median / (2.0 * r.rtt as f64 + r.floor.median))),
+                "hedged_named": r.hedged.as_ref().map(|_| r.hedged_named),
+                "hedged_sessions": r.hedged.as_ref().map(|_| r.hedged_sessions),
                 "retry_sessions": r.retry_sessions,
                 "retry_timeout_ms": RETRY_TIMEOUT.as_millis() as u64,
                 "skew_ms": SKEW.as_millis() as u64,

@@ -494,3 +494,40 @@ fn a_wallet_wide_limit_uses_the_statement_rounds_and_is_remembered() -> Result<(
     ensure!(v["mode"] == "one-round", "{v}");
     Ok(())
 }
+
+/// `psbt sign --hedge` on a small PSBT starts every 2-subset of the 3 signer processes at
+/// once: a hanging signer, then an invalid-share signer, costs no second session round and no
+/// timeout, and the signature is made by the two honest signers.
+#[test]
+fn hedged_signing_needs_no_second_round_with_a_faulty_signer() -> Result<()> {
+    let mut c = Cluster::with_wallet(3, 2)?;
+    let mut funding = HashMap::new();
+    // Fills the wallet database with every signer's commitments.
+    let p = payment(&c, &mut funding)?;
+    sign_and_check(&c, &p, "fill", &[])?;
+
+    for (fault, name) in [("hang-after-commit", "hang"), ("corrupt-share", "cheat")] {
+        c.restart_faulty(0, fault)?;
+        // A plain signing first: the restarted signer's old commitments are refused and
+        // refilled (the hanging one keeps its stored ones: it never answers a signing).
+        let p = payment(&c, &mut funding)?;
+        sign_and_check(&c, &p, &format!("{name}-plain"), &["--timeout", "60"])?;
+        let p = payment(&c, &mut funding)?;
+        let started = Instant::now();
+        let v = sign_and_check(&c, &p, name, &["--timeout", "60", "--hedge"])?;
+        let took = started.elapsed();
+        ensure!(v["mode"] == "one-round", "{v}");
+        // All three 2-subsets started at once, none after.
+        ensure!(v["sessions"] == 3, "{fault}: {v}");
+        ensure!(u16_array(&v["signer_indexes"])? == vec![2, 3], "{fault}: {v}");
+        ensure!(
+            u16_array(&v["culprits"])?.iter().all(|c| *c == 1),
+            "{fault}: {v}"
+        );
+        ensure!(
+            took < Duration::from_secs(15),
+            "{fault}: took {took:?}: waited on the faulty signer"
+        );
+    }
+    Ok(())
+}

@@ -30,8 +30,8 @@ use ckm::frost::keys::{secp, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::protocol::roast::{
-    BatchError, CommitmentBatch, CommitmentStore, MemoryCommitments, NonceId, PreCommitment,
-    RoastCoordinator, SharesOutcome,
+    binomial, subsets, BatchError, CommitmentBatch, CommitmentStore, MemoryCommitments, NonceId,
+    PreCommitment, RoastCoordinator, SharesOutcome,
 };
 use ckm::protocol::sign::SignError;
 use ckm::protocol::SessionId;
@@ -724,4 +724,146 @@ fn wallet_database_keeps_commitments_per_coordinator_and_epoch() -> Result<()> {
     ensure!(store.count(2) == 0, "commitments survived an epoch change");
     let _unused: HashSet<u16> = HashSet::new();
     Ok(())
+}
+
+/// A hedged start opens a session for every `t`-subset at once; with `n − t` faulty signers
+/// (hanging or sending invalid shares), the honest subset completes without any further
+/// session (one round trip), and no faulty signer is in the signing set.
+#[test]
+fn hedged_start_completes_without_a_second_round() -> Result<()> {
+    let mut rng = test_rng("hedged_start_completes_without_a_second_round");
+    use Behaviour::*;
+    let (t, n) = (3u16, 5u16);
+    let f = fixture(t, n, 1, &mut rng)?;
+    for faulty in [
+        [Hang, Invalid],
+        [Invalid, Invalid],
+        [Hang, Hang],
+        [Honest, Honest],
+    ] {
+        for _ in 0..4 {
+            let mut behaviours = vec![Honest; usize::from(n)];
+            let mut positions: Vec<usize> = (0..usize::from(n)).collect();
+            for (k, b) in faulty.iter().enumerate() {
+                let j = rng.gen_range(k..positions.len());
+                positions.swap(k, j);
+                behaviours[positions[k]] = *b;
+            }
+            let mut psbt = f.psbt.clone();
+            let roster: Vec<u16> = (1..=n).collect();
+            let mut machine = RoastCoordinator::new(&psbt, f.shares[0].group(), roster.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let k = machine.inputs();
+            let mut sims: BTreeMap<u16, Sim> = f
+                .shares
+                .iter()
+                .zip(&behaviours)
+                .map(|(s, b)| {
+                    (
+                        ckm::frost::keys::roster_index(&s.identifier()),
+                        Sim {
+                            share: s.clone(),
+                            pool: HashMap::new(),
+                            behaviour: *b,
+                        },
+                    )
+                })
+                .collect();
+            let mut store = MemoryCommitments::default();
+            let per_signer = binomial(usize::from(n) - 1, usize::from(t) - 1);
+            for (i, sim) in sims.iter_mut() {
+                store.add(*i, sim.preprocess(k * per_signer, &mut rng));
+                let c = store.take(*i, k).context("commitments")?;
+                machine.ready(*i, c);
+            }
+            let starts = machine
+                .start_hedged(&roster, &mut |i| store.take(i, k), &mut rng)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            ensure!(starts.len() == binomial(usize::from(n), usize::from(t)));
+            ensure!(
+                (1..=n).all(|i| store.count(i) == 0),
+                "every commitment is used once"
+            );
+            let mut flight: Vec<Msg> = starts
+                .iter()
+                .flat_map(|s| {
+                    s.chosen.iter().map(|i| Msg::Request {
+                        signer: *i,
+                        session: s.session,
+                        packages: s.packages.as_ref().clone(),
+                        nonces: s.nonces.get(i).cloned().unwrap_or_default(),
+                    })
+                })
+                .collect();
+            let outcome = loop {
+                ensure!(!flight.is_empty(), "{behaviours:?}: no session completed");
+                // Nothing becomes ready again: no session beyond the hedged ones.
+                ensure!(machine
+                    .start(&mut rng)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .is_empty());
+                let msg = flight.swap_remove(rng.gen_range(0..flight.len()));
+                match msg {
+                    Msg::Request {
+                        signer,
+                        session,
+                        packages,
+                        nonces,
+                    } => {
+                        let sim = sims.get_mut(&signer).context("signer")?;
+                        if sim.behaviour == Hang {
+                            continue;
+                        }
+                        let shares = sim
+                            .sign(&psbt, &packages, &nonces)
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        flight.push(Msg::Shares {
+                            signer,
+                            session,
+                            shares,
+                            fresh: Vec::new(),
+                        });
+                    }
+                    Msg::Shares {
+                        signer,
+                        session,
+                        shares,
+                        ..
+                    } => match machine
+                        .shares(&session, signer, shares, &mut psbt)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                    {
+                        SharesOutcome::Done(outcome) => break *outcome,
+                        _ => continue,
+                    },
+                    Msg::Commitments { .. } => bail!("no preprocessing here"),
+                }
+            };
+            consensus_verify(&outcome.transaction, &f.funding)?;
+            ensure!(outcome.sessions == binomial(usize::from(n), usize::from(t)));
+            for s in &outcome.signers {
+                ensure!(
+                    behaviours[usize::from(*s) - 1] == Honest,
+                    "{behaviours:?}: signer {s} in the signing set"
+                );
+            }
+            for m in &outcome.malicious {
+                ensure!(behaviours[usize::from(*m) - 1] == Invalid);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn subsets_and_binomials() {
+    assert_eq!(
+        subsets(&[1, 2, 3], 2),
+        vec![vec![1, 2], vec![1, 3], vec![2, 3]]
+    );
+    assert_eq!(subsets(&[1, 2, 3, 4, 5], 3).len(), 10);
+    assert!(subsets(&[1, 2], 3).is_empty());
+    for (n, k, c) in [(5, 3, 10), (4, 2, 6), (3, 2, 3), (10, 7, 120), (2, 3, 0)] {
+        assert_eq!(binomial(n, k), c);
+    }
 }

@@ -109,6 +109,7 @@ pub enum PsbtCommand {
     /// Examples:
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt
     ///   ckm psbt sign pay.psbt --out pay.signed.psbt --two-rounds   # no preprocessing
+    ///   ckm psbt sign pay.psbt --out pay.signed.psbt --hedge   # WAN: every T-subset at once
     ///   ckm psbt sign from-core.psbt --out signed.psbt   # Core's v2 PSBT, written back as v2
     ///   ckm psbt sign pay.ur --out signed.ur             # URs in, URs out
     #[command(verbatim_doc_comment)]
@@ -128,6 +129,12 @@ pub enum PsbtCommand {
         /// Sign in two interactive rounds (commit, then share) without preprocessed nonces
         #[arg(long)]
         two_rounds: bool,
+        /// Start a session for every T-subset of the signers at once when the PSBT is small
+        /// (each signer computes at most 8 shares): up to N−T faulty signers then cost no
+        /// second round trip, at the price of more work and requests per signer — for
+        /// signers far apart (tens of ms or more), not on a LAN
+        #[arg(long, conflicts_with = "two_rounds")]
+        hedge: bool,
     },
     /// Broadcast a finalized PSBT through Electrum
     ///
@@ -223,12 +230,14 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             wallet,
             timeout,
             two_rounds,
+            hedge,
         } => {
             let w = ctx.open_wallet(wallet.name.as_deref())?;
             let file = psbt_io::read(&input)?;
             let mut psbt = file.psbt;
             psbt_inspect::require_signable(&w, &psbt)?;
-            let report = cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout, !two_rounds)?;
+            let report =
+                cosign_with_timeout(ctx, &w, psbt.psbt_mut(), timeout, !two_rounds, hedge)?;
             // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
             psbt.mark_signed();
             let (format, version) = psbt_io::write(&out, &mut psbt, &output, file.format)?;

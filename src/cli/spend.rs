@@ -84,17 +84,19 @@ pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
 
 /// Co-signs with the wallet's signers (default timeout, one round when possible).
 pub fn cosign(ctx: &Context, w: &CkmWallet, psbt: &mut Psbt) -> Result<SignReport> {
-    cosign_with_timeout(ctx, w, psbt, 30, true)
+    cosign_with_timeout(ctx, w, psbt, 30, true, false)
 }
 
 /// Co-signs with the wallet's signers: in one round with preprocessed commitments kept in
-/// the wallet database (`one_round`), or in the interactive rounds.
+/// the wallet database (`one_round`; `hedge`: a hedged start for small PSBTs), or in the
+/// interactive rounds.
 pub fn cosign_with_timeout(
     ctx: &Context,
     w: &CkmWallet,
     psbt: &mut Psbt,
     timeout: u64,
     one_round: bool,
+    hedge: bool,
 ) -> Result<SignReport> {
     if let Some(p) = &w.meta().pending {
         anyhow::bail!(
@@ -117,7 +119,10 @@ pub fn cosign_with_timeout(
             meta,
             psbt,
             &mut store,
-            OneRoundOptions::default(),
+            OneRoundOptions {
+                hedge,
+                ..OneRoundOptions::default()
+            },
         ))
     } else {
         runtime()?.block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))

@@ -20,13 +20,25 @@ use super::coordinator::{sign_psbt, SignMode, SignReport};
 use crate::keys::{GroupKey, RosterEntry};
 use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::roast::{
-    CommitmentStore, PreCommitment, RoastCoordinator, RoastOutcome, SharesOutcome,
+    CommitmentStore, HedgeError, PreCommitment, RoastCoordinator, RoastOutcome, ShareCheck,
+    SharesOutcome,
 };
 use crate::protocol::sign::SignError;
 use crate::wallet::WalletMeta;
 
 /// Commitments asked of a signer when the store runs short (at least one session's worth).
 pub const DEFAULT_STOCK: u16 = 16;
+/// Hedging: every `t`-subset of the ready signers is started at once when each signer
+/// would compute at most this many shares (sessions it is in × inputs) and there are at most
+/// [`HEDGE_MAX_SESSIONS`] subsets. A hedged signing completes in one round trip with up to
+/// `n − t` faulty signers (the subset of honest ones is among those started) instead of the
+/// second round trip ROAST needs to replace a faulty session. It costs each signer one
+/// request, decision and share set per session it is in (`C(n−1, t−1)`: 6 in 3-of-5), so
+/// only small PSBTs are hedged, and only when asked ([`OneRoundOptions::hedge`]): on a LAN
+/// the extra work costs more than the round trip it saves.
+pub const HEDGE_MAX_SHARES: usize = 8;
+/// Most sessions a hedged start opens.
+pub const HEDGE_MAX_SESSIONS: usize = 20;
 /// Most inputs signed in one round (one preprocessing request's worth); larger PSBTs use
 /// the interactive rounds.
 pub const MAX_ONE_ROUND_INPUTS: usize = crate::signer::nonces::MAX_BATCH as usize;
@@ -51,12 +63,16 @@ pub struct OneRoundOptions {
     /// Commitments to ask a signer for when the store holds too few (raised to the number of
     /// inputs when smaller).
     pub stock: u16,
+    /// Start every `t`-subset of the ready signers at once when the PSBT is small enough
+    /// (see [`HEDGE_MAX_SHARES`]). Off by default: it pays off when signers are far apart.
+    pub hedge: bool,
 }
 
 impl Default for OneRoundOptions {
     fn default() -> Self {
         OneRoundOptions {
             stock: DEFAULT_STOCK,
+            hedge: false,
         }
     }
 }
@@ -69,16 +85,28 @@ struct Driver<'a> {
     store: &'a mut dyn CommitmentStore,
     machine: RoastCoordinator,
     set: JoinSet<Event>,
-    /// Signers with a signing request out.
-    signing: BTreeSet<u16>,
-    /// Signers whose shares are being checked.
-    checking: BTreeSet<u16>,
+    /// Signers with signing requests out (how many).
+    signing: BTreeMap<u16, usize>,
+    /// Every subset was started at once (a hedged start): no further session is started
+    /// while any request is in flight.
+    hedged: bool,
+    /// Signers whose shares (of the session) are being checked.
+    checking: BTreeMap<u16, SessionId>,
+    /// Signers that answered a session still waiting for others: their shares are checked
+    /// (before they may join another session) only once that could let a session start.
+    unchecked: BTreeMap<u16, (SessionId, ShareCheck)>,
+    /// Sessions in the order they started.
+    started: Vec<SessionId>,
     /// Signers with a preprocessing request out.
     preprocessing: BTreeSet<u16>,
     /// Signers whose store entry was cleared after refusing old commitments.
     refilled: BTreeSet<u16>,
     batch: u16,
     asked_first: bool,
+    /// Hedging allowed.
+    hedge: bool,
+    /// This run started hedged.
+    hedge_run: bool,
     /// Tells share checks still running that the run is over.
     stop: Arc<AtomicBool>,
 }
@@ -107,8 +135,10 @@ impl Driver<'_> {
     /// Makes `index` ready from the store, or asks it for commitments.
     fn ready_or_refill(&mut self, index: u16) {
         if !self.machine.usable(index)
-            || self.signing.contains(&index)
-            || self.checking.contains(&index)
+            || self.signing.contains_key(&index)
+            || (self.hedged && !self.set.is_empty())
+            || self.checking.contains_key(&index)
+            || self.unchecked.contains_key(&index)
         {
             return;
         }
@@ -140,9 +170,63 @@ impl Driver<'_> {
             .map_err(|e| e.to_string())
     }
 
+    /// The hedged start, when allowed and worth it: every signer of the roster ready, each
+    /// would sign at most [`HEDGE_MAX_SHARES`] shares, and the store holds the further
+    /// commitment sets. Otherwise nothing happens (plain ROAST follows).
+    fn start_hedged(&mut self) -> Result<(), SignError> {
+        if !self.hedge || self.machine.sessions_started() > 0 {
+            return Ok(());
+        }
+        let ready = self.machine.ready_signers();
+        let need = usize::from(self.machine.threshold());
+        let usable = self
+            .roster
+            .keys()
+            .filter(|i| self.machine.usable(**i))
+            .count();
+        if ready.len() != usable || ready.len() <= need {
+            return Ok(());
+        }
+        let per_signer = crate::protocol::roast::binomial(ready.len() - 1, need - 1);
+        if crate::protocol::roast::binomial(ready.len(), need) > HEDGE_MAX_SESSIONS
+            || per_signer.saturating_mul(self.machine.inputs()) > HEDGE_MAX_SHARES
+        {
+            return Ok(());
+        }
+        let inputs = self.machine.inputs();
+        let store = &mut *self.store;
+        let mut more = |i: u16| store.take(i, inputs);
+        let starts = match self
+            .machine
+            .start_hedged(&ready, &mut more, &mut rand::rngs::OsRng)
+        {
+            Ok(starts) => starts,
+            Err(HedgeError::Short { taken, .. }) => {
+                for (i, sets) in taken {
+                    for c in sets {
+                        self.store.add(i, c);
+                    }
+                }
+                return Ok(());
+            }
+            Err(HedgeError::NotReady(_)) => return Ok(()),
+            Err(HedgeError::Sign(e)) => return Err(e),
+        };
+        self.hedged = true;
+        self.hedge_run = true;
+        self.send(starts);
+        Ok(())
+    }
+
     fn start_sessions(&mut self) -> Result<(), SignError> {
-        let mut rng = rand::rngs::OsRng;
-        for start in self.machine.start(&mut rng)? {
+        self.start_hedged()?;
+        let starts = self.machine.start(&mut rand::rngs::OsRng)?;
+        self.send(starts);
+        Ok(())
+    }
+
+    fn send(&mut self, starts: Vec<crate::protocol::roast::SessionStart>) {
+        for start in starts {
             let packages = start.packages;
             for index in start.chosen {
                 let (Some(entry), Some(nonces)) = (
@@ -151,7 +235,7 @@ impl Driver<'_> {
                 ) else {
                     continue;
                 };
-                self.signing.insert(index);
+                *self.signing.entry(index).or_default() += 1;
                 let client = self.client.clone();
                 let message = CoordinatorToSigner::SignPreprocessed {
                     session: start.session,
@@ -161,6 +245,9 @@ impl Driver<'_> {
                     nonces,
                 };
                 let session = start.session;
+                if self.started.last() != Some(&session) {
+                    self.started.push(session);
+                }
                 self.set.spawn(async move {
                     Event::Signed {
                         index,
@@ -170,7 +257,76 @@ impl Driver<'_> {
                 });
             }
         }
-        Ok(())
+    }
+
+    /// Checks the shares of signers waiting for a check once they could complete `t` ready
+    /// signers (or when nothing else is in flight): a check on the critical path only when a
+    /// session could follow it, not for every answer of a session about to complete.
+    fn check_when_useful(&mut self) {
+        if self.unchecked.is_empty() || (self.hedged && !self.set.is_empty()) {
+            return;
+        }
+        let ready = self.machine.ready_count();
+        let need = usize::from(self.machine.threshold());
+        let could = ready + self.unchecked.len() + self.checking.len();
+        if !(self.set.is_empty() || (ready < need && could >= need)) {
+            return;
+        }
+        for (index, (session, check)) in std::mem::take(&mut self.unchecked) {
+            let stop = Arc::clone(&self.stop);
+            self.checking.insert(index, session);
+            // Checked off the driver's thread: the session's other answers keep coming in.
+            self.set.spawn_blocking(move || Event::Checked {
+                index: check.signer,
+                valid: check.run(&|| stop.load(Ordering::Relaxed)),
+            });
+        }
+    }
+
+    /// After `done` completed: finishes the share checks of signers outside its signing set
+    /// that answered sessions started before it (those sessions failed; checks already
+    /// running are awaited) — or any session, after a hedged start of a small PSBT — so that
+    /// a signer which sent invalid shares is named even when no later session needed its
+    /// check. Answers of later sessions of plain ROAST are not checked: they were not needed.
+    async fn name_culprits(&mut self, done: &SessionId, outcome: &mut RoastOutcome) {
+        let position = |s: &SessionId| self.started.iter().position(|x| x == s);
+        let Some(limit) = position(done) else { return };
+        let older: Vec<u16> = self
+            .unchecked
+            .iter()
+            .filter(|(i, (s, _))| {
+                !outcome.signers.contains(i)
+                    && (self.hedge_run || position(s).is_some_and(|p| p < limit))
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for index in older {
+            if let Some((session, check)) = self.unchecked.remove(&index) {
+                self.checking.insert(index, session);
+                self.set.spawn_blocking(move || Event::Checked {
+                    index: check.signer,
+                    valid: check.run(&|| false),
+                });
+            }
+        }
+        let hedge_run = self.hedge_run;
+        let older_running = |c: &BTreeMap<u16, SessionId>| {
+            c.values()
+                .any(|s| hedge_run || position(s).is_some_and(|p| p < limit))
+        };
+        while older_running(&self.checking) {
+            let Some(joined) = self.set.join_next().await else {
+                break;
+            };
+            if let Ok(Event::Checked { index, valid }) = joined {
+                self.checking.remove(&index);
+                if valid == Some(false) && !outcome.malicious.contains(&index) {
+                    self.machine.checked(index, false);
+                    outcome.malicious.push(index);
+                    outcome.malicious.sort_unstable();
+                }
+            }
+        }
     }
 
     /// Gives the commitments no session used back to the store.
@@ -194,10 +350,19 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
         d.ready_or_refill(index);
     }
     loop {
+        if d.hedged && d.set.is_empty() {
+            // Nothing of the hedged start is in flight any more: plain ROAST from here.
+            d.hedged = false;
+            let roster: Vec<u16> = d.roster.keys().copied().collect();
+            for index in roster {
+                d.ready_or_refill(index);
+            }
+        }
         d.start_sessions()?;
         if !d.machine.possible() {
             return Err(d.machine.failure());
         }
+        d.check_when_useful();
         let Some(joined) = d.set.join_next().await else {
             // Nothing in flight and no session can start: every usable signer is short.
             return Err(d.machine.failure());
@@ -241,7 +406,12 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                 session,
                 reply,
             } => {
-                d.signing.remove(&index);
+                if let Some(n) = d.signing.get_mut(&index) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        d.signing.remove(&index);
+                    }
+                }
                 match reply {
                     Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh }) => {
                         match d.verify_batch(index, fresh) {
@@ -251,16 +421,12 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                             }
                         }
                         match d.machine.shares(&session, index, shares, psbt)? {
-                            SharesOutcome::Done(outcome) => return Ok(Ended::Done(outcome)),
+                            SharesOutcome::Done(mut outcome) => {
+                                d.name_culprits(&session, &mut outcome).await;
+                                return Ok(Ended::Done(outcome));
+                            }
                             SharesOutcome::Check(check) => {
-                                // Checked off the driver's thread: the session's other
-                                // answers keep coming in meanwhile.
-                                let stop = Arc::clone(&d.stop);
-                                d.checking.insert(index);
-                                d.set.spawn_blocking(move || Event::Checked {
-                                    index: check.signer,
-                                    valid: check.run(&|| stop.load(Ordering::Relaxed)),
-                                });
+                                d.unchecked.insert(index, (session, check));
                             }
                             SharesOutcome::Failed { .. } | SharesOutcome::Ignored => {
                                 d.ready_or_refill(index)
@@ -359,8 +525,13 @@ pub async fn sign_psbt_one_round(
         store,
         machine,
         set: JoinSet::new(),
-        signing: BTreeSet::new(),
-        checking: BTreeSet::new(),
+        signing: BTreeMap::new(),
+        hedged: false,
+        hedge: options.hedge,
+        hedge_run: false,
+        checking: BTreeMap::new(),
+        unchecked: BTreeMap::new(),
+        started: Vec::new(),
         preprocessing: BTreeSet::new(),
         refilled: BTreeSet::new(),
         batch,

@@ -302,7 +302,7 @@ pub struct ShareCheck {
 impl ShareCheck {
     /// Verifies every share; `None` when `stop` said so first. A malformed answer counts as
     /// invalid.
-    pub fn run(&self, stop: &dyn Fn() -> bool) -> Option<bool> {
+    pub fn run(&self, stop: &(dyn Fn() -> bool + Sync)) -> Option<bool> {
         let Ok(id) = identifier(self.signer) else {
             return Some(false);
         };
@@ -314,6 +314,65 @@ impl ShareCheck {
             Err(_) => Some(false),
         }
     }
+}
+
+/// Why a hedged start did not happen.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HedgeError {
+    /// The signer is not ready.
+    NotReady(u16),
+    /// No further commitment set for `signer`; the sets taken so far are handed back (give
+    /// them back to the store).
+    Short {
+        /// The signer.
+        signer: u16,
+        /// Sets taken from `more`, by signer.
+        taken: BTreeMap<u16, Vec<Vec<PreCommitment>>>,
+    },
+    /// The signing packages cannot be built.
+    Sign(SignError),
+}
+
+impl From<SignError> for HedgeError {
+    fn from(e: SignError) -> Self {
+        HedgeError::Sign(e)
+    }
+}
+
+/// Every `k`-subset of `items`, in lexicographic order.
+pub fn subsets(items: &[u16], k: usize) -> Vec<Vec<u16>> {
+    fn go(items: &[u16], k: usize, from: usize, cur: &mut Vec<u16>, out: &mut Vec<Vec<u16>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for j in from..items.len() {
+            if let Some(x) = items.get(j) {
+                cur.push(*x);
+                go(items, k, j + 1, cur, out);
+                cur.pop();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if k <= items.len() {
+        go(items, k, 0, &mut Vec::with_capacity(k), &mut out);
+    }
+    out
+}
+
+/// Number of `k`-subsets of `n` items (saturating).
+pub fn binomial(n: usize, k: usize) -> usize {
+    if k > n {
+        return 0;
+    }
+    let k = k.min(n - k);
+    let mut r: usize = 1;
+    for i in 0..k {
+        r = r.saturating_mul(n - i) / (i + 1);
+    }
+    r
 }
 
 /// The coordinator's ROAST over one-round sessions, without I/O.
@@ -366,6 +425,21 @@ impl RoastCoordinator {
     /// Nonces needed per session from each signer: one per input.
     pub fn inputs(&self) -> usize {
         self.core.checked().inputs().len()
+    }
+
+    /// Sessions started so far.
+    pub fn sessions_started(&self) -> usize {
+        self.started
+    }
+
+    /// Signers needed per session (the threshold).
+    pub fn threshold(&self) -> u16 {
+        self.need
+    }
+
+    /// Signers ready for the next session.
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
     }
 
     /// The roster.
@@ -446,37 +520,109 @@ impl RoastCoordinator {
                 .copied()
                 .take(usize::from(self.need))
                 .collect();
-            let mut by_id = BTreeMap::new();
-            let mut nonces = BTreeMap::new();
-            for i in &chosen {
-                let Some(c) = self.ready.remove(i) else {
-                    continue;
-                };
-                let id =
-                    identifier(*i).map_err(|source| CoordinateError::Frost { input: 0, source })?;
-                by_id.insert(id, c.iter().map(|p| p.commitments).collect::<Vec<_>>());
-                nonces.insert(*i, c.iter().map(|p| p.id).collect::<Vec<_>>());
-            }
-            let packages = Arc::new(self.core.signing_packages(&by_id)?);
-            let session = SessionId::random(rng);
-            self.sessions.insert(
-                session,
-                Active {
-                    chosen: chosen.clone(),
-                    packages: Arc::clone(&packages),
-                    shares: BTreeMap::new(),
-                    dead: false,
-                },
-            );
-            self.started += 1;
-            out.push(SessionStart {
-                session,
-                chosen,
-                packages,
-                nonces,
-            });
+            let members = chosen
+                .iter()
+                .filter_map(|i| self.ready.remove(i).map(|c| (*i, c)))
+                .collect();
+            out.push(self.open(members, rng)?);
         }
         Ok(out)
+    }
+
+    /// The signers ready for a session, in roster order.
+    pub fn ready_signers(&self) -> Vec<u16> {
+        self.ready.keys().copied().collect()
+    }
+
+    /// Hedged start: one session for every `t`-subset of `signers` (all ready), started at
+    /// once, so that with at most `signers − t` faulty among them one session has only
+    /// honest members and completes in one round trip. A signer's first session uses its
+    /// ready commitments, each further one a set from `more` (one commitment per input, as
+    /// [`RoastCoordinator::ready`] takes). Every session has its own nonces: a signer in
+    /// several sessions signs the same message with different nonces, as in consecutive
+    /// ROAST sessions.
+    ///
+    /// # Errors
+    /// A signer is not ready or `more` has no set for it (nothing is started then), or the
+    /// signing packages cannot be built.
+    pub fn start_hedged<R: RngCore + CryptoRng>(
+        &mut self,
+        signers: &[u16],
+        more: &mut dyn FnMut(u16) -> Option<Vec<PreCommitment>>,
+        rng: &mut R,
+    ) -> Result<Vec<SessionStart>, HedgeError> {
+        let subsets = subsets(signers, usize::from(self.need));
+        let mut sets: BTreeMap<u16, Vec<Vec<PreCommitment>>> = BTreeMap::new();
+        for i in signers {
+            let uses = subsets.iter().filter(|s| s.contains(i)).count();
+            if !self.ready.contains_key(i) {
+                return Err(HedgeError::NotReady(*i));
+            }
+            let mut list = Vec::with_capacity(uses);
+            for _ in 1..uses {
+                match more(*i) {
+                    Some(c) if c.len() == self.inputs() => list.push(c),
+                    _ => {
+                        return Err(HedgeError::Short {
+                            signer: *i,
+                            taken: sets.into_iter().chain([(*i, list)]).collect(),
+                        })
+                    }
+                }
+            }
+            sets.insert(*i, list);
+        }
+        let mut out = Vec::with_capacity(subsets.len());
+        for subset in subsets {
+            let mut members = BTreeMap::new();
+            for i in subset {
+                let c = match self.ready.remove(&i) {
+                    Some(c) => c,
+                    None => sets
+                        .get_mut(&i)
+                        .and_then(Vec::pop)
+                        .ok_or(HedgeError::NotReady(i))?,
+                };
+                members.insert(i, c);
+            }
+            out.push(self.open(members, rng)?);
+        }
+        Ok(out)
+    }
+
+    /// Opens one session with these members and their commitments.
+    fn open<R: RngCore + CryptoRng>(
+        &mut self,
+        members: BTreeMap<u16, Vec<PreCommitment>>,
+        rng: &mut R,
+    ) -> Result<SessionStart, SignError> {
+        let mut by_id = BTreeMap::new();
+        let mut nonces = BTreeMap::new();
+        for (i, c) in &members {
+            let id =
+                identifier(*i).map_err(|source| CoordinateError::Frost { input: 0, source })?;
+            by_id.insert(id, c.iter().map(|p| p.commitments).collect::<Vec<_>>());
+            nonces.insert(*i, c.iter().map(|p| p.id).collect::<Vec<_>>());
+        }
+        let chosen: Vec<u16> = members.into_keys().collect();
+        let packages = Arc::new(self.core.signing_packages(&by_id)?);
+        let session = SessionId::random(rng);
+        self.sessions.insert(
+            session,
+            Active {
+                chosen: chosen.clone(),
+                packages: Arc::clone(&packages),
+                shares: BTreeMap::new(),
+                dead: false,
+            },
+        );
+        self.started += 1;
+        Ok(SessionStart {
+            session,
+            chosen,
+            packages,
+            nonces,
+        })
     }
 
     /// Commitments handed to [`RoastCoordinator::ready`] that no session used (never sent

@@ -149,6 +149,8 @@ pub struct CheckedOutput {
 #[derive(Debug, Clone)]
 pub struct CheckedPsbt {
     txid: Txid,
+    /// The wallet (group key) it was checked for.
+    group_key: bitcoin::secp256k1::PublicKey,
     inputs: Vec<CheckedInput>,
     outputs: Vec<CheckedOutput>,
     input_total: Amount,
@@ -157,6 +159,11 @@ pub struct CheckedPsbt {
 }
 
 impl CheckedPsbt {
+    /// The wallet's group key the PSBT was checked for.
+    pub fn group_key(&self) -> bitcoin::secp256k1::PublicKey {
+        self.group_key
+    }
+
     /// Txid of the unsigned transaction.
     pub fn txid(&self) -> Txid {
         self.txid
@@ -502,6 +509,7 @@ pub fn check_psbt_with(
     let estimated_vsize = (tx.base_size() as u64 * 4 + witness_weight).div_ceil(4);
     Ok(CheckedPsbt {
         txid: tx.compute_txid(),
+        group_key: group.group_key(),
         inputs,
         outputs,
         input_total,

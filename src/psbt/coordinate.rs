@@ -27,6 +27,9 @@ use super::check::{check_psbt_with, CheckError, CheckedInput, CheckedPsbt};
 use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
 use crate::recovery::RecoveryPolicy;
 
+/// From this many inputs on, [`SigningSession::verify_shares`] checks on two threads.
+pub const PARALLEL_CHECK_INPUTS: usize = 16;
+
 type Suite = frost::Secp256K1Sha256TR;
 
 /// Signatures that [`SigningSession::aggregate`] verified, one per input, under each
@@ -206,7 +209,8 @@ impl SigningSession {
 
     /// Verifies one signer's shares (one per input) on their own, before the session's
     /// other shares arrive: ROAST uses it to know whether a signer that answered may join
-    /// the next session. `stop` is polled between inputs; `Ok(None)` when stopped.
+    /// the next session. `stop` is polled between inputs; `Ok(None)` when stopped. Large
+    /// PSBTs are checked on two threads (each stops at its first invalid share).
     ///
     /// # Errors
     /// A package without the signer, a wrong count, or a derivation failure; an invalid
@@ -216,7 +220,7 @@ impl SigningSession {
         packages: &[SigningPackage],
         signer: Identifier,
         shares: &[SignatureShare],
-        stop: &dyn Fn() -> bool,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<bool>, CoordinateError> {
         let inputs = self.checked.inputs().len();
         if packages.len() != inputs {
@@ -230,13 +234,54 @@ impl SigningSession {
                 got: shares.len(),
             });
         }
-        for ((input, package), share) in self.checked.inputs().iter().zip(packages).zip(shares) {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if inputs < PARALLEL_CHECK_INPUTS || threads < 2 {
+            return self.verify_share_range(packages, signer, shares, 0..inputs, stop);
+        }
+        // Two halves; the first invalid share found stops the other half too.
+        let found_invalid = std::sync::atomic::AtomicBool::new(false);
+        let halt = || stop() || found_invalid.load(std::sync::atomic::Ordering::Relaxed);
+        let half = inputs / 2;
+        let run = |range: std::ops::Range<usize>| {
+            let verdict = self.verify_share_range(packages, signer, shares, range, &halt);
+            if !matches!(verdict, Ok(Some(true)) | Ok(None)) {
+                found_invalid.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            verdict
+        };
+        let (first, second) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| run(half..inputs));
+            let first = run(0..half);
+            (first, other.join())
+        });
+        let second = second.unwrap_or(Ok(Some(false)));
+        match (first, second) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(Some(false)), _) | (_, Ok(Some(false))) => Ok(Some(false)),
+            (Ok(Some(true)), Ok(Some(true))) => Ok(Some(true)),
+            _ => Ok(None),
+        }
+    }
+
+    fn verify_share_range(
+        &self,
+        packages: &[SigningPackage],
+        signer: Identifier,
+        shares: &[SignatureShare],
+        range: std::ops::Range<usize>,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<bool>, CoordinateError> {
+        let inputs = self.checked.inputs();
+        for k in range {
             if stop() {
                 return Ok(None);
             }
-            let signers: BTreeSet<Identifier> =
-                package.signing_commitments().keys().copied().collect();
-            if !signers.contains(&signer) {
+            let (Some(input), Some(package), Some(share)) =
+                (inputs.get(k), packages.get(k), shares.get(k))
+            else {
+                return Err(CoordinateError::SignerSetChanged);
+            };
+            if !package.signing_commitments().contains_key(&signer) {
                 return Err(CoordinateError::SignerSetChanged);
             }
             let derive_err = |source| CoordinateError::Derive {

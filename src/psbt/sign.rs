@@ -199,6 +199,27 @@ impl SignerNonces {
         nonces: Vec<PreprocessedNonce>,
     ) -> Result<(Self, CheckedPsbt), SignError> {
         let checked = check_psbt_with(psbt, share.group(), recovery)?;
+        let nonces = Self::preprocessed_checked(&checked, share, nonces)?;
+        Ok((nonces, checked))
+    }
+
+    /// [`SignerNonces::preprocessed`] for a PSBT this signer already checked with this
+    /// wallet's share and recovery policy (`checked`, e.g. kept from an earlier session of
+    /// the same signing). The nonces are consumed whatever happens next.
+    ///
+    /// # Errors
+    /// Not one nonce per input, or `checked` is of another wallet.
+    pub fn preprocessed_checked(
+        checked: &CheckedPsbt,
+        share: &KeyShare,
+        nonces: Vec<PreprocessedNonce>,
+    ) -> Result<Self, SignError> {
+        if checked.group_key() != share.group().group_key() {
+            return Err(SignError::Check(CheckError::NotOurs {
+                input: 0,
+                reason: "the PSBT was checked for another wallet",
+            }));
+        }
         if nonces.len() != checked.inputs().len() {
             return Err(SignError::PackageCount {
                 expected: checked.inputs().len(),
@@ -209,10 +230,7 @@ impl SignerNonces {
             .into_iter()
             .map(|n| (n.nonces, n.commitments))
             .unzip();
-        Ok((
-            SignerNonces::new(&checked, share, nonces, commitments),
-            checked,
-        ))
+        Ok(SignerNonces::new(checked, share, nonces, commitments))
     }
 
     /// The transaction these nonces were committed for.

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod check_cache;
 pub mod checkpoint;
 pub mod db;
 pub mod home;
@@ -59,6 +60,7 @@ pub struct Signer {
     signing: Mutex<HashMap<SessionId, SignSession>>,
     transitions: Mutex<HashMap<SessionId, TransitionSession>>,
     nonces: nonces::NoncePools,
+    checks: check_cache::CheckCache,
     flag_peers: BTreeSet<IdentityPublic>,
     /// Why the records cannot be trusted (rolled back); signing is refused while set.
     state_error: Mutex<Option<String>>,
@@ -118,6 +120,7 @@ impl Signer {
             signing: Mutex::new(HashMap::new()),
             transitions: Mutex::new(HashMap::new()),
             nonces: nonces::NoncePools::default(),
+            checks: check_cache::CheckCache::default(),
             flag_peers: BTreeSet::new(),
             state_error: Mutex::new(state_error),
         })

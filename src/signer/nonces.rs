@@ -3,9 +3,14 @@
 //! it can never sign twice. A full pool forgets its oldest nonces (a coordinator that lost
 //! track of them — a crash, an abandoned request — would otherwise block the pool for good);
 //! a coordinator naming a forgotten one is told so and refills.
+//!
+//! Each pool also keeps a reserve of nonce pairs whose commitments were never handed out,
+//! made on a background thread after a signing answer ([`NoncePools::refill`]): the fresh
+//! commitments of the next answer come from it instead of being computed while the
+//! coordinator waits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::{CryptoRng, RngCore};
 
@@ -40,6 +45,10 @@ struct Pool {
     by_id: HashMap<NonceId, (u64, PreprocessedNonce)>,
     order: BTreeMap<u64, NonceId>,
     next: u64,
+    /// Made but never handed out (at most [`MAX_BATCH`]).
+    reserve: Vec<PreprocessedNonce>,
+    /// A background refill of the reserve is running.
+    refilling: bool,
 }
 
 impl Pool {
@@ -69,10 +78,12 @@ impl Pool {
     }
 }
 
+type PoolKey = (IdentityPublic, GroupKey);
+
 /// Every pool of a signer.
 #[derive(Debug, Default)]
 pub struct NoncePools {
-    pools: Mutex<HashMap<(IdentityPublic, GroupKey), Pool>>,
+    pools: Arc<Mutex<HashMap<PoolKey, Pool>>>,
 }
 
 impl NoncePools {
@@ -98,7 +109,10 @@ impl NoncePools {
         let mut out = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let id = NonceId::random(rng);
-            let nonce = PreprocessedNonce::generate(share, rng);
+            let nonce = pool
+                .reserve
+                .pop()
+                .unwrap_or_else(|| PreprocessedNonce::generate(share, rng));
             out.push(PreCommitment {
                 id,
                 commitments: *nonce.commitments(),
@@ -106,6 +120,53 @@ impl NoncePools {
             pool.insert(id, nonce);
         }
         Ok(out)
+    }
+
+    /// Makes, on a background thread, enough nonce pairs for the reserve of (`coordinator`,
+    /// `wallet`) to hold `count` (at most [`MAX_BATCH`]); their commitments are handed out by
+    /// later calls of [`NoncePools::generate`]. Does nothing while a refill of that pool runs.
+    pub fn refill(
+        &self,
+        coordinator: &IdentityPublic,
+        wallet: &GroupKey,
+        share: &KeyShare,
+        count: u16,
+    ) {
+        let key = (*coordinator, *wallet);
+        let target = usize::from(count.min(MAX_BATCH));
+        let missing = {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            let pool = pools.entry(key).or_default();
+            if pool.refilling || pool.reserve.len() >= target {
+                return;
+            }
+            pool.refilling = true;
+            target - pool.reserve.len()
+        };
+        let pools = Arc::clone(&self.pools);
+        let share = share.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ckm-nonces".into())
+            .spawn(move || {
+                let mut rng = rand::rngs::OsRng;
+                let made: Vec<PreprocessedNonce> = (0..missing)
+                    .map(|_| PreprocessedNonce::generate(&share, &mut rng))
+                    .collect();
+                drop(share);
+                let mut pools = pools.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(pool) = pools.get_mut(&key) {
+                    pool.reserve.extend(made);
+                    pool.reserve.truncate(usize::from(MAX_BATCH));
+                    pool.refilling = false;
+                }
+            });
+        if spawned.is_err() {
+            // No thread: the next answer makes its commitments itself.
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(pool) = pools.get_mut(&key) {
+                pool.refilling = false;
+            }
+        }
     }
 
     /// Takes the nonces `ids` (in order) out of the pool of (`coordinator`, `wallet`): all
@@ -203,6 +264,41 @@ mod tests {
         let newest = all[all.len() - 1].id;
         assert!(pools.take(&me, &wallet, &[oldest]).is_err());
         assert!(pools.take(&me, &wallet, &[newest]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn the_reserve_is_made_in_the_background_and_handed_out_once(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut OsRng)?;
+        let share = &shares[0];
+        let wallet = GroupKey::of(share.group());
+        let me = IdentityKey::generate(&mut OsRng).public();
+        let pools = NoncePools::default();
+        let reserved = |pools: &NoncePools| {
+            pools
+                .pools
+                .lock()
+                .map(|p| p.get(&(me, wallet)).map_or(0, |pool| pool.reserve.len()))
+                .unwrap_or(0)
+        };
+        pools.refill(&me, &wallet, share, 5);
+        let started = std::time::Instant::now();
+        while reserved(&pools) < 5 {
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Reserve nonces are not handed out: none can be taken yet.
+        assert_eq!(pools.held(), 0);
+        let given = pools.generate(&me, &wallet, share, 3, &mut OsRng)?;
+        assert_eq!(reserved(&pools), 2);
+        assert_eq!(pools.held(), 3);
+        let ids: Vec<NonceId> = given.iter().map(|c| c.id).collect();
+        let taken = pools.take(&me, &wallet, &ids)?;
+        for (n, c) in taken.iter().zip(&given) {
+            assert_eq!(n.commitments(), &c.commitments);
+        }
+        assert!(pools.take(&me, &wallet, &ids).is_err());
         Ok(())
     }
 }

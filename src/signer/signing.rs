@@ -15,7 +15,7 @@ use rand::{CryptoRng, RngCore};
 use super::audit::{self, AuditEvent, AuditKind};
 use super::home::{HomeError, WalletInfo};
 use super::policy::{Policy, PolicyViolation};
-use super::{prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
+use super::{check_cache, prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
 use crate::auth::unix_now;
 use crate::frost::keys::roster_index;
 use crate::identity::IdentityPublic;
@@ -510,18 +510,38 @@ impl Signer {
         info: &WalletInfo,
         psbt: &str,
     ) -> Result<(Psbt, crate::keys::KeyShare), Refusal> {
-        // Version 0 or 2 (BIP-0370), read into the one model every check works on.
-        let psbt: Psbt = crate::psbt::version::psbt_from_base64(psbt).map_err(|e| {
-            refuse(
-                ErrorCode::BadRequest,
-                format!("malformed PSBT: {}", e.with_causes()),
-            )
-        })?;
+        let psbt = parse_psbt(psbt)?;
         let share = self
             .home
             .load_share(&info.group_key)
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
         Ok((psbt, share))
+    }
+
+    /// The PSBT of a one-round request, parsed and checked against the wallet's certified
+    /// recovery policy — or the same PSBT's check kept from an earlier request of this
+    /// coordinator for this wallet and epoch — and the wallet's share.
+    fn checked_psbt(
+        &self,
+        from: &IdentityPublic,
+        info: &WalletInfo,
+        psbt_text: &str,
+    ) -> Result<(check_cache::Checked, crate::keys::KeyShare), Refusal> {
+        let key = check_cache::CheckKey::new(from, &info.group_key, info.epoch, psbt_text);
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        if let Some(cached) = self.checks.get(&key) {
+            return Ok((cached, share));
+        }
+        let psbt = parse_psbt(psbt_text)?;
+        let recovery = certified_recovery(info, &share)?;
+        let checked = crate::psbt::check_psbt_with(&psbt, share.group(), recovery.as_ref())
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let entry = std::sync::Arc::new((psbt, checked));
+        self.checks.put(key, std::sync::Arc::clone(&entry));
+        Ok((entry, share))
     }
 
     /// The wallet a request names, checked: held, bound to the requester, same epoch.
@@ -596,19 +616,18 @@ impl Signer {
             .nonces
             .take(from, &info.group_key, &ids)
             .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?;
-        let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
-        let recovery = certified_recovery(&info, &share)?;
-        let (signer_nonces, checked) =
-            SignerNonces::preprocessed(&psbt, &share, recovery.as_ref(), nonces)
-                .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        if let Err(v) = policy.check_spend(&checked, info.network) {
-            return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v));
+        let (cached, share) = self.checked_psbt(from, &info, &psbt)?;
+        let (psbt, checked) = (&cached.0, &cached.1);
+        let signer_nonces = SignerNonces::preprocessed_checked(checked, &share, nonces)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        if let Err(v) = policy.check_spend(checked, info.network) {
+            return Err(self.refused(ErrorCode::Policy, from, &info, checked, v));
         }
-        let shares = match signer_nonces.sign(&psbt, &share, &packages) {
+        let shares = match signer_nonces.sign(psbt, &share, &packages) {
             Ok(shares) => shares,
-            Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, &checked, e)),
+            Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, checked, e)),
         };
-        self.decide(from, &info, &checked, &policy, &session, None, Window::Own)?;
+        self.decide(from, &info, checked, &policy, &session, None, Window::Own)?;
         let count = u16::try_from(ids.len()).unwrap_or(u16::MAX);
         // Fresh commitments for the next session (none if the pool is full: the coordinator
         // still holds enough).
@@ -616,10 +635,22 @@ impl Signer {
             .nonces
             .generate(from, &info.group_key, &share, count, rng)
             .unwrap_or_default();
+        // The next answer's fresh commitments are made after this one leaves.
+        self.nonces.refill(from, &info.group_key, &share, count);
         let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
         tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = shares.len(), "signed in one round");
         Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh })
     }
+}
+
+/// A PSBT of version 0 or 2 (BIP-0370), read into the one model every check works on.
+fn parse_psbt(psbt: &str) -> Result<Psbt, Refusal> {
+    crate::psbt::version::psbt_from_base64(psbt).map_err(|e| {
+        refuse(
+            ErrorCode::BadRequest,
+            format!("malformed PSBT: {}", e.with_causes()),
+        )
+    })
 }
 
 /// The wallet's recovery policy from the signer's own certified record, re-verified against
