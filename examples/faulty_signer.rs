@@ -76,10 +76,21 @@ impl Handler for Faulty {
             }
             (
                 Fault::CorruptShare,
-                SignerToCoordinator::SignedPreprocessed { mut shares, fresh },
+                SignerToCoordinator::SignedPreprocessed {
+                    mut shares,
+                    fresh,
+                    mut more,
+                },
             ) => {
                 corrupt(&mut shares);
-                SignerToCoordinator::SignedPreprocessed { shares, fresh }
+                for m in &mut more {
+                    corrupt(m);
+                }
+                SignerToCoordinator::SignedPreprocessed {
+                    shares,
+                    fresh,
+                    more,
+                }
             }
             (_, reply) => reply,
         }

@@ -111,6 +111,17 @@ pub struct WalletRecord {
     pub history: lifecycle::History,
 }
 
+/// A further one-round session in a [`CoordinatorToSigner::SignPreprocessed`] request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoreSession {
+    /// Signing session.
+    pub session: SessionId,
+    /// Signing packages, one per input.
+    pub packages: Vec<SigningPackage>,
+    /// This signer's nonce ids for it, one per input.
+    pub nonces: Vec<NonceId>,
+}
+
 /// Requests from the coordinator to a signer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -164,6 +175,10 @@ pub enum CoordinatorToSigner {
         packages: Vec<SigningPackage>,
         /// This signer's nonce ids, one per input.
         nonces: Vec<NonceId>,
+        /// Further sessions of the same PSBT for this signer in the same request (a hedged
+        /// start): each signed with its own nonces, one decision for all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<MoreSession>,
     },
     /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
     /// receipt of its round-1 reservation; answered with a signed statement of everything the
@@ -242,6 +257,9 @@ pub enum SignerToCoordinator {
         shares: Vec<SignatureShare>,
         /// As many fresh commitments as nonces were used (signed like a batch).
         fresh: CommitmentBatch,
+        /// Shares of each further session of the request, in its order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<Vec<SignatureShare>>,
     },
     /// Signature shares, one per input.
     SignShares {

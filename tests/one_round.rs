@@ -519,7 +519,10 @@ fn hedged_signing_needs_no_second_round_with_a_faulty_signer() -> Result<()> {
         ensure!(v["mode"] == "one-round", "{v}");
         // All three 2-subsets started at once, none after.
         ensure!(v["sessions"] == 3, "{fault}: {v}");
-        ensure!(u16_array(&v["signer_indexes"])? == vec![2, 3], "{fault}: {v}");
+        ensure!(
+            u16_array(&v["signer_indexes"])? == vec![2, 3],
+            "{fault}: {v}"
+        );
         ensure!(
             u16_array(&v["culprits"])?.iter().all(|c| *c == 1),
             "{fault}: {v}"

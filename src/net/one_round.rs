@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 use super::client::{CallError, Client};
 use super::coordinator::{sign_psbt, SignMode, SignReport};
 use crate::keys::{GroupKey, RosterEntry};
-use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
+use crate::message::{
+    CoordinatorToSigner, ErrorCode, MoreSession, SessionId, SignerToCoordinator, WalletRef,
+};
 use crate::protocol::roast::{
     CommitmentStore, HedgeError, PreCommitment, RoastCoordinator, RoastOutcome, ShareCheck,
     SharesOutcome,
@@ -48,9 +50,11 @@ enum Event {
         index: u16,
         reply: Result<SignerToCoordinator, CallError>,
     },
+    /// A signer's answer to one request for one or more sessions (the first is the request's
+    /// own, the others its `more`).
     Signed {
         index: u16,
-        session: SessionId,
+        sessions: Vec<SessionId>,
         reply: Result<SignerToCoordinator, CallError>,
     },
     /// A signer's shares checked on their own (`None`: stopped).
@@ -225,37 +229,51 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Sends each chosen signer one request carrying all its sessions of `starts` (several
+    /// only after a hedged start).
     fn send(&mut self, starts: Vec<crate::protocol::roast::SessionStart>) {
+        let mut per_signer: BTreeMap<u16, Vec<MoreSession>> = BTreeMap::new();
         for start in starts {
-            let packages = start.packages;
-            for index in start.chosen {
-                let (Some(entry), Some(nonces)) = (
-                    self.roster.get(&index).cloned(),
-                    start.nonces.get(&index).cloned(),
-                ) else {
-                    continue;
-                };
-                *self.signing.entry(index).or_default() += 1;
-                let client = self.client.clone();
-                let message = CoordinatorToSigner::SignPreprocessed {
-                    session: start.session,
-                    wallet: self.wallet.clone(),
-                    psbt: (*self.psbt_text).clone(),
-                    packages: packages.as_ref().clone(),
-                    nonces,
-                };
-                let session = start.session;
-                if self.started.last() != Some(&session) {
-                    self.started.push(session);
-                }
-                self.set.spawn(async move {
-                    Event::Signed {
-                        index,
-                        session,
-                        reply: client.call(&entry, &message).await,
-                    }
-                });
+            if !self.started.contains(&start.session) {
+                self.started.push(start.session);
             }
+            for index in &start.chosen {
+                if let Some(nonces) = start.nonces.get(index) {
+                    per_signer.entry(*index).or_default().push(MoreSession {
+                        session: start.session,
+                        packages: start.packages.as_ref().clone(),
+                        nonces: nonces.clone(),
+                    });
+                }
+            }
+        }
+        for (index, parts) in per_signer {
+            let Some(entry) = self.roster.get(&index).cloned() else {
+                continue;
+            };
+            let mut parts = parts.into_iter();
+            let Some(first) = parts.next() else { continue };
+            let more: Vec<MoreSession> = parts.collect();
+            let sessions: Vec<SessionId> = std::iter::once(first.session)
+                .chain(more.iter().map(|m| m.session))
+                .collect();
+            *self.signing.entry(index).or_default() += 1;
+            let client = self.client.clone();
+            let message = CoordinatorToSigner::SignPreprocessed {
+                session: first.session,
+                wallet: self.wallet.clone(),
+                psbt: (*self.psbt_text).clone(),
+                packages: first.packages,
+                nonces: first.nonces,
+                more,
+            };
+            self.set.spawn(async move {
+                Event::Signed {
+                    index,
+                    sessions,
+                    reply: client.call(&entry, &message).await,
+                }
+            });
         }
     }
 
@@ -403,7 +421,7 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
             }
             Event::Signed {
                 index,
-                session,
+                sessions,
                 reply,
             } => {
                 if let Some(n) = d.signing.get_mut(&index) {
@@ -413,24 +431,40 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                     }
                 }
                 match reply {
-                    Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh }) => {
+                    Ok(SignerToCoordinator::SignedPreprocessed {
+                        shares,
+                        fresh,
+                        more,
+                    }) => {
                         match d.verify_batch(index, fresh) {
                             Ok(c) => d.store.add(index, c),
                             Err(e) => {
                                 tracing::warn!(signer = index, "fresh commitments refused: {e}")
                             }
                         }
-                        match d.machine.shares(&session, index, shares, psbt)? {
-                            SharesOutcome::Done(mut outcome) => {
-                                d.name_culprits(&session, &mut outcome).await;
-                                return Ok(Ended::Done(outcome));
+                        let mut answers = std::iter::once(shares).chain(more);
+                        let mut again = false;
+                        for session in &sessions {
+                            // A signer that does not know `more` answers only the first.
+                            let Some(shares) = answers.next() else {
+                                d.machine.failed(session, index);
+                                continue;
+                            };
+                            match d.machine.shares(session, index, shares, psbt)? {
+                                SharesOutcome::Done(mut outcome) => {
+                                    d.name_culprits(session, &mut outcome).await;
+                                    return Ok(Ended::Done(outcome));
+                                }
+                                SharesOutcome::Check(check) => {
+                                    d.unchecked.insert(index, (*session, check));
+                                }
+                                SharesOutcome::Failed { .. } | SharesOutcome::Ignored => {
+                                    again = true;
+                                }
                             }
-                            SharesOutcome::Check(check) => {
-                                d.unchecked.insert(index, (session, check));
-                            }
-                            SharesOutcome::Failed { .. } | SharesOutcome::Ignored => {
-                                d.ready_or_refill(index)
-                            }
+                        }
+                        if again {
+                            d.ready_or_refill(index);
                         }
                     }
                     Err(CallError::Refused {
@@ -442,7 +476,9 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                         message,
                         ..
                     }) => {
-                        d.machine.failed(&session, index);
+                        for session in &sessions {
+                            d.machine.failed(session, index);
+                        }
                         d.store.clear(index);
                         if d.refilled.insert(index) {
                             tracing::info!(

@@ -254,6 +254,7 @@ impl Signer {
                 psbt,
                 packages,
                 nonces,
+                more,
             } => self.sign_preprocessed(
                 from,
                 signing::OneRoundRequest {
@@ -262,6 +263,7 @@ impl Signer {
                     psbt,
                     packages,
                     nonces,
+                    more,
                 },
                 rng,
             ),

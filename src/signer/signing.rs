@@ -47,7 +47,11 @@ pub(super) struct OneRoundRequest {
     pub psbt: String,
     pub packages: Vec<frost::SigningPackage>,
     pub nonces: Vec<NonceId>,
+    pub more: Vec<crate::message::MoreSession>,
 }
+
+/// Most sessions in one one-round request (a hedged start's sessions for one signer).
+pub const MAX_SESSIONS_PER_REQUEST: usize = 20;
 
 /// What the window check counts besides this signer's own records.
 enum Window<'a> {
@@ -601,8 +605,15 @@ impl Signer {
             psbt,
             packages,
             nonces: ids,
+            more,
         } = request;
         self.require_state()?;
+        if more.len() >= MAX_SESSIONS_PER_REQUEST {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("at most {MAX_SESSIONS_PER_REQUEST} sessions in one request"),
+            ));
+        }
         let info = self.wallet_for(from, &wallet)?;
         let policy = self.wallet_policy(&info)?;
         if policy.daily_limit_sats.is_some() && info.roster().is_some() {
@@ -611,24 +622,36 @@ impl Signer {
                 format!("wallet {} has a daily limit that holds wallet-wide: it is signed in rounds with statements, not in one round", info.name),
             ));
         }
-        // The nonces leave the pool first: whatever happens next, they never sign again.
-        let nonces = self
+        let sessions: Vec<(SessionId, Vec<frost::SigningPackage>, Vec<NonceId>)> =
+            std::iter::once((session, packages, ids))
+                .chain(more.into_iter().map(|m| (m.session, m.packages, m.nonces)))
+                .collect();
+        // Every session's nonces leave the pool first: whatever happens next, they never
+        // sign again.
+        let all_ids: Vec<NonceId> = sessions.iter().flat_map(|s| s.2.iter().copied()).collect();
+        let mut taken = self
             .nonces
-            .take(from, &info.group_key, &ids)
-            .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?;
+            .take(from, &info.group_key, &all_ids)
+            .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?
+            .into_iter();
         let (cached, share) = self.checked_psbt(from, &info, &psbt)?;
         let (psbt, checked) = (&cached.0, &cached.1);
-        let signer_nonces = SignerNonces::preprocessed_checked(checked, &share, nonces)
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
         if let Err(v) = policy.check_spend(checked, info.network) {
             return Err(self.refused(ErrorCode::Policy, from, &info, checked, v));
         }
-        let shares = match signer_nonces.sign(psbt, &share, &packages) {
-            Ok(shares) => shares,
-            Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, checked, e)),
-        };
+        let mut signed = Vec::with_capacity(sessions.len());
+        for (_, packages, ids) in &sessions {
+            let nonces: Vec<_> = taken.by_ref().take(ids.len()).collect();
+            let signer_nonces = SignerNonces::preprocessed_checked(checked, &share, nonces)
+                .map_err(|e| refuse(ErrorCode::Refused, e))?;
+            match signer_nonces.sign(psbt, &share, packages) {
+                Ok(shares) => signed.push(shares),
+                Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, checked, e)),
+            }
+        }
+        // One decision for every session of the request (the same transaction).
         self.decide(from, &info, checked, &policy, &session, None, Window::Own)?;
-        let count = u16::try_from(ids.len()).unwrap_or(u16::MAX);
+        let count = u16::try_from(all_ids.len()).unwrap_or(u16::MAX);
         // Fresh commitments for the next session (none if the pool is full: the coordinator
         // still holds enough).
         let fresh = self
@@ -638,8 +661,15 @@ impl Signer {
         // The next answer's fresh commitments are made after this one leaves.
         self.nonces.refill(from, &info.group_key, &share, count);
         let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
-        tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = shares.len(), "signed in one round");
-        Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh })
+        let mut signed = signed.into_iter();
+        let shares = signed.next().unwrap_or_default();
+        let more: Vec<_> = signed.collect();
+        tracing::info!(%session, wallet = %info.name, txid = %checked.txid(), inputs = shares.len(), further_sessions = more.len(), "signed in one round");
+        Ok(SignerToCoordinator::SignedPreprocessed {
+            shares,
+            fresh,
+            more,
+        })
     }
 }
 

@@ -249,10 +249,11 @@ impl Driver {
                 psbt: psbt.to_string(),
                 packages: packages.to_vec(),
                 nonces: nonces.to_vec(),
+                more: Vec::new(),
             },
         )?;
         Ok(match reply {
-            Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh }) => {
+            Ok(SignerToCoordinator::SignedPreprocessed { shares, fresh, .. }) => {
                 Ok((shares, fresh.commitments))
             }
             Ok(other) => bail!("signer {index} answered one-round signing with {other:?}"),
