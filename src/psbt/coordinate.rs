@@ -340,17 +340,42 @@ impl SigningSession {
                 need,
             });
         }
+        if packages
+            .iter()
+            .any(|package| !package.signing_commitments().keys().eq(signers.iter()))
+        {
+            return Err(CoordinateError::SignerSetChanged);
+        }
+        // Inputs are independent: large PSBTs are aggregated on two threads.
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let parts: Vec<Vec<Result<schnorr::Signature, InputFailure>>> =
+            if inputs < PARALLEL_CHECK_INPUTS || threads < 2 {
+                vec![self.aggregate_range(packages, shares, &signers, 0..inputs)]
+            } else {
+                let half = inputs / 2;
+                std::thread::scope(|scope| {
+                    let second = scope
+                        .spawn(|| self.aggregate_range(packages, shares, &signers, half..inputs));
+                    let first = self.aggregate_range(packages, shares, &signers, 0..half);
+                    vec![
+                        first,
+                        second.join().unwrap_or_else(|_| {
+                            vec![Err(InputFailure::Error(CoordinateError::Finalize(
+                                "an aggregation thread panicked".into(),
+                            )))]
+                        }),
+                    ]
+                })
+            };
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
         let mut signatures = Vec::with_capacity(inputs);
-        for (k, (input, package)) in self.checked.inputs().iter().zip(packages).enumerate() {
-            if !package.signing_commitments().keys().eq(signers.iter()) {
-                return Err(CoordinateError::SignerSetChanged);
-            }
-            let per_input: BTreeMap<Identifier, SignatureShare> = shares
-                .iter()
-                .filter_map(|(id, list)| list.get(k).map(|s| (*id, *s)))
-                .collect();
-            match self.aggregate_input(input, package, &per_input, &signers) {
+        for (input, result) in self
+            .checked
+            .inputs()
+            .iter()
+            .zip(parts.into_iter().flatten())
+        {
+            match result {
                 Ok(signature) => signatures.push(taproot::Signature {
                     signature,
                     sighash_type: input.sighash_type,
@@ -358,6 +383,12 @@ impl SigningSession {
                 Err(InputFailure::Culprits(found)) => culprits.extend(found),
                 Err(InputFailure::Error(e)) => return Err(e),
             }
+        }
+        if culprits.is_empty() && signatures.len() != inputs {
+            return Err(CoordinateError::Finalize(format!(
+                "{} signatures for {inputs} inputs",
+                signatures.len()
+            )));
         }
         if !culprits.is_empty() {
             return Err(CoordinateError::InvalidShares {
@@ -369,6 +400,29 @@ impl SigningSession {
             txid: self.checked.txid(),
             signatures,
         })
+    }
+
+    /// [`SigningSession::aggregate_input`] for the inputs in `range`, in order.
+    fn aggregate_range(
+        &self,
+        packages: &[SigningPackage],
+        shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
+        signers: &BTreeSet<Identifier>,
+        range: std::ops::Range<usize>,
+    ) -> Vec<Result<schnorr::Signature, InputFailure>> {
+        let inputs = self.checked.inputs();
+        range
+            .map(|k| {
+                let (Some(input), Some(package)) = (inputs.get(k), packages.get(k)) else {
+                    return Err(InputFailure::Error(CoordinateError::SignerSetChanged));
+                };
+                let per_input: BTreeMap<Identifier, SignatureShare> = shares
+                    .iter()
+                    .filter_map(|(id, list)| list.get(k).map(|s| (*id, *s)))
+                    .collect();
+                self.aggregate_input(input, package, &per_input, signers)
+            })
+            .collect()
     }
 
     /// One input: the signature from frost's binding factors and group commitment and the

@@ -81,6 +81,9 @@ pub enum SignError {
     },
 }
 
+/// From this many inputs on, [`SignerNonces::sign`] signs on two threads.
+pub const PARALLEL_SIGN_INPUTS: usize = 16;
+
 /// One signer's nonces for one signing session: one pair per input, in memory only. Not
 /// `Clone`, not serializable; consumed by [`SignerNonces::sign`] and zeroized on drop.
 pub struct SignerNonces {
@@ -294,8 +297,48 @@ impl SignerNonces {
                 });
             }
         }
-        let mut shares = Vec::with_capacity(packages.len());
-        for ((input, package), nonces) in checked.inputs().iter().zip(packages).zip(&self.nonces) {
+        let inputs = checked.inputs().len();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if inputs < PARALLEL_SIGN_INPUTS || threads < 2 {
+            return self.sign_range(share, packages, 0..inputs);
+        }
+        // Inputs are independent: large PSBTs are signed on two threads.
+        let half = inputs / 2;
+        let (first, second) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| self.sign_range(share, packages, half..inputs));
+            (self.sign_range(share, packages, 0..half), second.join())
+        });
+        let mut shares = first?;
+        match second {
+            Ok(rest) => shares.extend(rest?),
+            Err(_) => {
+                return Err(SignError::PackageCount {
+                    expected: inputs,
+                    got: shares.len(),
+                })
+            }
+        }
+        Ok(shares)
+    }
+
+    /// The shares of the inputs in `range`, in order (checks done by [`SignerNonces::sign`]).
+    fn sign_range(
+        &self,
+        share: &KeyShare,
+        packages: &[SigningPackage],
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<SignatureShare>, SignError> {
+        let inputs = self.checked.inputs();
+        let mut shares = Vec::with_capacity(range.len());
+        for k in range {
+            let (Some(input), Some(package), Some(nonces)) =
+                (inputs.get(k), packages.get(k), self.nonces.get(k))
+            else {
+                return Err(SignError::PackageCount {
+                    expected: inputs.len(),
+                    got: packages.len(),
+                });
+            };
             // The child key package already tweaked for the input's Taproot output: frost's
             // plain `sign` on it is `sign_with_tweak` on the derived package.
             let key_package =
