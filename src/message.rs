@@ -14,7 +14,7 @@ use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
 use crate::protocol::limits::{Receipt, Statement};
-use crate::protocol::roast::{CommitmentBatch, NonceId};
+use crate::protocol::roast::{CommitmentBatch, InputCommitments, NonceId};
 pub use crate::protocol::SessionId;
 use crate::protocol::{dkg, lifecycle};
 
@@ -116,8 +116,8 @@ pub struct WalletRecord {
 pub struct MoreSession {
     /// Signing session.
     pub session: SessionId,
-    /// Signing packages, one per input.
-    pub packages: Vec<SigningPackage>,
+    /// Every chosen signer's commitments, one per input.
+    pub commitments: BTreeMap<u16, InputCommitments>,
     /// This signer's nonce ids for it, one per input.
     pub nonces: Vec<NonceId>,
 }
@@ -171,8 +171,9 @@ pub enum CoordinatorToSigner {
         wallet: WalletRef,
         /// The PSBT (base64).
         psbt: String,
-        /// Signing packages, one per input.
-        packages: Vec<SigningPackage>,
+        /// Every chosen signer's commitments, one per input (the signer builds the signing
+        /// packages with the sighashes it computes).
+        commitments: BTreeMap<u16, InputCommitments>,
         /// This signer's nonce ids, one per input.
         nonces: Vec<NonceId>,
         /// Further sessions of the same PSBT for this signer in the same request (a hedged

@@ -867,3 +867,29 @@ fn subsets_and_binomials() {
         assert_eq!(binomial(n, k), c);
     }
 }
+
+#[test]
+fn compact_commitments_round_trip_and_refuse_malformed_input() -> Result<()> {
+    use ckm::protocol::roast::InputCommitments;
+    let mut rng = test_rng("compact_commitments_round_trip_and_refuse_malformed_input");
+    let f = fixture(2, 3, 1, &mut rng)?;
+    let list: Vec<_> = (0..3)
+        .map(|_| *PreprocessedNonce::generate(&f.shares[0], &mut rng).commitments())
+        .collect();
+    let wire = serde_json::to_string(&InputCommitments(list.clone()))?;
+    ensure!(wire.len() == 2 + 3 * 66 * 2, "{} bytes", wire.len());
+    let back: InputCommitments = serde_json::from_str(&wire)?;
+    ensure!(back.0 == list);
+    // Not a whole number of inputs, not hex, not a curve point: refused.
+    for bad in [
+        format!("\"{}\"", &wire[1..wire.len() - 3]),
+        "\"zz\"".to_string(),
+        format!("\"{}\"", "05".repeat(66)),
+    ] {
+        ensure!(
+            serde_json::from_str::<InputCommitments>(&bad).is_err(),
+            "accepted {bad}"
+        );
+    }
+    Ok(())
+}

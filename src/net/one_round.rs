@@ -241,7 +241,7 @@ impl Driver<'_> {
                 if let Some(nonces) = start.nonces.get(index) {
                     per_signer.entry(*index).or_default().push(MoreSession {
                         session: start.session,
-                        packages: start.packages.as_ref().clone(),
+                        commitments: start.commitments.as_ref().clone(),
                         nonces: nonces.clone(),
                     });
                 }
@@ -263,7 +263,7 @@ impl Driver<'_> {
                 session: first.session,
                 wallet: self.wallet.clone(),
                 psbt: (*self.psbt_text).clone(),
-                packages: first.packages,
+                commitments: first.commitments,
                 nonces: first.nonces,
                 more,
             };

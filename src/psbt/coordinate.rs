@@ -192,19 +192,7 @@ impl SigningSession {
                 });
             }
         }
-        Ok(self
-            .checked
-            .inputs()
-            .iter()
-            .enumerate()
-            .map(|(k, input)| {
-                let per_input: BTreeMap<Identifier, SigningCommitments> = commitments
-                    .iter()
-                    .filter_map(|(id, list)| list.get(k).map(|c| (*id, *c)))
-                    .collect();
-                SigningPackage::new(per_input, input.sighash.as_byte_array())
-            })
-            .collect())
+        Ok(super::sign::signing_packages(&self.checked, commitments))
     }
 
     /// Verifies one signer's shares (one per input) on their own, before the session's

@@ -81,6 +81,28 @@ pub enum SignError {
     },
 }
 
+/// The signing package of every input of `checked`: each signer's commitment for that input
+/// (lists in input order; a shorter list leaves the signer out of later inputs) and the
+/// input's sighash.
+pub fn signing_packages(
+    checked: &CheckedPsbt,
+    commitments: &std::collections::BTreeMap<frost::Identifier, Vec<SigningCommitments>>,
+) -> Vec<SigningPackage> {
+    checked
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(k, input)| {
+            let per_input: std::collections::BTreeMap<frost::Identifier, SigningCommitments> =
+                commitments
+                    .iter()
+                    .filter_map(|(id, list)| list.get(k).map(|c| (*id, *c)))
+                    .collect();
+            SigningPackage::new(per_input, input.sighash.as_byte_array())
+        })
+        .collect()
+}
+
 /// From this many inputs on, [`SignerNonces::sign`] signs on two threads.
 pub const PARALLEL_SIGN_INPUTS: usize = 16;
 

@@ -252,7 +252,7 @@ impl Signer {
                 session,
                 wallet,
                 psbt,
-                packages,
+                commitments,
                 nonces,
                 more,
             } => self.sign_preprocessed(
@@ -261,7 +261,7 @@ impl Signer {
                     session,
                     wallet,
                     psbt,
-                    packages,
+                    commitments,
                     nonces,
                     more,
                 },

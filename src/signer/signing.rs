@@ -45,7 +45,7 @@ pub(super) struct OneRoundRequest {
     pub session: SessionId,
     pub wallet: WalletRef,
     pub psbt: String,
-    pub packages: Vec<frost::SigningPackage>,
+    pub commitments: BTreeMap<u16, crate::protocol::roast::InputCommitments>,
     pub nonces: Vec<NonceId>,
     pub more: Vec<crate::message::MoreSession>,
 }
@@ -603,7 +603,7 @@ impl Signer {
             session,
             wallet,
             psbt,
-            packages,
+            commitments,
             nonces: ids,
             more,
         } = request;
@@ -622,9 +622,12 @@ impl Signer {
                 format!("wallet {} has a daily limit that holds wallet-wide: it is signed in rounds with statements, not in one round", info.name),
             ));
         }
-        let sessions: Vec<(SessionId, Vec<frost::SigningPackage>, Vec<NonceId>)> =
-            std::iter::once((session, packages, ids))
-                .chain(more.into_iter().map(|m| (m.session, m.packages, m.nonces)))
+        let sessions: Vec<(SessionId, _, Vec<NonceId>)> =
+            std::iter::once((session, commitments, ids))
+                .chain(
+                    more.into_iter()
+                        .map(|m| (m.session, m.commitments, m.nonces)),
+                )
                 .collect();
         // Every session's nonces leave the pool first: whatever happens next, they never
         // sign again.
@@ -640,11 +643,12 @@ impl Signer {
             return Err(self.refused(ErrorCode::Policy, from, &info, checked, v));
         }
         let mut signed = Vec::with_capacity(sessions.len());
-        for (_, packages, ids) in &sessions {
+        for (_, commitments, ids) in &sessions {
             let nonces: Vec<_> = taken.by_ref().take(ids.len()).collect();
+            let packages = packages_from(checked, commitments)?;
             let signer_nonces = SignerNonces::preprocessed_checked(checked, &share, nonces)
                 .map_err(|e| refuse(ErrorCode::Refused, e))?;
-            match signer_nonces.sign(psbt, &share, packages) {
+            match signer_nonces.sign(psbt, &share, &packages) {
                 Ok(shares) => signed.push(shares),
                 Err(e) => return Err(self.refused(ErrorCode::Refused, from, &info, checked, e)),
             }
@@ -671,6 +675,30 @@ impl Signer {
             more,
         })
     }
+}
+
+/// The signing packages of a one-round session: the chosen signers' commitments (one per
+/// input each) with the sighashes this signer computed.
+fn packages_from(
+    checked: &CheckedPsbt,
+    commitments: &BTreeMap<u16, crate::protocol::roast::InputCommitments>,
+) -> Result<Vec<frost::SigningPackage>, Refusal> {
+    let inputs = checked.inputs().len();
+    let mut by_id = BTreeMap::new();
+    for (index, list) in commitments {
+        if list.0.len() != inputs {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "signer {index}'s commitments are for {} inputs, the PSBT has {inputs}",
+                    list.0.len()
+                ),
+            ));
+        }
+        let id = crate::frost::identifier(*index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
+        by_id.insert(id, list.0.clone());
+    }
+    Ok(crate::psbt::sign::signing_packages(checked, &by_id))
 }
 
 /// A PSBT of version 0 or 2 (BIP-0370), read into the one model every check works on.

@@ -247,7 +247,7 @@ impl Driver {
                 session,
                 wallet: self.wallet_ref(),
                 psbt: psbt.to_string(),
-                packages: packages.to_vec(),
+                commitments: compact(packages),
                 nonces: nonces.to_vec(),
                 more: Vec::new(),
             },
@@ -274,4 +274,20 @@ impl Driver {
             .collect::<Result<BTreeMap<_, _>>>()?;
         Ok(session.signing_packages(&by_id)?)
     }
+}
+
+/// The commitments of `packages` (one per input) by signer, as one-round requests carry them.
+pub fn compact(
+    packages: &[SigningPackage],
+) -> BTreeMap<u16, ckm::protocol::roast::InputCommitments> {
+    let mut out: BTreeMap<u16, ckm::protocol::roast::InputCommitments> = BTreeMap::new();
+    for package in packages {
+        for (id, c) in package.signing_commitments() {
+            out.entry(ckm::frost::keys::roster_index(id))
+                .or_insert_with(|| ckm::protocol::roast::InputCommitments(Vec::new()))
+                .0
+                .push(*c);
+        }
+    }
+    out
 }
