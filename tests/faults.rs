@@ -219,7 +219,10 @@ fn corrupt_and_dying_signers_leave_too_few() -> Result<()> {
         err.contains("signer 2 ("),
         "the dead signer is not named: {err}"
     );
-    ensure!(c.signers[1].has_exited()?);
+    ensure!(
+        c.signers[1].has_exited()?,
+        "signer 2 was never asked to sign (it dies when asked): {err}"
+    );
     Ok(())
 }
 

@@ -22,8 +22,8 @@ use crate::message::{
     CoordinatorToSigner, ErrorCode, MoreSession, SessionId, SignerToCoordinator, WalletRef,
 };
 use crate::protocol::roast::{
-    CommitmentStore, HedgeError, PreCommitment, RoastCoordinator, RoastOutcome, ShareCheck,
-    SharesOutcome,
+    CommitmentStore, HedgeError, InputCommitments, PreCommitment, RoastCoordinator, RoastOutcome,
+    ShareCheck, SharesOutcome,
 };
 use crate::protocol::sign::SignError;
 use crate::wallet::WalletMeta;
@@ -258,7 +258,6 @@ impl Driver<'_> {
                 .chain(more.iter().map(|m| m.session))
                 .collect();
             *self.signing.entry(index).or_default() += 1;
-            let client = self.client.clone();
             let message = CoordinatorToSigner::SignPreprocessed {
                 session: first.session,
                 wallet: self.wallet.clone(),
@@ -267,13 +266,7 @@ impl Driver<'_> {
                 nonces: first.nonces,
                 more,
             };
-            self.set.spawn(async move {
-                Event::Signed {
-                    index,
-                    sessions,
-                    reply: client.call(&entry, &message).await,
-                }
-            });
+            spawn_request(&mut self.set, self.client, entry, sessions, message);
         }
     }
 
@@ -353,6 +346,51 @@ impl Driver<'_> {
             self.store.add(index, commitments);
         }
     }
+}
+
+/// Sends one signing request (for `sessions`) to `entry`; its answer comes back as
+/// [`Event::Signed`].
+fn spawn_request(
+    set: &mut JoinSet<Event>,
+    client: &Client,
+    entry: RosterEntry,
+    sessions: Vec<SessionId>,
+    message: CoordinatorToSigner,
+) {
+    let client = client.clone();
+    let index = entry.index;
+    set.spawn(async move {
+        Event::Signed {
+            index,
+            sessions,
+            reply: client.call(&entry, &message).await,
+        }
+    });
+}
+
+/// The first session, sent before the coordinator's own check of the PSBT (which then runs
+/// while the requests travel): the first `t` signers of the roster whose commitments the
+/// store holds. `None` when fewer hold enough, or a hedged start may apply.
+fn early_session(
+    store: &mut dyn CommitmentStore,
+    roster: &BTreeMap<u16, RosterEntry>,
+    threshold: u16,
+    inputs: usize,
+) -> Option<(SessionId, BTreeMap<u16, Vec<PreCommitment>>)> {
+    let chosen: Vec<u16> = roster
+        .keys()
+        .copied()
+        .filter(|i| store.count(*i) >= inputs)
+        .take(usize::from(threshold))
+        .collect();
+    if chosen.len() < usize::from(threshold) {
+        return None;
+    }
+    let mut members = BTreeMap::new();
+    for i in chosen {
+        members.insert(i, store.take(i, inputs)?);
+    }
+    Some((SessionId::random(&mut rand::rngs::OsRng), members))
 }
 
 /// What [`drive`] ended with.
@@ -526,14 +564,8 @@ pub async fn sign_psbt_one_round(
     options: OneRoundOptions,
 ) -> Result<SignReport, SignError> {
     let roster = meta.roster.by_index();
-    let machine = RoastCoordinator::with_recovery(
-        psbt,
-        &meta.group,
-        meta.recovery(),
-        roster.keys().copied().collect(),
-    )?;
-    let inputs = machine.inputs();
-    if inputs == 0 || inputs > MAX_ONE_ROUND_INPUTS {
+    let inputs = psbt.unsigned_tx.input.len();
+    if inputs == 0 || inputs > MAX_ONE_ROUND_INPUTS || psbt.inputs.len() != inputs {
         return sign_psbt(client, meta, psbt).await;
     }
     if store.needs_statements() {
@@ -549,25 +581,90 @@ pub async fn sign_psbt_one_round(
         .stock
         .max(u16::try_from(inputs).unwrap_or(u16::MAX))
         .min(crate::signer::nonces::MAX_BATCH);
+    let wallet = WalletRef {
+        name: meta.name.clone(),
+        group_key: GroupKey::of(&meta.group),
+        epoch: meta.epoch,
+    };
+    let psbt_text = Arc::new(psbt.to_string());
+    let threshold = meta.group.threshold();
+    let n = roster.len();
+    let may_hedge = options.hedge
+        && n > usize::from(threshold)
+        && crate::protocol::roast::binomial(n, usize::from(threshold)) <= HEDGE_MAX_SESSIONS
+        && crate::protocol::roast::binomial(n - 1, usize::from(threshold).saturating_sub(1))
+            .saturating_mul(inputs)
+            <= HEDGE_MAX_SHARES;
+    // The first session leaves before the coordinator's own check of the PSBT: the signers
+    // check it themselves and the request needs only commitments, so the check runs while
+    // the requests travel.
+    let mut set = JoinSet::new();
+    let mut signing = BTreeMap::new();
+    let early = if may_hedge {
+        None
+    } else {
+        early_session(store, &roster, threshold, inputs)
+    };
+    if let Some((session, members)) = &early {
+        let commitments: BTreeMap<u16, InputCommitments> = members
+            .iter()
+            .map(|(i, c)| {
+                (
+                    *i,
+                    InputCommitments(c.iter().map(|p| p.commitments).collect()),
+                )
+            })
+            .collect();
+        for (index, c) in members {
+            let Some(entry) = roster.get(index).cloned() else {
+                continue;
+            };
+            *signing.entry(*index).or_default() += 1;
+            let message = CoordinatorToSigner::SignPreprocessed {
+                session: *session,
+                wallet: wallet.clone(),
+                psbt: (*psbt_text).clone(),
+                commitments: commitments.clone(),
+                nonces: c.iter().map(|p| p.id).collect(),
+                more: Vec::new(),
+            };
+            spawn_request(&mut set, client, entry, vec![*session], message);
+        }
+    }
+    let machine = RoastCoordinator::with_recovery(
+        psbt,
+        &meta.group,
+        meta.recovery(),
+        roster.keys().copied().collect(),
+    );
+    let mut machine = match machine {
+        Ok(m) => m,
+        Err(e) => {
+            // The signers refuse it too; their nonces of the early session are used up.
+            set.abort_all();
+            return Err(e);
+        }
+    };
+    let mut started = Vec::new();
+    if let Some((session, members)) = early {
+        machine.adopt(session, members)?;
+        started.push(session);
+    }
     let mut d = Driver {
         client,
-        wallet: WalletRef {
-            name: meta.name.clone(),
-            group_key: GroupKey::of(&meta.group),
-            epoch: meta.epoch,
-        },
-        psbt_text: Arc::new(psbt.to_string()),
+        wallet,
+        psbt_text,
         roster,
         store,
         machine,
-        set: JoinSet::new(),
-        signing: BTreeMap::new(),
+        set,
+        signing,
         hedged: false,
         hedge: options.hedge,
         hedge_run: false,
         checking: BTreeMap::new(),
         unchecked: BTreeMap::new(),
-        started: Vec::new(),
+        started,
         preprocessing: BTreeSet::new(),
         refilled: BTreeSet::new(),
         batch,

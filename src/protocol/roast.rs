@@ -647,6 +647,20 @@ impl RoastCoordinator {
         members: BTreeMap<u16, Vec<PreCommitment>>,
         rng: &mut R,
     ) -> Result<SessionStart, SignError> {
+        self.adopt(SessionId::random(rng), members)
+    }
+
+    /// Takes on a session whose requests were sent before this coordinator existed (before
+    /// its own check of the PSBT finished): `session` with these members and commitments,
+    /// as [`RoastCoordinator::start`] would have opened it.
+    ///
+    /// # Errors
+    /// The signing packages cannot be built (wrong number of commitments, too few members).
+    pub fn adopt(
+        &mut self,
+        session: SessionId,
+        members: BTreeMap<u16, Vec<PreCommitment>>,
+    ) -> Result<SessionStart, SignError> {
         let mut by_id = BTreeMap::new();
         let mut nonces = BTreeMap::new();
         let mut compact = BTreeMap::new();
@@ -660,7 +674,6 @@ impl RoastCoordinator {
         }
         let chosen: Vec<u16> = members.into_keys().collect();
         let packages = Arc::new(self.core.signing_packages(&by_id)?);
-        let session = SessionId::random(rng);
         self.sessions.insert(
             session,
             Active {
