@@ -11,6 +11,8 @@
 //!   shares (two-round round 2 or one-round signing)
 //! - `slow:MS`: waits MS milliseconds before every signing answer
 //! - `slow-preprocess:MS`: honest, but waits MS milliseconds before answering preprocessing
+//! - `no-one-round`: honest, but refuses one-round signing requests as malformed, as a signer
+//!   of a ckm version that cannot read them does
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,7 @@ enum Fault {
     HangAfterCommit,
     Slow(u64),
     SlowPreprocess(u64),
+    NoOneRound,
 }
 
 struct Faulty {
@@ -50,6 +53,14 @@ impl Handler for Faulty {
                 CoordinatorToSigner::SignCommit { .. } | CoordinatorToSigner::Preprocess { .. }
             );
         match self.fault {
+            Fault::NoOneRound
+                if matches!(message, CoordinatorToSigner::SignPreprocessed { .. }) =>
+            {
+                return SignerToCoordinator::Error {
+                    code: ckm::message::ErrorCode::BadRequest,
+                    message: "malformed message: unknown field `commitments`".into(),
+                };
+            }
             Fault::Hang if signing => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
@@ -131,6 +142,7 @@ fn main() -> Result<()> {
                     "die-before-round2" => Fault::DieBeforeRound2,
                     "hang" => Fault::Hang,
                     "hang-after-commit" => Fault::HangAfterCommit,
+                    "no-one-round" => Fault::NoOneRound,
                     other => match (
                         other.strip_prefix("slow:"),
                         other.strip_prefix("slow-preprocess:"),

@@ -534,3 +534,20 @@ fn hedged_signing_needs_no_second_round_with_a_faulty_signer() -> Result<()> {
     }
     Ok(())
 }
+
+/// A signer that cannot read one-round requests (another ckm version) refuses them as
+/// malformed: the coordinator signs in the interactive rounds instead of failing.
+#[test]
+fn a_signer_that_cannot_read_one_round_requests_gets_the_interactive_rounds() -> Result<()> {
+    let mut c = Cluster::with_wallet(3, 2)?;
+    let mut funding = HashMap::new();
+    let p = payment(&c, &mut funding)?;
+    sign_and_check(&c, &p, "fill", &[])?;
+    for k in 0..3 {
+        c.restart_faulty(k, "no-one-round")?;
+    }
+    let p = payment(&c, &mut funding)?;
+    let v = sign_and_check(&c, &p, "old", &["--timeout", "60"])?;
+    ensure!(v["mode"] == "two-rounds", "{v}");
+    Ok(())
+}

@@ -398,6 +398,9 @@ enum Ended {
     Done(Box<RoastOutcome>),
     /// A signer needs the statement rounds.
     NeedsStatements,
+    /// A signer could not read the one-round request (another ckm version): the
+    /// interactive rounds instead.
+    Interactive(u16),
 }
 
 async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> {
@@ -509,6 +512,10 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                         code: ErrorCode::NeedsStatements,
                         ..
                     }) => return Ok(Ended::NeedsStatements),
+                    Err(CallError::Refused {
+                        code: ErrorCode::BadRequest,
+                        ..
+                    }) => return Ok(Ended::Interactive(index)),
                     Err(CallError::Refused {
                         code: ErrorCode::UnknownNonce,
                         message,
@@ -680,6 +687,13 @@ pub async fn sign_psbt_one_round(
     match ended? {
         Ended::NeedsStatements => {
             d.store.set_needs_statements(true);
+            sign_psbt(client, meta, psbt).await
+        }
+        Ended::Interactive(index) => {
+            tracing::warn!(
+                signer = index,
+                "signer refused the one-round request as malformed (another ckm version?); signing in the interactive rounds"
+            );
             sign_psbt(client, meta, psbt).await
         }
         Ended::Done(outcome) => Ok(SignReport {
