@@ -75,7 +75,7 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{CoordinatorToSigner, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt, SignMode, SignReport};
-use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions, HEDGE_MAX_SHARES};
+use ckm::net::one_round::{hedge_fits, sign_psbt_one_round, OneRoundOptions, HEDGE_MAX_SHARES};
 use ckm::protocol::roast::{CommitmentStore, MemoryCommitments};
 use ckm::wallet::WalletMeta;
 use common::*;
@@ -728,9 +728,7 @@ fn roast_row(
     let rtt_d = Duration::from_millis(rtt);
     bench.set_rtt(rtt_d);
     let mut store = MemoryCommitments::default();
-    // Hedging applies to PSBTs where each signer of 3-of-5 signs at most HEDGE_MAX_SHARES
-    // shares (6 sessions per signer).
-    let hedgeable = inputs * 6 <= HEDGE_MAX_SHARES;
+    let hedgeable = hedge_fits(5, 3, inputs);
     let roast = |store: &mut MemoryCommitments, hedge: bool| -> Result<Timed> {
         bench.top_up(client, meta, store, inputs)?;
         bench.warm(client, meta)?;

@@ -866,6 +866,12 @@ fn subsets_and_binomials() {
     for (n, k, c) in [(5, 3, 10), (4, 2, 6), (3, 2, 3), (10, 7, 120), (2, 3, 0)] {
         assert_eq!(binomial(n, k), c);
     }
+    use ckm::net::one_round::hedge_fits;
+    // 3-of-5: 10 sessions, 6 per signer; 2-of-3: 3 sessions, 2 per signer (at most 8 shares).
+    assert!(hedge_fits(5, 3, 1) && !hedge_fits(5, 3, 2));
+    assert!(hedge_fits(3, 2, 4) && !hedge_fits(3, 2, 5));
+    // 7-of-10 would be 120 sessions; t = n leaves nothing to hedge.
+    assert!(!hedge_fits(10, 7, 1) && !hedge_fits(3, 3, 1));
 }
 
 #[test]

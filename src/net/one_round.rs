@@ -41,6 +41,18 @@ pub const DEFAULT_STOCK: u16 = 16;
 pub const HEDGE_MAX_SHARES: usize = 8;
 /// Most sessions a hedged start opens.
 pub const HEDGE_MAX_SESSIONS: usize = 20;
+
+/// Whether a hedged start of `signers` ready signers with threshold `threshold` fits the
+/// bounds for a PSBT of `inputs` inputs: more signers than `t`, at most
+/// [`HEDGE_MAX_SESSIONS`] subsets, at most [`HEDGE_MAX_SHARES`] shares per signer.
+pub fn hedge_fits(signers: usize, threshold: u16, inputs: usize) -> bool {
+    use crate::protocol::roast::binomial;
+    let t = usize::from(threshold);
+    signers > t
+        && t > 0
+        && binomial(signers, t) <= HEDGE_MAX_SESSIONS
+        && binomial(signers - 1, t - 1).saturating_mul(inputs) <= HEDGE_MAX_SHARES
+}
 /// Most inputs signed in one round (one preprocessing request's worth); larger PSBTs use
 /// the interactive rounds.
 pub const MAX_ONE_ROUND_INPUTS: usize = crate::signer::nonces::MAX_BATCH as usize;
@@ -182,22 +194,15 @@ impl Driver<'_> {
             return Ok(());
         }
         let ready = self.machine.ready_signers();
-        let need = usize::from(self.machine.threshold());
         let usable = self
             .roster
             .keys()
             .filter(|i| self.machine.usable(**i))
             .count();
-        if ready.len() != usable || ready.len() <= need {
-            return Ok(());
-        }
-        let per_signer = crate::protocol::roast::binomial(ready.len() - 1, need - 1);
-        if crate::protocol::roast::binomial(ready.len(), need) > HEDGE_MAX_SESSIONS
-            || per_signer.saturating_mul(self.machine.inputs()) > HEDGE_MAX_SHARES
-        {
-            return Ok(());
-        }
         let inputs = self.machine.inputs();
+        if ready.len() != usable || !hedge_fits(ready.len(), self.machine.threshold(), inputs) {
+            return Ok(());
+        }
         let store = &mut *self.store;
         let mut more = |i: u16| store.take(i, inputs);
         let starts = match self
@@ -596,12 +601,7 @@ pub async fn sign_psbt_one_round(
     let psbt_text = Arc::new(psbt.to_string());
     let threshold = meta.group.threshold();
     let n = roster.len();
-    let may_hedge = options.hedge
-        && n > usize::from(threshold)
-        && crate::protocol::roast::binomial(n, usize::from(threshold)) <= HEDGE_MAX_SESSIONS
-        && crate::protocol::roast::binomial(n - 1, usize::from(threshold).saturating_sub(1))
-            .saturating_mul(inputs)
-            <= HEDGE_MAX_SHARES;
+    let may_hedge = options.hedge && hedge_fits(n, threshold, inputs);
     // The first session leaves before the coordinator's own check of the PSBT: the signers
     // check it themselves and the request needs only commitments, so the check runs while
     // the requests travel.
@@ -615,12 +615,7 @@ pub async fn sign_psbt_one_round(
     if let Some((session, members)) = &early {
         let commitments: BTreeMap<u16, InputCommitments> = members
             .iter()
-            .map(|(i, c)| {
-                (
-                    *i,
-                    InputCommitments(c.iter().map(|p| p.commitments).collect()),
-                )
-            })
+            .map(|(i, c)| (*i, InputCommitments::of(c)))
             .collect();
         for (index, c) in members {
             let Some(entry) = roster.get(index).cloned() else {

@@ -78,6 +78,13 @@ pub struct PreCommitment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputCommitments(pub Vec<SigningCommitments>);
 
+impl InputCommitments {
+    /// The commitments of preprocessed nonces, in order.
+    pub fn of(nonces: &[PreCommitment]) -> Self {
+        InputCommitments(nonces.iter().map(|p| p.commitments).collect())
+    }
+}
+
 /// Bytes per input in [`InputCommitments`].
 const COMMITMENT_BYTES: usize = 66;
 
@@ -667,9 +674,9 @@ impl RoastCoordinator {
         for (i, c) in &members {
             let id =
                 identifier(*i).map_err(|source| CoordinateError::Frost { input: 0, source })?;
-            let list: Vec<SigningCommitments> = c.iter().map(|p| p.commitments).collect();
-            compact.insert(*i, InputCommitments(list.clone()));
-            by_id.insert(id, list);
+            let list = InputCommitments::of(c);
+            by_id.insert(id, list.0.clone());
+            compact.insert(*i, list);
             nonces.insert(*i, c.iter().map(|p| p.id).collect::<Vec<_>>());
         }
         let chosen: Vec<u16> = members.into_keys().collect();
