@@ -899,3 +899,28 @@ fn compact_commitments_round_trip_and_refuse_malformed_input() -> Result<()> {
     }
     Ok(())
 }
+
+/// PSBTs of 16 inputs or more are signed, checked and aggregated on two threads: the result
+/// must be the same (a valid transaction; an invalid-share signer named).
+#[test]
+fn large_psbts_split_over_two_threads_sign_and_name_the_cheat() -> Result<()> {
+    let mut rng = test_rng("large_psbts_split_over_two_threads_sign_and_name_the_cheat");
+    let inputs = u32::try_from(ckm::psbt::PARALLEL_INPUTS)? + 3;
+    let f = fixture(2, 3, inputs, &mut rng)?;
+    let mut psbt = f.psbt.clone();
+    let r = run(&f, &[Behaviour::Honest; 3], &mut psbt, &mut rng);
+    let outcome = r.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(outcome.transaction.input.len() == usize::try_from(inputs)?);
+    consensus_verify(&outcome.transaction, &f.funding)?;
+    let mut psbt = f.psbt.clone();
+    let r = run(
+        &f,
+        &[Behaviour::Invalid, Behaviour::Honest, Behaviour::Slow],
+        &mut psbt,
+        &mut rng,
+    );
+    let outcome = r.result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    consensus_verify(&outcome.transaction, &f.funding)?;
+    ensure!(outcome.malicious == vec![1], "{:?}", outcome.malicious);
+    Ok(())
+}

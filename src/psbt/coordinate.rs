@@ -27,9 +27,6 @@ use super::check::{check_psbt_with, CheckError, CheckedInput, CheckedPsbt};
 use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
 use crate::recovery::RecoveryPolicy;
 
-/// From this many inputs on, [`SigningSession::verify_shares`] checks on two threads.
-pub const PARALLEL_CHECK_INPUTS: usize = 16;
-
 type Suite = frost::Secp256K1Sha256TR;
 
 /// Signatures that [`SigningSession::aggregate`] verified, one per input, under each
@@ -222,33 +219,26 @@ impl SigningSession {
                 got: shares.len(),
             });
         }
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        if inputs < PARALLEL_CHECK_INPUTS || threads < 2 {
-            return self.verify_share_range(packages, signer, shares, 0..inputs, stop);
-        }
-        // Two halves; the first invalid share found stops the other half too.
+        // Large PSBTs on two threads; the first invalid share found stops the other half.
         let found_invalid = std::sync::atomic::AtomicBool::new(false);
         let halt = || stop() || found_invalid.load(std::sync::atomic::Ordering::Relaxed);
-        let half = inputs / 2;
-        let run = |range: std::ops::Range<usize>| {
+        let parts = super::in_halves(inputs, |range| {
             let verdict = self.verify_share_range(packages, signer, shares, range, &halt);
             if !matches!(verdict, Ok(Some(true)) | Ok(None)) {
                 found_invalid.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             verdict
-        };
-        let (first, second) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| run(half..inputs));
-            let first = run(0..half);
-            (first, other.join())
         });
-        let second = second.unwrap_or(Ok(Some(false)));
-        match (first, second) {
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(Some(false)), _) | (_, Ok(Some(false))) => Ok(Some(false)),
-            (Ok(Some(true)), Ok(Some(true))) => Ok(Some(true)),
-            _ => Ok(None),
+        let mut all_valid = true;
+        for part in parts {
+            match part {
+                Err(e) => return Err(e),
+                Ok(Some(false)) => return Ok(Some(false)),
+                Ok(Some(true)) => {}
+                Ok(None) => all_valid = false,
+            }
         }
+        Ok(all_valid.then_some(true))
     }
 
     fn verify_share_range(
@@ -335,26 +325,9 @@ impl SigningSession {
             return Err(CoordinateError::SignerSetChanged);
         }
         // Inputs are independent: large PSBTs are aggregated on two threads.
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let parts: Vec<Vec<Result<schnorr::Signature, InputFailure>>> =
-            if inputs < PARALLEL_CHECK_INPUTS || threads < 2 {
-                vec![self.aggregate_range(packages, shares, &signers, 0..inputs)]
-            } else {
-                let half = inputs / 2;
-                std::thread::scope(|scope| {
-                    let second = scope
-                        .spawn(|| self.aggregate_range(packages, shares, &signers, half..inputs));
-                    let first = self.aggregate_range(packages, shares, &signers, 0..half);
-                    vec![
-                        first,
-                        second.join().unwrap_or_else(|_| {
-                            vec![Err(InputFailure::Error(CoordinateError::Finalize(
-                                "an aggregation thread panicked".into(),
-                            )))]
-                        }),
-                    ]
-                })
-            };
+        let parts = super::in_halves(inputs, |range| {
+            self.aggregate_range(packages, shares, &signers, range)
+        });
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
         let mut signatures = Vec::with_capacity(inputs);
         for (input, result) in self
@@ -371,12 +344,6 @@ impl SigningSession {
                 Err(InputFailure::Culprits(found)) => culprits.extend(found),
                 Err(InputFailure::Error(e)) => return Err(e),
             }
-        }
-        if culprits.is_empty() && signatures.len() != inputs {
-            return Err(CoordinateError::Finalize(format!(
-                "{} signatures for {inputs} inputs",
-                signatures.len()
-            )));
         }
         if !culprits.is_empty() {
             return Err(CoordinateError::InvalidShares {

@@ -23,6 +23,32 @@ pub use version::{PsbtVersion, VersionedPsbt};
 use crate::frost::keys::{roster_index, KeyShare};
 use crate::recovery::RecoveryPolicy;
 
+/// From this many inputs on, signing, share checks and aggregation split the inputs over two
+/// threads (inputs are independent).
+pub const PARALLEL_INPUTS: usize = 16;
+
+/// Runs `work` over `0..len`: in two halves on two threads from [`PARALLEL_INPUTS`] items when
+/// the machine has two cores or more, else at once on this thread. The parts' results, in
+/// order.
+pub(crate) fn in_halves<T: Send>(
+    len: usize,
+    work: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if len < PARALLEL_INPUTS || threads < 2 {
+        return vec![work(0..len)];
+    }
+    let half = len / 2;
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| work(half..len));
+        let first = work(0..half);
+        let second = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        vec![first, second]
+    })
+}
+
 /// Errors of [`sign_in_memory`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

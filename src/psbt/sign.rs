@@ -103,9 +103,6 @@ pub fn signing_packages(
         .collect()
 }
 
-/// From this many inputs on, [`SignerNonces::sign`] signs on two threads.
-pub const PARALLEL_SIGN_INPUTS: usize = 16;
-
 /// One signer's nonces for one signing session: one pair per input, in memory only. Not
 /// `Clone`, not serializable; consumed by [`SignerNonces::sign`] and zeroized on drop.
 pub struct SignerNonces {
@@ -319,26 +316,12 @@ impl SignerNonces {
                 });
             }
         }
-        let inputs = checked.inputs().len();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        if inputs < PARALLEL_SIGN_INPUTS || threads < 2 {
-            return self.sign_range(share, packages, 0..inputs);
-        }
         // Inputs are independent: large PSBTs are signed on two threads.
-        let half = inputs / 2;
-        let (first, second) = std::thread::scope(|scope| {
-            let second = scope.spawn(|| self.sign_range(share, packages, half..inputs));
-            (self.sign_range(share, packages, 0..half), second.join())
-        });
-        let mut shares = first?;
-        match second {
-            Ok(rest) => shares.extend(rest?),
-            Err(_) => {
-                return Err(SignError::PackageCount {
-                    expected: inputs,
-                    got: shares.len(),
-                })
-            }
+        let mut shares = Vec::with_capacity(checked.inputs().len());
+        for part in super::in_halves(checked.inputs().len(), |range| {
+            self.sign_range(share, packages, range)
+        }) {
+            shares.extend(part?);
         }
         Ok(shares)
     }
