@@ -131,8 +131,8 @@ pub enum PsbtCommand {
         two_rounds: bool,
         /// Start a session for every T-subset of the signers at once when the PSBT is small
         /// (each signer computes at most 8 shares): up to N−T faulty signers then cost no
-        /// second round trip, at the price of more work and requests per signer — for
-        /// signers far apart (tens of ms or more), not on a LAN
+        /// second round trip, at the price of more work per signer (one share set per
+        /// session it is in) — for signers far apart (tens of ms or more), not on a LAN
         #[arg(long, conflicts_with = "two_rounds")]
         hedge: bool,
     },
