@@ -219,6 +219,36 @@ struct Run {
     delivered_from_faulty_hangers: usize,
 }
 
+/// One simulated signer per share, behaving as `behaviours` says (in roster order).
+fn simulated(f: &Fixture, behaviours: &[Behaviour]) -> BTreeMap<u16, Sim> {
+    f.shares
+        .iter()
+        .zip(behaviours)
+        .map(|(s, b)| {
+            (
+                ckm::frost::keys::roster_index(&s.identifier()),
+                Sim {
+                    share: s.clone(),
+                    pool: HashMap::new(),
+                    behaviour: *b,
+                },
+            )
+        })
+        .collect()
+}
+
+/// `n` behaviours: `faulty` on random distinct positions, honest elsewhere.
+fn placed(faulty: &[Behaviour], n: u16, rng: &mut StdRng) -> Vec<Behaviour> {
+    let mut behaviours = vec![Behaviour::Honest; usize::from(n)];
+    let mut positions: Vec<usize> = (0..usize::from(n)).collect();
+    for (k, b) in faulty.iter().enumerate() {
+        let j = rng.gen_range(k..positions.len());
+        positions.swap(k, j);
+        behaviours[positions[k]] = *b;
+    }
+    behaviours
+}
+
 /// Drives a ROAST run: a pool of messages delivered in random order (slow signers' answers
 /// only when nothing else is left); hanging signers' answers never.
 fn run(f: &Fixture, behaviours: &[Behaviour], psbt: &mut Psbt, rng: &mut StdRng) -> Run {
@@ -234,21 +264,7 @@ fn run(f: &Fixture, behaviours: &[Behaviour], psbt: &mut Psbt, rng: &mut StdRng)
         }
     };
     let k = machine.inputs();
-    let mut sims: BTreeMap<u16, Sim> = f
-        .shares
-        .iter()
-        .zip(behaviours)
-        .map(|(s, b)| {
-            (
-                ckm::frost::keys::roster_index(&s.identifier()),
-                Sim {
-                    share: s.clone(),
-                    pool: HashMap::new(),
-                    behaviour: *b,
-                },
-            )
-        })
-        .collect();
+    let mut sims = simulated(f, behaviours);
     let mut store = MemoryCommitments::default();
     let mut flight: Vec<Msg> = Vec::new();
     // Preprocessing: every signer is asked; hanging ones never answer.
@@ -444,13 +460,7 @@ fn roast_completes_with_n_minus_t_faulty_signers_of_every_kind() -> Result<()> {
         }
         for combo in combos {
             for _ in 0..4 {
-                let mut behaviours = vec![Honest; usize::from(n)];
-                let mut positions: Vec<usize> = (0..usize::from(n)).collect();
-                for (k, b) in combo.iter().enumerate() {
-                    let j = rng.gen_range(k..positions.len());
-                    positions.swap(k, j);
-                    behaviours[positions[k]] = *b;
-                }
+                let behaviours = placed(&combo, n, &mut rng);
                 let mut psbt = f.psbt.clone();
                 let r = run(&f, &behaviours, &mut psbt, &mut rng);
                 let outcome = r
@@ -742,33 +752,13 @@ fn hedged_start_completes_without_a_second_round() -> Result<()> {
         [Honest, Honest],
     ] {
         for _ in 0..4 {
-            let mut behaviours = vec![Honest; usize::from(n)];
-            let mut positions: Vec<usize> = (0..usize::from(n)).collect();
-            for (k, b) in faulty.iter().enumerate() {
-                let j = rng.gen_range(k..positions.len());
-                positions.swap(k, j);
-                behaviours[positions[k]] = *b;
-            }
+            let behaviours = placed(&faulty, n, &mut rng);
             let mut psbt = f.psbt.clone();
             let roster: Vec<u16> = (1..=n).collect();
             let mut machine = RoastCoordinator::new(&psbt, f.shares[0].group(), roster.clone())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let k = machine.inputs();
-            let mut sims: BTreeMap<u16, Sim> = f
-                .shares
-                .iter()
-                .zip(&behaviours)
-                .map(|(s, b)| {
-                    (
-                        ckm::frost::keys::roster_index(&s.identifier()),
-                        Sim {
-                            share: s.clone(),
-                            pool: HashMap::new(),
-                            behaviour: *b,
-                        },
-                    )
-                })
-                .collect();
+            let mut sims = simulated(&f, &behaviours);
             let mut store = MemoryCommitments::default();
             let per_signer = binomial(usize::from(n) - 1, usize::from(t) - 1);
             for (i, sim) in sims.iter_mut() {
