@@ -81,14 +81,4 @@ impl CheckCache {
         }
         entries.insert(key, (Instant::now(), checked));
     }
-
-    /// Entries held (for tests).
-    pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
