@@ -10,47 +10,19 @@ mod cluster;
 #[path = "common/consensus.rs"]
 mod consensus;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
-use bitcoin::bip32::{DerivationPath, Xpriv};
-use bitcoin::{NetworkKind, Psbt, ScriptBuf};
+use bitcoin::{Psbt, ScriptBuf};
 use ckm::keys::{GroupKey, WalletPath};
 use ckm::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::{CallError, Client};
-use ckm::recovery::sign::RecoverySecret;
-use ckm::recovery::{RecoveryKey, RecoveryPolicy, WalletScripts};
+use ckm::recovery::{RecoveryPolicy, WalletScripts};
 use ckm::wallet::{CkmWallet, RosterEntry};
 use cluster::*;
-use rand::RngCore;
 
 const BLOCKS: u16 = 10;
-
-fn recovery_key() -> Result<(Xpriv, RecoveryKey)> {
-    let mut seed = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut seed);
-    let master = Xpriv::new_master(NetworkKind::Test, &seed)?;
-    let secret: RecoverySecret = master.to_string().parse()?;
-    let key = secret.public_at(&DerivationPath::from_str("86'/1'/0'")?)?;
-    Ok((master, key))
-}
-
-/// Three signers and a 2-of-3 wallet with a recovery path after [`BLOCKS`] blocks.
-fn recovery_cluster(key: &RecoveryKey) -> Result<Cluster> {
-    let mut c = Cluster::start(3)?;
-    let mut args = c.create_args(WALLET, 2);
-    args.extend([
-        "--recovery-key".to_string(),
-        key.to_string(),
-        "--recovery-after".to_string(),
-        BLOCKS.to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.created = ckm_json(&c.coord, &args).map_err(|e| e.context(c.logs()))?;
-    Ok(c)
-}
 
 /// Sends round 1 of a signing session for `psbt` to every signer, as the coordinator.
 fn commit_everywhere(
@@ -106,7 +78,7 @@ fn path_of(psbt: &Psbt, input: usize) -> Result<WalletPath> {
 #[test]
 fn every_signer_refuses_merkle_roots_other_than_the_certified_policy() -> Result<()> {
     let (_, key) = recovery_key()?;
-    let c = recovery_cluster(&key)?;
+    let c = Cluster::with_recovery_wallet(&key, BLOCKS)?;
     let p = fund_and_build(&c)?;
     let group = p.group.clone();
     let policy = RecoveryPolicy::new(vec![key], 1, BLOCKS)?;
@@ -185,7 +157,7 @@ fn every_signer_refuses_merkle_roots_other_than_the_certified_policy() -> Result
 #[test]
 fn signer_address_shows_the_coordinators_addresses() -> Result<()> {
     let (_, key) = recovery_key()?;
-    let c = recovery_cluster(&key)?;
+    let c = Cluster::with_recovery_wallet(&key, BLOCKS)?;
     let desc = ckm_json(&c.coord, &["wallet", "descriptor"])?;
     ensure!(
         json_str(&desc, "external")?.contains(&format!("{key}/0/*")),
@@ -241,7 +213,7 @@ fn signer_address_shows_the_coordinators_addresses() -> Result<()> {
 #[test]
 fn the_recovery_path_survives_refresh_and_enrolment() -> Result<()> {
     let (_, key) = recovery_key()?;
-    let mut c = recovery_cluster(&key)?;
+    let mut c = Cluster::with_recovery_wallet(&key, BLOCKS)?;
     let funding = fund(&c, &FUNDS)?;
     let before = ckm_json(&c.coord, &["wallet", "descriptor"])?;
     let spend = |c: &Cluster, name: &str, sats: u64| -> Result<Vec<u16>> {

@@ -25,42 +25,16 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{anyhow, ensure, Result};
-use bitcoin::bip32::{DerivationPath, Xpriv};
-use bitcoin::{NetworkKind, Psbt};
+use bitcoin::bip32::DerivationPath;
+use bitcoin::Psbt;
 use chain::{assert_key_path, mine_and_confirm, sync};
 use ckm::frost::keys::secp;
-use ckm::recovery::sign::RecoverySecret;
-use ckm::recovery::RecoveryKey;
-use cluster::{ckm, ckm_json, foreign_address, json_str, path_str, Cluster, WALLET};
-use rand::RngCore;
+use cluster::{ckm, ckm_json, foreign_address, json_str, path_str, recovery_key, Cluster, WALLET};
 use serde_json::{json, Value};
 use testenv::TestEnv;
 
 /// The recovery timelock of the tests' wallets.
 const BLOCKS: u16 = 20;
-
-fn recovery_key() -> Result<(Xpriv, RecoveryKey)> {
-    let mut seed = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut seed);
-    let master = Xpriv::new_master(NetworkKind::Test, &seed)?;
-    let secret: RecoverySecret = master.to_string().parse()?;
-    let key = secret.public_at(&DerivationPath::from_str("86'/1'/0'")?)?;
-    Ok((master, key))
-}
-
-fn recovery_cluster(key: &RecoveryKey) -> Result<Cluster> {
-    let mut c = Cluster::start(3)?;
-    let mut args = c.create_args(WALLET, 2);
-    args.extend([
-        "--recovery-key".to_string(),
-        key.to_string(),
-        "--recovery-after".to_string(),
-        BLOCKS.to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.created = ckm_json(&c.coord, &args).map_err(|e| e.context(c.logs()))?;
-    Ok(c)
-}
 
 fn address(c: &Cluster) -> Result<String> {
     Ok(json_str(&ckm_json(&c.coord, &["wallet", "address"])?, "address")?.to_string())
@@ -132,7 +106,7 @@ fn tx_hex(path: &Path) -> Result<String> {
 fn key_path_still_works_and_the_recovery_path_opens_after_the_timelock() -> Result<()> {
     let env = TestEnv::new()?;
     let (master, key) = recovery_key()?;
-    let c = recovery_cluster(&key)?;
+    let c = Cluster::with_recovery_wallet(&key, BLOCKS)?;
     for _ in 0..3 {
         env.fund(&address(&c)?, 1_000_000)?;
     }
@@ -344,7 +318,7 @@ fn key_path_still_works_and_the_recovery_path_opens_after_the_timelock() -> Resu
 fn exported_recovery_descriptor_derives_the_same_addresses_in_bitcoind() -> Result<()> {
     let env = TestEnv::new()?;
     let (_, key) = recovery_key()?;
-    let c = recovery_cluster(&key)?;
+    let c = Cluster::with_recovery_wallet(&key, BLOCKS)?;
     let desc = ckm_json(&c.coord, &["wallet", "descriptor"])?;
     let external = json_str(&desc, "external")?;
     let internal = json_str(&desc, "internal")?;

@@ -43,6 +43,18 @@ use ckm::wallet::{CkmWallet, RosterEntry};
 use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ckm");
+
+/// A fresh random recovery master key (test network) and its public recovery key at
+/// m/86'/1'/0'.
+pub fn recovery_key() -> Result<(bitcoin::bip32::Xpriv, ckm::recovery::RecoveryKey)> {
+    use rand::RngCore;
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let master = bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &seed)?;
+    let secret: ckm::recovery::sign::RecoverySecret = master.to_string().parse()?;
+    let key = secret.public_at(&bitcoin::bip32::DerivationPath::from_str("86'/1'/0'")?)?;
+    Ok((master, key))
+}
 pub const PASSPHRASE: &str = "correct horse battery staple";
 pub const NETWORK: Network = Network::Regtest;
 pub const WALLET: &str = "vault";
@@ -701,6 +713,22 @@ impl Cluster {
             created: serde_json::Value::Null,
             dir,
         })
+    }
+
+    /// Three signers and a 2-of-3 wallet named [`WALLET`] with a recovery path for `key`
+    /// after `blocks` blocks (`wallet create … --recovery-key KEY --recovery-after BLOCKS`).
+    pub fn with_recovery_wallet(key: &ckm::recovery::RecoveryKey, blocks: u16) -> Result<Self> {
+        let mut c = Self::start(3)?;
+        let mut args = c.create_args(WALLET, 2);
+        args.extend([
+            "--recovery-key".to_string(),
+            key.to_string(),
+            "--recovery-after".to_string(),
+            blocks.to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.created = ckm_json(&c.coord, &args).map_err(|e| e.context(c.logs()))?;
+        Ok(c)
     }
 
     /// Starts `n` signers and runs `wallet create WALLET -t T` across them.
