@@ -43,7 +43,9 @@ use ckm::keys::{CertPin, Roster, RosterEntry};
 use ckm::psbt::check::CheckError;
 use ckm::psbt::coordinate::CoordinateError;
 use ckm::psbt::sign::SignError;
-use ckm::psbt::{check_psbt, commit, sign_in_memory, InMemoryError, SigningSession};
+use ckm::psbt::{
+    check_psbt, commit, sign_in_memory, InMemoryError, SessionPackages, SigningSession,
+};
 use ckm::wallet::{descriptors, CkmWallet, WalletMeta};
 use frost::keys::dkg::round2;
 use frost::round2::SignatureShare;
@@ -1063,9 +1065,22 @@ fn corrupted_signature_share_names_the_culprit() -> Result<()> {
     let r = run_rounds(&f, &[0, 2], &mut rng)?;
     let culprit = f.shares[2].identifier();
 
-    // Honest shares aggregate into valid signatures.
+    // Honest shares aggregate into valid signatures, with or without the session's
+    // precomputation, and each signer's shares check on their own.
     let signatures = r.session.aggregate(&r.packages, &r.shares)?;
     ensure!(signatures.len() == 3);
+    let precomputed = SessionPackages::new(r.packages.clone());
+    r.session.precompute(&precomputed);
+    ensure!(precomputed.is_precomputed());
+    let again = r.session.aggregate_session(&precomputed, &r.shares)?;
+    ensure!(*again == *signatures);
+    for (signer, list) in &r.shares {
+        ensure!(
+            r.session
+                .verify_shares(&precomputed, *signer, list, &|| false)?
+                == Some(true)
+        );
+    }
 
     // (a) Signer 3 sends its share for input 0 again as its share for input 1.
     let mut bad = r.shares.clone();
@@ -1180,11 +1195,80 @@ fn finalize_writes_what_miniscript_writes() -> Result<()> {
     Ok(())
 }
 
+/// ROAST's check of one signer's shares from the session's precomputation (`z·G` against a
+/// precomputed point) agrees with frost's own check, share by share, over many sessions (so
+/// over group commitments of both parities): every honest share passes, every share off by
+/// one fails, on either path.
+#[test]
+fn precomputed_share_checks_agree_with_frost() -> Result<()> {
+    let mut rng = test_rng("precomputed_share_checks_agree_with_frost");
+    let f = fixture(&mut rng)?;
+    for round in 0..8 {
+        let r = run_rounds(&f, &[round % 3, (round + 1) % 3], &mut rng)?;
+        let plain = SessionPackages::new(r.packages.clone());
+        let precomputed = SessionPackages::new(r.packages.clone());
+        r.session.precompute(&precomputed);
+        ensure!(precomputed.is_precomputed());
+        for (signer, list) in &r.shares {
+            for packages in [&plain, &precomputed] {
+                let verdict = r
+                    .session
+                    .verify_shares(packages, *signer, list, &|| false)?;
+                ensure!(
+                    verdict == Some(true),
+                    "round {round}: {signer:?} {verdict:?}"
+                );
+                for k in 0..list.len() {
+                    let mut bad = list.clone();
+                    let scalar =
+                        SecretKey::from_slice(&bad[k].serialize())?.add_tweak(&Scalar::ONE)?;
+                    bad[k] = SignatureShare::deserialize(&scalar.secret_bytes())?;
+                    let verdict = r
+                        .session
+                        .verify_shares(packages, *signer, &bad, &|| false)?;
+                    ensure!(
+                        verdict == Some(false),
+                        "round {round}, input {k}: {signer:?} {verdict:?}"
+                    );
+                }
+            }
+        }
+        let signatures = r.session.aggregate(&r.packages, &r.shares)?;
+        ensure!(*r.session.aggregate_session(&precomputed, &r.shares)? == *signatures);
+    }
+    Ok(())
+}
+
 fn expect_culprits(
     r: &Round2,
     shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
     expected: &[u16],
 ) -> Result<()> {
+    // Each signer's shares checked on their own (ROAST's check, with frost's own path and
+    // from the session's precomputation) find the same culprits, as does the precomputed
+    // aggregation.
+    let plain = SessionPackages::new(r.packages.clone());
+    let precomputed = SessionPackages::new(r.packages.clone());
+    r.session.precompute(&precomputed);
+    ensure!(precomputed.is_precomputed() && !plain.is_precomputed());
+    for packages in [&plain, &precomputed] {
+        for (signer, list) in shares {
+            let verdict = r
+                .session
+                .verify_shares(packages, *signer, list, &|| false)?;
+            let culprit = expected.iter().any(|&i| id(i) == *signer);
+            ensure!(
+                verdict == Some(!culprit),
+                "signer {signer:?}: check said {verdict:?} ({packages:?})"
+            );
+        }
+        match r.session.aggregate_session(packages, shares) {
+            Err(CoordinateError::InvalidShares { culprits, .. }) => {
+                ensure!(culprits == expected)
+            }
+            other => bail!("{packages:?}: expected InvalidShares {expected:?}, got {other:?}"),
+        }
+    }
     match r.session.aggregate(&r.packages, shares) {
         Err(CoordinateError::InvalidShares {
             culprits,

@@ -291,7 +291,7 @@ fn run(f: &Fixture, behaviours: &[Behaviour], psbt: &mut Psbt, rng: &mut StdRng)
                         flight.push(Msg::Request {
                             signer: *i,
                             session: s.session,
-                            packages: s.packages.as_ref().clone(),
+                            packages: s.packages.to_vec(),
                             nonces: s.nonces.get(i).cloned().unwrap_or_default(),
                         });
                     }
@@ -780,7 +780,7 @@ fn hedged_start_completes_without_a_second_round() -> Result<()> {
                     s.chosen.iter().map(|i| Msg::Request {
                         signer: *i,
                         session: s.session,
-                        packages: s.packages.as_ref().clone(),
+                        packages: s.packages.to_vec(),
                         nonces: s.nonces.get(i).cloned().unwrap_or_default(),
                     })
                 })

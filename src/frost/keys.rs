@@ -342,15 +342,27 @@ impl GroupPublic {
         spend: &SpendKey,
         participant: &Identifier,
     ) -> Result<VerifyingShare, KeyError> {
+        Ok(VerifyingShare::deserialize(
+            &self.spend_share_point(spend, participant)?.serialize(),
+        )?)
+    }
+
+    /// [`GroupPublic::spend_verifying_share`] as a libsecp256k1 point.
+    ///
+    /// # Errors
+    /// As [`GroupPublic::spend_verifying_share`].
+    pub fn spend_share_point(
+        &self,
+        spend: &SpendKey,
+        participant: &Identifier,
+    ) -> Result<PublicKey, KeyError> {
         let root = self
             .share_points
             .get(participant)
             .ok_or(KeyError::UnknownParticipant {
                 participant: roster_index(participant),
             })?;
-        Ok(VerifyingShare::deserialize(
-            &spend.apply_to_point(root)?.serialize(),
-        )?)
+        spend.apply_to_point(root)
     }
 
     /// The public key package of `spend` (the child key tweaked for its Taproot output),
@@ -451,6 +463,12 @@ impl SpendKey {
     /// Never in practice (a valid point always encodes).
     pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
         Ok(VerifyingKey::deserialize(&self.output_key.serialize())?)
+    }
+
+    /// Whether the output key has odd Y (frost's aggregation then negates the verifying key
+    /// and every verifying share).
+    pub fn output_key_is_odd(&self) -> bool {
+        self.output_key.x_only_public_key().1 == Parity::Odd
     }
 
     /// The output key lifted to even Y, as BIP-0340 (and frost's aggregation) uses it.

@@ -285,6 +285,38 @@ impl Client {
         signer: &RosterEntry,
         message: &CoordinatorToSigner,
     ) -> Result<SignerToCoordinator, CallError> {
+        let body = Self::encode(signer.index, message)?;
+        self.call_encoded(signer, body).await
+    }
+
+    /// The body of `message` to signer `index`, as [`Client::call_encoded`] sends it: a
+    /// caller that must not let the encoding wait (for other work it starts next) encodes
+    /// first.
+    ///
+    /// # Errors
+    /// [`CallError::RequestTooLarge`].
+    pub fn encode(index: u16, message: &CoordinatorToSigner) -> Result<Vec<u8>, CallError> {
+        let body = message::encode(message);
+        if body.len() > MAX_BODY {
+            return Err(CallError::RequestTooLarge {
+                index,
+                bytes: body.len(),
+                limit: MAX_BODY,
+                hint: too_large_hint(message),
+            });
+        }
+        Ok(body)
+    }
+
+    /// [`Client::call`] with a body from [`Client::encode`].
+    ///
+    /// # Errors
+    /// See [`CallError`].
+    pub async fn call_encoded(
+        &self,
+        signer: &RosterEntry,
+        body: Vec<u8>,
+    ) -> Result<SignerToCoordinator, CallError> {
         let index = signer.index;
         let url = signer.url.clone();
         let base = check_url(&signer.url).map_err(|reason| CallError::BadUrl {
@@ -304,15 +336,6 @@ impl Client {
                     url: url.clone(),
                     reason,
                 })?;
-        let body = message::encode(message);
-        if body.len() > MAX_BODY {
-            return Err(CallError::RequestTooLarge {
-                index,
-                bytes: body.len(),
-                limit: MAX_BODY,
-                hint: too_large_hint(message),
-            });
-        }
         let auth = RequestAuth::sign(
             &self.key,
             "POST",

@@ -238,6 +238,10 @@ impl Driver<'_> {
     /// only after a hedged start).
     fn send(&mut self, starts: Vec<crate::protocol::roast::SessionStart>) {
         let mut per_signer: BTreeMap<u16, Vec<MoreSession>> = BTreeMap::new();
+        let precomputations: Vec<_> = starts
+            .iter()
+            .map(|s| self.machine.precomputation(s))
+            .collect();
         for start in starts {
             if !self.started.contains(&start.session) {
                 self.started.push(start.session);
@@ -272,6 +276,9 @@ impl Driver<'_> {
                 more,
             };
             spawn_request(&mut self.set, self.client, entry, sessions, message);
+        }
+        for work in precomputations {
+            precompute_in_background(work);
         }
     }
 
@@ -354,7 +361,8 @@ impl Driver<'_> {
 }
 
 /// Sends one signing request (for `sessions`) to `entry`; its answer comes back as
-/// [`Event::Signed`].
+/// [`Event::Signed`]. The request is encoded here, before the task starts, so that what the
+/// caller starts next (a precomputation) cannot delay it.
 fn spawn_request(
     set: &mut JoinSet<Event>,
     client: &Client,
@@ -364,13 +372,32 @@ fn spawn_request(
 ) {
     let client = client.clone();
     let index = entry.index;
+    let body = Client::encode(index, &message);
+    drop(message);
     set.spawn(async move {
+        let reply = match body {
+            Ok(body) => client.call_encoded(&entry, body).await,
+            Err(e) => Err(e),
+        };
         Event::Signed {
             index,
             sessions,
-            reply: client.call(&entry, &message).await,
+            reply,
         }
     });
+}
+
+/// Runs a session's precomputation ([`RoastCoordinator::precomputation`]) on its own thread
+/// while the session's requests travel (they were encoded before). What it computes is kept
+/// with the session; its share checks and aggregation use it once it is complete and take
+/// frost's own path before, so nothing waits for it (nor for a thread that failed to start).
+fn precompute_in_background(work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name("ckm-precompute".into())
+        .spawn(work)
+    {
+        tracing::debug!("no precomputation thread: {e}");
+    }
 }
 
 /// The first session, sent before the coordinator's own check of the PSBT (which then runs
@@ -649,7 +676,8 @@ pub async fn sign_psbt_one_round(
     };
     let mut started = Vec::new();
     if let Some((session, members)) = early {
-        machine.adopt(session, members)?;
+        let start = machine.adopt(session, members)?;
+        precompute_in_background(machine.precomputation(&start));
         started.push(session);
     }
     let mut d = Driver {

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use bitcoin::{Psbt, Transaction};
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
-use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,7 @@ use super::SessionId;
 use crate::frost::identifier;
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::keys::{GroupKey, GroupPublic};
-use crate::psbt::{CoordinateError, SigningSession};
+use crate::psbt::{CoordinateError, SessionPackages, SigningSession};
 use crate::recovery::RecoveryPolicy;
 
 /// The id of one preprocessed nonce pair at one signer (16 random bytes, hex in JSON).
@@ -90,13 +89,9 @@ const COMMITMENT_BYTES: usize = 66;
 
 impl Serialize for InputCommitments {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.0.len() * COMMITMENT_BYTES);
-        for c in &self.0 {
-            for point in [c.hiding(), c.binding()] {
-                bytes.extend(point.serialize().map_err(serde::ser::Error::custom)?);
-            }
-        }
-        serializer.serialize_str(&hex::encode(bytes))
+        let bytes = crate::frost::compressed_commitments(&self.0)
+            .ok_or_else(|| serde::ser::Error::custom("a commitment is the identity point"))?;
+        serializer.serialize_str(&hex::encode(bytes.as_flattened()))
     }
 }
 
@@ -124,6 +119,46 @@ impl<'de> Deserialize<'de> for InputCommitments {
             })
             .collect::<Result<Vec<_>, D::Error>>()
             .map(InputCommitments)
+    }
+}
+
+/// Each commitment as frost's `SigningCommitments::serialize` encodes it (what a batch
+/// signs), without its field inversion per point: frost's encoding of the first commitment is
+/// a template whose two points are replaced by each commitment's
+/// ([`crate::frost::compressed_commitments`]); the result for the last commitment is compared
+/// with frost's own, and frost encodes every commitment when it differs.
+fn frost_encodings(list: &[SigningCommitments]) -> Option<Vec<Vec<u8>>> {
+    let one_by_one = || list.iter().map(|c| c.serialize().ok()).collect();
+    let (Some(first), Some(last)) = (list.first(), list.last()) else {
+        return Some(Vec::new());
+    };
+    let template = first.serialize().ok()?;
+    let compact = crate::frost::compressed_commitments(list)?;
+    let (hiding, binding) = compact.first()?.split_at(COMMITMENT_BYTES / 2);
+    let find = |needle: &[u8], from: usize| {
+        template
+            .get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let Some(h) = find(hiding, 0) else {
+        return one_by_one();
+    };
+    let Some(b) = find(binding, h + hiding.len()) else {
+        return one_by_one();
+    };
+    let fill = |c: &[u8; COMMITMENT_BYTES]| -> Option<Vec<u8>> {
+        let (hiding, binding) = c.split_at(COMMITMENT_BYTES / 2);
+        let mut t = template.clone();
+        t.get_mut(h..h + hiding.len())?.copy_from_slice(hiding);
+        t.get_mut(b..b + binding.len())?.copy_from_slice(binding);
+        Some(t)
+    };
+    let out: Option<Vec<Vec<u8>>> = compact.iter().map(fill).collect();
+    match out {
+        Some(out) if out.last() == last.serialize().ok().as_ref() => Some(out),
+        _ => one_by_one(),
     }
 }
 
@@ -181,9 +216,9 @@ impl CommitmentBatch {
         m.extend_from_slice(&coordinator.to_bytes());
         m.extend_from_slice(&wallet.to_bytes());
         m.extend_from_slice(&u32::try_from(commitments.len()).ok()?.to_be_bytes());
-        for c in commitments {
+        let list: Vec<SigningCommitments> = commitments.iter().map(|c| c.commitments).collect();
+        for (c, bytes) in commitments.iter().zip(frost_encodings(&list)?) {
             m.extend_from_slice(&c.id.0);
-            let bytes = c.commitments.serialize().ok()?;
             m.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_be_bytes());
             m.extend_from_slice(&bytes);
         }
@@ -294,7 +329,7 @@ pub struct SessionStart {
     /// The chosen signers.
     pub chosen: Vec<u16>,
     /// One signing package per input (the same for every chosen signer).
-    pub packages: Arc<Vec<SigningPackage>>,
+    pub packages: Arc<SessionPackages>,
     /// What the signers are sent instead: every chosen signer's commitments.
     pub commitments: Arc<BTreeMap<u16, InputCommitments>>,
     /// Each chosen signer's nonce ids, one per input.
@@ -304,7 +339,7 @@ pub struct SessionStart {
 #[derive(Debug)]
 struct Active {
     chosen: Vec<u16>,
-    packages: Arc<Vec<SigningPackage>>,
+    packages: Arc<SessionPackages>,
     shares: BTreeMap<u16, Vec<SignatureShare>>,
     /// A member failed: the session can never complete.
     dead: bool,
@@ -351,7 +386,7 @@ pub enum SharesOutcome {
 #[derive(Debug)]
 pub struct ShareCheck {
     core: Arc<SigningSession>,
-    packages: Arc<Vec<SigningPackage>>,
+    packages: Arc<SessionPackages>,
     /// The signer.
     pub signer: u16,
     shares: Vec<SignatureShare>,
@@ -680,7 +715,7 @@ impl RoastCoordinator {
             nonces.insert(*i, c.iter().map(|p| p.id).collect::<Vec<_>>());
         }
         let chosen: Vec<u16> = members.into_keys().collect();
-        let packages = Arc::new(self.core.signing_packages(&by_id)?);
+        let packages = Arc::new(SessionPackages::new(self.core.signing_packages(&by_id)?));
         self.sessions.insert(
             session,
             Active {
@@ -698,6 +733,15 @@ impl RoastCoordinator {
             commitments: Arc::new(compact),
             nonces,
         })
+    }
+
+    /// What a started session's share checks and aggregation have in common
+    /// ([`SigningSession::precompute`]), as work for another thread while its requests
+    /// travel: the checks and the aggregation then skip most of their work.
+    pub fn precomputation(&self, start: &SessionStart) -> impl FnOnce() + Send + 'static {
+        let core = Arc::clone(&self.core);
+        let packages = Arc::clone(&start.packages);
+        move || core.precompute(&packages)
     }
 
     /// Commitments handed to [`RoastCoordinator::ready`] that no session used (never sent
@@ -772,7 +816,7 @@ impl RoastCoordinator {
         let packages = Arc::clone(&active.packages);
         let chosen = active.chosen.clone();
         self.sessions.remove(session);
-        match self.core.aggregate(&packages, &by_id) {
+        match self.core.aggregate_session(&packages, &by_id) {
             Ok(signatures) => {
                 let transaction = self.core.finalize(psbt, &signatures)?;
                 Ok(SharesOutcome::Done(Box::new(RoastOutcome {
@@ -797,5 +841,45 @@ impl RoastCoordinator {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch-normalized encodings equal frost's own, point by point and commitment by
+    /// commitment, for freshly computed points (projective, z ≠ 1) and for decoded ones.
+    #[test]
+    fn fast_commitment_encodings_are_frosts() {
+        let mut rng = rand::rngs::OsRng;
+        let (shares, _) =
+            frost::keys::generate_with_dealer(3, 2, frost::keys::IdentifierList::Default, rng)
+                .expect("dealer");
+        let share = shares.values().next().expect("a share");
+        let list: Vec<SigningCommitments> = (0..20)
+            .map(|_| frost::round1::commit(share.signing_share(), &mut rng).1)
+            .collect();
+        let compact = crate::frost::compressed_commitments(&list).expect("no identity");
+        assert_eq!(compact.len(), list.len());
+        for (c, bytes) in list.iter().zip(&compact) {
+            let frosts = [
+                c.hiding().serialize().expect("hiding"),
+                c.binding().serialize().expect("binding"),
+            ]
+            .concat();
+            assert_eq!(bytes.as_slice(), frosts.as_slice());
+        }
+        let wire = serde_json::to_string(&InputCommitments(list.clone())).expect("encode");
+        let decoded: InputCommitments = serde_json::from_str(&wire).expect("decode");
+        assert_eq!(decoded.0, list);
+        for commitments in [list, decoded.0] {
+            let fast = frost_encodings(&commitments).expect("encodings");
+            assert_eq!(fast.len(), commitments.len());
+            for (c, bytes) in commitments.iter().zip(&fast) {
+                assert_eq!(&c.serialize().expect("frost"), bytes);
+            }
+        }
+        assert_eq!(frost_encodings(&[]), Some(Vec::new()));
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 
 use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{schnorr, Message};
+use bitcoin::secp256k1::{schnorr, Message, PublicKey, Scalar, SecretKey};
 use bitcoin::{taproot, Psbt, Transaction, Txid, Witness};
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
@@ -126,6 +126,67 @@ pub enum CoordinateError {
     Finalize(String),
 }
 
+/// What frost computes for one input of a signing session before it looks at any share —
+/// the binding factors, the members' commitment shares `Rᵢ = Dᵢ + ρᵢ·Eᵢ`, the group
+/// commitment `R = ΣRᵢ` and the challenge `c` under the even-Y output key — kept as what
+/// the aggregation and the share checks need: `R`, and for each member the point its share
+/// must be the discrete logarithm of.
+struct InputPrecompute {
+    group_commitment: frost_core::GroupCommitment<Suite>,
+    members: BTreeMap<Identifier, MemberPrecompute>,
+}
+
+/// One member's part of an [`InputPrecompute`].
+struct MemberPrecompute {
+    /// `z·G` for the member's valid share `z`: the right-hand side of frost's share check
+    /// (RFC 9591 `verify_signature_share`, as frost-secp256k1-tr adapts it to BIP-340),
+    /// `R'ᵢ + (c·λᵢ)·Y'ᵢ` — `R'ᵢ` is `Rᵢ` negated when `R` has odd Y, `Y'ᵢ` the member's
+    /// verifying share negated when the output key has odd Y, `λᵢ` its Lagrange coefficient
+    /// in the session. A check is then one multiplication by the generator (libsecp256k1).
+    expected: PublicKey,
+}
+
+/// One signing session's packages (one per input) and, once computed, what its share checks
+/// and its aggregation have in common ([`SigningSession::precompute`]): computed once,
+/// ideally while the requests travel, rather than again for each signer's check and for the
+/// aggregation on the critical path.
+pub struct SessionPackages {
+    packages: Vec<SigningPackage>,
+    precomputed: std::sync::OnceLock<Option<Vec<InputPrecompute>>>,
+}
+
+impl SessionPackages {
+    /// Packages not precomputed yet.
+    pub fn new(packages: Vec<SigningPackage>) -> Self {
+        SessionPackages {
+            packages,
+            precomputed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether [`SigningSession::precompute`] completed, so that checks and the aggregation
+    /// use it.
+    pub fn is_precomputed(&self) -> bool {
+        matches!(self.precomputed.get(), Some(Some(_)))
+    }
+}
+
+impl Deref for SessionPackages {
+    type Target = [SigningPackage];
+    fn deref(&self) -> &[SigningPackage] {
+        &self.packages
+    }
+}
+
+impl std::fmt::Debug for SessionPackages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionPackages")
+            .field("inputs", &self.packages.len())
+            .field("precomputed", &self.is_precomputed())
+            .finish()
+    }
+}
+
 /// A coordinator's signing session for one PSBT.
 #[derive(Debug, Clone)]
 pub struct SigningSession {
@@ -202,7 +263,7 @@ impl SigningSession {
     /// share is `Ok(Some(false))`.
     pub fn verify_shares(
         &self,
-        packages: &[SigningPackage],
+        packages: &SessionPackages,
         signer: Identifier,
         shares: &[SignatureShare],
         stop: &(dyn Fn() -> bool + Sync),
@@ -219,11 +280,12 @@ impl SigningSession {
                 got: shares.len(),
             });
         }
+        let pre = self.precomputed(packages);
         // Large PSBTs on two threads; the first invalid share found stops the other half.
         let found_invalid = std::sync::atomic::AtomicBool::new(false);
         let halt = || stop() || found_invalid.load(std::sync::atomic::Ordering::Relaxed);
         let parts = super::in_halves(inputs, |range| {
-            let verdict = self.verify_share_range(packages, signer, shares, range, &halt);
+            let verdict = self.verify_share_range(packages, pre, signer, shares, range, &halt);
             if !matches!(verdict, Ok(Some(true)) | Ok(None)) {
                 found_invalid.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -241,9 +303,11 @@ impl SigningSession {
         Ok(all_valid.then_some(true))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn verify_share_range(
         &self,
         packages: &[SigningPackage],
+        pre: Option<&[InputPrecompute]>,
         signer: Identifier,
         shares: &[SignatureShare],
         range: std::ops::Range<usize>,
@@ -261,6 +325,19 @@ impl SigningSession {
             };
             if !package.signing_commitments().contains_key(&signer) {
                 return Err(CoordinateError::SignerSetChanged);
+            }
+            if let Some(pre) = pre.and_then(|p| p.get(k)) {
+                let Some(member) = pre.members.get(&signer) else {
+                    return Err(CoordinateError::SignerSetChanged);
+                };
+                // z·G against the precomputed right-hand side (which is never the point at
+                // infinity, so a zero share is invalid).
+                let valid = SecretKey::from_slice(&share.serialize())
+                    .is_ok_and(|z| PublicKey::from_secret_key(secp(), &z) == member.expected);
+                if !valid {
+                    return Ok(Some(false));
+                }
+                continue;
             }
             let derive_err = |source| CoordinateError::Derive {
                 input: input.index,
@@ -286,6 +363,94 @@ impl SigningSession {
         Ok(Some(true))
     }
 
+    /// Computes, once, what every share check and the aggregation of `packages` have in
+    /// common (group commitment, challenge, and each member's verifying share, Lagrange
+    /// coefficient and commitment share, for every input), on two threads for large PSBTs.
+    /// Meant for spare CPU time while the session's requests travel: checks and the
+    /// aggregation use it once it is complete and otherwise take frost's own path (so they
+    /// never wait for it); so does a failure here, which that path reports.
+    pub fn precompute(&self, packages: &SessionPackages) {
+        packages.precomputed.get_or_init(|| {
+            let inputs = self.checked.inputs();
+            if packages.packages.len() != inputs.len() {
+                return None;
+            }
+            let parts = super::in_halves(inputs.len(), |range| {
+                range
+                    .map(|k| {
+                        let (input, package) = (inputs.get(k)?, packages.packages.get(k)?);
+                        self.precompute_input(input, package)
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            parts
+                .into_iter()
+                .collect::<Option<Vec<Vec<_>>>>()
+                .map(|p| p.into_iter().flatten().collect())
+        });
+    }
+
+    /// The precomputation of `packages` if it is complete.
+    fn precomputed<'a>(&self, packages: &'a SessionPackages) -> Option<&'a [InputPrecompute]> {
+        packages.precomputed.get().and_then(|p| p.as_deref())
+    }
+
+    /// frost's `verify_signature_share` up to its last step, for every member at once, with
+    /// the group commitment as the sum of the commitment shares (what frost's
+    /// `compute_group_commitment` computes) and the last points in libsecp256k1. `None`
+    /// sends checks and aggregation of the session to frost's own path.
+    fn precompute_input(
+        &self,
+        input: &CheckedInput,
+        package: &SigningPackage,
+    ) -> Option<InputPrecompute> {
+        use frost_core::Group as _;
+        use k256::elliptic_curve::point::AffineCoordinates as _;
+        use k256::elliptic_curve::sec1::ToEncodedPoint as _;
+        let identity = <Suite as frost_core::Ciphersuite>::Group::identity();
+        // frost's `pre_aggregate` for this ciphersuite lifts the key to even Y (negating every
+        // verifying share with it); `pre_commitment_aggregate` is the identity.
+        let verifying_key = input.spend.even_verifying_key().ok()?;
+        let negate_shares = input.spend.output_key_is_odd();
+        let binding_factors =
+            frost_core::compute_binding_factor_list::<Suite>(package, &verifying_key, &[]).ok()?;
+        let mut commitment_shares = Vec::new();
+        let mut sum = identity;
+        for (id, commitments) in package.signing_commitments() {
+            // frost refuses identity commitments (and so leaves this to its own path).
+            if commitments.hiding().value() == identity || commitments.binding().value() == identity
+            {
+                return None;
+            }
+            let r = commitments
+                .to_group_commitment_share(binding_factors.get(id)?)
+                .to_element();
+            sum += r;
+            commitment_shares.push((*id, r));
+        }
+        if sum == identity {
+            return None;
+        }
+        let challenge = Suite::challenge(&sum, &verifying_key, package.message()).ok()?;
+        let odd_commitment = bool::from(sum.to_affine().y_is_odd());
+        let mut members = BTreeMap::new();
+        for (id, r) in commitment_shares {
+            let lambda = frost_core::derive_interpolating_value(&id, package).ok()?;
+            let factor =
+                Scalar::from_be_bytes((challenge.to_scalar() * lambda).to_bytes().into()).ok()?;
+            let y = self.group.spend_share_point(&input.spend, &id).ok()?;
+            let y = if negate_shares { y.negate(secp()) } else { y };
+            let r = PublicKey::from_slice(r.to_affine().to_encoded_point(true).as_bytes()).ok()?;
+            let r = if odd_commitment { r.negate(secp()) } else { r };
+            let expected = y.mul_tweak(secp(), &factor).ok()?.combine(&r).ok()?;
+            members.insert(id, MemberPrecompute { expected });
+        }
+        Some(InputPrecompute {
+            group_commitment: frost_core::GroupCommitment::from_element(sum),
+            members,
+        })
+    }
+
     /// Aggregates every input's shares and verifies each signature under the input's output
     /// key. Returns one Taproot signature per input; nothing is written anywhere.
     ///
@@ -294,6 +459,28 @@ impl SigningSession {
     pub fn aggregate(
         &self,
         packages: &[SigningPackage],
+        shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
+    ) -> Result<VerifiedSignatures, CoordinateError> {
+        self.aggregate_with(packages, None, shares)
+    }
+
+    /// [`SigningSession::aggregate`] of a session's packages, with their precomputation
+    /// when it is complete ([`SigningSession::precompute`]).
+    ///
+    /// # Errors
+    /// As [`SigningSession::aggregate`].
+    pub fn aggregate_session(
+        &self,
+        packages: &SessionPackages,
+        shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
+    ) -> Result<VerifiedSignatures, CoordinateError> {
+        self.aggregate_with(packages, self.precomputed(packages), shares)
+    }
+
+    fn aggregate_with(
+        &self,
+        packages: &[SigningPackage],
+        pre: Option<&[InputPrecompute]>,
         shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
     ) -> Result<VerifiedSignatures, CoordinateError> {
         let inputs = self.checked.inputs().len();
@@ -326,7 +513,7 @@ impl SigningSession {
         }
         // Inputs are independent: large PSBTs are aggregated on two threads.
         let parts = super::in_halves(inputs, |range| {
-            self.aggregate_range(packages, shares, &signers, range)
+            self.aggregate_range(packages, pre, shares, &signers, range)
         });
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
         let mut signatures = Vec::with_capacity(inputs);
@@ -361,6 +548,7 @@ impl SigningSession {
     fn aggregate_range(
         &self,
         packages: &[SigningPackage],
+        pre: Option<&[InputPrecompute]>,
         shares: &BTreeMap<Identifier, Vec<SignatureShare>>,
         signers: &BTreeSet<Identifier>,
         range: std::ops::Range<usize>,
@@ -375,7 +563,10 @@ impl SigningSession {
                     .iter()
                     .filter_map(|(id, list)| list.get(k).map(|s| (*id, *s)))
                     .collect();
-                self.aggregate_input(input, package, &per_input, signers)
+                let group_commitment = pre
+                    .and_then(|p| p.get(k))
+                    .map(|p| p.group_commitment.clone());
+                self.aggregate_input(input, package, group_commitment, &per_input, signers)
             })
             .collect()
     }
@@ -387,6 +578,7 @@ impl SigningSession {
         &self,
         input: &CheckedInput,
         package: &SigningPackage,
+        group_commitment: Option<frost_core::GroupCommitment<Suite>>,
         shares: &BTreeMap<Identifier, SignatureShare>,
         signers: &BTreeSet<Identifier>,
     ) -> Result<schnorr::Signature, InputFailure> {
@@ -404,16 +596,20 @@ impl SigningSession {
         };
         // What frost's `aggregate` computes before verifying (its `pre_aggregate` lifts the
         // verifying key to even Y; `pre_commitment_aggregate` is the identity for this
-        // ciphersuite).
-        let verifying_key = input.spend.even_verifying_key().map_err(derive_err)?;
-        let binding_factors =
-            frost_core::compute_binding_factor_list::<Suite>(package, &verifying_key, &[])
-                .map_err(frost_err)?;
-        let prepared =
-            Suite::pre_commitment_aggregate(package, &binding_factors).map_err(frost_err)?;
-        let group_commitment =
-            frost_core::compute_group_commitment::<Suite>(&prepared, &binding_factors)
-                .map_err(frost_err)?;
+        // ciphersuite), unless the session's precomputation has it.
+        let group_commitment = match group_commitment {
+            Some(g) => g,
+            None => {
+                let verifying_key = input.spend.even_verifying_key().map_err(derive_err)?;
+                let binding_factors =
+                    frost_core::compute_binding_factor_list::<Suite>(package, &verifying_key, &[])
+                        .map_err(frost_err)?;
+                let prepared = Suite::pre_commitment_aggregate(package, &binding_factors)
+                    .map_err(frost_err)?;
+                frost_core::compute_group_commitment::<Suite>(&prepared, &binding_factors)
+                    .map_err(frost_err)?
+            }
+        };
         let mut z = frost::Secp256K1ScalarField::zero();
         for share in shares.values() {
             let bytes: [u8; 32] = share.serialize().try_into().map_err(|_| {

@@ -16,7 +16,7 @@ use bitcoin::{Psbt, Transaction};
 use rand::{CryptoRng, RngCore};
 
 pub use check::{check_psbt, check_psbt_with, CheckError, CheckedPsbt};
-pub use coordinate::{CoordinateError, SigningSession, VerifiedSignatures};
+pub use coordinate::{CoordinateError, SessionPackages, SigningSession, VerifiedSignatures};
 pub use sign::{commit, commit_with, PreprocessedNonce, SignError, SignerNonces};
 pub use version::{PsbtVersion, VersionedPsbt};
 
