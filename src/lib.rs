@@ -38,6 +38,7 @@
 pub mod auth;
 pub mod frost;
 pub mod identity;
+pub mod idle;
 pub mod keys;
 pub mod message;
 pub mod net;

@@ -181,6 +181,17 @@ pub enum CoordinatorToSigner {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         more: Vec<MoreSession>,
     },
+    /// Check this PSBT in the background and keep the outcome for a one-round request that
+    /// may follow: sent by a ROAST coordinator to the spare signers of a large PSBT while the
+    /// first session runs, so that a spare needed for a second session only signs. Nothing is
+    /// signed, reserved or recorded; answered at once with [`SignerToCoordinator::Prepared`]
+    /// (a refused PSBT is refused, with its reason, by the request that follows).
+    PrepareSign {
+        /// The wallet.
+        wallet: WalletRef,
+        /// The PSBT (base64).
+        psbt: String,
+    },
     /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
     /// receipt of its round-1 reservation; answered with a signed statement of everything the
     /// signer signed or reserved for the wallet in the window (see
@@ -252,6 +263,8 @@ pub enum SignerToCoordinator {
         /// limit): one-round signing is then refused.
         statements_required: bool,
     },
+    /// A [`CoordinatorToSigner::PrepareSign`] was taken (its check runs in the background).
+    Prepared,
     /// One-round signing: shares, one per input, and fresh commitments for the next session.
     SignedPreprocessed {
         /// Shares, one per input.

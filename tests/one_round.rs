@@ -551,3 +551,81 @@ fn a_signer_that_cannot_read_one_round_requests_gets_the_interactive_rounds() ->
     ensure!(v["mode"] == "two-rounds", "{v}");
     Ok(())
 }
+
+/// A spare's preparation (`PrepareSign`, sent by a ROAST coordinator for large PSBTs) checks
+/// a PSBT in the background and nothing else: it is answered at once, records nothing and
+/// takes no nonce; a PSBT the signer refuses is still refused when it is then asked to sign
+/// it; a prepared PSBT signs in one round as usual; an unknown wallet is refused.
+#[test]
+fn a_preparation_only_checks() -> Result<()> {
+    use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
+    let c = Cluster::with_wallet(3, 2)?;
+    let mut funding = HashMap::new();
+    let p = payment(&c, &mut funding)?;
+    let d = Driver::new(&c, WALLET)?;
+    let prepare = |index: u16, psbt: &bitcoin::Psbt, wallet| {
+        d.call(
+            index,
+            &CoordinatorToSigner::PrepareSign {
+                wallet,
+                psbt: psbt.to_string(),
+            },
+        )
+    };
+    let mut bad = p.psbt.clone();
+    bad.inputs[0].witness_utxo = None;
+    for i in [1u16, 2, 3] {
+        for psbt in [&p.psbt, &bad] {
+            match prepare(i, psbt, d.wallet_ref())? {
+                Ok(SignerToCoordinator::Prepared) => {}
+                other => bail!("signer {i} answered a preparation with {other:?}"),
+            }
+        }
+    }
+    let mut unknown = d.wallet_ref();
+    let stranger = bitcoin::secp256k1::SecretKey::new(&mut rand::rngs::OsRng);
+    unknown.group_key = ckm::keys::GroupKey::from(stranger.public_key(ckm::frost::keys::secp()));
+    match prepare(1, &p.psbt, unknown)? {
+        Err(CallError::Refused {
+            code: ErrorCode::UnknownWallet,
+            ..
+        }) => {}
+        other => bail!("a preparation for an unknown wallet: {other:?}"),
+    }
+    // The background checks have had time to finish: still nothing signed or recorded.
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(signed_by(&c, &p.txid())?.is_empty());
+    for i in 1..=3 {
+        ensure!(
+            audit_for(&c.signers[i - 1].home, &p.txid())?.is_empty(),
+            "signer {i} recorded a preparation"
+        );
+    }
+    // The refused PSBT is refused when signed, with fresh nonces (none was taken above).
+    let (held, _) = d.preprocess(1, 8)?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (held2, _) = d.preprocess(2, 8)?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let inputs = p.psbt.inputs.len();
+    let mut chosen = BTreeMap::new();
+    chosen.insert(1u16, held[..inputs].to_vec());
+    chosen.insert(2u16, held2[..inputs].to_vec());
+    let packages = d.packages_preprocessed(&p.psbt, &chosen)?;
+    let ids: Vec<NonceId> = chosen[&1].iter().map(|c| c.id).collect();
+    refused_with(
+        d.sign_preprocessed(
+            SessionId::random(&mut rand::rngs::OsRng),
+            &bad,
+            &packages,
+            &ids,
+            1,
+        )?,
+        ErrorCode::Refused,
+        "a prepared PSBT the signer refuses",
+    )?;
+    // The prepared PSBT signs as usual.
+    let v = sign_and_check(&c, &p, "prepared", &[])?;
+    ensure!(
+        v["mode"] == "preprocessed-first" || v["mode"] == "one-round",
+        "{v}"
+    );
+    Ok(())
+}

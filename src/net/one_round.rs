@@ -53,6 +53,12 @@ pub fn hedge_fits(signers: usize, threshold: u16, inputs: usize) -> bool {
         && binomial(signers, t) <= HEDGE_MAX_SESSIONS
         && binomial(signers - 1, t - 1).saturating_mul(inputs) <= HEDGE_MAX_SHARES
 }
+/// From this many inputs on, the spare signers (those outside the first session) are asked to
+/// check the PSBT while the first session runs ([`CoordinatorToSigner::PrepareSign`]), so that
+/// a spare needed for a second ROAST session only signs. Below it the check costs less than
+/// the request.
+pub const PREPARE_INPUTS: usize = 16;
+
 /// Most inputs signed in one round (one preprocessing request's worth); larger PSBTs use
 /// the interactive rounds.
 pub const MAX_ONE_ROUND_INPUTS: usize = crate::signer::nonces::MAX_BATCH as usize;
@@ -400,6 +406,35 @@ fn precompute_in_background(work: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Asks each of `spares` to check the PSBT in the background ([`PREPARE_INPUTS`]). The
+/// requests are not awaited: a signer answers at once, so the connection is free again
+/// before any session could need it, and an error only means the spare checks the PSBT
+/// when it is asked to sign.
+fn prepare_spares<'a>(
+    client: &Client,
+    spares: impl Iterator<Item = &'a RosterEntry>,
+    wallet: &WalletRef,
+    psbt_text: &Arc<String>,
+) {
+    for entry in spares {
+        let client = client.clone();
+        let entry = entry.clone();
+        let message = CoordinatorToSigner::PrepareSign {
+            wallet: wallet.clone(),
+            psbt: (**psbt_text).clone(),
+        };
+        tokio::spawn(async move {
+            match client.call(&entry, &message).await {
+                Ok(SignerToCoordinator::Prepared) => {}
+                Ok(_) => {
+                    tracing::debug!(signer = entry.index, "unexpected answer to a preparation")
+                }
+                Err(e) => tracing::debug!(signer = entry.index, "preparation not taken: {e}"),
+            }
+        });
+    }
+}
+
 /// The first session, sent before the coordinator's own check of the PSBT (which then runs
 /// while the requests travel): the first `t` signers of the roster whose commitments the
 /// store holds. `None` when fewer hold enough, or a hedged start may apply.
@@ -658,6 +693,12 @@ pub async fn sign_psbt_one_round(
                 more: Vec::new(),
             };
             spawn_request(&mut set, client, entry, vec![*session], message);
+        }
+    }
+    if let Some((_, members)) = &early {
+        if inputs >= PREPARE_INPUTS {
+            let spares = roster.values().filter(|e| !members.contains_key(&e.index));
+            prepare_spares(client, spares, &wallet, &psbt_text);
         }
     }
     let machine = RoastCoordinator::with_recovery(

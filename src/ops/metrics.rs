@@ -114,6 +114,7 @@ pub fn message_kind(message: &CoordinatorToSigner) -> &'static str {
         CoordinatorToSigner::SignCommit { .. } => "sign_commit",
         CoordinatorToSigner::Preprocess { .. } => "preprocess",
         CoordinatorToSigner::SignPreprocessed { .. } => "sign_preprocessed",
+        CoordinatorToSigner::PrepareSign { .. } => "prepare_sign",
         CoordinatorToSigner::SignStatement { .. } => "sign_statement",
         CoordinatorToSigner::SignShare { .. } => "sign_share",
         _ => "other",

@@ -49,10 +49,16 @@ impl CheckKey {
 /// A parsed PSBT and what the check found.
 pub type Checked = Arc<(Psbt, CheckedPsbt)>;
 
-/// The cache (bounded, oldest dropped first, entries expire after [`CHECK_TTL`]).
-#[derive(Debug, Default)]
+/// Most checks of [`CheckCache::prepare`] running at once; further preparations are
+/// skipped (the signing request that may follow checks the PSBT itself).
+pub const MAX_PREPARING: usize = 2;
+
+/// The cache (bounded, oldest dropped first, entries expire after [`CHECK_TTL`]). Clones
+/// share it.
+#[derive(Debug, Default, Clone)]
 pub struct CheckCache {
-    entries: Mutex<HashMap<CheckKey, (Instant, Checked)>>,
+    entries: Arc<Mutex<HashMap<CheckKey, (Instant, Checked)>>>,
+    preparing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CheckCache {
@@ -63,6 +69,42 @@ impl CheckCache {
             .get(key)
             .filter(|(at, _)| at.elapsed() < CHECK_TTL)
             .map(|(_, c)| Arc::clone(c))
+    }
+
+    /// Runs `check` on a background thread of the lowest scheduling class (it takes only CPU
+    /// time nothing else wants: on a machine shared with other signers a preparation must
+    /// not slow a signing under way) and keeps what it returns under `key`. Skipped when
+    /// `key` is already kept or [`MAX_PREPARING`] checks are running; `false` then.
+    pub fn prepare(
+        &self,
+        key: CheckKey,
+        check: impl FnOnce() -> Option<(Psbt, CheckedPsbt)> + Send + 'static,
+    ) -> bool {
+        use std::sync::atomic::Ordering;
+        /// A running preparation's place among the [`MAX_PREPARING`]: freed when dropped,
+        /// whether the check ended, panicked or never started.
+        struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        if self.get(&key).is_some() {
+            return false;
+        }
+        let running = self.preparing.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(Arc::clone(&self.preparing));
+        if running >= MAX_PREPARING {
+            return false;
+        }
+        let cache = self.clone();
+        crate::idle::spawn("ckm-prepare", move || {
+            let _slot = slot;
+            if let Some(checked) = check() {
+                cache.put(key, Arc::new(checked));
+            }
+        })
+        .is_ok()
     }
 
     /// Remembers `checked` under `key`.
@@ -80,5 +122,47 @@ impl CheckCache {
             entries.remove(&oldest);
         }
         entries.insert(key, (Instant::now(), checked));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    fn key(n: u8) -> CheckKey {
+        let identity = crate::identity::IdentityKey::generate(&mut rand::rngs::OsRng).public();
+        let wallet = GroupKey::from(
+            bitcoin::secp256k1::SecretKey::new(&mut rand::rngs::OsRng)
+                .public_key(crate::frost::keys::secp()),
+        );
+        CheckKey::new(&identity, &wallet, 0, &n.to_string())
+    }
+
+    /// At most [`MAX_PREPARING`] preparations run at once; a slot frees when its check ends.
+    #[test]
+    fn preparations_are_bounded() {
+        let cache = CheckCache::default();
+        let mut release = Vec::new();
+        for n in 0..MAX_PREPARING {
+            let (tx, rx) = mpsc::channel::<()>();
+            release.push(tx);
+            assert!(cache.prepare(key(n as u8), move || {
+                let _ = rx.recv();
+                None
+            }));
+        }
+        assert!(!cache.prepare(key(99), || None), "one too many ran");
+        drop(release);
+        let start = Instant::now();
+        while cache.preparing.load(Ordering::Acquire) > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "slots never freed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(cache.prepare(key(99), || None));
     }
 }

@@ -267,6 +267,9 @@ impl Signer {
                 },
                 rng,
             ),
+            CoordinatorToSigner::PrepareSign { wallet, psbt } => {
+                self.prepare_sign(from, wallet, psbt)
+            }
             CoordinatorToSigner::SignStatement { session, receipts } => {
                 self.sign_statement(from, session, receipts)
             }

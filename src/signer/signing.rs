@@ -548,6 +548,34 @@ impl Signer {
         Ok((entry, share))
     }
 
+    /// A spare signer's preparation: the PSBT checked in the background, at the lowest
+    /// priority, and kept for a one-round request that may follow
+    /// ([`CoordinatorToSigner::PrepareSign`]). Answered at once.
+    pub(super) fn prepare_sign(
+        &self,
+        from: &IdentityPublic,
+        wallet: WalletRef,
+        psbt_text: String,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        self.require_state()?;
+        let info = self.wallet_for(from, &wallet)?;
+        let share = self
+            .home
+            .load_share(&info.group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let recovery = certified_recovery(&info, &share)?;
+        let group = share.group().clone();
+        drop(share);
+        let key = check_cache::CheckKey::new(from, &info.group_key, info.epoch, &psbt_text);
+        let started = self.checks.prepare(key, move || {
+            let psbt = parse_psbt(&psbt_text).ok()?;
+            let checked = crate::psbt::check_psbt_with(&psbt, &group, recovery.as_ref()).ok()?;
+            Some((psbt, checked))
+        });
+        tracing::debug!(wallet = %info.name, started, "preparing a PSBT check");
+        Ok(SignerToCoordinator::Prepared)
+    }
+
     /// The wallet a request names, checked: held, bound to the requester, same epoch.
     fn wallet_for(&self, from: &IdentityPublic, wallet: &WalletRef) -> Result<WalletInfo, Refusal> {
         let info = self
