@@ -131,6 +131,8 @@ struct Driver<'a> {
     hedge_run: bool,
     /// Tells share checks still running that the run is over.
     stop: Arc<AtomicBool>,
+    /// The spares' preparations, by signer.
+    prepared: BTreeMap<u16, Prepared>,
 }
 
 impl Driver<'_> {
@@ -281,7 +283,8 @@ impl Driver<'_> {
                 nonces: first.nonces,
                 more,
             };
-            spawn_request(&mut self.set, self.client, entry, sessions, message);
+            let after = self.prepared.get(&index).cloned();
+            spawn_request(&mut self.set, self.client, entry, sessions, message, after);
         }
         for work in precomputations {
             precompute_in_background(work);
@@ -368,19 +371,27 @@ impl Driver<'_> {
 
 /// Sends one signing request (for `sessions`) to `entry`; its answer comes back as
 /// [`Event::Signed`]. The request is encoded here, before the task starts, so that what the
-/// caller starts next (a precomputation) cannot delay it.
+/// caller starts next (a precomputation) cannot delay it. With `after` (the signer's
+/// preparation, [`prepare_spares`]), it leaves once that request is answered: on the same
+/// connection, rather than on a new one while the first is busy (a TCP handshake is a round
+/// trip, and the preparation's answer is due within one).
 fn spawn_request(
     set: &mut JoinSet<Event>,
     client: &Client,
     entry: RosterEntry,
     sessions: Vec<SessionId>,
     message: CoordinatorToSigner,
+    after: Option<Prepared>,
 ) {
     let client = client.clone();
     let index = entry.index;
     let body = Client::encode(index, &message);
     drop(message);
     set.spawn(async move {
+        if let Some(mut prepared) = after {
+            // An error means the preparation's task is gone: nothing to wait for.
+            let _ = prepared.wait_for(|answered| *answered).await;
+        }
         let reply = match body {
             Ok(body) => client.call_encoded(&entry, body).await,
             Err(e) => Err(e),
@@ -406,16 +417,19 @@ fn precompute_in_background(work: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Asks each of `spares` to check the PSBT in the background ([`PREPARE_INPUTS`]). The
-/// requests are not awaited: a signer answers at once, so the connection is free again
-/// before any session could need it, and an error only means the spare checks the PSBT
-/// when it is asked to sign.
+/// Whether a spare's preparation request was answered (or ended otherwise).
+type Prepared = tokio::sync::watch::Receiver<bool>;
+
+/// Asks each of `spares` to check the PSBT in the background ([`PREPARE_INPUTS`]). Nothing
+/// waits for the answers but a signing request to the same spare ([`spawn_request`]); an
+/// error only means the spare checks the PSBT when it is asked to sign.
 fn prepare_spares<'a>(
     client: &Client,
     spares: impl Iterator<Item = &'a RosterEntry>,
     wallet: &WalletRef,
     psbt_text: &Arc<String>,
-) {
+) -> BTreeMap<u16, Prepared> {
+    let mut prepared = BTreeMap::new();
     for entry in spares {
         let client = client.clone();
         let entry = entry.clone();
@@ -423,6 +437,8 @@ fn prepare_spares<'a>(
             wallet: wallet.clone(),
             psbt: (**psbt_text).clone(),
         };
+        let (answered, receiver) = tokio::sync::watch::channel(false);
+        prepared.insert(entry.index, receiver);
         tokio::spawn(async move {
             match client.call(&entry, &message).await {
                 Ok(SignerToCoordinator::Prepared) => {}
@@ -431,8 +447,10 @@ fn prepare_spares<'a>(
                 }
                 Err(e) => tracing::debug!(signer = entry.index, "preparation not taken: {e}"),
             }
+            let _ = answered.send(true);
         });
     }
+    prepared
 }
 
 /// The first session, sent before the coordinator's own check of the PSBT (which then runs
@@ -692,13 +710,14 @@ pub async fn sign_psbt_one_round(
                 nonces: c.iter().map(|p| p.id).collect(),
                 more: Vec::new(),
             };
-            spawn_request(&mut set, client, entry, vec![*session], message);
+            spawn_request(&mut set, client, entry, vec![*session], message, None);
         }
     }
+    let mut prepared = BTreeMap::new();
     if let Some((_, members)) = &early {
         if inputs >= PREPARE_INPUTS {
             let spares = roster.values().filter(|e| !members.contains_key(&e.index));
-            prepare_spares(client, spares, &wallet, &psbt_text);
+            prepared = prepare_spares(client, spares, &wallet, &psbt_text);
         }
     }
     let machine = RoastCoordinator::with_recovery(
@@ -741,6 +760,7 @@ pub async fn sign_psbt_one_round(
         batch,
         asked_first: false,
         stop: Arc::new(AtomicBool::new(false)),
+        prepared,
     };
     let ended = drive(&mut d, psbt).await;
     d.stop.store(true, Ordering::Relaxed);
