@@ -405,14 +405,13 @@ fn spawn_request(
 }
 
 /// Runs a session's precomputation ([`RoastCoordinator::precomputation`]) on its own thread
-/// while the session's requests travel (they were encoded before). What it computes is kept
+/// of the lowest scheduling class ([`crate::idle`]) while the session's requests travel
+/// (they were encoded before): on a machine shared with signers it uses the time the
+/// requests and answers spend travelling, not the signers' CPU. What it computes is kept
 /// with the session; its share checks and aggregation use it once it is complete and take
 /// frost's own path before, so nothing waits for it (nor for a thread that failed to start).
 fn precompute_in_background(work: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new()
-        .name("ckm-precompute".into())
-        .spawn(work)
-    {
+    if let Err(e) = crate::idle::spawn("ckm-precompute", work) {
         tracing::debug!("no precomputation thread: {e}");
     }
 }
