@@ -364,8 +364,8 @@ impl SigningSession {
     }
 
     /// Computes, once, what every share check and the aggregation of `packages` have in
-    /// common (group commitment, challenge, and each member's verifying share, Lagrange
-    /// coefficient and commitment share, for every input), on two threads for large PSBTs.
+    /// common (for every input the group commitment and, per member, the point its share
+    /// must be the discrete logarithm of), on two threads for large PSBTs.
     /// Meant for spare CPU time while the session's requests travel: checks and the
     /// aggregation use it once it is complete and otherwise take frost's own path (so they
     /// never wait for it); so does a failure here, which that path reports.
