@@ -140,6 +140,14 @@ impl Signer {
         self.state_error.lock().ok().and_then(|g| g.clone())
     }
 
+    /// This signer's share of wallet `group_key` (a failure to read it is this signer's
+    /// fault: refused as internal).
+    fn share(&self, group_key: &GroupKey) -> Result<crate::keys::KeyShare, Refusal> {
+        self.home
+            .load_share(group_key)
+            .map_err(|e| refuse(ErrorCode::Internal, e))
+    }
+
     /// Refuses while the records cannot be trusted; re-checks them first, so that an
     /// operator's `ckm signer state reset` applies without a restart.
     fn require_state(&self) -> Result<(), Refusal> {

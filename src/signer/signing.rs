@@ -380,10 +380,7 @@ impl Signer {
                 return Err(self.refused(ErrorCode::Refused, from, &s.wallet, &s.checked, e));
             }
         }
-        let share = self
-            .home
-            .load_share(&s.wallet.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&s.wallet.group_key)?;
         let shares = match s.nonces.sign(&s.psbt, &share, &packages) {
             Ok(shares) => shares,
             Err(e) => return Err(self.refused(ErrorCode::Refused, from, &s.wallet, &s.checked, e)),
@@ -515,10 +512,7 @@ impl Signer {
         psbt: &str,
     ) -> Result<(Psbt, crate::keys::KeyShare), Refusal> {
         let psbt = parse_psbt(psbt)?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&info.group_key)?;
         Ok((psbt, share))
     }
 
@@ -532,18 +526,13 @@ impl Signer {
         psbt_text: &str,
     ) -> Result<(check_cache::Checked, crate::keys::KeyShare), Refusal> {
         let key = check_cache::CheckKey::new(from, &info.group_key, info.epoch, psbt_text);
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&info.group_key)?;
         if let Some(cached) = self.checks.get(&key) {
             return Ok((cached, share));
         }
         let psbt = parse_psbt(psbt_text)?;
         let recovery = certified_recovery(info, &share)?;
-        let checked = crate::psbt::check_psbt_with(&psbt, share.group(), recovery.as_ref())
-            .map_err(|e| refuse(ErrorCode::Refused, e))?;
-        let entry = std::sync::Arc::new((psbt, checked));
+        let entry = std::sync::Arc::new(check_parsed(psbt, share.group(), recovery.as_ref())?);
         self.checks.put(key, std::sync::Arc::clone(&entry));
         Ok((entry, share))
     }
@@ -559,18 +548,13 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         self.require_state()?;
         let info = self.wallet_for(from, &wallet)?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&info.group_key)?;
         let recovery = certified_recovery(&info, &share)?;
         let group = share.group().clone();
         drop(share);
         let key = check_cache::CheckKey::new(from, &info.group_key, info.epoch, &psbt_text);
         let started = self.checks.prepare(key, move || {
-            let psbt = parse_psbt(&psbt_text).ok()?;
-            let checked = crate::psbt::check_psbt_with(&psbt, &group, recovery.as_ref()).ok()?;
-            Some((psbt, checked))
+            check_parsed(parse_psbt(&psbt_text).ok()?, &group, recovery.as_ref()).ok()
         });
         tracing::debug!(wallet = %info.name, started, "preparing a PSBT check");
         Ok(SignerToCoordinator::Prepared)
@@ -604,10 +588,7 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         self.require_state()?;
         let info = self.wallet_for(from, &wallet)?;
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&info.group_key)?;
         let commitments = self
             .nonces
             .generate(from, &info.group_key, &share, count, rng)
@@ -727,6 +708,19 @@ fn packages_from(
         by_id.insert(id, list.0.clone());
     }
     Ok(crate::psbt::sign::signing_packages(checked, &by_id))
+}
+
+/// A one-round request's PSBT checked against the wallet's group and certified recovery
+/// policy, with the PSBT: what [`check_cache`] keeps (for signing requests and spares'
+/// preparations alike).
+fn check_parsed(
+    psbt: Psbt,
+    group: &crate::frost::keys::GroupPublic,
+    recovery: Option<&RecoveryPolicy>,
+) -> Result<(Psbt, CheckedPsbt), Refusal> {
+    let checked = crate::psbt::check_psbt_with(&psbt, group, recovery)
+        .map_err(|e| refuse(ErrorCode::Refused, e))?;
+    Ok((psbt, checked))
 }
 
 /// A PSBT of version 0 or 2 (BIP-0370), read into the one model every check works on.

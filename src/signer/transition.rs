@@ -52,10 +52,7 @@ impl Signer {
 
     /// This signer's current state of a wallet and its share.
     fn current(&self, info: &WalletInfo) -> Result<(WalletState, crate::keys::KeyShare), Refusal> {
-        let share = self
-            .home
-            .load_share(&info.group_key)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let share = self.share(&info.group_key)?;
         let roster = info.roster().cloned().ok_or_else(|| {
             refuse(
                 ErrorCode::Refused,
