@@ -10,7 +10,7 @@
 //!   `aggregate_with_tweak`), one process, no I/O, no PSBT;
 //! - **memory**: [`ckm::psbt::sign_in_memory`] on a real wallet PSBT of N inputs (signer
 //!   checks, sighashes, HD derivation, both rounds, aggregation, verification, finalization),
-//!   shares from [`ckm::frost::dkg::run_in_memory`];
+//!   shares from [`ckm::frost::pedersen::run_in_memory`];
 //! - **network**: the same shape of PSBT co-signed by [`ckm::net::coordinator::sign_psbt`]
 //!   through n real `ckm signer serve` processes on loopback, the wallet created by a DKG
 //!   across those processes ([`ckm::net::coordinator::create_wallet`]);
@@ -73,8 +73,8 @@ use bdk_wallet::{KeychainKind, SignOptions, Wallet};
 use bitcoin::bip32::Xpriv;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, FeeRate, NetworkKind, Psbt, ScriptBuf, Transaction, Txid};
-use ckm::frost::dkg::{run_in_memory, DkgParams};
-use ckm::frost::keys::{GroupPublic, KeyShare};
+use ckm::frost::pedersen::{run_in_memory, DkgParams};
+use ckm::frost::shares::{GroupPublic, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
@@ -610,7 +610,7 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
         if rep == reps {
             let commitments_reply = SignerToCoordinator::SignCommitments {
                 commitments: commitments.values().next().cloned().unwrap_or_default(),
-                receipt: ckm::protocol::limits::Receipt::sign(
+                receipt: ckm::protocol::spend_limits::Receipt::sign(
                     &IdentityKey::generate(&mut rng),
                     GroupKey::of(&group),
                     session_id,

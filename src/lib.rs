@@ -21,7 +21,7 @@
 //! - the `ckm` binary wraps these in a CLI, the signer daemon and the coordinator client.
 //!
 //! ```
-//! use ckm::frost::dkg::{run_in_memory, DkgParams};
+//! use ckm::frost::pedersen::{run_in_memory, DkgParams};
 //!
 //! let mut rng = rand::thread_rng();
 //! let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;

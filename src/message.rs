@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::identity::IdentityPublic;
 pub use crate::identity::Sealed;
 use crate::keys::GroupKey;
-use crate::protocol::limits::{Receipt, Statement};
 use crate::protocol::roast::{CommitmentBatch, InputCommitments, NonceId};
+use crate::protocol::spend_limits::{Receipt, Statement};
 pub use crate::protocol::SessionId;
 use crate::protocol::{dkg, lifecycle};
 
@@ -195,7 +195,7 @@ pub enum CoordinatorToSigner {
     /// Between the rounds, for wallets with a wallet-wide limit: every chosen signer's
     /// receipt of its round-1 reservation; answered with a signed statement of everything the
     /// signer signed or reserved for the wallet in the window (see
-    /// [`crate::protocol::limits`]).
+    /// [`crate::protocol::spend_limits`]).
     SignStatement {
         /// Signing session (as in round 1).
         session: SessionId,

@@ -19,7 +19,7 @@ use anyhow::{bail, ensure, Context, Result};
 use bc_envelope::prelude::*;
 use bc_envelope::Envelope;
 use bitcoin::Network;
-use ckm::frost::dkg::DkgParams;
+use ckm::frost::pedersen::DkgParams;
 use ckm::identity::IdentityKey;
 use ckm::keys::{GroupKey, KeyShare, Roster, RosterEntry};
 use ckm::message::WalletRecord;
@@ -619,11 +619,11 @@ fn the_public_wallet_record_round_trips() -> Result<()> {
 }
 
 trait KeygenGroup {
-    fn keygen_group(&self) -> Result<ckm::frost::keys::GroupPublic>;
+    fn keygen_group(&self) -> Result<ckm::frost::shares::GroupPublic>;
 }
 
 impl KeygenGroup for History {
-    fn keygen_group(&self) -> Result<ckm::frost::keys::GroupPublic> {
+    fn keygen_group(&self) -> Result<ckm::frost::shares::GroupPublic> {
         Ok(History {
             keygen: self.keygen.clone(),
             transitions: Vec::new(),

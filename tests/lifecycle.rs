@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::{Amount, FeeRate, Network, OutPoint, Psbt, TxOut};
-use ckm::frost::dkg::DkgParams;
+use ckm::frost::pedersen::DkgParams;
 use ckm::identity::IdentityKey;
 use ckm::keys::{GroupKey, KeyShare, Roster, RosterEntry};
 use ckm::protocol::dkg::{self, CertifiedKeygen, DkgContext};

@@ -27,7 +27,7 @@ use anyhow::{ensure, Context, Result};
 use bitcoin::Psbt;
 use ckm::message::{ErrorCode, SessionId};
 use ckm::net::client::CallError;
-use ckm::protocol::limits::{Receipt, Statement};
+use ckm::protocol::spend_limits::{Receipt, Statement};
 use cluster::*;
 use driver::{Committed, Driver};
 use frost_secp256k1_tr::round2::SignatureShare;

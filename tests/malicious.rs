@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bitcoin::Network;
-use ckm::frost::dkg::DkgParams;
+use ckm::frost::pedersen::DkgParams;
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{Roster, RosterEntry};
 use ckm::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator};
@@ -141,7 +141,11 @@ fn refusal(reply: Result<SignerToCoordinator, CallError>) -> Result<(ErrorCode, 
 }
 
 /// Round 1 of a run where signer `p` got `context`; returns its broadcast.
-fn begin(e: &Evil, p: usize, context: &DkgContext) -> Result<ckm::frost::dkg::Round1Broadcast> {
+fn begin(
+    e: &Evil,
+    p: usize,
+    context: &DkgContext,
+) -> Result<ckm::frost::pedersen::Round1Broadcast> {
     match e.send(
         p,
         &CoordinatorToSigner::DkgBegin(Begin {

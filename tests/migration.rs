@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::{Amount, FeeRate, Network};
-use ckm::frost::keys::GroupPublic;
+use ckm::frost::shares::GroupPublic;
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::signer::audit::{self, AuditKind};
 use ckm::signer::home::{list_wallets, SignerHome};
@@ -159,7 +159,7 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
         Amount::from_sat(100_000),
         FeeRate::from_sat_per_vb(2).context("fee rate")?,
     )?;
-    let refs: Vec<&ckm::frost::keys::KeyShare> = shares.iter().collect();
+    let refs: Vec<&ckm::frost::shares::KeyShare> = shares.iter().collect();
     let signed = ckm::psbt::sign_in_memory(&mut psbt, &refs, &mut rand::thread_rng())?;
     consensus_verify(&signed, &funding)?;
 

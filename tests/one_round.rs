@@ -584,7 +584,7 @@ fn a_preparation_only_checks() -> Result<()> {
     }
     let mut unknown = d.wallet_ref();
     let stranger = bitcoin::secp256k1::SecretKey::new(&mut rand::rngs::OsRng);
-    unknown.group_key = ckm::keys::GroupKey::from(stranger.public_key(ckm::frost::keys::secp()));
+    unknown.group_key = ckm::keys::GroupKey::from(stranger.public_key(ckm::frost::shares::secp()));
     match prepare(1, &p.psbt, unknown)? {
         Err(CallError::Refused {
             code: ErrorCode::UnknownWallet,

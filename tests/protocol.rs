@@ -32,17 +32,17 @@ use bitcoin::secp256k1::{schnorr, Message, Parity, Scalar, SecretKey, XOnlyPubli
 use bitcoin::{
     Address, Amount, FeeRate, Network, OutPoint, Psbt, ScriptBuf, TapSighashType, TxOut, Witness,
 };
-use ckm::frost::dkg::{
+use ckm::frost::pedersen::{
     run_in_memory, DkgError, DkgParams, DkgRelay, DkgRound1, DkgRound2, Round1Broadcast,
     Round2Send, TranscriptHash,
 };
-use ckm::frost::keys::{secp, GroupPublic, KeyShare};
+use ckm::frost::shares::{secp, GroupPublic, KeyShare};
 use ckm::frost::{identifier, Identifier};
 use ckm::identity::IdentityKey;
 use ckm::keys::{CertPin, Roster, RosterEntry};
 use ckm::psbt::check::CheckError;
 use ckm::psbt::coordinate::CoordinateError;
-use ckm::psbt::sign::SignError;
+use ckm::psbt::rounds::SignError;
 use ckm::psbt::{
     check_psbt, commit, sign_in_memory, InMemoryError, SessionPackages, SigningSession,
 };
@@ -208,7 +208,7 @@ fn dkg_groups_agree_and_derive_like_bip32() -> Result<()> {
 /// the derived public key package (BIP-0086 tweak, no script tree).
 fn sign_derived(
     signers: &[&KeyShare],
-    derivation: &ckm::frost::keys::Derivation,
+    derivation: &ckm::frost::shares::Derivation,
     msg: &[u8; 32],
     rng: &mut StdRng,
 ) -> Result<schnorr::Signature> {
@@ -326,7 +326,7 @@ fn spend_keys_equal_frost_derive_then_tweak() -> Result<()> {
         let mut root = [0u8; 32];
         rng.fill_bytes(&mut root);
         for merkle_root in [None, Some(bitcoin::TapNodeHash::from_byte_array(root))] {
-            let spend = ckm::frost::keys::SpendKey::new(&derivation, merkle_root)?;
+            let spend = ckm::frost::shares::SpendKey::new(&derivation, merkle_root)?;
             let frost_root = merkle_root.as_ref().map(|r| r.to_byte_array());
             let expected_output = derivation
                 .internal_key()
@@ -1772,9 +1772,9 @@ fn drive_machine(
     f: &Fixture,
     behaviour: [Behaviour; 3],
     rng: &mut StdRng,
-) -> Result<(Psbt, ckm::protocol::sign::SignOutcome)> {
-    use ckm::protocol::limits::Receipt;
-    use ckm::protocol::sign::{Round1Answer, SigningCoordinator, Step};
+) -> Result<(Psbt, ckm::protocol::cosign::SignOutcome)> {
+    use ckm::protocol::cosign::{Round1Answer, SigningCoordinator, Step};
+    use ckm::protocol::spend_limits::Receipt;
     let identity = IdentityKey::generate(rng);
     let group_key = ckm::keys::GroupKey::of(f.group());
     let mut psbt = f.psbt.clone();

@@ -23,16 +23,16 @@ use bitcoin::taproot::{TapNodeHash, TaprootBuilder};
 use bitcoin::{
     Address, Amount, FeeRate, Network, NetworkKind, OutPoint, Psbt, ScriptBuf, Sequence, TxOut,
 };
-use ckm::frost::dkg::DkgParams;
-use ckm::frost::keys::{secp, GroupPublic, KeyShare};
+use ckm::frost::pedersen::DkgParams;
+use ckm::frost::shares::{secp, GroupPublic, KeyShare};
 use ckm::identity::IdentityKey;
 use ckm::keys::{Keychain, Roster, RosterEntry, WalletPath};
 use ckm::protocol::dkg::{self, CertifiedKeygen, DkgContext, VerifyError};
 use ckm::protocol::SessionId;
 use ckm::psbt::check::CheckError;
-use ckm::psbt::sign::SignError;
+use ckm::psbt::rounds::SignError;
 use ckm::psbt::{check_psbt_with, commit_with, sign_in_memory, sign_in_memory_with};
-use ckm::recovery::sign::{finalize, sign_recovery, RecoverySecret, SignRecoveryError};
+use ckm::recovery::script_path::{finalize, sign_recovery, RecoverySecret, SignRecoveryError};
 use ckm::recovery::{RecoveryError, RecoveryKey, RecoveryPolicy, WalletScripts};
 use ckm::wallet::{descriptors, descriptors_with, CkmWallet, WalletError, WalletMeta};
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};

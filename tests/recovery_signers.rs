@@ -148,7 +148,7 @@ fn every_signer_refuses_merkle_roots_other_than_the_certified_policy() -> Result
     // Key-only change.
     let mut evil = p.psbt.clone();
     evil.unsigned_tx.output[change].script_pubkey =
-        ScriptBuf::new_p2tr(ckm::frost::keys::secp(), theirs_at.internal_key, None);
+        ScriptBuf::new_p2tr(ckm::frost::shares::secp(), theirs_at.internal_key, None);
     evil.outputs[change].tap_tree = None;
     all_refuse(&c, &evil, "certified recovery path")?;
     Ok(())

@@ -28,7 +28,7 @@ use anyhow::{anyhow, ensure, Result};
 use bitcoin::bip32::DerivationPath;
 use bitcoin::Psbt;
 use chain::{assert_key_path, mine_and_confirm, sync};
-use ckm::frost::keys::secp;
+use ckm::frost::shares::secp;
 use cluster::{ckm, ckm_json, foreign_address, json_str, path_str, recovery_key, Cluster, WALLET};
 use serde_json::{json, Value};
 use testenv::TestEnv;

@@ -25,15 +25,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Psbt, TxOut};
-use ckm::frost::dkg::{run_in_memory, DkgParams};
-use ckm::frost::keys::{secp, KeyShare};
+use ckm::frost::pedersen::{run_in_memory, DkgParams};
+use ckm::frost::shares::{secp, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
+use ckm::protocol::cosign::SignError;
 use ckm::protocol::roast::{
     binomial, subsets, BatchError, CommitmentBatch, CommitmentStore, MemoryCommitments, NonceId,
     PreCommitment, RoastCoordinator, SharesOutcome,
 };
-use ckm::protocol::sign::SignError;
 use ckm::protocol::SessionId;
 use ckm::psbt::{PreprocessedNonce, SignerNonces};
 use ckm::wallet::{CkmWallet, WalletMeta};
@@ -182,7 +182,7 @@ impl Sim {
                 let mut bytes = first.serialize();
                 // A different bit per signer: two corrupted shares in one session must not
                 // cancel out (±1 and ∓1 would; distinct powers of two never do).
-                let index = ckm::frost::keys::roster_index(&self.share.identifier());
+                let index = ckm::frost::shares::roster_index(&self.share.identifier());
                 if let Some(last) = bytes.last_mut() {
                     *last ^= 1u8 << ((index - 1) % 8);
                 }
@@ -226,7 +226,7 @@ fn simulated(f: &Fixture, behaviours: &[Behaviour]) -> BTreeMap<u16, Sim> {
         .zip(behaviours)
         .map(|(s, b)| {
             (
-                ckm::frost::keys::roster_index(&s.identifier()),
+                ckm::frost::shares::roster_index(&s.identifier()),
                 Sim {
                     share: s.clone(),
                     pool: HashMap::new(),

@@ -32,7 +32,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bitcoin::bip32::Xpub;
 use ckm::auth::{unix_now, RequestAuth};
 use ckm::frost::identifier;
-use ckm::frost::keys::GroupPublic;
+use ckm::frost::shares::GroupPublic;
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::GroupKey;
 use ckm::message::{

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::{KeychainKind, Wallet};
 use bitcoin::secp256k1::{Keypair, SecretKey};
 use bitcoin::{Address, Amount, FeeRate, Network, Psbt, ScriptBuf, Transaction, TxOut};
-use ckm::frost::keys::{secp, GroupPublic};
+use ckm::frost::shares::{secp, GroupPublic};
 use ckm::identity::IdentityPublic;
 use ckm::keys::Roster;
 use ckm::signer::home::SignerHome;

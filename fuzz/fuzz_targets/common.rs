@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use ckm::frost::dkg::{run_in_memory, DkgParams};
-use ckm::frost::keys::KeyShare;
+use ckm::frost::pedersen::{run_in_memory, DkgParams};
+use ckm::frost::shares::KeyShare;
 use ckm::identity::IdentityPublic;
 use ckm::keys::GroupKey;
 use ckm::signer::home::{SignerHome, WalletInfo};

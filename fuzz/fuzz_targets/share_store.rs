@@ -19,7 +19,7 @@ fn key() -> &'static StoreKey {
 
 fuzz_target!(|data: &[u8]| {
     let _ = key().open(b"share:x", data);
-    let _ = ckm::frost::keys::KeyShare::from_secret_bytes(data);
+    let _ = ckm::frost::shares::KeyShare::from_secret_bytes(data);
     if let Ok(header) = serde_json::from_slice::<ckm::store::StoreHeader>(data) {
         // Unlock with cheap parameters only (the store refuses absurd ones itself; large
         // legitimate ones would only slow the fuzzer down).

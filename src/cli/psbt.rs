@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use ckm::psbt::VersionedPsbt;
-use ckm::recovery::sign::RecoverySecret;
+use ckm::recovery::script_path::RecoverySecret;
 use clap::Subcommand;
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
@@ -324,7 +324,7 @@ fn sign_recovery(
     let file = psbt_io::read(input)?;
     let mut versioned = file.psbt;
     let psbt = versioned.psbt_mut();
-    let signed = ckm::recovery::sign::sign_recovery(psbt, &secret, &mut rand::rngs::OsRng)
+    let signed = ckm::recovery::script_path::sign_recovery(psbt, &secret, &mut rand::rngs::OsRng)
         .context("signing the recovery path; nothing was written")?;
     // Addresses need the network: --network, or bitcoin for a mainnet key.
     let network = ctx.network.or(match secret.network_kind() {
@@ -332,7 +332,7 @@ fn sign_recovery(
         bitcoin::NetworkKind::Test => None,
     });
     drop(secret);
-    let complete = ckm::recovery::sign::finalize(&mut psbt.clone()).is_ok();
+    let complete = ckm::recovery::script_path::finalize(&mut psbt.clone()).is_ok();
     if !ctx.json {
         for (i, o) in psbt.unsigned_tx.output.iter().enumerate() {
             let to = network
@@ -373,7 +373,7 @@ fn sign_recovery(
 fn finalize(ctx: &Context, input: &Path, out: &Path, output: &PsbtOutArgs) -> Result<()> {
     let file = psbt_io::read(input)?;
     let mut versioned = file.psbt;
-    let tx = ckm::recovery::sign::finalize(versioned.psbt_mut())
+    let tx = ckm::recovery::script_path::finalize(versioned.psbt_mut())
         .context("the PSBT was not finalized; nothing was written")?;
     let spends: Vec<&str> = tx
         .input

@@ -8,10 +8,10 @@ use anyhow::{bail, Context as _, Result};
 use ckm::identity::IdentityPublic;
 use std::str::FromStr;
 
-use ckm::net::limits::Limits;
 use ckm::net::server::{Access, Server, ServerTls};
 use ckm::net::tls::TlsIdentity;
 use ckm::ops::config::{LogFormat, ServeConfig, TlsChoice, EXAMPLE};
+use ckm::ops::quota::Quotas;
 use ckm::signer::home::{list_wallets, SignerHome};
 use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
@@ -264,7 +264,7 @@ pub struct LimitArgs {
 
 impl LimitArgs {
     /// `base` with every limit given on the command line replaced, checked.
-    fn apply(&self, base: Limits) -> Result<Limits> {
+    fn apply(&self, base: Quotas) -> Result<Quotas> {
         let mut l = base;
         if let Some(v) = self.max_connections {
             l.max_connections = v;
@@ -807,7 +807,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
 
 /// How far a wallet's limits reach, in words (`policy show`).
 fn limit_scope(w: &ckm::signer::home::WalletInfo, p: &Policy) -> String {
-    use ckm::protocol::limits::{per_signer_factor, wallet_wide};
+    use ckm::protocol::spend_limits::{per_signer_factor, wallet_wide};
     let counted = "amounts count what leaves the wallet: payments plus the fee";
     if p.daily_limit_sats.is_none() {
         return format!("{counted}; no daily limit");

@@ -338,7 +338,7 @@ fn create_wallet(
     // Refuse a taken name before running the key generation.
     ctx.new_wallet_path(name)?;
     let n = u16::try_from(signers.len()).unwrap_or(u16::MAX);
-    ckm::frost::dkg::DkgParams::new(threshold, n)?;
+    ckm::frost::pedersen::DkgParams::new(threshold, n)?;
     let network = network.or(ctx.network).unwrap_or(Network::Regtest);
     let roster = Roster::new(
         signers

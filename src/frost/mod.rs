@@ -1,10 +1,11 @@
-//! FROST on secp256k1 for Taproot: key shares and their HD derivation ([`keys`]) and the
-//! distributed key generation ([`dkg`]).
+//! FROST on secp256k1 for Taproot: key shares and their HD derivation ([`shares`]) and the
+//! uncertified Pedersen distributed key generation of FROST ([`pedersen`]; the certified protocol
+//! built on it is [`crate::protocol::dkg`]).
 //!
 //! Built on `frost-secp256k1-tr`; everything here is pure (inputs and an RNG in, values out).
 
-pub mod dkg;
-pub mod keys;
+pub mod pedersen;
+pub mod shares;
 
 pub use frost_secp256k1_tr::Identifier;
 

@@ -164,7 +164,7 @@ impl CallError {
 }
 
 /// How long an idle pooled connection is kept: shorter than the shortest header timeout a
-/// signer accepts ([`super::limits::MIN_HEADER_TIMEOUT`]), so the client never sends on a
+/// signer accepts ([`super::quota::MIN_HEADER_TIMEOUT`]), so the client never sends on a
 /// connection the signer is about to close.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 

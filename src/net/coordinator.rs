@@ -1,7 +1,7 @@
 //! The coordinator's protocol drivers over the network: they run the transport-free state
 //! machines of [`crate::protocol`] — the certified key generation
 //! ([`crate::protocol::dkg::DkgCoordinator`]) and co-signing
-//! ([`crate::protocol::sign::SigningCoordinator`]) — by sending what they return to the
+//! ([`crate::protocol::cosign::SigningCoordinator`]) — by sending what they return to the
 //! signers and feeding their answers back.
 
 use std::sync::Arc;
@@ -10,17 +10,17 @@ use bitcoin::{Network, Psbt, Transaction};
 use tokio::task::JoinSet;
 
 use super::client::{CallError, Client};
-use crate::frost::dkg::DkgParams;
-use crate::frost::keys::GroupPublic;
+use crate::frost::pedersen::DkgParams;
+use crate::frost::shares::GroupPublic;
 use crate::identity::IdentityPublic;
 use crate::keys::{GroupKey, Roster, RosterEntry};
 use crate::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
+use crate::protocol::cosign::{Round1Answer, SignError, SigningCoordinator, Step};
 use crate::protocol::dkg::{CertifiedKeygen, CoordinatorError, DkgContext, DkgCoordinator};
 use crate::protocol::lifecycle::{
     CertifiedTransition, Digest, Joining, TransitionAnswer, TransitionContext,
     TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
 };
-use crate::protocol::sign::{Round1Answer, SignError, SigningCoordinator, Step};
 use crate::recovery::RecoveryPolicy;
 use crate::wallet::WalletMeta;
 

@@ -10,8 +10,8 @@
 pub mod client;
 pub mod coordinator;
 pub mod electrum;
-pub mod limits;
 pub mod one_round;
+pub mod quota;
 pub mod server;
 pub mod tls;
 
@@ -60,7 +60,7 @@ const PSBT_INPUT_BASE64: usize = 512;
 const ENVELOPE: usize = 64 * 1024;
 /// Most spends in the window of a wallet-wide limit that a signer's statement may list for
 /// [`MAX_INPUTS`] inputs at [`MAX_THRESHOLD`] to still fit (see
-/// [`crate::protocol::limits::Statement`]); more spends leave room for fewer inputs.
+/// [`crate::protocol::spend_limits::Statement`]); more spends leave room for fewer inputs.
 pub const MAX_WINDOW_SPENDS: usize = 300;
 /// Upper bound on the JSON of one spend in a statement (txid, amount, state).
 /// Measured at 113 bytes; checked by a test.
@@ -130,13 +130,13 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::frost::dkg::{DkgParams, DkgRound1};
     use crate::frost::identifier;
+    use crate::frost::pedersen::{DkgParams, DkgRound1};
     use crate::identity::IdentityKey;
     use crate::keys::GroupKey;
     use crate::message::{encode, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
     use crate::protocol::dkg::Round1Request;
-    use crate::protocol::limits::{Receipt, SpendEntry, SpendState, Statement};
+    use crate::protocol::spend_limits::{Receipt, SpendEntry, SpendState, Statement};
 
     fn group_key() -> GroupKey {
         // The secp256k1 generator: any valid point does.

@@ -21,11 +21,11 @@ use crate::keys::{GroupKey, RosterEntry};
 use crate::message::{
     CoordinatorToSigner, ErrorCode, MoreSession, SessionId, SignerToCoordinator, WalletRef,
 };
+use crate::protocol::cosign::SignError;
 use crate::protocol::roast::{
     CommitmentStore, HedgeError, InputCommitments, PreCommitment, RoastCoordinator, RoastOutcome,
     ShareCheck, SharesOutcome,
 };
-use crate::protocol::sign::SignError;
 use crate::wallet::WalletMeta;
 
 /// Commitments asked of a signer when the store runs short (at least one session's worth).

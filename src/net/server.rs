@@ -4,10 +4,10 @@
 //! What a request goes through, cheapest check first, so that nobody who cannot sign as an
 //! allowed coordinator makes the signer read a body or hold memory:
 //!
-//! 1. **Connection**: at most [`Limits::max_connections`] open at once (a slot is taken
+//! 1. **Connection**: at most [`Quotas::max_connections`] open at once (a slot is taken
 //!    *before* `accept`, so extra connections wait in the kernel's queue); the TLS handshake
-//!    must end within [`Limits::handshake_timeout_secs`]; the request header within
-//!    [`Limits::header_timeout_secs`] of the connection's start or of the previous answer
+//!    must end within [`Quotas::handshake_timeout_secs`]; the request header within
+//!    [`Quotas::header_timeout_secs`] of the connection's start or of the previous answer
 //!    (which also closes idle keep-alive connections), and must fit a read buffer of
 //!    [`CONNECTION_BUFFER`] bytes.
 //! 2. **Signed header**, before any byte of the body: the coordinator is allowed, the
@@ -16,10 +16,10 @@
 //!    ([`ReplayGuard::check_header`]). Anything else is answered 401 at once and the
 //!    connection is closed without reading the body.
 //! 3. **Size**: a `Content-Length` is required and must be at most [`MAX_BODY`].
-//! 4. **In-flight slot**: at most [`Limits::max_in_flight`] requests have their body read or
-//!    handled at once, and at most [`Limits::max_in_flight_per_coordinator`] per coordinator;
-//!    a request waits up to [`Limits::queue_timeout_secs`] for a slot, then gets 503.
-//! 5. **Body**: read (within [`Limits::request_timeout_secs`]), checked against the hash the
+//! 4. **In-flight slot**: at most [`Quotas::max_in_flight`] requests have their body read or
+//!    handled at once, and at most [`Quotas::max_in_flight_per_coordinator`] per coordinator;
+//!    a request waits up to [`Quotas::queue_timeout_secs`] for a slot, then gets 503.
+//! 5. **Body**: read (within [`Quotas::request_timeout_secs`]), checked against the hash the
 //!    header signed, decoded, handled off the async threads, and the answer signed.
 //!
 //! Memory therefore stays below: the process's base, plus `max_connections` ×
@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::limits::{Gate, Limits};
+use super::quota::{Gate, Quotas};
 use super::tls::TlsStatement;
 use super::{
     response_digest, signed_path, AUTH_HEADER, HEALTH_PATH, MAX_BODY, MESSAGE_PATH, METRICS_PATH,
@@ -132,15 +132,15 @@ pub struct Access {
     /// Identity keys of the coordinators allowed to send requests.
     pub allowed_coordinators: Vec<IdentityPublic>,
     /// Connection and request limits.
-    pub limits: Limits,
+    pub limits: Quotas,
 }
 
 impl Access {
-    /// `allowed` coordinators with the default [`Limits`].
+    /// `allowed` coordinators with the default [`Quotas`].
     pub fn new(allowed_coordinators: Vec<IdentityPublic>) -> Self {
         Access {
             allowed_coordinators,
-            limits: Limits::default(),
+            limits: Quotas::default(),
         }
     }
 }
@@ -323,7 +323,7 @@ async fn accept_loop(
     listener: TcpListener,
     router: Router,
     gate: Arc<Gate>,
-    limits: impl Fn() -> Limits,
+    limits: impl Fn() -> Quotas,
     acceptor: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -414,11 +414,11 @@ pub async fn serve_metrics(
     server: Server,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = Limits {
+    let limits = Quotas {
         max_connections: 16,
         max_in_flight: 16,
         max_in_flight_per_coordinator: 16,
-        ..Limits::default()
+        ..Quotas::default()
     };
     let router = Router::new()
         .route(METRICS_PATH, get(metrics_route))
@@ -476,7 +476,7 @@ async fn tls_statement_route(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-/// Serves `signer` on `listener` (plain HTTP) with the default [`Limits`] until `shutdown`
+/// Serves `signer` on `listener` (plain HTTP) with the default [`Quotas`] until `shutdown`
 /// resolves: [`Server::new`] then [`Server::serve`].
 ///
 /// # Errors
@@ -492,7 +492,7 @@ pub async fn serve(
         .await
 }
 
-async fn serve_connection<I>(io: I, router: Router, limits: &Limits, watcher: Watcher)
+async fn serve_connection<I>(io: I, router: Router, limits: &Quotas, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

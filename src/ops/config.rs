@@ -2,7 +2,7 @@
 //!
 //! Top-level keys: `listen`, `allow_coordinators`, `allow_peers`, `passphrase_file`,
 //! `metrics`, `tls`, `tls_cert`, `tls_key`, `log_format`, and a `[limits]` table whose keys
-//! are the fields of [`Limits`]. Every key is optional; unknown keys are refused. Relative
+//! are the fields of [`Quotas`]. Every key is optional; unknown keys are refused. Relative
 //! paths are taken from the file's directory. Errors name the file, line and column and say
 //! what is wrong. [`EXAMPLE`] is a commented example (what `ckm signer config example`
 //! prints).
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::quota::Quotas;
 use crate::identity::IdentityPublic;
-use crate::net::limits::Limits;
 
 /// Largest configuration file read.
 pub const MAX_CONFIG_FILE: u64 = 1 << 20;
@@ -159,7 +159,7 @@ pub struct ServeConfig {
     /// `log_format`.
     pub log_format: Option<LogFormat>,
     /// `[limits]`, defaults filled in.
-    pub limits: Limits,
+    pub limits: Quotas,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,11 +331,11 @@ impl ServeConfig {
             }
         }
         let limits = match raw.limits {
-            None => Limits::default(),
+            None => Quotas::default(),
             Some(l) => {
                 let span = l.span();
                 let l = l.into_inner();
-                let mut out = Limits::default();
+                let mut out = Quotas::default();
                 let mut spans: Vec<(&'static str, Range<usize>)> = Vec::new();
                 macro_rules! take {
                     ($field:ident) => {
@@ -354,9 +354,9 @@ impl ServeConfig {
                 take!(queue_timeout_secs);
                 if let Err(e) = out.validate() {
                     let name = match &e {
-                        crate::net::limits::LimitsError::Zero { name }
-                        | crate::net::limits::LimitsError::Timeout { name, .. } => *name,
-                        crate::net::limits::LimitsError::PerCoordinatorAboveGlobal { .. } => {
+                        super::quota::QuotaError::Zero { name }
+                        | super::quota::QuotaError::Timeout { name, .. } => *name,
+                        super::quota::QuotaError::PerCoordinatorAboveGlobal { .. } => {
                             "max_in_flight_per_coordinator"
                         }
                     };
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(c.allow_coordinators.len(), 1);
         assert_eq!(c.tls, TlsChoice::Off);
         assert_eq!(c.log_format, Some(LogFormat::Text));
-        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits, Quotas::default());
     }
 
     #[test]

@@ -37,11 +37,11 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::SessionId;
-use crate::frost::dkg::{
+use crate::frost::pedersen::{
     group_from_broadcasts, transcript_hash, DkgError, DkgParams, DkgRound1, DkgRound2,
     Round1Broadcast, TranscriptHash,
 };
-use crate::frost::{identifier, keys::roster_index};
+use crate::frost::{identifier, shares::roster_index};
 use crate::identity::{IdentityError, IdentityKey, IdentityPublic, Sealed};
 use crate::keys::WalletPath;
 use crate::keys::{GroupKey, GroupPublic, KeyShare, Roster, WalletFingerprint};
@@ -1455,7 +1455,8 @@ mod tests {
     fn recovery_policy(seed: u8, blocks: u16) -> RecoveryPolicy {
         let master =
             bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &[seed; 32]).unwrap();
-        let secret: crate::recovery::sign::RecoverySecret = master.to_string().parse().unwrap();
+        let secret: crate::recovery::script_path::RecoverySecret =
+            master.to_string().parse().unwrap();
         let key = secret.public_at(&"86'/1'/0'".parse().unwrap()).unwrap();
         RecoveryPolicy::new(vec![key], 1, blocks).unwrap()
     }

@@ -31,8 +31,8 @@ use zeroize::Zeroizing;
 
 use super::dkg::{Certificate, CertifiedKeygen};
 use super::SessionId;
-use crate::frost::dkg::group_from_broadcasts;
-use crate::frost::{identifier, keys::roster_index};
+use crate::frost::pedersen::group_from_broadcasts;
+use crate::frost::{identifier, shares::roster_index};
 use crate::identity::{IdentityError, IdentityKey, IdentityPublic, Sealed};
 use crate::keys::{GroupKey, GroupPublic, KeyShare, Roster, RosterEntry};
 

@@ -6,20 +6,20 @@
 //!
 //! - [`dkg`]: certified distributed key generation (approved peers, a transcript over the
 //!   whole roster, certificates from every signer before anyone stores a share).
-//! - [`sign`]: the coordinator's co-signing state machine (who is asked, who is excluded, when
+//! - [`cosign`]: the coordinator's co-signing state machine (who is asked, who is excluded, when
 //!   to retry).
 //! - [`lifecycle`]: epoch transitions — refresh, remove a signer, repair a lost share, enrol
 //!   a new signer — certified and committed in two phases.
 //! - [`roast`]: one-round signing with preprocessed nonces, and ROAST's concurrent sessions
 //!   that complete whatever `n − t` faulty signers do.
-//! - [`limits`]: reservations, receipts and signed statements that make spending limits hold
+//! - [`spend_limits`]: reservations, receipts and signed statements that make spending limits hold
 //!   for the whole wallet whichever `t` signers sign.
 
+pub mod cosign;
 pub mod dkg;
 pub mod lifecycle;
-pub mod limits;
 pub mod roast;
-pub mod sign;
+pub mod spend_limits;
 
 use serde::{Deserialize, Serialize};
 

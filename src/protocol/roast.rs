@@ -28,7 +28,7 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use super::sign::SignError;
+use super::cosign::SignError;
 use super::SessionId;
 use crate::frost::identifier;
 use crate::identity::{IdentityKey, IdentityPublic};

@@ -15,7 +15,7 @@ use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, XOnlyPublicKey};
 
-use crate::frost::keys::{secp, Derivation, GroupPublic, KeyError, SpendKey};
+use crate::frost::shares::{secp, Derivation, GroupPublic, KeyError, SpendKey};
 use crate::keys::{Keychain, WalletPath};
 use crate::recovery::{RecoveryError, RecoveryPolicy, WalletScripts};
 

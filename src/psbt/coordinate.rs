@@ -24,7 +24,7 @@ use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr as frost;
 
 use super::check::{check_psbt_with, CheckError, CheckedInput, CheckedPsbt};
-use crate::frost::keys::{roster_index, secp, GroupPublic, KeyError};
+use crate::frost::shares::{roster_index, secp, GroupPublic, KeyError};
 use crate::recovery::RecoveryPolicy;
 
 type Suite = frost::Secp256K1Sha256TR;
@@ -250,7 +250,7 @@ impl SigningSession {
                 });
             }
         }
-        Ok(super::sign::signing_packages(&self.checked, commitments))
+        Ok(super::rounds::signing_packages(&self.checked, commitments))
     }
 
     /// Verifies one signer's shares (one per input) on their own, before the session's

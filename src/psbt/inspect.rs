@@ -13,7 +13,7 @@ use bitcoin::{
 use serde::Serialize;
 
 use super::version::PsbtVersion;
-use crate::frost::keys::{secp, GroupPublic};
+use crate::frost::shares::{secp, GroupPublic};
 
 /// A wallet keychain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

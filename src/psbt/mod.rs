@@ -1,4 +1,4 @@
-//! PSBT co-signing: the signer's checks ([`check`]), the signer's rounds ([`sign`]) and the
+//! PSBT co-signing: the signer's checks ([`check`]), the signer's rounds ([`rounds`]) and the
 //! coordinator's aggregation and finalization ([`coordinate`]), plus an in-memory driver.
 //! At the edges: PSBT versions 0 and 2 ([`version`]), URs for air-gapped transfer ([`ur`])
 //! and a wallet's view of any PSBT ([`inspect`]).
@@ -6,7 +6,7 @@
 pub mod check;
 pub mod coordinate;
 pub mod inspect;
-pub mod sign;
+pub mod rounds;
 pub mod ur;
 pub mod version;
 
@@ -17,10 +17,10 @@ use rand::{CryptoRng, RngCore};
 
 pub use check::{check_psbt, check_psbt_with, CheckError, CheckedPsbt};
 pub use coordinate::{CoordinateError, SessionPackages, SigningSession, VerifiedSignatures};
-pub use sign::{commit, commit_with, PreprocessedNonce, SignError, SignerNonces};
+pub use rounds::{commit, commit_with, PreprocessedNonce, SignError, SignerNonces};
 pub use version::{PsbtVersion, VersionedPsbt};
 
-use crate::frost::keys::{roster_index, KeyShare};
+use crate::frost::shares::{roster_index, KeyShare};
 use crate::recovery::RecoveryPolicy;
 
 /// From this many inputs on, signing, share checks and aggregation split the inputs over two

@@ -11,7 +11,7 @@
 //! The policy is part of the certified key generation ([`crate::protocol::dkg::DkgContext`]),
 //! so every signer knows it and refuses to co-sign for an input, or accept a change output,
 //! whose script tree is not the certified one at its own derivation index
-//! ([`WalletScripts`], used by [`crate::psbt::check`]). [`sign`] signs the script path of a
+//! ([`WalletScripts`], used by [`crate::psbt::check`]). [`script_path`] signs the script path of a
 //! recovery PSBT with the recovery key. See `docs/recovery.md`.
 //!
 //! ```
@@ -23,7 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod sign;
+pub mod script_path;
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,7 +36,7 @@ use bitcoin::{Address, Network, NetworkKind, ScriptBuf, Sequence, XOnlyPublicKey
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey, DescriptorXKey, Wildcard};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::frost::keys::{secp, GroupPublic};
+use crate::frost::shares::{secp, GroupPublic};
 use crate::keys::{Keychain, WalletPath};
 
 /// Most recovery keys in one policy.

@@ -15,7 +15,7 @@ use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
 use bitcoin::Txid;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::limits::{SpendEntry, SpendState};
+use crate::protocol::spend_limits::{SpendEntry, SpendState};
 use crate::store::MacKey;
 
 /// The MAC purpose of the audit chain (see [`crate::store::StoreKey::mac_key`]).

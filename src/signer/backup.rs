@@ -46,7 +46,7 @@ use bc_envelope::Envelope;
 use dcbor::ByteString;
 use rand::{CryptoRng, RngCore};
 
-use crate::frost::keys::{roster_index, KeyError, KeyShare};
+use crate::frost::shares::{roster_index, KeyError, KeyShare};
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::keys::GroupKey;
 use crate::message::{ErrorCode, SignerToCoordinator, WalletRecord};

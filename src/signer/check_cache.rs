@@ -135,7 +135,7 @@ mod tests {
         let identity = crate::identity::IdentityKey::generate(&mut rand::rngs::OsRng).public();
         let wallet = GroupKey::from(
             bitcoin::secp256k1::SecretKey::new(&mut rand::rngs::OsRng)
-                .public_key(crate::frost::keys::secp()),
+                .public_key(crate::frost::shares::secp()),
         );
         CheckKey::new(&identity, &wallet, 0, &n.to_string())
     }

@@ -21,7 +21,7 @@ use bitcoin::Network;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use crate::frost::keys::{KeyError, KeyShare};
+use crate::frost::shares::{KeyError, KeyShare};
 use crate::identity::{IdentityKey, IdentityPublic};
 use crate::keys::{GroupKey, Roster, WalletFingerprint};
 use crate::protocol::dkg::CertifiedKeygen;
@@ -1560,7 +1560,7 @@ pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frost::dkg::{run_in_memory, DkgParams};
+    use crate::frost::pedersen::{run_in_memory, DkgParams};
 
     #[test]
     fn shares_round_trip_and_corruption_is_refused() {

@@ -249,7 +249,7 @@ pub fn migrate<R: RngCore + CryptoRng>(
                 let gk: GroupKey = info.group_key;
                 let old = open_sealed(&format!("wallets/{gk}.share"), format!("share:{gk}").as_bytes())?
                     .ok_or_else(|| fail(dir, format!("wallet {gk}: share file missing")))?;
-                crate::frost::keys::KeyShare::from_secret_bytes(&old)
+                crate::frost::shares::KeyShare::from_secret_bytes(&old)
                     .map_err(|e| fail(dir, format!("wallet {gk}: {e}")))?;
                 let info_json = serde_json::to_string(info).map_err(|e| fail(dir, e))?;
                 let sealed = key.seal(share_aad(&gk, &info_json).as_bytes(), &old, rng);

@@ -4,7 +4,7 @@
 //! memory; nonces are consumed once; a restarted signer knows no session and refuses round 2.
 //! Every signing decision is recorded (keyed audit record, spend accounting) in one database
 //! transaction before any share leaves; the wallet-wide limit protocol of
-//! [`crate::protocol::limits`] is enforced here.
+//! [`crate::protocol::spend_limits`] is enforced here.
 
 pub mod audit;
 pub mod backup;

@@ -215,7 +215,7 @@ impl NoncePools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frost::dkg::{run_in_memory, DkgParams};
+    use crate::frost::pedersen::{run_in_memory, DkgParams};
     use crate::identity::IdentityKey;
     use rand::rngs::OsRng;
 

@@ -17,13 +17,13 @@ use super::home::{HomeError, WalletInfo};
 use super::policy::{Policy, PolicyViolation};
 use super::{check_cache, prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
 use crate::auth::unix_now;
-use crate::frost::keys::roster_index;
+use crate::frost::shares::roster_index;
 use crate::identity::IdentityPublic;
 use crate::message::{ErrorCode, SessionId, SignerToCoordinator, WalletRef};
-use crate::protocol::limits::{
+use crate::protocol::roast::{CommitmentBatch, NonceId};
+use crate::protocol::spend_limits::{
     check_receipts, check_statements, union_total, Receipt, SpendEntry, SpendState, Statement,
 };
-use crate::protocol::roast::{CommitmentBatch, NonceId};
 use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
 use crate::recovery::RecoveryPolicy;
 
@@ -368,7 +368,7 @@ impl Signer {
                     from,
                     &s.wallet,
                     &s.checked,
-                    crate::protocol::limits::LimitError::SignerSetChanged {
+                    crate::protocol::spend_limits::LimitError::SignerSetChanged {
                         got: signers.into_iter().collect(),
                         chosen: chosen.iter().copied().collect(),
                     },
@@ -707,7 +707,7 @@ fn packages_from(
         let id = crate::frost::identifier(*index).map_err(|e| refuse(ErrorCode::BadRequest, e))?;
         by_id.insert(id, list.0.clone());
     }
-    Ok(crate::psbt::sign::signing_packages(checked, &by_id))
+    Ok(crate::psbt::rounds::signing_packages(checked, &by_id))
 }
 
 /// A one-round request's PSBT checked against the wallet's group and certified recovery
@@ -715,7 +715,7 @@ fn packages_from(
 /// preparations alike).
 fn check_parsed(
     psbt: Psbt,
-    group: &crate::frost::keys::GroupPublic,
+    group: &crate::frost::shares::GroupPublic,
     recovery: Option<&RecoveryPolicy>,
 ) -> Result<(Psbt, CheckedPsbt), Refusal> {
     let checked = crate::psbt::check_psbt_with(&psbt, group, recovery)

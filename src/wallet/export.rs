@@ -13,7 +13,7 @@ use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::{CkmWallet, WalletError, WalletMeta};
-use crate::frost::keys::GroupPublic;
+use crate::frost::shares::GroupPublic;
 
 /// Addresses Core derives ahead of the next unused index (its default keypool size).
 pub const CORE_LOOKAHEAD: u32 = 1000;
@@ -222,7 +222,7 @@ pub fn next_indexes(wallet: &CkmWallet) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frost::dkg::{run_in_memory, DkgParams};
+    use crate::frost::pedersen::{run_in_memory, DkgParams};
 
     fn meta() -> Result<WalletMeta, Box<dyn std::error::Error>> {
         let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rand::thread_rng())?;

@@ -21,7 +21,7 @@ mod commitments;
 
 pub use commitments::WalletCommitments;
 
-use crate::frost::keys::GroupPublic;
+use crate::frost::shares::GroupPublic;
 use crate::identity::IdentityPublic;
 use crate::keys::{Keychain, WalletFingerprint};
 pub use crate::keys::{Roster, RosterEntry};
@@ -196,7 +196,7 @@ impl WalletMeta {
                         crate::frost::identifier(*i).ok().map(|id| (id, b.clone()))
                     })
                     .collect();
-                crate::frost::dkg::group_from_broadcasts(&broadcasts)
+                crate::frost::pedersen::group_from_broadcasts(&broadcasts)
                     .map_err(|e| WalletVerifyError::History(e.to_string()))?
             }
         };

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Psbt, Transaction, TxOut};
-use ckm::frost::keys::{secp, GroupPublic};
+use ckm::frost::shares::{secp, GroupPublic};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
 use ckm::net::MESSAGE_PATH;
@@ -51,7 +51,7 @@ pub fn recovery_key() -> Result<(bitcoin::bip32::Xpriv, ckm::recovery::RecoveryK
     let mut seed = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut seed);
     let master = bitcoin::bip32::Xpriv::new_master(bitcoin::NetworkKind::Test, &seed)?;
-    let secret: ckm::recovery::sign::RecoverySecret = master.to_string().parse()?;
+    let secret: ckm::recovery::script_path::RecoverySecret = master.to_string().parse()?;
     let key = secret.public_at(&bitcoin::bip32::DerivationPath::from_str("86'/1'/0'")?)?;
     Ok((master, key))
 }

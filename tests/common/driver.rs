@@ -19,8 +19,8 @@ use ckm::frost::identifier;
 use ckm::keys::{GroupKey, RosterEntry};
 use ckm::message::{CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::{CallError, Client};
-use ckm::protocol::limits::{Receipt, Statement};
 use ckm::protocol::roast::{NonceId, PreCommitment};
+use ckm::protocol::spend_limits::{Receipt, Statement};
 use ckm::psbt::SigningSession;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use frost_secp256k1_tr::round1::SigningCommitments;
@@ -283,7 +283,7 @@ pub fn compact(
     let mut out: BTreeMap<u16, ckm::protocol::roast::InputCommitments> = BTreeMap::new();
     for package in packages {
         for (id, c) in package.signing_commitments() {
-            out.entry(ckm::frost::keys::roster_index(id))
+            out.entry(ckm::frost::shares::roster_index(id))
                 .or_insert_with(|| ckm::protocol::roast::InputCommitments(Vec::new()))
                 .0
                 .push(*c);

@@ -13,7 +13,7 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 
 use super::check::{check_psbt_with, CheckError, CheckedPsbt};
-use crate::frost::keys::{KeyError, KeyShare};
+use crate::frost::shares::{KeyError, KeyShare};
 use crate::recovery::RecoveryPolicy;
 
 /// Why a co-signer refused to commit or sign.

@@ -6,7 +6,7 @@
 //! One attempt: ask every signer not yet excluded for round-1 commitments (each reserves the
 //! spend and returns a receipt); the first `t` that answer are chosen; when any of them has a
 //! wallet-wide limit, each chosen signer is asked for a statement given all the receipts (see
-//! [`crate::protocol::limits`]); they get the signing packages (and the statements); their
+//! [`crate::protocol::spend_limits`]); they get the signing packages (and the statements); their
 //! shares are aggregated and every signature verified. A signer that fails or refuses at any point is excluded; one whose
 //! share does not verify is excluded and named as a culprit; then a new attempt starts (with
 //! a new session) while `t` signers remain.
@@ -20,7 +20,7 @@ use frost::SigningPackage;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 
-use super::limits::{Receipt, Statement};
+use super::spend_limits::{Receipt, Statement};
 use super::SessionId;
 use crate::frost::identifier;
 use crate::keys::GroupPublic;
@@ -322,7 +322,7 @@ impl SigningCoordinator {
             .map(|p| {
                 p.signing_commitments()
                     .keys()
-                    .map(crate::frost::keys::roster_index)
+                    .map(crate::frost::shares::roster_index)
                     .collect()
             })
             .unwrap_or_default();

@@ -23,7 +23,7 @@ use miniscript::psbt::PsbtExt;
 use rand::{CryptoRng, RngCore};
 
 use super::RecoveryKey;
-use crate::frost::keys::secp;
+use crate::frost::shares::secp;
 
 /// Why a recovery signature was not made. Inputs are named by index.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Typed keys shared by every part of ckm: the wallet's group key ([`GroupKey`]), the roster
 //! of signers ([`RosterEntry`], [`Roster`]) and the short, human-comparable wallet
 //! fingerprint ([`WalletFingerprint`]). The FROST key material itself (shares, the public key
-//! package, HD derivation) lives in [`crate::frost::keys`] and is re-exported here.
+//! package, HD derivation) lives in [`crate::frost::shares`] and is re-exported here.
 //!
 //! Nothing here does I/O; the protocol, signer, coordinator and CLI layers all build on it.
 
@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::identity::IdentityPublic;
 
-pub use crate::frost::keys::{Derivation, GroupPublic, KeyError, KeyShare};
+pub use crate::frost::shares::{Derivation, GroupPublic, KeyError, KeyShare};
 
 /// A wallet's root group public key (the even-Y FROST group key, 33-byte compressed).
 ///

@@ -19,7 +19,7 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{roster_index, GroupPublic, KeyError, KeyShare};
+use super::shares::{roster_index, GroupPublic, KeyError, KeyShare};
 
 sha256t_hash_newtype! {
     pub(crate) struct TranscriptTag = hash_str("ckm/dkg-transcript");
