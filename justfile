@@ -6,9 +6,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Format check, clippy (-D warnings) on every target, docs (-D warnings)
+# Format check, the house rules (contrib/layers.py), clippy (-D warnings) on every target, docs (-D warnings)
 check:
     cargo fmt --all -- --check
+    python3 contrib/layers.py
     cargo clippy --locked --all-targets --all-features -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 

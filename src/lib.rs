@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chain;
 pub mod frost;
 pub mod identity;
 pub mod idle;

@@ -16,11 +16,18 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let hint = cli::hints::hint(&e);
             if json {
-                let msg = serde_json::json!({ "error": format!("{e:#}") });
+                let mut msg = serde_json::json!({ "error": format!("{e:#}") });
+                if let Some(hint) = hint {
+                    msg["hint"] = serde_json::Value::String(hint);
+                }
                 eprintln!("{msg}");
             } else {
                 eprintln!("error: {e:#}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::FAILURE
         }

@@ -2,6 +2,7 @@
 //! helpers for homes, passphrases and output.
 
 mod args;
+pub mod hints;
 mod id;
 mod pin;
 mod psbt;

@@ -291,7 +291,11 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             if tx.input.iter().any(|i| i.witness.is_empty()) {
                 bail!("the PSBT is not finalized (run `ckm psbt sign` first)");
             }
-            let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &tx)?;
+            let txid = ckm::chain::broadcast_and_record(
+                &ckm::chain::electrum::Electrum::connect(&url)?,
+                Some(&mut w),
+                &tx,
+            )?;
             ctx.output(serde_json::json!({ "txid": txid.to_string() }), || {
                 txid.to_string()
             })

@@ -8,7 +8,6 @@ use bitcoin::{FeeRate, Psbt};
 use ckm::net::client::Client;
 use ckm::net::coordinator::SignReport;
 use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
-use ckm::psbt::SigningSession;
 use ckm::wallet::CkmWallet;
 
 use super::args::{ElectrumArg, PaymentArgs};
@@ -58,26 +57,26 @@ pub fn build_recovery(
 
 /// A human summary of what a PSBT pays, as the signers will see it.
 pub fn summary(w: &CkmWallet, psbt: &Psbt) -> Result<String> {
-    let session = SigningSession::with_recovery(psbt, &w.meta().group, w.meta().recovery())?;
-    let checked = session.checked();
+    let review = w.review(psbt)?;
     let mut lines = Vec::new();
-    for out in checked.payments() {
-        let addr = bitcoin::Address::from_script(&out.script_pubkey, w.meta().network)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| out.script_pubkey.to_hex_string());
-        lines.push(format!("pay     {:>14} sat to {addr}", out.amount.to_sat()));
+    for out in &review.payments {
+        lines.push(format!(
+            "pay     {:>14} sat to {}",
+            out.amount.to_sat(),
+            out.destination()
+        ));
     }
-    for out in checked.outputs().iter().filter(|o| o.change_path.is_some()) {
+    for out in &review.change {
         lines.push(format!(
             "change  {:>14} sat back to the wallet",
             out.amount.to_sat()
         ));
     }
-    let rate = checked.fee().to_sat() as f64 / checked.estimated_vsize().max(1) as f64;
     lines.push(format!(
-        "fee     {:>14} sat ({rate:.1} sat/vB, {} input(s))",
-        checked.fee().to_sat(),
-        checked.inputs().len()
+        "fee     {:>14} sat ({:.1} sat/vB, {} input(s))",
+        review.fee.to_sat(),
+        review.fee_rate_sat_vb(),
+        review.inputs
     ));
     Ok(lines.join("\n"))
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::Network;
+use ckm::chain::electrum::Electrum;
+use ckm::chain::{broadcast_and_record, ChainSource, SyncProgress};
 use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
 use ckm::recovery::RecoveryPolicy;
@@ -398,7 +400,7 @@ fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         bail!("the new wallet needs another name than '{}'", args.to);
     }
     let url = electrum_url(&args.electrum, &old)?;
-    ckm::net::electrum::sync(&mut old, &url, |_, _| {})?;
+    Electrum::connect(&url)?.sync(&mut old, Box::new(|_| {}))?;
     let new = if ctx.wallet_names()?.contains(&args.to) {
         ctx.say(format!("wallet '{}' exists: sweeping into it", args.to));
         ctx.open_wallet(Some(&args.to))?
@@ -473,7 +475,11 @@ fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         .filter(|o| o.script_pubkey == to.script_pubkey())
         .map(|o| o.value.to_sat())
         .sum();
-    let txid = ckm::net::electrum::broadcast(Some(&mut old), &url, &report.transaction)?;
+    let txid = broadcast_and_record(
+        &Electrum::connect(&url)?,
+        Some(&mut old),
+        &report.transaction,
+    )?;
     ctx.output(
         serde_json::json!({
             "from": old.meta().name,
@@ -615,15 +621,20 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg) -> Result<()> {
         None
     };
     let progress_bar = bar.clone();
-    let height = ckm::net::electrum::sync(&mut w, &url, move |keychain, index| {
-        if let Some(bar) = &progress_bar {
-            let k = match keychain {
-                KeychainKind::External => "receive",
-                KeychainKind::Internal => "change",
-            };
-            bar.set_message(format!("scanning {k} address {index}"));
-        }
-    })?;
+    let source = Electrum::connect(&url)?;
+    let height = source.sync(
+        &mut w,
+        Box::new(move |progress| {
+            if let (Some(bar), SyncProgress::Script { keychain, index }) = (&progress_bar, progress)
+            {
+                let k = match keychain {
+                    KeychainKind::External => "receive",
+                    KeychainKind::Internal => "change",
+                };
+                bar.set_message(format!("scanning {k} address {index}"));
+            }
+        }),
+    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -632,21 +643,26 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg) -> Result<()> {
         meta.electrum = Some(url.clone());
         w.set_meta(meta)?;
     }
-    let balance = w.bdk().balance();
+    let balance = w.balance();
     ctx.output(
         serde_json::json!({
             "height": height,
             "confirmed_sats": balance.confirmed.to_sat(),
-            "unconfirmed_sats": (balance.trusted_pending + balance.untrusted_pending + balance.immature).to_sat(),
+            "unconfirmed_sats": (balance.unconfirmed + balance.immature).to_sat(),
         }),
-        || format!("synced to height {height}; balance {} sat confirmed", balance.confirmed.to_sat()),
+        || {
+            format!(
+                "synced to height {height}; balance {} sat confirmed",
+                balance.confirmed.to_sat()
+            )
+        },
     )
 }
 
 fn balance(ctx: &Context, wallet: WalletArg) -> Result<()> {
     let w = ctx.open_wallet(wallet.name.as_deref())?;
-    let b = w.bdk().balance();
-    let unconfirmed = b.trusted_pending + b.untrusted_pending;
+    let b = w.balance();
+    let unconfirmed = b.unconfirmed;
     ctx.output(
         serde_json::json!({
             "confirmed_sats": b.confirmed.to_sat(),
@@ -690,7 +706,7 @@ fn send(
         }
     }
     let report = spend::cosign(ctx, &w, &mut built)?;
-    let txid = ckm::net::electrum::broadcast(Some(&mut w), &url, &report.transaction)?;
+    let txid = broadcast_and_record(&Electrum::connect(&url)?, Some(&mut w), &report.transaction)?;
     ctx.output(
         serde_json::json!({
             "txid": txid.to_string(),

@@ -107,9 +107,8 @@ pub enum CallError {
     /// The signer's TLS certificate is not the pinned one.
     #[error(
         "signer {index} ({url}) presented a TLS certificate with sha256 {got}, but the wallet \
-         pins {expected}; if the signer's operator rotated its certificate \
-         (`ckm signer tls --rotate`), run `ckm wallet update-pin`, which checks the signer's \
-         signed statement of the new fingerprint"
+         pins {expected}; if the signer's operator rotated its certificate, the pin can be \
+         updated from the signer's signed statement of the new fingerprint"
     )]
     PinMismatch {
         /// Roster index.
@@ -385,7 +384,7 @@ impl Client {
                         url: url.clone(),
                         speaks: "plain HTTP, not HTTPS".into(),
                         hint: "use an http:// URL (plain HTTP is served on loopback only), or \
-                               start the signer with --tls"
+                               serve the signer over TLS"
                             .into(),
                     });
                 }
@@ -405,8 +404,8 @@ impl Client {
                 index,
                 url: url.clone(),
                 speaks: "HTTPS, not plain HTTP".into(),
-                hint: "use https://HOST:PORT#PUBKEY@FINGERPRINT (`ckm signer tls` on the signer \
-                       prints the fingerprint)"
+                hint: "use https://HOST:PORT#PUBKEY@FINGERPRINT (the signer's operator can \
+                       read the fingerprint from the signer's home)"
                     .into(),
             });
         }

@@ -9,7 +9,6 @@
 
 pub mod client;
 pub mod coordinator;
-pub mod electrum;
 pub mod one_round;
 pub mod quota;
 pub mod server;

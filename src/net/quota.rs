@@ -166,6 +166,8 @@ impl Drop for InFlightSlot {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::identity::IdentityKey;
     use rand::SeedableRng;

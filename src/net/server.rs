@@ -394,7 +394,7 @@ async fn starts_like_tls(stream: &TcpStream) -> std::io::Result<bool> {
 /// Answers a plain-HTTP client on the TLS port in plain HTTP: use https.
 async fn answer_plain_http_on_tls(mut stream: TcpStream) {
     let body = "this ckm signer speaks HTTPS: use an https:// URL with its certificate \
-                fingerprint (URL#PUBKEY@FINGERPRINT, see `ckm signer tls`)\n";
+                fingerprint (URL#PUBKEY@FINGERPRINT; the signer's operator can read it)\n";
     let answer = format!(
         "HTTP/1.1 400 Bad Request\r\n{SCHEME_HEADER}: https\r\ncontent-type: text/plain\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",

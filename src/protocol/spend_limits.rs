@@ -375,7 +375,7 @@ mod tests {
     use crate::keys::RosterEntry;
 
     fn setup() -> (Vec<IdentityKey>, Roster, GroupKey, SessionId, Txid) {
-        let mut rng = rand::thread_rng();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
         let keys: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate(&mut rng)).collect();
         let roster = Roster::new(
             keys.iter()

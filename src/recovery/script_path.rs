@@ -87,7 +87,7 @@ pub enum SignRecoveryError {
         source: bitcoin::sighash::TaprootError,
     },
     /// The key signs nothing in this PSBT.
-    #[error("the recovery key {key} signs no input of this PSBT (is it the wallet's recovery key, and was the PSBT made with `ckm psbt create --recovery`?)")]
+    #[error("the recovery key {key} signs no input of this PSBT (is it the wallet's recovery key, and does the PSBT spend through the recovery path?)")]
     NothingToSign {
         /// The key's public form.
         key: String,

@@ -238,7 +238,7 @@ pub struct SignerRecords {
 #[non_exhaustive]
 pub enum RecoverError {
     /// No signer holds a (matching) wallet bound to this coordinator.
-    #[error("no signer returned {}; a signer returns only the wallets bound to this coordinator (its operator can add it: `ckm signer wallet allow-coordinator --wallet NAME <id>`)", match .0 { Some(n) => format!("a wallet named '{n}'"), None => "any wallet".to_string() })]
+    #[error("no signer returned {}; a signer returns only the wallets bound to this coordinator", match .0 { Some(n) => format!("a wallet named '{n}'"), None => "any wallet".to_string() })]
     NoWallet(Option<String>),
     /// A record does not check out.
     #[error(
@@ -253,7 +253,7 @@ pub enum RecoverError {
         reason: String,
     },
     /// The signers give different histories of one wallet.
-    #[error("the signers disagree about wallet '{wallet}': {a} gives epoch {a_epoch}, {b} gives epoch {b_epoch}{}; nothing was stored (finish a pending transition with `ckm wallet resume` once the wallet is back, or ask the operators)", if a_epoch == b_epoch { " with another history" } else { "" })]
+    #[error("the signers disagree about wallet '{wallet}': {a} gives epoch {a_epoch}, {b} gives epoch {b_epoch}{}; nothing was stored (a transition may be unfinished)", if a_epoch == b_epoch { " with another history" } else { "" })]
     Disagree {
         /// The wallet.
         wallet: String,
@@ -267,7 +267,7 @@ pub enum RecoverError {
         b_epoch: u64,
     },
     /// Fewer signers than the threshold vouch for the wallet.
-    #[error("only {have} signer(s) returned wallet '{wallet}', fewer than its threshold {need}; give at least {need} of its signers with --signer")]
+    #[error("only {have} signer(s) returned wallet '{wallet}', fewer than its threshold {need}")]
     TooFew {
         /// The wallet.
         wallet: String,

@@ -112,7 +112,12 @@ pub fn json_error(out: &Output) -> Result<String> {
     let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     let err: serde_json::Value = serde_json::from_str(last)
         .with_context(|| format!("the last line of stderr is not JSON: {stderr}"))?;
-    Ok(json_str(&err, "error")?.to_string())
+    let mut text = json_str(&err, "error")?.to_string();
+    if let Some(hint) = err["hint"].as_str() {
+        text.push_str("\nhint: ");
+        text.push_str(hint);
+    }
+    Ok(text)
 }
 
 pub fn json_str<'a>(v: &'a serde_json::Value, key: &str) -> Result<&'a str> {

@@ -1,0 +1,151 @@
+//! An Electrum server as the wallet's chain source (`bdk_electrum`): a full scan of both
+//! keychains with progress, broadcast, `blockchain.estimatefee` and the header tip.
+
+use bdk_electrum::electrum_client::{self, ElectrumApi};
+use bdk_electrum::BdkElectrumClient;
+use bitcoin::{FeeRate, Transaction, Txid};
+
+use super::{ChainError, ChainSource, ProgressFn, SyncProgress};
+use crate::wallet::CkmWallet;
+
+/// Addresses scanned past the last used one.
+pub const STOP_GAP: usize = 20;
+
+/// Seconds before an unanswered request to the server fails.
+pub const TIMEOUT_SECS: u8 = 30;
+
+/// A connection to one Electrum server (`tcp://host:port` or `ssl://host:port`).
+pub struct Electrum {
+    url: String,
+    client: BdkElectrumClient<electrum_client::Client>,
+}
+
+impl std::fmt::Debug for Electrum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Electrum").field("url", &self.url).finish()
+    }
+}
+
+impl Electrum {
+    /// Connects to the server at `url`.
+    ///
+    /// # Errors
+    /// [`ChainError::Source`]: the server is unreachable or the URL malformed.
+    pub fn connect(url: &str) -> Result<Self, ChainError> {
+        let config = electrum_client::ConfigBuilder::new()
+            .timeout(Some(TIMEOUT_SECS))
+            .retry(1)
+            .build();
+        let client =
+            electrum_client::Client::from_config(url, config).map_err(|e| source_error(url, e))?;
+        Ok(Electrum {
+            url: url.to_string(),
+            client: BdkElectrumClient::new(client),
+        })
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn describe(url: &str) -> String {
+    format!("electrum server {url}")
+}
+
+fn source_error(url: &str, e: impl std::fmt::Display) -> ChainError {
+    ChainError::Source {
+        source_name: describe(url),
+        reason: e.to_string(),
+    }
+}
+
+impl ChainSource for Electrum {
+    fn describe(&self) -> String {
+        describe(&self.url)
+    }
+
+    /// A full scan of both keychains (every script up to [`STOP_GAP`] past the last used one).
+    fn sync(&self, wallet: &mut CkmWallet, mut progress: ProgressFn) -> Result<u32, ChainError> {
+        let request = wallet
+            .bdk()
+            .start_full_scan()
+            .inspect(move |keychain, index, _| progress(SyncProgress::Script { keychain, index }))
+            .build();
+        let update = self
+            .client
+            .full_scan(request, STOP_GAP, 10, true)
+            .map_err(|e| source_error(&self.url, e))?;
+        wallet
+            .bdk_mut()
+            .apply_update(update)
+            .map_err(|e| ChainError::Connect {
+                source_name: self.describe(),
+                reason: e.to_string(),
+            })?;
+        wallet.persist()?;
+        Ok(wallet.bdk().latest_checkpoint().height())
+    }
+
+    fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
+        self.client
+            .inner
+            .transaction_broadcast(tx)
+            .map_err(|e| ChainError::Refused {
+                source_name: self.describe(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// `blockchain.estimatefee`: BTC per kvB, or a negative number when the server has no
+    /// estimate (`None` here).
+    fn fee_estimate(&self, target_blocks: u16) -> Result<Option<FeeRate>, ChainError> {
+        let btc_per_kvb = self
+            .client
+            .inner
+            .estimate_fee(usize::from(target_blocks.max(1)))
+            .map_err(|e| source_error(&self.url, e))?;
+        Ok(fee_rate_of_btc_per_kvb(btc_per_kvb))
+    }
+
+    fn tip(&self) -> Result<u32, ChainError> {
+        let header = self
+            .client
+            .inner
+            .block_headers_subscribe()
+            .map_err(|e| source_error(&self.url, e))?;
+        u32::try_from(header.height).map_err(|_| source_error(&self.url, "tip height out of range"))
+    }
+}
+
+/// A fee rate from BTC per 1000 vbytes, as Electrum and Bitcoin Core give it: `None` for a
+/// value that is not a positive finite number (no estimate), rounded up to whole sat/kwu.
+pub fn fee_rate_of_btc_per_kvb(btc_per_kvb: f64) -> Option<FeeRate> {
+    if !btc_per_kvb.is_finite() || btc_per_kvb <= 0.0 {
+        return None;
+    }
+    // 1 BTC/kvB = 1e8 sat / 1000 vB = 1e5 sat/vB = 2.5e7 sat/kwu (1 kwu = 250 vB).
+    let sat_per_kwu = (btc_per_kvb * 25_000_000.0).ceil();
+    if sat_per_kwu > u64::MAX as f64 {
+        return None;
+    }
+    Some(FeeRate::from_sat_per_kwu(sat_per_kwu as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fee_rate_of_btc_per_kvb;
+
+    #[test]
+    fn fee_rates_from_btc_per_kvb() {
+        assert_eq!(fee_rate_of_btc_per_kvb(-1.0), None);
+        assert_eq!(fee_rate_of_btc_per_kvb(0.0), None);
+        assert_eq!(fee_rate_of_btc_per_kvb(f64::NAN), None);
+        // 0.00001 BTC/kvB = 1 sat/vB = 250 sat/kwu.
+        let one = fee_rate_of_btc_per_kvb(0.000_01).map(|r| r.to_sat_per_kwu());
+        assert_eq!(one, Some(250));
+        let twenty = fee_rate_of_btc_per_kvb(0.000_2).map(|r| r.to_sat_per_vb_ceil());
+        assert_eq!(twenty, Some(20));
+    }
+}

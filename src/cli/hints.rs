@@ -1,0 +1,115 @@
+//! What to run next, for the errors whose fix is a ckm command. The library's errors say what
+//! is wrong in the library's terms (a signer refused with [`ErrorCode::UnapprovedPeer`], a
+//! wallet has no recovery path, …); the command line knows its own commands and flags, so it
+//! adds the hint here. Printed after the error (`hint: …`, or a `hint` field with `--json`).
+
+use ckm::message::ErrorCode;
+use ckm::net::client::CallError;
+use ckm::recovery::script_path::SignRecoveryError;
+use ckm::wallet::record::RecoverError;
+use ckm::wallet::WalletError;
+
+/// The hint for the first error in `e`'s chain that has one.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(one)
+}
+
+fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(e) = e.downcast_ref::<CallError>() {
+        return call(e);
+    }
+    if let Some(e) = e.downcast_ref::<RecoverError>() {
+        return match e {
+            RecoverError::NoWallet(_) => Some(ALLOW_COORDINATOR.into()),
+            RecoverError::Disagree { .. } => Some(format!(
+                "once the wallet is back, {RESUME}; otherwise ask the signers' operators"
+            )),
+            RecoverError::TooFew { need, .. } => Some(format!(
+                "give at least {need} of the wallet's signers with --signer"
+            )),
+            _ => None,
+        };
+    }
+    if let Some(WalletError::NoRecovery(_)) = e.downcast_ref::<WalletError>() {
+        return Some(
+            "a recovery path is chosen at key generation: `ckm wallet create … --recovery-key`"
+                .into(),
+        );
+    }
+    if let Some(SignRecoveryError::NothingToSign { .. }) = e.downcast_ref::<SignRecoveryError>() {
+        return Some(
+            "recovery-path PSBTs are made with `ckm psbt create --recovery`; check that the key \
+             is the wallet's recovery key"
+                .into(),
+        );
+    }
+    None
+}
+
+const ALLOW_COORDINATOR: &str = "a signer serves only the coordinators bound to a wallet: its \
+     operator can add this one with `ckm signer wallet allow-coordinator --wallet NAME <id>` \
+     (`ckm id` prints this coordinator's id)";
+
+const RESUME: &str = "finish the pending transition with `ckm wallet resume`";
+
+fn call(e: &CallError) -> Option<String> {
+    match e {
+        CallError::Refused { code, message, .. } => refusal(*code, message),
+        CallError::PinMismatch { .. } => Some(
+            "if the signer's operator rotated its certificate (`ckm signer tls --rotate`), run \
+             `ckm wallet update-pin`, which checks the signer's signed statement of the new \
+             fingerprint"
+                .into(),
+        ),
+        CallError::WrongScheme { speaks, .. } if speaks.starts_with("HTTPS") => Some(
+            "`ckm signer tls` on the signer prints the URL to use, with its fingerprint".into(),
+        ),
+        CallError::WrongScheme { .. } => {
+            Some("a signer serves HTTPS when started with `ckm signer serve --tls`".into())
+        }
+        _ => None,
+    }
+}
+
+fn refusal(code: ErrorCode, message: &str) -> Option<String> {
+    match code {
+        ErrorCode::UnapprovedPeer => Some(
+            "if you trust the named signer's operator, each other signer's operator approves it \
+             with `ckm signer peers add <id>` (or `ckm signer serve --allow-peer <id>`)"
+                .into(),
+        ),
+        ErrorCode::WrongCoordinator => Some(ALLOW_COORDINATOR.into()),
+        ErrorCode::State => Some(
+            "the signer's operator checks its home, then runs `ckm signer state reset --reason \
+             TEXT` (recorded in the audit log)"
+                .into(),
+        ),
+        ErrorCode::WrongEpoch if message.contains("epoch") => {
+            Some(format!("if a refresh or repair was interrupted, {RESUME}"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_get_the_command_that_fixes_them() {
+        let refused = |code| {
+            anyhow::Error::new(CallError::Refused {
+                index: 2,
+                code,
+                message: "wallet w is at epoch 3, the request is for epoch 2".into(),
+            })
+            .context("co-signing failed")
+        };
+        let unapproved = hint(&refused(ErrorCode::UnapprovedPeer)).unwrap_or_default();
+        assert!(unapproved.contains("ckm signer peers add"), "{unapproved}");
+        let epoch = hint(&refused(ErrorCode::WrongEpoch)).unwrap_or_default();
+        assert!(epoch.contains("ckm wallet resume"), "{epoch}");
+        assert_eq!(hint(&refused(ErrorCode::Policy)), None);
+        assert_eq!(hint(&anyhow::anyhow!("something else")), None);
+    }
+}
