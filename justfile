@@ -13,6 +13,13 @@ check:
     cargo clippy --locked --all-targets --all-features -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --lib
 
+# Audit Cargo.lock against the RustSec database copy in ../shared/advisory-db, offline; fails on any advisory not explained in .cargo/audit.toml
+audit:
+    command -v cargo-audit >/dev/null || cargo install cargo-audit --locked --version ^0.22.2
+    db="{{justfile_directory()}}/../shared/advisory-db"; \
+    test -d "$db/crates" || { echo "no RustSec advisory database at $db (see its SOURCE.md)" >&2; exit 1; }; \
+    cargo audit --db "$db" --no-fetch --stale --no-yanked
+
 # Make bitcoind, bitcoin-cli and electrs available (cached build; idempotent)
 regtest-install:
     regtest/install

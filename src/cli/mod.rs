@@ -41,6 +41,8 @@ PSBTs, and on chain the spend is an ordinary single-key Taproot key-path spend."
 
 const AFTER_HELP: &str = "Typical session (one coordinator home, three signer homes):
   ckm --home s1 signer init                 # once per signer; prints its identity key
+  ckm --home s1 signer peers add <id2> --label s2   # each signer approves every other one
+  ckm --home s1 signer peers add <id3> --label s3   # (keys compared out of band)
   ckm --home s1 signer serve --listen 127.0.0.1:7001 --allow-coordinator $(ckm --home c id)
   ckm --home c wallet create vault --threshold 2 \\
       --signer http://127.0.0.1:7001#<id1> --signer http://127.0.0.1:7002#<id2> \\
