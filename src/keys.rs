@@ -4,6 +4,7 @@
 //! package, HD derivation) lives in [`crate::frost::shares`] and is re-exported here.
 //!
 //! Nothing here does I/O; the protocol, signer, coordinator and CLI layers all build on it.
+//! It imports only [`crate::frost`] and [`crate::identity`].
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -5,19 +5,24 @@
 //! them co-sign PSBTs for the wallet, and the result on chain is an ordinary single-key
 //! Taproot key-path spend (BIP-0340 signature, BIP-0341 sighash, BIP-0086 style HD addresses).
 //!
-//! The crate is a pure core with a thin I/O shell:
-//! - [`frost`]: key shares, HD derivation on the group key, the DKG state machine and the
-//!   coordinator's relay;
-//! - [`psbt`]: the signer's checks, the two FROST rounds over all inputs of a PSBT, the
-//!   coordinator's aggregation, verification and finalization;
-//! - [`wallet`]: descriptors and the bdk_wallet wallet (SQLite) that builds PSBTs;
-//! - [`recovery`]: the optional timelocked recovery path (a miniscript leaf certified at key
-//!   generation) and its script-path signer;
-//! - [`message`]: typed, versioned messages between coordinator and signers;
-//! - [`identity`], [`auth`], [`store`]: identity keys, request authentication and encryption
-//!   at rest;
-//! - [`net`], [`ops`]: the signer's flood-proof HTTP server and the coordinator's client,
-//!   TLS, the signer's configuration file and Prometheus metrics;
+//! The crate is a pure core with a thin I/O shell. In reading order (each module's doc says
+//! what it may import; `docs/architecture.md` draws the whole house, and
+//! `contrib/layers.py` checks that every arrow points down):
+//! - [`message`]: typed, versioned messages between coordinator and signers — what flows;
+//! - [`protocol`]: every protocol as a transport-free state machine — certified key
+//!   generation (`dkg`), epoch transitions (`lifecycle`), co-signing (`cosign`), one-round
+//!   signing and ROAST (`roast`), wallet-wide spending limits (`spend_limits`);
+//! - [`psbt`]: the BIP-0174/0370 codec, the signer's checks, the signer's two FROST rounds over
+//!   all inputs, the coordinator's aggregation, verification and finalization;
+//! - [`recovery`]: the optional timelocked recovery path and its script-path signer;
+//! - [`keys`], [`frost`], [`identity`], [`auth`], [`store`]: typed keys and rosters, FROST key
+//!   shares with HD derivation and the uncertified DKG rounds, identity keys, request
+//!   authentication, encryption at rest;
+//! - [`signer`] and [`wallet`]: who keeps what — the secret server's home, records and
+//!   handlers; the coordinator's bdk_wallet wallet, its payments and history;
+//! - [`chain`]: the wallet's chain sources behind one trait (Electrum today);
+//! - [`net`], [`ops`]: the signer's flood-proof HTTP server and the coordinator's client and
+//!   protocol drivers, TLS; the signer's configuration, transport quotas and metrics;
 //! - the `ckm` binary wraps these in a CLI, the signer daemon and the coordinator client.
 //!
 //! ```

@@ -1,6 +1,10 @@
 //! Messages between the coordinator and the signers, typed by direction
 //! ([`CoordinatorToSigner`], [`SignerToCoordinator`]) and wrapped in a version header
 //! ([`Versioned`]) that is checked on read. Transport-agnostic (JSON over HTTP today).
+//!
+//! The first file to read: it names every message that flows. It imports the protocols'
+//! message types (`protocol`) and the lower floors; nothing above (`signer`, `wallet`, `net`,
+//! `cli`).
 
 use std::collections::BTreeMap;
 

@@ -3,6 +3,7 @@
 //! built on it is [`crate::protocol::dkg`]).
 //!
 //! Built on `frost-secp256k1-tr`; everything here is pure (inputs and an RNG in, values out).
+//! The bottom floor: it imports nothing of ckm but the crate root.
 
 pub mod pedersen;
 pub mod shares;

@@ -6,6 +6,13 @@
 //! identity key (header [`AUTH_HEADER`], bound to the target signer's identity, a fresh nonce
 //! and a timestamp); every answer is signed by the signer (header [`RESPONSE_HEADER`]),
 //! binding it to the request.
+//!
+//! Reading order: [`client`], [`server`] (with [`quota`], the counters that enforce the
+//! signer's transport quotas, and [`tls`]), then the drivers [`coordinator`] (key generation,
+//! two-round co-signing, transitions) and [`one_round`] (one-round signing and ROAST).
+//!
+//! May import everything below it: `signer`, `wallet`, `ops`, `message`, `protocol`, `psbt`
+//! and the lower floors. Never `chain` or `cli`.
 
 pub mod client;
 pub mod coordinator;

@@ -2,7 +2,8 @@
 //! transport-free state machine: a participant half (what a signer checks and answers) and a
 //! coordinator half (what the coordinator sends next and how it checks the answers). They take
 //! messages and randomness and return messages; the signer daemon, the coordinator's network
-//! driver and the in-memory test harness all drive the same code.
+//! driver and the in-memory test harness all drive the same code. None of them draws its own
+//! randomness: the caller hands each step an RNG, so a test can replay a run from a seed.
 //!
 //! - [`dkg`]: certified distributed key generation (approved peers, a transcript over the
 //!   whole roster, certificates from every signer before anyone stores a share).
@@ -14,6 +15,10 @@
 //!   that complete whatever `n − t` faulty signers do.
 //! - [`spend_limits`]: reservations, receipts and signed statements that make spending limits hold
 //!   for the whole wallet whichever `t` signers sign.
+//!
+//! May import `psbt`, `recovery`, `keys`, `auth`, `identity`, `store`, `frost` (lower floors).
+//! Never `message` (which is built from these types), `signer`, `wallet`, `chain`, `net`,
+//! `ops` or `cli`.
 
 pub mod cosign;
 pub mod dkg;

@@ -1,6 +1,9 @@
 //! The timelocked recovery path: when the co-signers are gone for good, one or more recovery
 //! keys held by the user can spend every coin of the wallet once it is `N` blocks deep.
 //!
+//! May import `keys`, `frost` and the crate root only; [`script_path`] signs the recovery
+//! path of a PSBT.
+//!
 //! A wallet with a [`RecoveryPolicy`] has the descriptors
 //! `tr([fp]FROST_XPUB/0/*,and_v(v:pk([…]REC/0/*),older(N)))` (with several keys:
 //! `and_v(v:multi_a(K,[…]REC1/0/*,…),older(N))`) and `…/1/*` for change: the FROST group key
