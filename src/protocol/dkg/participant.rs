@@ -50,7 +50,7 @@ pub enum ParticipantError {
     #[error("this signer ({0}) is not in the roster")]
     NotInRoster(IdentityPublic),
     /// A member this signer's operator has not approved.
-    #[error("roster member {index} ({identity}) is not an approved peer of this signer; if you trust its operator, approve it with `ckm signer peers add {identity}` or `ckm signer serve --allow-peer {identity}`")]
+    #[error("roster member {index} ({identity}) is not an approved peer of this signer")]
     UnapprovedPeer {
         /// Its roster index.
         index: u16,
