@@ -1,6 +1,8 @@
-//! Distributed key generation: each participant as a state machine ([`DkgRound1`] →
-//! [`DkgRound2`] → [`KeyShare`]) and the coordinator's relay ([`DkgRelay`]), which routes
-//! packages and checks agreement but never sees secret material.
+//! The uncertified Pedersen distributed key generation of FROST — the primitive that the
+//! certified protocol [`crate::protocol::dkg`] (approved peers, sealed packages, certificates)
+//! builds on: each participant as a state machine ([`DkgRound1`] → [`DkgRound2`] →
+//! [`KeyShare`]) and the coordinator's relay ([`DkgRelay`]), which routes packages and checks
+//! agreement but never sees secret material.
 //!
 //! Round 1 broadcasts are public; each participant hashes the full set it received (the
 //! transcript) and every participant checks everyone else's transcript hash before accepting
