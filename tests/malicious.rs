@@ -185,7 +185,7 @@ fn equivocated_rosters_are_refused_before_round_1() -> Result<()> {
             named,
             "the refusal does not name the unapproved identity: {message}"
         );
-        ensure!(message.contains("ckm signer peers add"), "{message}");
+        ensure!(message.contains("is not an approved peer"), "{message}");
     }
     // Pressing on with round 1 finds no session anywhere.
     for p in 0..3 {

@@ -50,12 +50,12 @@ pub enum QuotaError {
 ///
 /// What they bound: an unauthenticated client never gets its body read (the signed header
 /// is checked first), so it costs at most one connection: a read buffer of at most
-/// [`super::server::CONNECTION_BUFFER`] plus TLS state, for at most `header_timeout_secs`
+/// `net::server::CONNECTION_BUFFER` bytes plus TLS state, for at most `header_timeout_secs`
 /// (or `handshake_timeout_secs`). `max_connections` connections beyond that wait in the
 /// kernel's accept queue, costing the signer nothing. Bodies are read only for requests
 /// whose signature already verified, at most `max_in_flight` at once (and at most
 /// `max_in_flight_per_coordinator` for one coordinator, so one busy or compromised
-/// coordinator cannot starve the others), each at most [`super::MAX_BODY`] bytes.
+/// coordinator cannot starve the others), each at most `net::MAX_BODY` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[must_use]
