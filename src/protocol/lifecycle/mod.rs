@@ -56,11 +56,11 @@ use frost::{Field, Group, Secp256K1Group, Secp256K1ScalarField};
 use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
-use super::dkg::CertifiedKeygen;
-use super::SessionId;
 use crate::frost::shares::roster_index;
 use crate::identity::{IdentityError, IdentityPublic};
 use crate::keys::{GroupKey, GroupPublic, Roster, RosterEntry};
+use crate::protocol::dkg::CertifiedKeygen;
+use crate::protocol::SessionId;
 
 mod commit;
 mod coordinator;
