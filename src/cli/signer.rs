@@ -466,7 +466,7 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
         Signer::new(home, os_rng_source())?.with_peers(config.allow_peers.iter().copied()),
     );
     if let Some(problem) = signer.state_error() {
-        eprintln!("warning: {problem}");
+        eprintln!("warning: {problem} (`ckm signer state reset --reason TEXT`)");
     }
     let identity = signer.identity();
     let rt = runtime()?;

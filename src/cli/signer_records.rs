@@ -143,7 +143,10 @@ pub fn state(ctx: &Context, cmd: StateCommand) -> Result<()> {
                     },
                 ),
                 Err(HomeError::State(e)) => {
-                    Err(anyhow::anyhow!("{e}; {}", e.advice()))
+                    Err(anyhow::anyhow!(
+                        "{e}; {} (`ckm signer state reset --reason TEXT`)",
+                        e.advice()
+                    ))
                 }
                 Err(other) => Err(other.into()),
             }

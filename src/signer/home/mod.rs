@@ -191,7 +191,7 @@ pub enum StateError {
 impl StateError {
     /// What the operator should do.
     pub fn advice(&self) -> &'static str {
-        "the signer refuses to sign until its operator checks the home and resets its state, giving a reason (recorded in the audit log)"
+        "the signer refuses to sign until its operator checks the home and orders a state reset, giving a reason (recorded in the audit log)"
     }
 }
 
