@@ -15,11 +15,11 @@
 //! - this file: [`SignerHome`] and its errors, creating and opening a home, and its state
 //!   (the records checked against the sealed checkpoint, the checkpoint advanced, the
 //!   operator's reset);
-//! - [`records`]: the wallets' public records ([`WalletInfo`]), listing and lookups;
-//! - [`shares`]: the sealed shares (sealed, stored, loaded) and a restore from a backup;
-//! - [`transitions`]: a transition's pending record and share (prepared, committed,
+//! - `records`: the wallets' public records ([`WalletInfo`]), listing and lookups;
+//! - `shares`: the sealed shares (sealed, stored, loaded) and a restore from a backup;
+//! - `transitions`: a transition's pending record and share (prepared, committed,
 //!   aborted);
-//! - [`policy`]: the sealed, versioned wallet policies and approved peers.
+//! - `policy`: the sealed, versioned wallet policies and approved peers.
 //!
 //! May import the lower floors (`keys`, `frost`, `identity`, `store`, the certified records
 //! of `protocol`) and the signer's own storage pieces (`db`, `audit`, `checkpoint`, `peers`,
@@ -423,9 +423,7 @@ impl SignerHome {
         &self.mac
     }
 
-    // -----------------------------------------------------------------------------------
-    // State and checkpoint
-    // -----------------------------------------------------------------------------------
+    // State and checkpoint.
 
     /// Where the records are now: audit tail and the versions of policies and peers.
     ///
