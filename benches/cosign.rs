@@ -85,6 +85,7 @@ use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
 use ckm::signer::audit::{self, AuditEvent, AuditKind};
 use ckm::signer::db::SignerDb;
 use ckm::signer::home::{HomeError, SignerHome, WalletInfo};
+use ckm::signer::legacy::open_migrating;
 use ckm::signer::policy::Policy;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use rand::rngs::ThreadRng;
@@ -747,7 +748,7 @@ impl SignerSet {
     /// running server re-reads it per request).
     fn set_policy(&self, group_key: &GroupKey, policy: &Policy, detail: &str) -> Result<()> {
         for home in &self.homes {
-            let h = SignerHome::open(home, PASSPHRASE.as_bytes())?;
+            let h = open_migrating(home, PASSPHRASE.as_bytes(), &mut rand::rngs::OsRng)?;
             h.set_policy(group_key, policy, detail, &mut rand::rngs::OsRng)?;
         }
         Ok(())
@@ -782,7 +783,7 @@ fn populate(
     let homes: Vec<SignerHome> = set
         .homes
         .iter()
-        .map(|h| SignerHome::open(h, PASSPHRASE.as_bytes()))
+        .map(|h| open_migrating(h, PASSPHRASE.as_bytes(), &mut rand::rngs::OsRng))
         .collect::<Result<_, _>>()?;
     let keys: Vec<&IdentityKey> = homes.iter().map(SignerHome::identity).collect();
     ensure!(
@@ -1058,7 +1059,11 @@ fn scale(
     for rep in 0..3 {
         for k in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
             let start = Instant::now();
-            let home = SignerHome::open(&sets[k].homes[0], PASSPHRASE.as_bytes())?;
+            let home = open_migrating(
+                &sets[k].homes[0],
+                PASSPHRASE.as_bytes(),
+                &mut rand::rngs::OsRng,
+            )?;
             unlock[k].push(ms(start.elapsed()));
             let start = Instant::now();
             home.check_state(&mut rng)?;
@@ -1525,7 +1530,7 @@ fn load_test(
         ..Policy::default()
     };
     for home in homes {
-        SignerHome::open(home, PASSPHRASE.as_bytes())?.set_policy(
+        open_migrating(home, PASSPHRASE.as_bytes(), &mut rand::rngs::OsRng)?.set_policy(
             &GroupKey::of(&group),
             &shared_policy,
             "bench: the load coordinators may use the load wallet",

@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::message::{CoordinatorToSigner, SignerToCoordinator};
 use ckm::net::server::{serve, Handler};
-use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::open_migrating;
 use ckm::signer::Signer;
 use frost_secp256k1_tr::round2::SignatureShare;
 
@@ -160,8 +160,11 @@ fn main() -> Result<()> {
     let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
     let fault = fault.ok_or_else(|| anyhow!("--fault is required"))?;
     let passphrase = std::env::var("CKM_PASSPHRASE").context("CKM_PASSPHRASE")?;
-    let inner =
-        Signer::new(SignerHome::open(home.as_ref(), passphrase.as_bytes())?)?.with_peers(peers);
+    let inner = Signer::new(
+        open_migrating(home.as_ref(), passphrase.as_bytes(), &mut rand::rngs::OsRng)?,
+        std::sync::Arc::new(|| Box::new(rand::rngs::OsRng)),
+    )?
+    .with_peers(peers);
     let identity = inner.identity();
     let handler: Arc<dyn Handler> = Arc::new(Faulty { inner, fault });
     tokio::runtime::Runtime::new()?.block_on(async move {

@@ -32,6 +32,7 @@ use ckm::protocol::SessionId;
 use ckm::signer::audit::{self, AuditKind};
 use ckm::signer::backup::{self, RestoreError, SignerBackup, Split};
 use ckm::signer::home::{Restore, SignerHome, WalletInfo};
+use ckm::signer::legacy::open_migrating;
 use ckm::signer::peers::Peers;
 use ckm::signer::policy::Policy;
 use ckm::store::KdfParams;
@@ -293,7 +294,7 @@ fn any_two_of_three_shares_restore_the_signer() -> Result<()> {
         &mut rng,
     )?;
     drop(home);
-    let home = SignerHome::open(&new_home, b"new passphrase")?;
+    let home = open_migrating(&new_home, b"new passphrase", &mut rand::rngs::OsRng)?;
     ensure!(home.identity().public() == f.keys[0].public());
     ensure!(SignerHome::public_identity(&new_home)? == f.keys[0].public());
     for w in [&f.vault, &f.cold] {
@@ -314,7 +315,7 @@ fn any_two_of_three_shares_restore_the_signer() -> Result<()> {
     );
     ensure!(records[2].event.detail.contains("test restore"));
     // The old passphrase does not open it.
-    ensure!(SignerHome::open(&new_home, PASS).is_err());
+    ensure!(open_migrating(&new_home, PASS, &mut rand::rngs::OsRng).is_err());
     // A second restore into the same home is refused and leaves it as it was.
     let again = SignerHome::restore(
         &new_home,
@@ -329,7 +330,7 @@ fn any_two_of_three_shares_restore_the_signer() -> Result<()> {
         &mut rng,
     );
     ensure!(again.is_err(), "restored over an existing home");
-    ensure!(SignerHome::open(&new_home, b"new passphrase").is_ok());
+    ensure!(open_migrating(&new_home, b"new passphrase", &mut rand::rngs::OsRng).is_ok());
     Ok(())
 }
 

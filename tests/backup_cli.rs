@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use ckm::signer::audit::{self, AuditKind};
 use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::open_migrating;
 use cluster::*;
 
 fn files_of(v: &serde_json::Value) -> Result<Vec<PathBuf>> {
@@ -168,7 +169,7 @@ fn backup_wipe_restore_and_cosign() -> Result<()> {
     let used = check_report(&c, &report, &tx)?;
     ensure!(used == vec![1, 3], "{used:?}");
     c.signers[0].stop()?;
-    let home = SignerHome::open(&s1, PASSPHRASE.as_bytes())?;
+    let home = open_migrating(&s1, PASSPHRASE.as_bytes(), &mut rand::rngs::OsRng)?;
     let kinds: Vec<AuditKind> = home
         .db()
         .read(audit::records)?

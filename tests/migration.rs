@@ -17,7 +17,8 @@ use bitcoin::{Amount, FeeRate, Network};
 use ckm::frost::shares::GroupPublic;
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::signer::audit::{self, AuditKind};
-use ckm::signer::home::{list_wallets, SignerHome};
+use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::{list_wallets, open_migrating};
 use ckm::wallet::{CkmWallet, WalletMeta};
 use consensus::{consensus_verify, made_up_funding};
 
@@ -57,7 +58,7 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
     for name in ["s1", "s2"] {
         let home_dir = dir.path().join(name);
         let before = list_wallets(&SignerHome::dir_of(&home_dir))?;
-        let home = SignerHome::open(&home_dir, PASSPHRASE)?;
+        let home = open_migrating(&home_dir, PASSPHRASE, &mut rand::rngs::OsRng)?;
         let signer_dir = SignerHome::dir_of(&home_dir);
         ensure!(signer_dir.join("signer.db").exists());
         ensure!(signer_dir.join("legacy-v1").join("audit.log").exists());
@@ -107,7 +108,7 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
         drop(home);
 
         // Opening again changes nothing.
-        let again = SignerHome::open(&home_dir, PASSPHRASE)?;
+        let again = open_migrating(&home_dir, PASSPHRASE, &mut rand::rngs::OsRng)?;
         ensure!(again.wallets()? == wallets);
         let count = again.db().read(audit::tail)?.0;
         ensure!(count == records.len() as u64);

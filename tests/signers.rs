@@ -41,6 +41,7 @@ use ckm::message::{
 use ckm::net::{response_digest, signed_path, AUTH_HEADER, RESPONSE_HEADER};
 use ckm::psbt::SigningSession;
 use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::open_migrating;
 use ckm::wallet::CkmWallet;
 use cluster::*;
 use miniscript::descriptor::{Descriptor, DescriptorPublicKey};
@@ -608,7 +609,7 @@ fn shares_encrypted_at_rest_and_wrong_passphrase() -> Result<()> {
     for s in &c.signers {
         let list = ckm_json(&s.home, &["signer", "wallets"])?;
         let group_key: GroupKey = json_str(&list[0], "group_key")?.parse()?;
-        let home = SignerHome::open(&s.home, PASSPHRASE.as_bytes())?;
+        let home = open_migrating(&s.home, PASSPHRASE.as_bytes(), &mut rand::rngs::OsRng)?;
         let share = home.load_share(&group_key)?;
         let secret = share.to_secret_bytes()?;
         let repr: serde_json::Value = serde_json::from_slice(&secret)?;

@@ -12,7 +12,8 @@ use ckm::net::server::{Access, Server, ServerTls};
 use ckm::net::tls::TlsIdentity;
 use ckm::ops::config::{LogFormat, ServeConfig, TlsChoice, EXAMPLE};
 use ckm::ops::quota::Quotas;
-use ckm::signer::home::{list_wallets, SignerHome};
+use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::{list_wallets, open_migrating};
 use ckm::signer::policy::Policy;
 use ckm::signer::Signer;
 use ckm::store::KdfParams;
@@ -457,13 +458,15 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
         }
     }
     let passphrase = read_passphrase(config.passphrase_file.as_deref(), false)?;
-    let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+    let home = open_migrating(&ctx.home, passphrase.as_bytes(), &mut rand::rngs::OsRng)?;
     drop(passphrase);
     // Peers from --allow-peer or the configuration's allow_peers, besides those approved
     // with `ckm signer peers add`.
-    let signer = Arc::new(Signer::new(home)?.with_peers(config.allow_peers.iter().copied()));
+    let signer = Arc::new(
+        Signer::new(home, os_rng_source())?.with_peers(config.allow_peers.iter().copied()),
+    );
     if let Some(problem) = signer.state_error() {
-        eprintln!("warning: {problem}");
+        eprintln!("warning: {problem} (`ckm signer state reset --reason TEXT`)");
     }
     let identity = signer.identity();
     let rt = runtime()?;
@@ -722,7 +725,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
             clear,
             passphrase_file,
         } => {
-            let info = ckm::signer::home::find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
+            let info = ckm::signer::legacy::find_wallet(&SignerHome::dir_of(&ctx.home), &wallet)?;
             for a in &allow_address {
                 let parsed = bitcoin::Address::from_str(a)
                     .map_err(|e| anyhow::anyhow!("--allow-address {a}: {e}"))?;
@@ -731,7 +734,7 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
                 }
             }
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
-            let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+            let home = open_migrating(&ctx.home, passphrase.as_bytes(), &mut rand::rngs::OsRng)?;
             let mut policy = home.policy(&info.group_key)?;
             let entry = &mut policy;
             if clear {
@@ -772,11 +775,11 @@ fn policy(ctx: &Context, cmd: PolicyCommand) -> Result<()> {
         } => {
             let dir = SignerHome::dir_of(&ctx.home);
             let wallets = match wallet {
-                Some(w) => vec![ckm::signer::home::find_wallet(&dir, &w)?],
+                Some(w) => vec![ckm::signer::legacy::find_wallet(&dir, &w)?],
                 None => list_wallets(&dir)?,
             };
             let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
-            let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+            let home = open_migrating(&ctx.home, passphrase.as_bytes(), &mut rand::rngs::OsRng)?;
             let policies = home.policies()?;
             let rows: Vec<(String, ckm::keys::GroupKey, Policy, String)> = wallets
                 .into_iter()
@@ -829,4 +832,10 @@ fn limit_scope(w: &ckm::signer::home::WalletInfo, p: &Policy) -> String {
             w.threshold, w.signers, w.threshold
         )
     }
+}
+
+/// The signer's randomness for work without a caller's RNG (background refills, records
+/// after an answer): the operating system's, as everywhere else in the shell.
+fn os_rng_source() -> ckm::signer::RngSource {
+    Arc::new(|| -> Box<dyn ckm::signer::SignerRng> { Box::new(rand::rngs::OsRng) })
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use ckm::keys::{Keychain, WalletPath};
 use ckm::recovery::{RecoveryPolicy, WalletScripts};
-use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::open_migrating;
 use clap::Args;
 
 use super::{read_passphrase, Context};
@@ -46,7 +46,7 @@ pub fn recovery_text(p: &RecoveryPolicy) -> String {
 
 pub fn run(ctx: &Context, args: AddressArgs) -> Result<()> {
     let passphrase = read_passphrase(args.passphrase_file.as_deref(), false)?;
-    let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+    let home = open_migrating(&ctx.home, passphrase.as_bytes(), &mut rand::rngs::OsRng)?;
     drop(passphrase);
     let info = home.wallet(&args.wallet)?;
     // The group of the sealed share, not the public record, anchors everything shown.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use ckm::signer::backup::{self, SignerBackup, Split};
 use ckm::signer::home::{Restore, SignerHome};
+use ckm::signer::legacy::open_migrating;
 use ckm::store::{read_limited, write_atomic, KdfParams};
 use clap::Subcommand;
 
@@ -133,7 +134,7 @@ fn backup(
     }
     let lock = backup_passphrase(backup_passphrase_file)?;
     let passphrase = read_passphrase(passphrase_file, false)?;
-    let home = SignerHome::open(&ctx.home, passphrase.as_bytes())?;
+    let home = open_migrating(&ctx.home, passphrase.as_bytes(), &mut rand::rngs::OsRng)?;
     drop(passphrase);
     let mut rng = rand::rngs::OsRng;
     if let Err(e) = home.check_state(&mut rng) {

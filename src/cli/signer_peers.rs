@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use ckm::identity::IdentityPublic;
-use ckm::signer::home::{find_wallet, SignerHome};
+use ckm::signer::home::SignerHome;
+use ckm::signer::legacy::{find_wallet, open_migrating};
 use clap::Subcommand;
 
 use super::{read_passphrase, Context};
@@ -95,7 +96,11 @@ pub enum WalletBindCommand {
 
 fn open(ctx: &Context, passphrase_file: Option<PathBuf>) -> Result<SignerHome> {
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
-    Ok(SignerHome::open(&ctx.home, passphrase.as_bytes())?)
+    Ok(open_migrating(
+        &ctx.home,
+        passphrase.as_bytes(),
+        &mut rand::rngs::OsRng,
+    )?)
 }
 
 pub fn peers(ctx: &Context, cmd: PeersCommand) -> Result<()> {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use ckm::signer::audit;
 use ckm::signer::home::{HomeError, SignerHome};
+use ckm::signer::legacy::open_migrating;
 use clap::Subcommand;
 
 use super::{read_passphrase, Context};
@@ -67,7 +68,11 @@ pub enum StateCommand {
 
 fn open(ctx: &Context, passphrase_file: Option<PathBuf>) -> Result<SignerHome> {
     let passphrase = read_passphrase(passphrase_file.as_deref(), false)?;
-    Ok(SignerHome::open(&ctx.home, passphrase.as_bytes())?)
+    Ok(open_migrating(
+        &ctx.home,
+        passphrase.as_bytes(),
+        &mut rand::rngs::OsRng,
+    )?)
 }
 
 pub fn audit(ctx: &Context, cmd: AuditCommand) -> Result<()> {
@@ -138,7 +143,10 @@ pub fn state(ctx: &Context, cmd: StateCommand) -> Result<()> {
                     },
                 ),
                 Err(HomeError::State(e)) => {
-                    Err(anyhow::anyhow!("{e}; {}", e.advice()))
+                    Err(anyhow::anyhow!(
+                        "{e}; {} (`ckm signer state reset --reason TEXT`)",
+                        e.advice()
+                    ))
                 }
                 Err(other) => Err(other.into()),
             }

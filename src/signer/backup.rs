@@ -192,7 +192,7 @@ pub enum BackupError {
     #[error("this signer holds no wallet to back up")]
     NoWallets,
     /// A wallet is in the middle of a transition.
-    #[error("wallet {wallet} has a pending transition (to epoch {epoch}); finish it with `ckm wallet resume` on the coordinator, then take the backup")]
+    #[error("wallet {wallet} has a pending transition (to epoch {epoch}); its coordinator must commit or abort it before the backup is taken")]
     Pending {
         /// The wallet.
         wallet: String,
@@ -280,7 +280,7 @@ pub enum RestoreError {
     #[error("the shares do not open the backup: one of them is corrupted or was altered ({0})")]
     DoNotCombine(String),
     /// The backup is also locked with a backup passphrase.
-    #[error("this backup is also protected by a backup passphrase; give it with --backup-passphrase-file")]
+    #[error("this backup is also protected by a backup passphrase, and none was given")]
     PassphraseRequired,
     /// The backup passphrase does not open it.
     #[error("the backup passphrase does not open this backup")]

@@ -131,11 +131,14 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::mpsc;
 
+    /// A key of its own each call (a fresh identity and wallet, from a seeded generator).
     fn key(n: u8) -> CheckKey {
-        let identity = crate::identity::IdentityKey::generate(&mut rand::rngs::OsRng).public();
+        use rand::SeedableRng;
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+        let identity = crate::identity::IdentityKey::generate(&mut rng).public();
         let wallet = GroupKey::from(
-            bitcoin::secp256k1::SecretKey::new(&mut rand::rngs::OsRng)
-                .public_key(crate::frost::shares::secp()),
+            bitcoin::secp256k1::SecretKey::new(&mut rng).public_key(crate::frost::shares::secp()),
         );
         CheckKey::new(&identity, &wallet, 0, &n.to_string())
     }

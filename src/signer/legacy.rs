@@ -1,13 +1,28 @@
-//! The signer home of ckm before its SQLite store (file layout v1): read-only access to its
-//! hash-chained audit log (JSON lines), for the one-time migration into `signer.db`
-//! ([`crate::signer::home::SignerHome::open`] runs it).
+//! The signer home of ckm before its SQLite store (file layout v1: `wallets/*.share`,
+//! `policy.sealed`, `peers.sealed`, a hash-chained `audit.log` of JSON lines) and its
+//! one-time conversion into `signer.db`.
+//!
+//! A leaf: it imports the home ([`crate::signer::home`]) and nothing imports it but the
+//! callers that open a home. [`open_migrating`] opens a home of either layout (converting a
+//! v1 home on first open, the old files kept under `legacy-v1/`); [`list_wallets`] and
+//! [`find_wallet`] read either layout without unlocking it. In reading order: the v1 audit
+//! log, then the conversion, then these entry points.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use bitcoin::hashes::{sha256, Hash};
+use rand::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
+
+use crate::keys::GroupKey;
+use crate::signer::audit::{self as keyed, AuditEvent, AuditKind};
+use crate::signer::db::{put_kv, SignerDb};
+use crate::signer::home::{
+    insert_wallet, put_policy, put_policy_state, share_aad, HomeError, SignerHome, WalletInfo,
+};
+use crate::store::StoreKey;
 
 /// Hash of "no previous record".
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -128,20 +143,6 @@ pub fn verify(path: &Path) -> Result<Vec<LegacyRecord>, LegacyAuditError> {
     }
     Ok(records)
 }
-
-// ---------------------------------------------------------------------------------------
-// Conversion into signer.db
-// ---------------------------------------------------------------------------------------
-
-use rand::{CryptoRng, RngCore};
-
-use crate::keys::GroupKey;
-use crate::signer::audit::{self as keyed, AuditEvent, AuditKind};
-use crate::signer::db::{put_kv, SignerDb};
-use crate::signer::home::{
-    insert_wallet, put_policy, put_policy_state, share_aad, HomeError, WalletInfo,
-};
-use crate::store::StoreKey;
 
 /// The files of a v1 home (relative to the signer directory).
 const V1_FILES: [&str; 3] = ["policy.sealed", "peers.sealed", "audit.log"];
@@ -358,4 +359,52 @@ pub fn tidy(dir: &Path) {
         }
     }
     let _ = std::fs::remove_dir(dir.join("wallets"));
+}
+
+/// Unlocks the signer home under `home` with the passphrase; a v1 home is converted into
+/// `signer.db` first ([`migrate`], with randomness from `rng`) and its old files moved to
+/// `legacy-v1/` ([`tidy`]). The state is not checked against the checkpoint here: see
+/// [`SignerHome::check_state`].
+///
+/// # Errors
+/// Not initialized, wrong passphrase, corrupted files, or a failed conversion.
+pub fn open_migrating<R: RngCore + CryptoRng>(
+    home: &Path,
+    passphrase: &[u8],
+    rng: &mut R,
+) -> Result<SignerHome, HomeError> {
+    SignerHome::open_with(home, passphrase, |dir, key| {
+        if !SignerDb::path_in(dir).exists() && is_v1(dir) {
+            migrate(dir, key, rng)?;
+        }
+        tidy(dir);
+        Ok(())
+    })
+}
+
+/// Lists the wallets of a signer directory of either layout without unlocking it (public
+/// records only): from `signer.db`, or from the files of a v1 home not converted yet.
+///
+/// # Errors
+/// Database errors, unreadable files or malformed records.
+pub fn list_wallets(dir: &Path) -> Result<Vec<WalletInfo>, HomeError> {
+    if !SignerDb::path_in(dir).exists() {
+        return list_v1_wallets(dir);
+    }
+    crate::signer::home::list_wallets(dir)
+}
+
+/// Finds a wallet by name or group key in a signer directory of either layout without
+/// unlocking it.
+///
+/// # Errors
+/// [`HomeError::UnknownWallet`], or the errors of [`list_wallets`].
+pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
+    if !SignerDb::path_in(dir).exists() {
+        return list_v1_wallets(dir)?
+            .into_iter()
+            .find(|w| w.name == name_or_key || w.group_key.to_string() == name_or_key)
+            .ok_or_else(|| HomeError::UnknownWallet(name_or_key.to_string()));
+    }
+    crate::signer::home::find_wallet(dir, name_or_key)
 }

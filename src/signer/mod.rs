@@ -5,6 +5,28 @@
 //! Every signing decision is recorded (keyed audit record, spend accounting) in one database
 //! transaction before any share leaves; the wallet-wide limit protocol of
 //! [`crate::protocol::spend_limits`] is enforced here.
+//!
+//! In reading order:
+//! - [`db`]: the SQLite database of a signer (schema, one writer, read connections);
+//! - [`home`]: the signer's home: state and checkpoint checks, sealed shares, pending
+//!   transitions, policies and peers, wallet records ([`legacy`] converts a home of the v1
+//!   file layout; it imports the home, never the reverse);
+//! - [`audit`]: the keyed, hash-chained audit records; [`backup`]: the signer's backup and
+//!   restore; [`nonces`]: the preprocessed nonce pools; [`check_cache`]: checked PSBTs kept
+//!   between a preparation and its signing; [`checkpoint`]: the sealed checkpoint;
+//!   [`policy`] and [`peers`]: what the operator allows;
+//! - this file: [`Signer`], the handler routing each message to its protocol machine
+//!   (key generation here, signing in `signing.rs`, transitions in `transition.rs`).
+//!
+//! Randomness is passed in: [`Signer::handle`] takes the caller's RNG, and work after an
+//! answer or on a background thread (the nonce reserve's refill, the audit record of a
+//! refusal, the checkpoint after a decision, the state re-check) draws from the
+//! [`RngSource`] the shell gives [`Signer::new`] — a factory rather than one shared
+//! generator, so that the shell hands each such task the operating system's randomness
+//! (as before) while a test hands it a seeded, replayable one.
+//!
+//! May import `protocol`, `psbt`, `message` and the floors below them (`recovery`, `keys`,
+//! `auth`, `store`, `frost`, `identity`); never `net`, `wallet`, `ops` or `cli`.
 
 pub mod audit;
 pub mod backup;
@@ -20,7 +42,7 @@ mod signing;
 mod transition;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, RngCore};
@@ -33,6 +55,33 @@ use home::{HomeError, SignerHome, WalletInfo};
 use policy::Policy;
 use signing::SignSession;
 use transition::TransitionSession;
+
+/// A cryptographic random number generator that may move to another thread.
+pub trait SignerRng: RngCore + CryptoRng + Send {}
+
+impl<T: RngCore + CryptoRng + Send> SignerRng for T {}
+
+/// Where a [`Signer`] draws randomness for work that has no caller's RNG at hand (after an
+/// answer, on a background thread): each call gives a generator for one task. The shell
+/// gives one handing out the operating system's randomness; a test may give
+/// [`seeded_rng_source`].
+pub type RngSource = Arc<dyn Fn() -> Box<dyn SignerRng> + Send + Sync>;
+
+/// A deterministic [`RngSource`] for tests and replays: each generator it hands out is
+/// seeded from one generator seeded with `seed`, in the order they are asked for.
+pub fn seeded_rng_source(seed: u64) -> RngSource {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    let parent = Mutex::new(StdRng::seed_from_u64(seed));
+    Arc::new(move || {
+        let mut child = [0u8; 32];
+        parent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fill_bytes(&mut child);
+        Box::new(StdRng::from_seed(child))
+    })
+}
 
 /// How long an unfinished session (and a spend reservation) is kept.
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
@@ -64,6 +113,8 @@ pub struct Signer {
     flag_peers: BTreeSet<IdentityPublic>,
     /// Why the records cannot be trusted (rolled back); signing is refused while set.
     state_error: Mutex<Option<String>>,
+    /// Randomness for work without a caller's RNG (see the module doc).
+    rngs: RngSource,
 }
 
 impl std::fmt::Debug for Signer {
@@ -101,12 +152,13 @@ impl Signer {
     /// A signer serving the wallets of `home`. Its records are checked against the sealed
     /// checkpoint first: when they are missing, truncated or older, the signer still
     /// starts, but refuses to sign until the operator resets the state (see
-    /// [`Signer::state_error`]).
+    /// [`Signer::state_error`]). `rngs` gives the randomness of that check and of the work
+    /// done without a caller's RNG (background refills, records after an answer).
     ///
     /// # Errors
     /// The records cannot be read at all.
-    pub fn new(home: SignerHome) -> Result<Self, HomeError> {
-        let state_error = match home.check_state(&mut rand::rngs::OsRng) {
+    pub fn new(home: SignerHome, rngs: RngSource) -> Result<Self, HomeError> {
+        let state_error = match home.check_state(&mut rngs()) {
             Ok(_) => None,
             Err(HomeError::State(e)) => {
                 tracing::error!(error = %e, "{}", e.advice());
@@ -123,6 +175,7 @@ impl Signer {
             checks: check_cache::CheckCache::default(),
             flag_peers: BTreeSet::new(),
             state_error: Mutex::new(state_error),
+            rngs,
         })
     }
 
@@ -140,6 +193,11 @@ impl Signer {
         self.state_error.lock().ok().and_then(|g| g.clone())
     }
 
+    /// A generator for one task without a caller's RNG.
+    fn rng(&self) -> Box<dyn SignerRng> {
+        (self.rngs)()
+    }
+
     /// This signer's share of wallet `group_key` (a failure to read it is this signer's
     /// fault: refused as internal).
     fn share(&self, group_key: &GroupKey) -> Result<crate::keys::KeyShare, Refusal> {
@@ -149,7 +207,7 @@ impl Signer {
     }
 
     /// Refuses while the records cannot be trusted; re-checks them first, so that an
-    /// operator's `ckm signer state reset` applies without a restart.
+    /// operator's state reset applies without a restart.
     fn require_state(&self) -> Result<(), Refusal> {
         let mut guard = self
             .state_error
@@ -158,7 +216,7 @@ impl Signer {
         if guard.is_none() {
             return Ok(());
         }
-        match self.home.check_state(&mut rand::rngs::OsRng) {
+        match self.home.check_state(&mut self.rng()) {
             Ok(_) => {
                 tracing::info!("the signer's records check out again; signing resumes");
                 *guard = None;
@@ -207,8 +265,8 @@ impl Signer {
         Err(refuse(
             ErrorCode::WrongCoordinator,
             format!(
-                "wallet {} is bound to the coordinator that created it ({}); coordinator {from} may use it only after this signer's operator runs `ckm signer wallet allow-coordinator --wallet {} {from}`",
-                wallet.name, wallet.coordinator, wallet.name
+                "wallet {} is bound to the coordinator that created it ({}); coordinator {from} may use it only once this signer's operator allows that coordinator for the wallet",
+                wallet.name, wallet.coordinator
             ),
         ))
     }

@@ -124,13 +124,15 @@ impl NoncePools {
 
     /// Makes, on a background thread, enough nonce pairs for the reserve of (`coordinator`,
     /// `wallet`) to hold `count` (at most [`MAX_BATCH`]); their commitments are handed out by
-    /// later calls of [`NoncePools::generate`]. Does nothing while a refill of that pool runs.
-    pub fn refill(
+    /// later calls of [`NoncePools::generate`], drawing from `rng` (moved to that thread).
+    /// Does nothing while a refill of that pool runs.
+    pub fn refill<R: RngCore + CryptoRng + Send + 'static>(
         &self,
         coordinator: &IdentityPublic,
         wallet: &GroupKey,
         share: &KeyShare,
         count: u16,
+        mut rng: R,
     ) {
         let key = (*coordinator, *wallet);
         let target = usize::from(count.min(MAX_BATCH));
@@ -148,7 +150,6 @@ impl NoncePools {
         let spawned = std::thread::Builder::new()
             .name("ckm-nonces".into())
             .spawn(move || {
-                let mut rng = rand::rngs::OsRng;
                 let made: Vec<PreprocessedNonce> = (0..missing)
                     .map(|_| PreprocessedNonce::generate(&share, &mut rng))
                     .collect();
@@ -217,22 +218,24 @@ mod tests {
     use super::*;
     use crate::frost::pedersen::{run_in_memory, DkgParams};
     use crate::identity::IdentityKey;
-    use rand::rngs::OsRng;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
 
     #[test]
     fn taken_once_per_coordinator_and_wallet_oldest_forgotten(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut OsRng)?;
+        let mut rng = StdRng::seed_from_u64(7);
+        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
         let share = &shares[0];
         let wallet = GroupKey::of(share.group());
-        let me = IdentityKey::generate(&mut OsRng).public();
-        let other = IdentityKey::generate(&mut OsRng).public();
+        let me = IdentityKey::generate(&mut rng).public();
+        let other = IdentityKey::generate(&mut rng).public();
         let pools = NoncePools::default();
         assert_eq!(
-            pools.generate(&me, &wallet, share, MAX_BATCH + 1, &mut OsRng),
+            pools.generate(&me, &wallet, share, MAX_BATCH + 1, &mut rng),
             Err(NonceError::Batch)
         );
-        let first = pools.generate(&me, &wallet, share, 3, &mut OsRng)?;
+        let first = pools.generate(&me, &wallet, share, 3, &mut rng)?;
         let ids: Vec<NonceId> = first.iter().map(|c| c.id).collect();
         // Another coordinator cannot take them (and taking does not remove them).
         assert!(matches!(
@@ -257,7 +260,7 @@ mod tests {
         // Beyond MAX_POOL the oldest are forgotten.
         let mut all = Vec::new();
         for _ in 0..(MAX_POOL / usize::from(MAX_BATCH) + 1) {
-            all.extend(pools.generate(&me, &wallet, share, MAX_BATCH, &mut OsRng)?);
+            all.extend(pools.generate(&me, &wallet, share, MAX_BATCH, &mut rng)?);
         }
         assert_eq!(pools.held(), MAX_POOL);
         let oldest = all[0].id;
@@ -270,10 +273,11 @@ mod tests {
     #[test]
     fn the_reserve_is_made_in_the_background_and_handed_out_once(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut OsRng)?;
+        let mut rng = StdRng::seed_from_u64(7);
+        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
         let share = &shares[0];
         let wallet = GroupKey::of(share.group());
-        let me = IdentityKey::generate(&mut OsRng).public();
+        let me = IdentityKey::generate(&mut rng).public();
         let pools = NoncePools::default();
         let reserved = |pools: &NoncePools| {
             pools
@@ -282,7 +286,7 @@ mod tests {
                 .map(|p| p.get(&(me, wallet)).map_or(0, |pool| pool.reserve.len()))
                 .unwrap_or(0)
         };
-        pools.refill(&me, &wallet, share, 5);
+        pools.refill(&me, &wallet, share, 5, StdRng::seed_from_u64(8));
         let started = std::time::Instant::now();
         while reserved(&pools) < 5 {
             assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -290,7 +294,7 @@ mod tests {
         }
         // Reserve nonces are not handed out: none can be taken yet.
         assert_eq!(pools.held(), 0);
-        let given = pools.generate(&me, &wallet, share, 3, &mut OsRng)?;
+        let given = pools.generate(&me, &wallet, share, 3, &mut rng)?;
         assert_eq!(reserved(&pools), 2);
         assert_eq!(pools.held(), 3);
         let ids: Vec<NonceId> = given.iter().map(|c| c.id).collect();

@@ -146,13 +146,10 @@ impl Signer {
         reason: impl std::fmt::Display,
     ) -> Refusal {
         let reason = reason.to_string();
-        if let Err(e) = self.home.record(event(
-            AuditKind::Refused,
-            from,
-            wallet,
-            checked,
-            reason.clone(),
-        )) {
+        if let Err(e) = self.home.record(
+            event(AuditKind::Refused, from, wallet, checked, reason.clone()),
+            &mut self.rng(),
+        ) {
             tracing::error!(error = %e, "cannot record a refusal in the audit records");
         }
         refuse(code, reason)
@@ -495,7 +492,7 @@ impl Signer {
                 ));
             }
         }
-        if let Err(e) = self.home.advance_checkpoint(&mut rand::rngs::OsRng) {
+        if let Err(e) = self.home.advance_checkpoint(&mut self.rng()) {
             tracing::error!(%session, error = %e, "cannot advance the checkpoint; no share released");
             return Err(refuse(
                 ErrorCode::Internal,
@@ -571,7 +568,7 @@ impl Signer {
             return Err(refuse(
                 ErrorCode::WrongEpoch,
                 format!(
-                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (if a refresh or repair was interrupted, run `ckm wallet resume` on the coordinator)",
+                    "this signer's share of wallet {} is at epoch {}, the request is for epoch {} (a refresh or repair was interrupted, or the coordinator's record of the wallet is out of date)",
                     info.name, info.epoch, wallet.epoch
                 ),
             ));
@@ -672,7 +669,8 @@ impl Signer {
             .generate(from, &info.group_key, &share, count, rng)
             .unwrap_or_default();
         // The next answer's fresh commitments are made after this one leaves.
-        self.nonces.refill(from, &info.group_key, &share, count);
+        self.nonces
+            .refill(from, &info.group_key, &share, count, self.rng());
         let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
         let mut signed = signed.into_iter();
         let shares = signed.next().unwrap_or_default();

@@ -215,7 +215,7 @@ impl Signer {
                 {
                     return Err(refuse(
                         ErrorCode::Refused,
-                        format!("transition {other} of this wallet is pending; the coordinator must finish or abort it first (`ckm wallet resume`)"),
+                        format!("transition {other} of this wallet is pending; the coordinator must commit or abort it first"),
                     ));
                 }
                 let (state, share) = self.current(&info)?;

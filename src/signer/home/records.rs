@@ -1,0 +1,159 @@
+//! The wallets' public records: what a signer knows about each wallet it holds a share of,
+//! listed and looked up (also without unlocking the home).
+
+use std::path::Path;
+
+use bdk_wallet::rusqlite::{Connection, OptionalExtension};
+use bitcoin::Network;
+use serde::{Deserialize, Serialize};
+
+use super::{HomeError, SignerHome};
+use crate::identity::IdentityPublic;
+use crate::keys::{GroupKey, Roster, WalletFingerprint};
+use crate::protocol::dkg::CertifiedKeygen;
+use crate::protocol::lifecycle::{CertifiedTransition, History};
+use crate::signer::db::{DbError, SignerDb};
+
+/// Public facts about a wallet a signer holds a share of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletInfo {
+    /// The name the coordinator gave the wallet.
+    pub name: String,
+    /// Network.
+    pub network: Network,
+    /// The group root key: the wallet's identity on this signer.
+    pub group_key: GroupKey,
+    /// The coordinator that created it (and may use it; see also the policy's
+    /// `coordinators`).
+    pub coordinator: IdentityPublic,
+    /// Threshold.
+    pub threshold: u16,
+    /// Group size.
+    pub signers: u16,
+    /// This signer's roster index.
+    pub index: u16,
+    /// Fingerprint of the certified key generation (`None` for wallets made before
+    /// certification).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<WalletFingerprint>,
+    /// The certified key generation: roster, round-1 broadcasts, every certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keygen: Option<CertifiedKeygen>,
+    /// The epoch this signer's share belongs to (0 until the first transition).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Every committed transition since the key generation (refresh, removal, repair,
+    /// enrolment), certified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<CertifiedTransition>,
+}
+
+impl WalletInfo {
+    /// The current certified roster, when the wallet has one.
+    pub fn roster(&self) -> Option<&Roster> {
+        match self.transitions.last() {
+            Some(t) => Some(&t.state.roster),
+            None => self.keygen.as_ref().map(|k| &k.context.roster),
+        }
+    }
+
+    /// The wallet's certified history, when it has one.
+    pub fn history(&self) -> Option<History> {
+        self.keygen.as_ref().map(|k| History {
+            keygen: k.clone(),
+            transitions: self.transitions.clone(),
+        })
+    }
+}
+
+impl SignerHome {
+    /// Every wallet held, by name.
+    ///
+    /// # Errors
+    /// Database errors or malformed records.
+    pub fn wallets(&self) -> Result<Vec<WalletInfo>, HomeError> {
+        self.db.read(|c| Ok(list_from(c, self.db.path())))?
+    }
+
+    /// Looks a wallet up by name or group key (indexed).
+    ///
+    /// # Errors
+    /// [`HomeError::UnknownWallet`].
+    pub fn wallet(&self, name_or_key: &str) -> Result<WalletInfo, HomeError> {
+        self.db
+            .read(|c| Ok(find_in(c, self.db.path(), name_or_key)))?
+    }
+}
+
+pub(super) fn parse_info(path: &Path, text: &str) -> Result<WalletInfo, HomeError> {
+    serde_json::from_str(text).map_err(|e| HomeError::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("wallet record: {e}"),
+    })
+}
+
+fn list_from(conn: &Connection, path: &Path) -> Result<Vec<WalletInfo>, HomeError> {
+    let sql = |source| {
+        HomeError::Db(DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut stmt = conn
+        .prepare("SELECT info FROM wallets ORDER BY name, group_key")
+        .map_err(sql)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(parse_info(path, &row.map_err(sql)?)?);
+    }
+    Ok(out)
+}
+
+fn find_in(conn: &Connection, path: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT info FROM wallets WHERE group_key = ?1 OR name = ?1 ORDER BY group_key LIMIT 1",
+            [name_or_key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|source| {
+            HomeError::Db(DbError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+    match text {
+        Some(t) => parse_info(path, &t),
+        None => Err(HomeError::UnknownWallet(name_or_key.to_string())),
+    }
+}
+
+/// Lists the wallets of a signer directory without unlocking it (public info only); none
+/// when it holds no database yet. A directory of an earlier layout holds none either: its
+/// conversion reads its files.
+///
+/// # Errors
+/// Database errors or malformed records.
+pub fn list_wallets(dir: &Path) -> Result<Vec<WalletInfo>, HomeError> {
+    let path = SignerDb::path_in(dir);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = SignerDb::open_read_only(&path)?;
+    list_from(&conn, &path)
+}
+
+/// Finds a wallet by name or group key in a signer directory without unlocking it.
+///
+/// # Errors
+/// [`HomeError::UnknownWallet`] (also when the directory holds no database yet).
+pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
+    let path = SignerDb::path_in(dir);
+    if !path.exists() {
+        return Err(HomeError::UnknownWallet(name_or_key.to_string()));
+    }
+    let conn = SignerDb::open_read_only(&path)?;
+    find_in(&conn, &path, name_or_key)
+}
