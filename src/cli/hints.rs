@@ -6,6 +6,8 @@
 use ckm::message::ErrorCode;
 use ckm::net::client::CallError;
 use ckm::recovery::script_path::SignRecoveryError;
+use ckm::signer::backup::{BackupError, RestoreError};
+use ckm::signer::home::HomeError;
 use ckm::wallet::record::RecoverError;
 use ckm::wallet::WalletError;
 
@@ -29,6 +31,15 @@ fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             )),
             _ => None,
         };
+    }
+    if let Some(HomeError::NotInitialized(_)) = e.downcast_ref::<HomeError>() {
+        return Some("make it a signer home first: `ckm --home DIR signer init`".into());
+    }
+    if let Some(BackupError::Pending { .. }) = e.downcast_ref::<BackupError>() {
+        return Some(format!("{RESUME}, then take the backup"));
+    }
+    if let Some(RestoreError::PassphraseRequired) = e.downcast_ref::<RestoreError>() {
+        return Some("give the backup passphrase with --backup-passphrase-file FILE".into());
     }
     if let Some(WalletError::NoRecovery(_)) = e.downcast_ref::<WalletError>() {
         return Some(
@@ -86,6 +97,11 @@ fn refusal(code: ErrorCode, message: &str) -> Option<String> {
         ),
         ErrorCode::WrongEpoch if message.contains("epoch") => {
             Some(format!("if a refresh or repair was interrupted, {RESUME}"))
+        }
+        // Another transition of the wallet is pending on the signer (refused at begin or
+        // prepare; that refusal has no code of its own).
+        _ if message.contains("is pending") && message.contains("commit or abort") => {
+            Some(RESUME.to_string())
         }
         _ => None,
     }

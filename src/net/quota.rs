@@ -171,7 +171,6 @@ mod tests {
     use super::*;
     use crate::identity::IdentityKey;
     use rand::SeedableRng;
-    use std::time::Duration;
 
     fn keys(n: usize) -> Vec<IdentityPublic> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -16,7 +16,8 @@
 //!   between a preparation and its signing; [`checkpoint`]: the sealed checkpoint;
 //!   [`policy`] and [`peers`]: what the operator allows;
 //! - this file: [`Signer`], the handler routing each message to its protocol machine
-//!   (key generation here, signing in `signing.rs`, transitions in `transition.rs`).
+//!   (key generation in `keygen.rs`, signing in `signing.rs`, transitions in
+//!   `transition.rs`).
 //!
 //! Randomness is passed in: [`Signer::handle`] takes the caller's RNG, and work after an
 //! answer or on a background thread (the nonce reserve's refill, the audit record of a
@@ -34,6 +35,7 @@ pub mod check_cache;
 pub mod checkpoint;
 pub mod db;
 pub mod home;
+mod keygen;
 pub mod legacy;
 pub mod nonces;
 pub mod peers;
@@ -50,7 +52,6 @@ use rand::{CryptoRng, RngCore};
 use crate::identity::IdentityPublic;
 use crate::keys::GroupKey;
 use crate::message::{CoordinatorToSigner, ErrorCode, SessionId, SignerToCoordinator};
-use crate::protocol::dkg::{self, Participant1, Participant2, Participant3, ParticipantError};
 use home::{HomeError, SignerHome, WalletInfo};
 use policy::Policy;
 use signing::SignSession;
@@ -90,22 +91,10 @@ pub const MAX_SESSIONS: usize = 10_000;
 /// The window of the daily limit.
 pub const WINDOW_SECS: u64 = 24 * 3600;
 
-enum DkgStage {
-    One(Participant1),
-    Two(Participant2),
-    Three(Box<Participant3>),
-}
-
-struct DkgSession {
-    coordinator: IdentityPublic,
-    stage: DkgStage,
-    started: Instant,
-}
-
 /// A running co-signer: an unlocked home plus in-memory sessions.
 pub struct Signer {
     home: SignerHome,
-    dkg: Mutex<HashMap<SessionId, DkgSession>>,
+    dkg: Mutex<keygen::DkgSessions>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
     transitions: Mutex<HashMap<SessionId, TransitionSession>>,
     nonces: nonces::NoncePools,
@@ -168,7 +157,7 @@ impl Signer {
         };
         Ok(Signer {
             home,
-            dkg: Mutex::new(HashMap::new()),
+            dkg: Mutex::new(keygen::DkgSessions::default()),
             signing: Mutex::new(HashMap::new()),
             transitions: Mutex::new(HashMap::new()),
             nonces: nonces::NoncePools::default(),
@@ -362,171 +351,4 @@ impl Signer {
             wallets: wallets.into_iter().map(|w| w.name).collect(),
         })
     }
-
-    fn dkg_begin<R: RngCore + CryptoRng>(
-        &self,
-        from: &IdentityPublic,
-        request: dkg::Begin,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let session = request.context.session;
-        let approved = self
-            .approved_peers()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        let (state, answer) = Participant1::begin(
-            request,
-            &self.identity(),
-            from,
-            |id| approved.contains(id),
-            rng,
-        )
-        .map_err(|e| {
-            tracing::warn!(%session, error = %e, "key generation refused");
-            participant_refusal(e)
-        })?;
-        let index = state.index();
-        let mut dkg = self.lock_dkg()?;
-        prune(&mut dkg, |s| s.started);
-        if dkg.contains_key(&session) {
-            return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
-        }
-        dkg.insert(
-            session,
-            DkgSession {
-                coordinator: *from,
-                stage: DkgStage::One(state),
-                started: Instant::now(),
-            },
-        );
-        tracing::info!(%session, index, "key generation started");
-        Ok(SignerToCoordinator::DkgRound1(answer))
-    }
-
-    fn lock_dkg(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<SessionId, DkgSession>>, Refusal> {
-        self.dkg
-            .lock()
-            .map_err(|_| refuse(ErrorCode::Internal, "lock poisoned"))
-    }
-
-    /// Takes a session out (so on any error the key generation is over for this signer).
-    fn take_dkg(&self, from: &IdentityPublic, session: &SessionId) -> Result<DkgSession, Refusal> {
-        let mut dkg = self.lock_dkg()?;
-        match dkg.remove(session) {
-            Some(s) if s.coordinator == *from => Ok(s),
-            Some(s) => {
-                dkg.insert(*session, s);
-                Err(refuse(ErrorCode::UnknownSession, "unknown DKG session"))
-            }
-            None => Err(refuse(ErrorCode::UnknownSession, "unknown DKG session")),
-        }
-    }
-
-    fn put_dkg(&self, session: SessionId, s: DkgSession) -> Result<(), Refusal> {
-        self.lock_dkg()?.insert(session, s);
-        Ok(())
-    }
-
-    fn dkg_round1<R: RngCore + CryptoRng>(
-        &self,
-        from: &IdentityPublic,
-        request: dkg::Round1Request,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let session = request.session;
-        let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::One(state) = s.stage else {
-            return Err(refuse(
-                ErrorCode::UnknownSession,
-                "DKG session is not in round 1",
-            ));
-        };
-        let (next, answer) = state
-            .receive_round1(request, self.home.identity(), rng)
-            .map_err(participant_refusal)?;
-        s.stage = DkgStage::Two(next);
-        self.put_dkg(session, s)?;
-        Ok(SignerToCoordinator::DkgRound2(answer))
-    }
-
-    fn dkg_round2(
-        &self,
-        from: &IdentityPublic,
-        request: dkg::Round2Request,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let session = request.session;
-        let mut s = self.take_dkg(from, &session)?;
-        let DkgStage::Two(state) = s.stage else {
-            return Err(refuse(
-                ErrorCode::UnknownSession,
-                "DKG session is not in round 2",
-            ));
-        };
-        let (next, answer) = state
-            .receive_round2(request, self.home.identity())
-            .map_err(|e| {
-                tracing::warn!(%session, error = %e, "key generation aborted");
-                participant_refusal(e)
-            })?;
-        s.stage = DkgStage::Three(Box::new(next));
-        self.put_dkg(session, s)?;
-        tracing::info!(%session, "key generation finished; share held until every certificate arrives");
-        Ok(SignerToCoordinator::DkgCertified(answer))
-    }
-
-    fn dkg_confirm<R: RngCore + CryptoRng>(
-        &self,
-        from: &IdentityPublic,
-        request: dkg::ConfirmRequest,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        let session = request.session;
-        let s = self.take_dkg(from, &session)?;
-        let DkgStage::Three(state) = s.stage else {
-            return Err(refuse(
-                ErrorCode::UnknownSession,
-                "DKG session is not finished",
-            ));
-        };
-        let certified = state.confirm(request).map_err(|e| {
-            tracing::warn!(%session, error = %e, "certificates refused; nothing stored");
-            participant_refusal(e)
-        })?;
-        let group = certified.share.group();
-        let context = &certified.keygen.context;
-        let info = WalletInfo {
-            name: context.wallet.clone(),
-            network: context.network,
-            group_key: GroupKey::of(group),
-            coordinator: s.coordinator,
-            threshold: group.threshold(),
-            signers: group.signers(),
-            index: certified.index,
-            fingerprint: Some(certified.fingerprint),
-            keygen: Some(certified.keygen.clone()),
-            epoch: 0,
-            transitions: Vec::new(),
-        };
-        self.home
-            .save_share(&info, &certified.share, rng)
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        tracing::info!(%session, wallet = %info.name, group_key = %info.group_key, fingerprint = %certified.fingerprint, "share stored");
-        Ok(SignerToCoordinator::DkgStored(dkg::Stored {
-            fingerprint: certified.fingerprint,
-        }))
-    }
-}
-
-/// The refusal a participant error turns into on the wire.
-fn participant_refusal(e: ParticipantError) -> Refusal {
-    let code = match &e {
-        ParticipantError::UnapprovedPeer { .. } => ErrorCode::UnapprovedPeer,
-        ParticipantError::CoordinatorMismatch { .. } => ErrorCode::Unauthorized,
-        ParticipantError::Context(_)
-        | ParticipantError::NotInRoster(_)
-        | ParticipantError::Session => ErrorCode::BadRequest,
-        _ => ErrorCode::Refused,
-    };
-    refuse(code, crate::error_chain(&e))
 }
