@@ -18,6 +18,8 @@ use clap::Subcommand;
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
 use super::signer_address;
 use super::spend::{self, electrum_url};
+
+mod coins;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
 
@@ -221,19 +223,63 @@ pub enum WalletCommand {
         #[command(flatten)]
         electrum: ElectrumArg,
     },
-    /// Show the balance (as of the last sync)
+    /// Show the balance (as of the last sync), frozen coins apart
     Balance {
         #[command(flatten)]
         wallet: WalletArg,
     },
-    #[command(flatten)]
-    Backup(super::wallet_backup::WalletBackupCommand),
-    /// Pay an address: build, co-sign with the signers, broadcast
-    ///
-    /// Shows what will be paid and the fee, asks for confirmation (skip with --yes), then
-    /// co-signs with the first T signers that answer and broadcasts through Electrum.
+    /// List the wallet's unspent coins (as of the last sync): outpoint, amount, address,
+    /// keychain/index, confirmations, frozen, label
     ///
     /// Example:
+    ///   ckm wallet coins --json | jq -r '.[] | select(.frozen | not) | .outpoint'
+    #[command(verbatim_doc_comment)]
+    Coins {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+    /// Freeze coins: never picked by a payment, refused in --from, shown apart in the balance
+    ///
+    /// Example:
+    ///   ckm wallet freeze <txid>:0
+    #[command(verbatim_doc_comment)]
+    Freeze {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// The coin, TXID:VOUT (several may be given)
+        #[arg(value_name = "OUTPOINT", required = true)]
+        outpoints: Vec<bitcoin::OutPoint>,
+    },
+    /// Unfreeze coins
+    ///
+    /// Example:
+    ///   ckm wallet unfreeze <txid>:0
+    #[command(verbatim_doc_comment)]
+    Unfreeze {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// The coin, TXID:VOUT (several may be given)
+        #[arg(value_name = "OUTPOINT", required = true)]
+        outpoints: Vec<bitcoin::OutPoint>,
+    },
+    #[command(flatten)]
+    Backup(super::wallet_backup::WalletBackupCommand),
+    /// Pay one or several recipients in one transaction: build, review, co-sign, broadcast
+    ///
+    /// Every recipient is checked (address, network, amount) before any server is contacted.
+    /// The fee rate is --fee-rate, else the Electrum server's estimate for --target-blocks
+    /// (default 6), else 2 sat/vB when the server has none (a fresh regtest chain). The fee
+    /// guard refuses a fee above 10% of what is paid to others, above 1000 sat/vB or above
+    /// 1,000,000 sat (--allow-high-fee overrides it). Shows the recipients, amounts, change,
+    /// fee (sat and sat/vB) and the coins spent, asks for confirmation (skip with --yes;
+    /// without a terminal it refuses), then co-signs with the first T signers that answer
+    /// and broadcasts through Electrum. Frozen coins are never spent.
+    ///
+    /// Examples:
+    ///   ckm wallet send --to bcrt1p...:150000 --to bcrt1q...:0.002btc --yes
+    ///   ckm wallet send --to bcrt1p...:max --fee-rate 3 --yes
+    ///   ckm wallet send --to "bitcoin:bcrt1p...?amount=0.001&label=rent" --yes
+    ///   ckm wallet send --to bcrt1p...:50000 --from <txid>:1 --yes
     ///   ckm wallet send --to bcrt1p... --amount 150000 --fee-rate 3 --yes
     #[command(verbatim_doc_comment)]
     Send {
@@ -304,7 +350,12 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             payment,
             electrum,
             yes,
-        } => send(ctx, wallet, payment, electrum, yes),
+        } => spend::send(ctx, wallet, payment, electrum, yes),
+        WalletCommand::Coins { wallet } => coins::coins(ctx, wallet),
+        WalletCommand::Freeze { wallet, outpoints } => coins::freeze(ctx, wallet, &outpoints, true),
+        WalletCommand::Unfreeze { wallet, outpoints } => {
+            coins::freeze(ctx, wallet, &outpoints, false)
+        }
         WalletCommand::UpdatePin {
             wallet,
             signer,
@@ -668,53 +719,16 @@ fn balance(ctx: &Context, wallet: WalletArg) -> Result<()> {
             "confirmed_sats": b.confirmed.to_sat(),
             "unconfirmed_sats": unconfirmed.to_sat(),
             "immature_sats": b.immature.to_sat(),
+            "frozen_sats": b.frozen.to_sat(),
         }),
         || {
             format!(
-                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat",
+                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat\nfrozen:      {} sat",
                 b.confirmed.to_sat(),
                 unconfirmed.to_sat(),
-                b.immature.to_sat()
+                b.immature.to_sat(),
+                b.frozen.to_sat()
             )
         },
-    )
-}
-
-fn send(
-    ctx: &Context,
-    wallet: WalletArg,
-    payment: PaymentArgs,
-    electrum: ElectrumArg,
-    yes: bool,
-) -> Result<()> {
-    let mut w = ctx.open_wallet(wallet.name.as_deref())?;
-    let url = electrum_url(&electrum, &w)?;
-    let mut built = spend::build(&mut w, &payment)?;
-    let summary = spend::summary(&w, &built)?;
-    if !ctx.json {
-        eprintln!("{summary}");
-    }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("not sending without confirmation: pass --yes");
-        }
-        eprint!("Send? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("cancelled; nothing was signed");
-        }
-    }
-    let report = spend::cosign(ctx, &w, &mut built)?;
-    let txid = broadcast_and_record(&Electrum::connect(&url)?, Some(&mut w), &report.transaction)?;
-    ctx.output(
-        serde_json::json!({
-            "txid": txid.to_string(),
-            "signers": report.signers,
-            "culprits": report.culprits,
-            "mode": report.mode,
-            "sessions": report.sessions,
-        }),
-        || txid.to_string(),
     )
 }
