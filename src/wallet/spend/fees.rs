@@ -1,12 +1,13 @@
 //! Fee policy: the default fee rate (the chain source's estimate, or a documented fallback
 //! when it has none) and the fee guard every transaction passes before it is signed.
 //!
-//! The guard's rules, each overridable by the caller (`--allow-high-fee` on the command line):
-//! 1. a payment's fee may not exceed [`MAX_FEE_PERCENT`] % of what it pays to others (skipped
-//!    when it pays nobody else: a cancellation, a CPFP child, a transfer to oneself);
-//! 2. no transaction pays more than [`MAX_FEE_RATE_SAT_VB`] sat/vB (above the highest rates
+//! The guard's rules, checked in this order, all overridden together by the caller
+//! (`--allow-high-fee` on the command line):
+//! 1. no transaction pays more than [`MAX_FEE_RATE_SAT_VB`] sat/vB (above the highest rates
 //!    the network has seen so far; a typo such as `--fee-rate 2000` for 20 lands here);
-//! 3. no transaction pays more than [`MAX_FEE_SATS`] sat (0.01 BTC) in fees.
+//! 2. no transaction pays more than [`MAX_FEE_SATS`] sat (0.01 BTC) in fees;
+//! 3. a payment's fee may not exceed [`MAX_FEE_PERCENT`] % of what it pays to others (skipped
+//!    when it pays nobody else: a cancellation, a CPFP child, a transfer to oneself).
 
 use bitcoin::{Amount, FeeRate};
 
@@ -21,13 +22,13 @@ pub const FALLBACK_FEE_RATE_SAT_VB: u32 = 2;
 /// The lowest fee rate taken from an estimate: 1 sat/vB, Bitcoin Core's default relay floor.
 pub const MIN_FEE_RATE_SAT_VB: u32 = 1;
 
-/// Rule 1 of the guard: the fee may be at most this percentage of what is paid to others.
+/// Rule 3 of the guard: the fee may be at most this percentage of what is paid to others.
 pub const MAX_FEE_PERCENT: u64 = 10;
 
-/// Rule 2 of the guard: the highest fee rate, in sat/vB.
+/// Rule 1 of the guard: the highest fee rate, in sat/vB.
 pub const MAX_FEE_RATE_SAT_VB: u64 = 1_000;
 
-/// Rule 3 of the guard: the highest fee, in satoshis (0.01 BTC).
+/// Rule 2 of the guard: the highest fee, in satoshis (0.01 BTC).
 pub const MAX_FEE_SATS: u64 = 1_000_000;
 
 /// Where a fee rate came from.
@@ -81,7 +82,7 @@ pub fn choose_fee_rate(
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FeeGuardError {
-    /// Rule 1.
+    /// Rule 3.
     #[error("the fee of {fee} sat is more than {MAX_FEE_PERCENT}% of the {paid} sat paid to others (rule: fee at most {MAX_FEE_PERCENT}% of the payment)")]
     ShareOfPayment {
         /// The fee.
@@ -89,13 +90,13 @@ pub enum FeeGuardError {
         /// What the transaction pays to others.
         paid: u64,
     },
-    /// Rule 2.
+    /// Rule 1.
     #[error("the fee rate of {rate:.1} sat/vB is above the ceiling of {MAX_FEE_RATE_SAT_VB} sat/vB (rule: fee rate ceiling)")]
     Rate {
         /// The transaction's fee rate, sat/vB.
         rate: f64,
     },
-    /// Rule 3.
+    /// Rule 2.
     #[error("the fee of {fee} sat is above the ceiling of {MAX_FEE_SATS} sat (rule: absolute fee ceiling)")]
     Absolute {
         /// The fee.
@@ -104,7 +105,7 @@ pub enum FeeGuardError {
 }
 
 /// Checks a fee against the guard's three rules; `paid` is what the transaction pays to
-/// others (zero for a cancellation, a CPFP child or a transfer to oneself: rule 1 is then
+/// others (zero for a cancellation, a CPFP child or a transfer to oneself: rule 3 is then
 /// skipped).
 ///
 /// # Errors
@@ -112,6 +113,12 @@ pub enum FeeGuardError {
 pub fn check_fee(fee: Amount, vsize: u64, paid: Amount) -> Result<(), FeeGuardError> {
     let fee_sats = fee.to_sat();
     let rate = fee_sats as f64 / vsize.max(1) as f64;
+    if rate > MAX_FEE_RATE_SAT_VB as f64 {
+        return Err(FeeGuardError::Rate { rate });
+    }
+    if fee_sats > MAX_FEE_SATS {
+        return Err(FeeGuardError::Absolute { fee: fee_sats });
+    }
     if paid > Amount::ZERO
         && fee_sats.saturating_mul(100) > paid.to_sat().saturating_mul(MAX_FEE_PERCENT)
     {
@@ -119,12 +126,6 @@ pub fn check_fee(fee: Amount, vsize: u64, paid: Amount) -> Result<(), FeeGuardEr
             fee: fee_sats,
             paid: paid.to_sat(),
         });
-    }
-    if rate > MAX_FEE_RATE_SAT_VB as f64 {
-        return Err(FeeGuardError::Rate { rate });
-    }
-    if fee_sats > MAX_FEE_SATS {
-        return Err(FeeGuardError::Absolute { fee: fee_sats });
     }
     Ok(())
 }

@@ -1,0 +1,339 @@
+//! The everyday wallet end to end (issue 26): batch payments, send-max, BIP-0021, coin control
+//! and freezing, the fee guard, replacements — each with a real bitcoind and electrs, three
+//! real `ckm signer serve` processes and the `ckm` CLI as coordinator, and each asserting on
+//! what bitcoind reports. Needs `--features regtest`.
+#![cfg(feature = "regtest")]
+
+#[path = "common/chain.rs"]
+mod chain;
+#[path = "common/cluster.rs"]
+mod cluster;
+#[path = "common/consensus.rs"]
+mod consensus;
+#[path = "common/testenv.rs"]
+mod testenv;
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, ensure, Result};
+use chain::*;
+use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster};
+use serde_json::{json, Value};
+use testenv::TestEnv;
+
+const MAINNET: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
+
+/// `ckm --json wallet send ARGS… --electrum URL` (add `--yes` yourself).
+fn send_with(c: &Cluster, env: &TestEnv, args: &[&str]) -> Result<Value> {
+    let url = env.electrum_url();
+    let mut all = vec!["wallet", "send"];
+    all.extend_from_slice(args);
+    all.extend(["--electrum", url.as_str()]);
+    ckm_json(&c.coord, &all)
+}
+
+/// The same, expected to fail: its error message (with the hint).
+fn send_refused(c: &Cluster, env: &TestEnv, args: &[&str]) -> Result<String> {
+    let url = env.electrum_url();
+    let mut all = vec!["--json", "wallet", "send"];
+    all.extend_from_slice(args);
+    all.extend(["--electrum", url.as_str()]);
+    let out = ckm(&c.coord, &all)?;
+    ensure!(!out.status.success(), "ckm {all:?} succeeded");
+    json_error(&out)
+}
+
+/// The outpoints a transaction spends, as bitcoind decodes it.
+fn inputs_of(tx: &Value) -> Result<BTreeSet<String>> {
+    tx["vin"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no vin in {tx}"))?
+        .iter()
+        .map(|i| {
+            Ok(format!(
+                "{}:{}",
+                i["txid"].as_str().ok_or_else(|| anyhow!("{i}"))?,
+                i["vout"].as_u64().ok_or_else(|| anyhow!("{i}"))?
+            ))
+        })
+        .collect()
+}
+
+/// Funds one fresh address per amount (each confirmed) and syncs; returns the outpoints.
+fn fund_coins(c: &Cluster, env: &TestEnv, amounts: &[u64]) -> Result<Vec<String>> {
+    let mut outpoints = Vec::new();
+    for sats in amounts {
+        let (addr, _) = address(c)?;
+        let txid = env.fund(&addr, *sats)?;
+        outpoints.push(format!("{txid}:0"));
+    }
+    sync(c, env)?;
+    Ok(outpoints)
+}
+
+#[test]
+fn batch_of_three_outputs_with_bip21_and_recipients_checked_before_any_server() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+
+    // No Electrum server is known yet: a bad recipient is named, not the missing server.
+    let out = ckm(
+        &c.coord,
+        &[
+            "--json",
+            "wallet",
+            "send",
+            "--to",
+            &format!("{MAINNET}:1000"),
+            "--yes",
+        ],
+    )?;
+    let e = json_error(&out)?;
+    ensure!(
+        e.contains(MAINNET) && e.contains("bitcoin") && e.contains("regtest"),
+        "{e}"
+    );
+    let out = ckm(
+        &c.coord,
+        &[
+            "--json",
+            "wallet",
+            "send",
+            "--to",
+            "notanaddress:1000",
+            "--yes",
+        ],
+    )?;
+    let e = json_error(&out)?;
+    ensure!(e.contains("notanaddress"), "{e}");
+
+    fund_coins(&c, &env, &[1_000_000])?;
+    let (a, b, u) = (
+        foreign_address().to_string(),
+        foreign_address().to_string(),
+        foreign_address().to_string(),
+    );
+    let to_a = format!("{a}:100000");
+    let to_b = format!("{b}:0.002btc");
+    let to_u = format!("bitcoin:{u}?amount=0.003&label=rent%20march");
+    let args = [
+        "--to",
+        &to_a,
+        "--to",
+        &to_b,
+        "--to",
+        &to_u,
+        "--fee-rate",
+        "2",
+    ];
+    // Without a terminal and without --yes: refused, nothing broadcast.
+    let e = send_refused(&c, &env, &args)?;
+    ensure!(e.contains("--yes"), "{e}");
+    let mempool = env.rpc("getrawmempool", json!([]))?;
+    ensure!(mempool.as_array().is_some_and(Vec::is_empty), "{mempool}");
+
+    let mut with_yes = args.to_vec();
+    with_yes.push("--yes");
+    let sent = send_with(&c, &env, &with_yes)?;
+    let review = &sent["review"];
+    ensure!(
+        review["recipients"].as_array().map(Vec::len) == Some(3),
+        "{sent}"
+    );
+    ensure!(
+        review["change"].as_array().map(Vec::len) == Some(1),
+        "{sent}"
+    );
+    let txid = json_str(&sent, "txid")?.to_string();
+    let tx = mine_and_confirm(&env, &txid)?;
+    assert_key_path(&tx)?;
+    for (addr, want) in [(&a, 100_000), (&b, 200_000), (&u, 300_000)] {
+        let (_, out) = output_paying(&tx, addr)?;
+        assert_eq!(sats(&out["value"])?, want, "{addr}");
+    }
+    let outs = tx["vout"].as_array().map(Vec::len);
+    assert_eq!(outs, Some(4), "three payments and the change: {tx}");
+    // The fee is what the review said.
+    let fee = review["fee_sats"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{review}"))?;
+    let entry = env.rpc("getrawtransaction", json!([txid, true]))?;
+    let paid: u64 = entry["vout"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{entry}"))?
+        .iter()
+        .map(|o| sats(&o["value"]))
+        .sum::<Result<u64>>()?;
+    assert_eq!(1_000_000 - paid, fee);
+
+    // The old form still works.
+    sync(&c, &env)?;
+    let to = foreign_address().to_string();
+    let sent = send(&c, &env, &to, 50_000)?;
+    let tx = mine_and_confirm(&env, json_str(&sent, "txid")?)?;
+    assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 50_000);
+    Ok(())
+}
+
+#[test]
+fn send_max_leaves_a_zero_balance_and_no_change_at_the_fallback_rate() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    let coins = fund_coins(&c, &env, &[300_000, 200_000])?;
+    let to = foreign_address().to_string();
+    let max = format!("{to}:max");
+    // No --fee-rate: a fresh regtest chain has no estimate, so the fallback is used.
+    let sent = send_with(&c, &env, &["--to", &max, "--yes"])?;
+    let source = sent["review"]["fee_rate_source"]
+        .as_str()
+        .unwrap_or_default();
+    ensure!(
+        source.contains("fallback") || source.contains("estimate"),
+        "{sent}"
+    );
+    let txid = json_str(&sent, "txid")?.to_string();
+    let tx = mine_and_confirm(&env, &txid)?;
+    let outs = tx["vout"].as_array().ok_or_else(|| anyhow!("{tx}"))?;
+    assert_eq!(outs.len(), 1, "no change: {tx}");
+    assert_eq!(inputs_of(&tx)?, coins.iter().cloned().collect());
+    let paid = sats(&output_paying(&tx, &to)?.1["value"])?;
+    let fee = 500_000 - paid;
+    let vsize = tx["vsize"].as_u64().ok_or_else(|| anyhow!("{tx}"))?;
+    ensure!(
+        fee >= 2 * vsize && fee <= 3 * vsize,
+        "fee {fee} for {vsize} vB"
+    );
+    sync(&c, &env)?;
+    assert_eq!(balance(&c.coord)?, (0, 0));
+    Ok(())
+}
+
+#[test]
+fn from_spends_exactly_that_coin_and_a_frozen_coin_is_never_spent() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    let coins = fund_coins(&c, &env, &[400_000, 200_000, 100_000])?;
+    let (big, small) = (&coins[0], &coins[2]);
+
+    let frozen = ckm_json(&c.coord, &["wallet", "freeze", big])?;
+    ensure!(frozen[0]["changed"] == json!(true), "{frozen}");
+    let listed = ckm_json(&c.coord, &["wallet", "coins"])?;
+    let rows = listed.as_array().ok_or_else(|| anyhow!("{listed}"))?;
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let is_big = row["outpoint"].as_str() == Some(big.as_str());
+        assert_eq!(row["frozen"], json!(is_big), "{row}");
+        ensure!(row["confirmations"].as_u64() >= Some(1), "{row}");
+        ensure!(
+            row["keychain"] == "receive" && row["address"].is_string(),
+            "{row}"
+        );
+    }
+    let b = ckm_json(&c.coord, &["wallet", "balance"])?;
+    assert_eq!(b["frozen_sats"], json!(400_000), "{b}");
+    assert_eq!(b["confirmed_sats"], json!(300_000), "{b}");
+
+    // --from on the frozen coin: refused, naming unfreeze.
+    let to = foreign_address().to_string();
+    let pay = format!("{to}:50000");
+    let e = send_refused(
+        &c,
+        &env,
+        &["--to", &pay, "--from", big, "--fee-rate", "2", "--yes"],
+    )?;
+    ensure!(
+        e.contains(big.as_str()) && e.contains("frozen") && e.contains("unfreeze"),
+        "{e}"
+    );
+
+    // --from the small coin: exactly that input.
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &pay, "--from", small, "--fee-rate", "2", "--yes"],
+    )?;
+    let tx = mine_and_confirm(&env, json_str(&sent, "txid")?)?;
+    assert_eq!(inputs_of(&tx)?, BTreeSet::from([small.clone()]));
+    sync(&c, &env)?;
+
+    // A payment bigger than any unfrozen coin uses the others, never the frozen one.
+    let to = foreign_address().to_string();
+    let pay = format!("{to}:220000");
+    let sent = send_with(&c, &env, &["--to", &pay, "--fee-rate", "2", "--yes"])?;
+    let tx = mine_and_confirm(&env, json_str(&sent, "txid")?)?;
+    ensure!(
+        !inputs_of(&tx)?.contains(big),
+        "the frozen coin was spent: {tx}"
+    );
+    sync(&c, &env)?;
+    // Send-max empties everything but the frozen coin.
+    let max = format!("{}:max", foreign_address());
+    let sent = send_with(&c, &env, &["--to", &max, "--fee-rate", "2", "--yes"])?;
+    let tx = mine_and_confirm(&env, json_str(&sent, "txid")?)?;
+    ensure!(
+        !inputs_of(&tx)?.contains(big),
+        "the frozen coin was spent: {tx}"
+    );
+    let (txid, vout) = big.split_once(':').ok_or_else(|| anyhow!("{big}"))?;
+    ensure!(
+        env.get_tx_out(txid, vout.parse()?)?.is_some(),
+        "bitcoind no longer has the frozen coin unspent"
+    );
+    sync(&c, &env)?;
+    let b = ckm_json(&c.coord, &["wallet", "balance"])?;
+    assert_eq!(b["frozen_sats"], json!(400_000), "{b}");
+    assert_eq!(b["confirmed_sats"], json!(0), "{b}");
+
+    // Unfrozen, it is spendable again.
+    ckm_json(&c.coord, &["wallet", "unfreeze", big])?;
+    let pay = format!("{}:100000", foreign_address());
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &pay, "--from", big, "--fee-rate", "2", "--yes"],
+    )?;
+    let tx = mine_and_confirm(&env, json_str(&sent, "txid")?)?;
+    assert_eq!(inputs_of(&tx)?, BTreeSet::from([big.clone()]));
+    Ok(())
+}
+
+#[test]
+fn fee_guard_refuses_and_allow_high_fee_passes() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    fund_coins(&c, &env, &[500_000])?;
+    let to = foreign_address().to_string();
+    let small = format!("{to}:2000");
+    // About 150 vB at 5 sat/vB: a fee far above 10% of 2000 sat.
+    let e = send_refused(&c, &env, &["--to", &small, "--fee-rate", "5", "--yes"])?;
+    ensure!(e.contains("10%") && e.contains("2000 sat"), "{e}");
+    ensure!(
+        e.contains("--allow-high-fee"),
+        "the hint names the override: {e}"
+    );
+    // The fee-rate ceiling, for any payment.
+    let big = format!("{to}:300000");
+    let e = send_refused(&c, &env, &["--to", &big, "--fee-rate", "1500", "--yes"])?;
+    ensure!(e.contains("1000 sat/vB") && e.contains("fee rate"), "{e}");
+    assert_eq!(env.rpc("getrawmempool", json!([]))?, json!([]));
+
+    let sent = send_with(
+        &c,
+        &env,
+        &[
+            "--to",
+            &small,
+            "--fee-rate",
+            "5",
+            "--allow-high-fee",
+            "--yes",
+        ],
+    )?;
+    let txid = json_str(&sent, "txid")?.to_string();
+    let entry = env.rpc("getmempoolentry", json!([txid]))?;
+    let fee = sats(&entry["fees"]["base"])?;
+    ensure!(fee > 200, "fee {fee}");
+    let tx = mine_and_confirm(&env, &txid)?;
+    assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 2_000);
+    Ok(())
+}
