@@ -20,6 +20,7 @@ use super::signer_address;
 use super::spend::{self, electrum_url};
 
 mod coins;
+mod replace;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
 
@@ -250,6 +251,30 @@ pub enum WalletCommand {
         #[arg(value_name = "OUTPOINT", required = true)]
         outpoints: Vec<bitcoin::OutPoint>,
     },
+    /// Replace an unconfirmed payment of this wallet with one paying a higher fee rate
+    ///
+    /// The same recipients and inputs (more inputs only if needed, never a frozen coin); the
+    /// change pays the difference. Re-signed by the signers, then broadcast; bitcoind drops
+    /// the original. The new rate must be above the old one (by at least 1 sat/vB).
+    ///
+    /// Example:
+    ///   ckm wallet bump <txid> --fee-rate 10 --yes
+    #[command(verbatim_doc_comment)]
+    Bump(replace::ReplaceArgs),
+    /// Cancel an unconfirmed payment of this wallet: a replacement at a higher fee rate that
+    /// sends its inputs back to the wallet (recorded as a cancellation in the history)
+    ///
+    /// Example:
+    ///   ckm wallet cancel <txid> --fee-rate 10 --yes
+    #[command(verbatim_doc_comment)]
+    Cancel(replace::ReplaceArgs),
+    /// Speed up an unconfirmed transaction with a child (CPFP) spending its output of this
+    /// wallet, so that parent and child together pay --fee-rate
+    ///
+    /// Example:
+    ///   ckm wallet cpfp <txid> --fee-rate 20 --yes
+    #[command(verbatim_doc_comment)]
+    Cpfp(replace::ReplaceArgs),
     /// Unfreeze coins
     ///
     /// Example:
@@ -352,6 +377,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             yes,
         } => spend::send(ctx, wallet, payment, electrum, yes),
         WalletCommand::Coins { wallet } => coins::coins(ctx, wallet),
+        WalletCommand::Bump(args) => replace::run(ctx, replace::Kind::Bump, args),
+        WalletCommand::Cancel(args) => replace::run(ctx, replace::Kind::Cancel, args),
+        WalletCommand::Cpfp(args) => replace::run(ctx, replace::Kind::Cpfp, args),
         WalletCommand::Freeze { wallet, outpoints } => coins::freeze(ctx, wallet, &outpoints, true),
         WalletCommand::Unfreeze { wallet, outpoints } => {
             coins::freeze(ctx, wallet, &outpoints, false)

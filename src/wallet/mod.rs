@@ -37,8 +37,8 @@ pub use commitments::WalletCommitments;
 pub use history::Balance;
 pub use meta::{PendingTransition, WalletMeta, WalletVerifyError};
 pub use spend::{
-    Coin, FeeGuardError, FeeRateSource, PayAmount, Payment, Recipient, RecipientError, Review,
-    ReviewInput, ReviewOutput,
+    Coin, FeeGuardError, FeeRateSource, PayAmount, Payment, Recipient, RecipientError,
+    ReplaceError, Replacement, Review, ReviewInput, ReviewOutput,
 };
 
 use crate::frost::shares::GroupPublic;
@@ -89,6 +89,9 @@ pub enum WalletError {
     /// A frozen coin was picked by hand.
     #[error("coin {0} is frozen")]
     Frozen(OutPoint),
+    /// A bump, cancellation or CPFP was refused.
+    #[error(transparent)]
+    Replace(#[from] ReplaceError),
     /// The fee guard refused the transaction.
     #[error("fee guard: {0}")]
     FeeGuard(#[from] FeeGuardError),
@@ -156,6 +159,7 @@ impl CkmWallet {
         db.execute(commitments::TABLE, [])?;
         db.execute(commitments::FLAGS, [])?;
         db.execute(labels::TABLE, [])?;
+        db.execute(spend::replace::TABLE, [])?;
         let existing: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -186,6 +190,7 @@ impl CkmWallet {
         db.execute(commitments::TABLE, [])?;
         db.execute(commitments::FLAGS, [])?;
         db.execute(labels::TABLE, [])?;
+        db.execute(spend::replace::TABLE, [])?;
         let text: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;

@@ -7,17 +7,20 @@
 //! Reading order: this file (a payment to several recipients, send-max, coin control:
 //! [`CkmWallet::build_payments`]), [`recipient`] (parsing `ADDR:AMOUNT`, `ADDR:max`, BIP-0021
 //! URIs, checked against the wallet's network), [`coins`] (the coin list, freezing),
-//! [`fees`] (the default fee rate and the fee guard), [`review`], [`recovery`].
+//! [`fees`] (the default fee rate and the fee guard), `replace` (bump, cancel, CPFP),
+//! `review`, `recovery`.
 
 mod coins;
 pub mod fees;
 pub mod recipient;
 mod recovery;
+pub(super) mod replace;
 mod review;
 
 pub use coins::Coin;
 pub use fees::{FeeGuardError, FeeRateSource};
 pub use recipient::{PayAmount, Recipient, RecipientError};
+pub use replace::{ReplaceError, Replacement};
 pub use review::{Review, ReviewInput, ReviewOutput};
 
 use bdk_wallet::descriptor::policy::Condition;
