@@ -337,3 +337,181 @@ fn fee_guard_refuses_and_allow_high_fee_passes() -> Result<()> {
     assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 2_000);
     Ok(())
 }
+
+/// `ckm --json wallet KIND TXID --fee-rate R --yes --electrum URL`.
+fn unstick(c: &Cluster, env: &TestEnv, kind: &str, txid: &str, rate: &str) -> Result<Value> {
+    let url = env.electrum_url();
+    ckm_json(
+        &c.coord,
+        &[
+            "wallet",
+            kind,
+            txid,
+            "--fee-rate",
+            rate,
+            "--yes",
+            "--electrum",
+            &url,
+        ],
+    )
+}
+
+fn unstick_refused(
+    c: &Cluster,
+    env: &TestEnv,
+    kind: &str,
+    txid: &str,
+    rate: &str,
+) -> Result<String> {
+    let url = env.electrum_url();
+    let out = ckm(
+        &c.coord,
+        &[
+            "--json",
+            "wallet",
+            kind,
+            txid,
+            "--fee-rate",
+            rate,
+            "--yes",
+            "--electrum",
+            &url,
+        ],
+    )?;
+    ensure!(!out.status.success(), "wallet {kind} {txid} succeeded");
+    json_error(&out)
+}
+
+fn mempool(env: &TestEnv) -> Result<BTreeSet<String>> {
+    let v = env.rpc("getrawmempool", json!([]))?;
+    Ok(v.as_array()
+        .ok_or_else(|| anyhow!("{v}"))?
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect())
+}
+
+#[test]
+fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    fund_coins(&c, &env, &[500_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
+    )?;
+    let original = json_str(&sent, "txid")?.to_string();
+    ensure!(mempool(&env)?.contains(&original));
+
+    let e = unstick_refused(&c, &env, "bump", &original, "1")?;
+    ensure!(e.contains("not above"), "{e}");
+    let unknown = "00".repeat(32);
+    let e = unstick_refused(&c, &env, "bump", &unknown, "10")?;
+    ensure!(e.contains("not one of this wallet's"), "{e}");
+
+    let bumped = unstick(&c, &env, "bump", &original, "10")?;
+    let txid = json_str(&bumped, "txid")?.to_string();
+    assert_eq!(bumped["replaces"], json!(original));
+    let pool = mempool(&env)?;
+    ensure!(
+        pool.contains(&txid) && !pool.contains(&original),
+        "{pool:?}"
+    );
+    let entry = env.rpc("getmempoolentry", json!([txid]))?;
+    let rate = sats(&entry["fees"]["base"])? as f64 / entry["vsize"].as_f64().unwrap_or(1.0);
+    ensure!(rate >= 9.9, "bumped rate {rate}");
+    let tx = mine_and_confirm(&env, &txid)?;
+    assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 100_000);
+    sync(&c, &env)?;
+    let e = unstick_refused(&c, &env, "bump", &txid, "20")?;
+    ensure!(e.contains("already confirmed"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn cancel_confirms_and_the_original_never_does() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    fund_coins(&c, &env, &[500_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
+    )?;
+    let original = json_str(&sent, "txid")?.to_string();
+    let cancelled = unstick(&c, &env, "cancel", &original, "5")?;
+    let txid = json_str(&cancelled, "txid")?.to_string();
+    assert_eq!(cancelled["cancels"], json!(original));
+    ensure!(
+        cancelled["review"]["recipients"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "a cancellation pays nobody: {cancelled}"
+    );
+    let pool = mempool(&env)?;
+    ensure!(
+        pool.contains(&txid) && !pool.contains(&original),
+        "{pool:?}"
+    );
+    let tx = mine_and_confirm(&env, &txid)?;
+    ensure!(
+        output_paying(&tx, &to).is_err(),
+        "the cancellation pays the recipient: {tx}"
+    );
+    env.mine_blocks(1, None)?;
+    ensure!(mempool(&env)?.is_empty());
+    ensure!(
+        env.get_raw_transaction(&original).is_err(),
+        "bitcoind knows the cancelled transaction"
+    );
+    sync(&c, &env)?;
+    let back = sats(&env.get_raw_transaction(&txid)?["vout"][0]["value"])?;
+    assert_eq!(
+        balance(&c.coord)?,
+        (back, 0),
+        "everything came back but the fee"
+    );
+    Ok(())
+}
+
+#[test]
+fn cpfp_brings_the_package_to_the_rate() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    fund_coins(&c, &env, &[500_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
+    )?;
+    let parent = json_str(&sent, "txid")?.to_string();
+    let child = unstick(&c, &env, "cpfp", &parent, "20")?;
+    let txid = json_str(&child, "txid")?.to_string();
+    assert_eq!(child["parent"], json!(parent));
+    let entry = env.rpc("getmempoolentry", json!([txid]))?;
+    let ancestor_fee = sats(&entry["fees"]["ancestor"])?;
+    let ancestor_size = entry["ancestorsize"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("{entry}"))?;
+    let rate = ancestor_fee as f64 / ancestor_size as f64;
+    ensure!(
+        (20.0..=21.0).contains(&rate),
+        "package rate {rate}: {entry}"
+    );
+    let tx = env.get_raw_transaction(&txid)?;
+    let spent = inputs_of(&tx)?;
+    ensure!(spent.iter().all(|op| op.starts_with(&parent)), "{tx}");
+    env.mine_blocks(1, None)?;
+    for t in [&parent, &txid] {
+        let tx = env.get_raw_transaction(t)?;
+        ensure!(
+            tx["confirmations"].as_u64() == Some(1),
+            "{t} not mined: {tx}"
+        );
+    }
+    Ok(())
+}

@@ -20,6 +20,7 @@ use super::signer_address;
 use super::spend::{self, electrum_url};
 
 mod coins;
+mod history;
 mod replace;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
@@ -229,6 +230,16 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
+    /// List the wallet's transactions, newest first: state (pending, confirmed with height
+    /// and confirmations, replaced by TXID, cancelled, dropped), net amount, fee, label
+    ///
+    /// As of the last sync and the transactions ckm broadcast since.
+    ///
+    /// Examples:
+    ///   ckm wallet history
+    ///   ckm wallet history --limit 20 --offset 20 --json
+    #[command(verbatim_doc_comment)]
+    History(history::HistoryArgs),
     /// List the wallet's unspent coins (as of the last sync): outpoint, amount, address,
     /// keychain/index, confirmations, frozen, label
     ///
@@ -377,6 +388,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             yes,
         } => spend::send(ctx, wallet, payment, electrum, yes),
         WalletCommand::Coins { wallet } => coins::coins(ctx, wallet),
+        WalletCommand::History(args) => history::run(ctx, args),
         WalletCommand::Bump(args) => replace::run(ctx, replace::Kind::Bump, args),
         WalletCommand::Cancel(args) => replace::run(ctx, replace::Kind::Cancel, args),
         WalletCommand::Cpfp(args) => replace::run(ctx, replace::Kind::Cpfp, args),

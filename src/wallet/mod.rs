@@ -9,7 +9,8 @@
 //!   generation and transitions) and its offline check;
 //! - [`spend`]: building payments over bdk_wallet's `TxBuilder` (recipients, coin control and
 //!   freezing, the fee policy and its guard) and reviewing them;
-//! - [`history`]: balances (frozen coins apart); [`labels`]: labels in BIP-0329's shape;
+//! - [`history`]: balances (frozen coins apart) and transactions with their states;
+//!   [`labels`]: labels in BIP-0329's shape;
 //! - [`record`], [`export`]: a wallet's record as the signers confirm it, and exports for
 //!   other wallets; `commitments`: preprocessed signer commitments kept for one-round signing.
 //!
@@ -34,7 +35,7 @@ use bitcoin::{Address, Network, OutPoint};
 mod commitments;
 
 pub use commitments::WalletCommitments;
-pub use history::Balance;
+pub use history::{Balance, HistoryEntry, TxState};
 pub use meta::{PendingTransition, WalletMeta, WalletVerifyError};
 pub use spend::{
     Coin, FeeGuardError, FeeRateSource, PayAmount, Payment, Recipient, RecipientError,
