@@ -21,6 +21,7 @@ use super::spend::{self, electrum_url};
 
 mod coins;
 mod history;
+mod labels;
 mod replace;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
@@ -240,6 +241,29 @@ pub enum WalletCommand {
     ///   ckm wallet history --limit 20 --offset 20 --json
     #[command(verbatim_doc_comment)]
     History(history::HistoryArgs),
+    /// Label a transaction (TXID), a coin (TXID:VOUT) or an address; an empty TEXT removes it
+    ///
+    /// Labels show in `wallet history` and `wallet coins`, and travel as BIP-329 with
+    /// `wallet labels export|import`.
+    ///
+    /// Examples:
+    ///   ckm wallet label <txid> "rent, March"
+    ///   ckm wallet label <txid>:1 "from the exchange"
+    #[command(verbatim_doc_comment)]
+    Label {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// TXID, TXID:VOUT or ADDRESS
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The label (at most 255 characters)
+        text: String,
+    },
+    /// Export or import labels (BIP-329 JSON Lines)
+    Labels {
+        #[command(subcommand)]
+        cmd: labels::LabelsCommand,
+    },
     /// List the wallet's unspent coins (as of the last sync): outpoint, amount, address,
     /// keychain/index, confirmations, frozen, label
     ///
@@ -389,6 +413,12 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         } => spend::send(ctx, wallet, payment, electrum, yes),
         WalletCommand::Coins { wallet } => coins::coins(ctx, wallet),
         WalletCommand::History(args) => history::run(ctx, args),
+        WalletCommand::Label {
+            wallet,
+            reference,
+            text,
+        } => labels::label(ctx, wallet, &reference, &text),
+        WalletCommand::Labels { cmd } => labels::run(ctx, cmd),
         WalletCommand::Bump(args) => replace::run(ctx, replace::Kind::Bump, args),
         WalletCommand::Cancel(args) => replace::run(ctx, replace::Kind::Cancel, args),
         WalletCommand::Cpfp(args) => replace::run(ctx, replace::Kind::Cpfp, args),
