@@ -515,3 +515,84 @@ fn cpfp_brings_the_package_to_the_rate() -> Result<()> {
     }
     Ok(())
 }
+
+/// `wallet history --json`: txid → the row.
+fn history(c: &Cluster) -> Result<Vec<Value>> {
+    let v = ckm_json(&c.coord, &["wallet", "history", "--limit", "100"])?;
+    Ok(v["transactions"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{v}"))?
+        .clone())
+}
+
+fn row<'a>(rows: &'a [Value], txid: &str) -> Result<&'a Value> {
+    rows.iter()
+        .find(|r| r["txid"].as_str() == Some(txid))
+        .ok_or_else(|| anyhow!("{txid} is not in the history: {rows:?}"))
+}
+
+#[test]
+fn history_shows_pending_confirmed_replaced_and_cancelled_with_labels() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    let coins = fund_coins(&c, &env, &[400_000, 300_000, 200_000])?;
+    let funding = coins[0].split(':').next().unwrap_or_default().to_string();
+    let pay = |sats: u64| -> Result<String> {
+        let to = format!("{}:{sats}", foreign_address());
+        let sent = send_with(&c, &env, &["--to", &to, "--fee-rate", "2", "--yes"])?;
+        Ok(json_str(&sent, "txid")?.to_string())
+    };
+    let a = pay(100_000)?;
+    let a2 = json_str(&unstick(&c, &env, "bump", &a, "6")?, "txid")?.to_string();
+    let b = pay(50_000)?;
+    let b2 = json_str(&unstick(&c, &env, "cancel", &b, "8")?, "txid")?.to_string();
+    let pending = pay(20_000)?;
+    ckm_json(&c.coord, &["wallet", "label", &pending, "coffee"])?;
+
+    let rows = history(&c)?;
+    assert_eq!(row(&rows, &a)?["state"], "replaced");
+    assert_eq!(row(&rows, &a)?["by"], json!(a2));
+    assert_eq!(row(&rows, &b)?["state"], "cancelled");
+    assert_eq!(row(&rows, &b)?["by"], json!(b2));
+    for t in [&a2, &b2, &pending] {
+        assert_eq!(row(&rows, t)?["state"], "pending", "{t}");
+    }
+    assert_eq!(row(&rows, &pending)?["label"], "coffee");
+    let net = row(&rows, &pending)?["net_sats"]
+        .as_i64()
+        .unwrap_or_default();
+    let fee = row(&rows, &pending)?["fee_sats"]
+        .as_i64()
+        .unwrap_or_default();
+    assert_eq!(net, -20_000 - fee);
+    assert_eq!(row(&rows, &funding)?["state"], "confirmed");
+    // Newest first: every unconfirmed row before the confirmed ones.
+    let states: Vec<&str> = rows.iter().filter_map(|r| r["state"].as_str()).collect();
+    let first_confirmed = states.iter().position(|s| *s == "confirmed").unwrap_or(0);
+    ensure!(
+        states[first_confirmed..].iter().all(|s| *s == "confirmed"),
+        "{states:?}"
+    );
+
+    env.mine_blocks(1, None)?;
+    sync(&c, &env)?;
+    let rows = history(&c)?;
+    let tip = env.block_count()?;
+    for t in [&a2, &b2, &pending] {
+        let r = row(&rows, t)?;
+        assert_eq!(r["state"], "confirmed", "{r}");
+        assert_eq!(r["height"], json!(tip), "{r}");
+        assert_eq!(r["confirmations"], json!(1), "{r}");
+    }
+    assert_eq!(row(&rows, &a)?["state"], "replaced");
+    assert_eq!(row(&rows, &b)?["state"], "cancelled");
+    // Paging.
+    let page = ckm_json(
+        &c.coord,
+        &["wallet", "history", "--limit", "2", "--offset", "1"],
+    )?;
+    assert_eq!(page["transactions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["total"], json!(rows.len()));
+    assert_eq!(page["transactions"][0], rows[1]);
+    Ok(())
+}
