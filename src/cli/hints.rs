@@ -7,7 +7,7 @@ use ckm::message::ErrorCode;
 use ckm::net::client::CallError;
 use ckm::recovery::script_path::SignRecoveryError;
 use ckm::wallet::record::RecoverError;
-use ckm::wallet::{RecipientError, WalletError};
+use ckm::wallet::{RecipientError, ReplaceError, WalletError};
 
 /// The hint for the first error in `e`'s chain that has one.
 pub fn hint(e: &anyhow::Error) -> Option<String> {
@@ -62,6 +62,14 @@ fn wallet(e: &WalletError) -> Option<String> {
             "check the fee rate (--fee-rate); if this fee is meant, pass --allow-high-fee".into(),
         ),
         WalletError::Recipient(e) => recipient(e),
+        WalletError::Replace(ReplaceError::NotOurs(_)) => Some(
+            "`ckm wallet history` lists the wallet's transactions (run `ckm wallet sync` first)"
+                .into(),
+        ),
+        WalletError::Replace(ReplaceError::NoOwnOutput(_)) => Some(
+            "a payment of this wallet can be bumped instead: `ckm wallet bump TXID --fee-rate R`"
+                .into(),
+        ),
         _ => None,
     }
 }

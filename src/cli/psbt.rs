@@ -199,15 +199,21 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             } else {
                 let checked = check(&w, &payment)?;
                 let labelled = checked.recipients.clone();
-                // The estimate only when a server is configured (`psbt create` works offline).
-                let source = match electrum_url(&ElectrumArg { electrum: None }, &w) {
-                    Ok(url) if payment.fee_rate.is_none() => Some(Electrum::connect(&url)?),
-                    _ => None,
+                // The estimate only when a server is configured, and the fallback rate when it
+                // cannot be reached: `psbt create` works offline.
+                let estimated = match electrum_url(&ElectrumArg { electrum: None }, &w) {
+                    Ok(url) if payment.fee_rate.is_none() => Electrum::connect(&url)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|source| choose_rate(&payment, Some(&source))),
+                    _ => choose_rate(&payment, None),
                 };
-                let (rate, _) = choose_rate(
-                    &payment,
-                    source.as_ref().map(|s| s as &dyn ckm::chain::ChainSource),
-                )?;
+                let (rate, _) = match estimated {
+                    Ok(chosen) => chosen,
+                    Err(e) => {
+                        ctx.say(format!("no fee estimate ({e:#}): using the fallback rate"));
+                        choose_rate(&payment, None)?
+                    }
+                };
                 let psbt = build(&mut w, checked, rate, payment.allow_high_fee)?;
                 keep_labels(&mut w, &labelled)?;
                 psbt
