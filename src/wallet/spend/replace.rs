@@ -262,7 +262,19 @@ impl CkmWallet {
         }
     }
 
-    /// Records that `replacement` cancelled `txid` (after it was broadcast).
+    /// Records that `txid` was replaced (once its replacement was broadcast and recorded):
+    /// marks it evicted at `now` (unix seconds), so bdk no longer counts it — both would
+    /// otherwise be "seen" in the same second and bdk could keep either.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_replacement(&mut self, txid: Txid, now: u64) -> Result<(), WalletError> {
+        self.wallet.apply_evicted_txs([(txid, now)]);
+        self.persist()
+    }
+
+    /// Records that `replacement` cancelled `txid` (after it was broadcast), and
+    /// [`CkmWallet::record_replacement`].
     ///
     /// # Errors
     /// Database errors.
@@ -270,12 +282,13 @@ impl CkmWallet {
         &mut self,
         txid: Txid,
         replacement: Txid,
+        now: u64,
     ) -> Result<(), WalletError> {
         self.db.execute(
             "INSERT OR REPLACE INTO ckm_cancellations (txid, replacement) VALUES (?1, ?2)",
             params![txid.to_string(), replacement.to_string()],
         )?;
-        Ok(())
+        self.record_replacement(txid, now)
     }
 
     /// The transaction that cancelled `txid`, if ckm cancelled it.
