@@ -145,6 +145,10 @@ fn batch_of_three_outputs_with_bip21_and_recipients_checked_before_any_server() 
         "{sent}"
     );
     let txid = json_str(&sent, "txid")?.to_string();
+    // The URI's label is kept for the transaction.
+    let h = ckm_json(&c.coord, &["wallet", "history"])?;
+    assert_eq!(h["transactions"][0]["txid"], json!(txid), "{h}");
+    assert_eq!(h["transactions"][0]["label"], "rent march", "{h}");
     let tx = mine_and_confirm(&env, &txid)?;
     assert_key_path(&tx)?;
     for (addr, want) in [(&a, 100_000), (&b, 200_000), (&u, 300_000)] {

@@ -215,7 +215,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                     }
                 };
                 let psbt = build(&mut w, checked, rate, payment.allow_high_fee)?;
-                keep_labels(&mut w, &labelled)?;
+                keep_labels(&mut w, &labelled, psbt.unsigned_tx.compute_txid())?;
                 psbt
             };
             let fee = psbt.fee().context("computing the fee")?;

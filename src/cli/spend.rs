@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use bitcoin::{FeeRate, OutPoint, Psbt};
+use bitcoin::{FeeRate, OutPoint, Psbt, Txid};
 use ckm::chain::electrum::Electrum;
 use ckm::chain::{broadcast_and_record, ChainSource};
 use ckm::net::client::Client;
@@ -125,12 +125,20 @@ pub fn build_recovery(
     Ok(psbt)
 }
 
-/// Keeps the labels given with the recipients (BIP-21 `label`) as address labels.
-pub fn keep_labels(w: &mut CkmWallet, recipients: &[Recipient]) -> Result<()> {
+/// Keeps the labels given with the recipients (BIP-21 `label`) as address labels, and as the
+/// label of the transaction `txid` (a segwit txid does not change when it is signed) unless it
+/// has one.
+pub fn keep_labels(w: &mut CkmWallet, recipients: &[Recipient], txid: Txid) -> Result<()> {
+    let mut given = Vec::new();
     for r in recipients {
         if let Some(label) = &r.label {
             w.set_label(LabelKind::Addr, &r.address.to_string(), label)?;
+            given.push(label.as_str());
         }
+    }
+    let txid = txid.to_string();
+    if !given.is_empty() && w.label(LabelKind::Tx, &txid)?.is_none() {
+        w.set_label(LabelKind::Tx, &txid, &given.join(", "))?;
     }
     Ok(())
 }
@@ -231,7 +239,7 @@ pub fn send(
     confirm(yes, "Send?", "sending")?;
     let report = cosign(ctx, &w, &mut built)?;
     let txid = broadcast_and_record(&source, Some(&mut w), &report.transaction)?;
-    keep_labels(&mut w, &labelled)?;
+    keep_labels(&mut w, &labelled, txid)?;
     ctx.output(
         serde_json::json!({
             "txid": txid.to_string(),

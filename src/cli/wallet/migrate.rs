@@ -32,6 +32,9 @@ pub struct MigrateArgs {
     /// Fee rate of the sweep, sat/vB
     #[arg(long, value_name = "SAT_PER_VB", default_value_t = 2)]
     pub fee_rate: u64,
+    /// Sign the sweep even if the fee guard refuses its fee (see `ckm wallet send --help`)
+    #[arg(long)]
+    pub allow_high_fee: bool,
     /// Seconds to wait for each signer
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub timeout: u64,
@@ -103,6 +106,7 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         );
     }
     let mut psbt = old.build_sweep(&to, spend::fee_rate(args.fee_rate)?)?;
+    spend::guard(&old, &psbt, args.allow_high_fee)?;
     let summary = spend::summary(&old, &psbt)?;
     ctx.say(format!(
         "sweeping every coin of '{}' to '{}' ({to}):\n{summary}",
