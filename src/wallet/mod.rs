@@ -5,7 +5,7 @@
 //!   key and chain code (with the certified recovery leaf when the wallet has one:
 //!   `tr([fp]xpub/0/*,and_v(v:pk(REC/0/*),older(N)))`, see [`crate::recovery`]), and
 //!   [`CkmWallet`], a bdk_wallet wallet persisted in SQLite together with ckm's metadata;
-//! - [`meta`]: what ckm keeps besides bdk's state (roster, group key package, certified key
+//! - `meta`: what ckm keeps besides bdk's state (roster, group key package, certified key
 //!   generation and transitions) and its offline check;
 //! - [`spend`]: building payments over bdk_wallet's `TxBuilder` (recipients, coin control and
 //!   freezing, the fee policy and its guard) and reviewing them;

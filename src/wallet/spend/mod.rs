@@ -1,12 +1,12 @@
 //! Building payments over bdk_wallet's `TxBuilder`: a payment with change, a sweep of every
-//! coin, a spend through the recovery path ([`recovery`]), and the review of a built PSBT as
+//! coin, a spend through the recovery path (`recovery`), and the review of a built PSBT as
 //! the signers will see it ([`Review`]). Coin selection, fee computation and change are
 //! bdk_wallet's; this module only sets what a ckm wallet needs (the key path of a wallet with
 //! a recovery leaf, the recovery path's `nSequence`).
 //!
 //! Reading order: this file (a payment to several recipients, send-max, coin control:
 //! [`CkmWallet::build_payments`]), [`recipient`] (parsing `ADDR:AMOUNT`, `ADDR:max`, BIP-0021
-//! URIs, checked against the wallet's network), [`coins`] (the coin list, freezing),
+//! URIs, checked against the wallet's network), `coins` (the coin list, freezing),
 //! [`fees`] (the default fee rate and the fee guard), `replace` (bump, cancel, CPFP),
 //! `review`, `recovery`.
 
