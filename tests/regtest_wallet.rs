@@ -598,5 +598,50 @@ fn history_shows_pending_confirmed_replaced_and_cancelled_with_labels() -> Resul
     assert_eq!(page["transactions"].as_array().map(Vec::len), Some(2));
     assert_eq!(page["total"], json!(rows.len()));
     assert_eq!(page["transactions"][0], rows[1]);
+
+    // BIP-329: export, then import into a fresh coordinator home holding the same wallet.
+    let (addr, _) = address(&c)?;
+    ckm_json(&c.coord, &["wallet", "label", &addr, "savings"])?;
+    ckm_json(
+        &c.coord,
+        &["wallet", "label", &coins[1], "from the exchange"],
+    )?;
+    let unspent = ckm_json(&c.coord, &["wallet", "coins"])?;
+    let coin = json_str(&unspent[0], "outpoint")?.to_string();
+    ckm_json(&c.coord, &["wallet", "freeze", &coin])?;
+    let dir = c.dir.path();
+    let (labels, envelope) = (dir.join("labels.jsonl"), dir.join("vault.envelope"));
+    let out = |p: &std::path::Path| p.to_str().unwrap_or_default().to_string();
+    let exported = ckm_json(
+        &c.coord,
+        &["wallet", "labels", "export", "--out", &out(&labels)],
+    )?;
+    assert_eq!(exported["records"], json!(4), "{exported}");
+    ckm_json(
+        &c.coord,
+        &[
+            "wallet",
+            "export",
+            "--format",
+            "envelope",
+            "--out",
+            &out(&envelope),
+        ],
+    )?;
+    let fresh = dir.join("coord2");
+    ckm_json(&fresh, &["id"])?;
+    ckm_json(&fresh, &["wallet", "recover", "--from", &out(&envelope)])?;
+    let imported = ckm_json(&fresh, &["wallet", "labels", "import", &out(&labels)])?;
+    assert_eq!(imported["labels"], json!(3), "{imported}");
+    assert_eq!(imported["frozen"], json!(1), "{imported}");
+    let again = dir.join("labels2.jsonl");
+    ckm_json(
+        &fresh,
+        &["wallet", "labels", "export", "--out", &out(&again)],
+    )?;
+    assert_eq!(
+        std::fs::read_to_string(&labels)?,
+        std::fs::read_to_string(&again)?
+    );
     Ok(())
 }
