@@ -3,10 +3,12 @@
 use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
-use bitcoin::{Amount, Network};
+use bitcoin::{Amount, Network, OutPoint};
 use ckm::identity::IdentityPublic;
 use ckm::keys::CertPin;
 use ckm::recovery::{RecoveryKey, RecoveryPolicy};
+use ckm::wallet::spend::recipient::check_recipients;
+use ckm::wallet::Recipient;
 use clap::Args;
 
 /// `--wallet NAME`, shared by every wallet-scoped command.
@@ -25,31 +27,51 @@ pub struct ElectrumArg {
     pub electrum: Option<String>,
 }
 
-/// `--to ADDR --amount SATS [--fee-rate SAT_PER_VB]`, shared by `wallet send` and `psbt create`.
+/// The recipients, coins and fee of a payment, shared by `wallet send` and `psbt create`.
 #[derive(Debug, Args, Clone)]
 pub struct PaymentArgs {
-    /// Destination address (must be on the wallet's network)
-    #[arg(long, value_name = "ADDR")]
-    pub to: String,
-    /// Amount to pay, in satoshis
-    #[arg(long, value_name = "SATS", value_parser = parse_amount)]
-    pub amount: Amount,
-    /// Fee rate in sat/vB
-    #[arg(long, value_name = "SAT_PER_VB", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub fee_rate: u64,
+    /// A recipient (repeat to pay several in one transaction): ADDR:AMOUNT, ADDR:max (all
+    /// that is left, no change), a bitcoin: URI (BIP-21), or ADDR with --amount. Amounts in
+    /// satoshis, or with a btc suffix (0.001btc)
+    #[arg(long = "to", value_name = "RECIPIENT", required = true)]
+    pub to: Vec<String>,
+    /// The amount of a single --to ADDR (the older form), in satoshis or with a btc suffix
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_amount)]
+    pub amount: Option<Amount>,
+    /// Spend exactly this coin, TXID:VOUT (repeat; see `ckm wallet coins`)
+    #[arg(long = "from", value_name = "OUTPOINT")]
+    pub from: Vec<OutPoint>,
+    /// Fee rate in sat/vB [default: the Electrum server's estimate for --target-blocks; 2 sat/vB
+    /// when it has none]
+    #[arg(long, value_name = "SAT_PER_VB", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub fee_rate: Option<u64>,
+    /// Confirmation target of the fee estimate, in blocks
+    #[arg(long, value_name = "BLOCKS", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=1008))]
+    pub target_blocks: u16,
+    /// Sign even a fee the fee guard refuses (above 10% of the payment, 1000 sat/vB or
+    /// 1,000,000 sat)
+    #[arg(long)]
+    pub allow_high_fee: bool,
+}
+
+impl PaymentArgs {
+    /// The recipients, checked against `network` (offline: before any server is contacted).
+    pub fn recipients(&self, network: Network) -> Result<Vec<Recipient>> {
+        if self.amount.is_some() && self.to.len() > 1 {
+            bail!("--amount goes with a single --to ADDR; with several, give each as ADDR:AMOUNT");
+        }
+        let recipients = self
+            .to
+            .iter()
+            .map(|t| Recipient::parse(t, self.amount, network))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_recipients(&recipients)?;
+        Ok(recipients)
+    }
 }
 
 fn parse_amount(s: &str) -> Result<Amount, String> {
-    let sats: u64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number of satoshis"))?;
-    if sats == 0 {
-        return Err("the amount must be positive".into());
-    }
-    if sats > 21_000_000 * 100_000_000 {
-        return Err("the amount exceeds 21 million BTC".into());
-    }
-    Ok(Amount::from_sat(sats))
+    ckm::wallet::spend::recipient::parse_amount("--amount", s).map_err(|e| e.to_string())
 }
 
 /// `--recovery-key KEY… [--recovery-threshold K] --recovery-after BLOCKS` of `wallet create`.

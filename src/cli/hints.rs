@@ -9,7 +9,7 @@ use ckm::recovery::script_path::SignRecoveryError;
 use ckm::signer::backup::{BackupError, RestoreError};
 use ckm::signer::home::HomeError;
 use ckm::wallet::record::RecoverError;
-use ckm::wallet::WalletError;
+use ckm::wallet::{RecipientError, ReplaceError, WalletError};
 
 /// The hint for the first error in `e`'s chain that has one.
 pub fn hint(e: &anyhow::Error) -> Option<String> {
@@ -41,11 +41,11 @@ fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(RestoreError::PassphraseRequired) = e.downcast_ref::<RestoreError>() {
         return Some("give the backup passphrase with --backup-passphrase-file FILE".into());
     }
-    if let Some(WalletError::NoRecovery(_)) = e.downcast_ref::<WalletError>() {
-        return Some(
-            "a recovery path is chosen at key generation: `ckm wallet create … --recovery-key`"
-                .into(),
-        );
+    if let Some(e) = e.downcast_ref::<WalletError>() {
+        return wallet(e);
+    }
+    if let Some(e) = e.downcast_ref::<RecipientError>() {
+        return recipient(e);
     }
     if let Some(SignRecoveryError::NothingToSign { .. }) = e.downcast_ref::<SignRecoveryError>() {
         return Some(
@@ -55,6 +55,45 @@ fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         );
     }
     None
+}
+
+fn wallet(e: &WalletError) -> Option<String> {
+    match e {
+        WalletError::NoRecovery(_) => Some(
+            "a recovery path is chosen at key generation: `ckm wallet create … --recovery-key`"
+                .into(),
+        ),
+        WalletError::Frozen(op) => Some(format!(
+            "unfreeze it first with `ckm wallet unfreeze {op}` if it is to be spent"
+        )),
+        WalletError::UnknownCoin(_) => {
+            Some("`ckm wallet coins` lists the wallet's coins (run `ckm wallet sync` first)".into())
+        }
+        WalletError::FeeGuard(_) => Some(
+            "check the fee rate (--fee-rate); if this fee is meant, pass --allow-high-fee".into(),
+        ),
+        WalletError::Recipient(e) => recipient(e),
+        WalletError::Replace(ReplaceError::NotOurs(_)) => Some(
+            "`ckm wallet history` lists the wallet's transactions (run `ckm wallet sync` first)"
+                .into(),
+        ),
+        WalletError::Replace(ReplaceError::NoOwnOutput(_)) => Some(
+            "a payment of this wallet can be bumped instead: `ckm wallet bump TXID --fee-rate R`"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+fn recipient(e: &RecipientError) -> Option<String> {
+    match e {
+        RecipientError::MissingAmount { .. } => Some(
+            "give each recipient as --to ADDR:AMOUNT (sats, or e.g. 0.001btc), ADDR:max, or \
+             one --to ADDR with --amount"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 const ALLOW_COORDINATOR: &str = "a signer serves only the coordinators bound to a wallet: its \
@@ -127,5 +166,17 @@ mod tests {
         assert!(epoch.contains("ckm wallet resume"), "{epoch}");
         assert_eq!(hint(&refused(ErrorCode::Policy)), None);
         assert_eq!(hint(&anyhow::anyhow!("something else")), None);
+    }
+
+    #[test]
+    fn a_frozen_coin_names_unfreeze() {
+        let op = bitcoin::OutPoint::null();
+        let e = anyhow::Error::new(WalletError::Frozen(op)).context("building");
+        let text = hint(&e).unwrap_or_default();
+        assert!(text.contains("ckm wallet unfreeze"), "{text}");
+        let e = anyhow::Error::new(WalletError::FeeGuard(
+            ckm::wallet::FeeGuardError::Absolute { fee: 2_000_000 },
+        ));
+        assert!(hint(&e).unwrap_or_default().contains("--allow-high-fee"));
     }
 }

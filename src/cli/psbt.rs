@@ -11,12 +11,19 @@ use clap::Subcommand;
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
 use super::psbt_io::{self, PsbtFormat, PsbtOutArgs};
-use super::spend::{build, build_recovery, cosign_with_timeout, electrum_url, summary};
+use super::spend::{
+    build, build_recovery, check, choose_rate, cosign_with_timeout, electrum_url, keep_labels,
+    summary,
+};
 use super::{psbt_inspect, psbt_qr, Context};
+use ckm::chain::electrum::Electrum;
 
 #[derive(Debug, Subcommand)]
 pub enum PsbtCommand {
-    /// Build an unsigned PSBT paying an address, with change back to the wallet
+    /// Build an unsigned PSBT paying one or several recipients, with change back to the wallet
+    ///
+    /// Recipients, --from, --fee-rate (default: the estimate of the wallet's Electrum server
+    /// when one is configured, else 2 sat/vB) and the fee guard as for `ckm wallet send`.
     ///
     /// With --recovery the PSBT spends through the wallet's timelocked recovery path instead
     /// of the signers: its inputs carry nSequence = the recovery timelock and the BIP-371
@@ -26,6 +33,7 @@ pub enum PsbtCommand {
     ///
     /// Examples:
     ///   ckm psbt create --to bcrt1p... --amount 150000 --fee-rate 2 --out pay.psbt
+    ///   ckm psbt create --to bcrt1p...:150000 --to bcrt1q...:max --out pay.psbt
     ///   ckm psbt create --recovery --to bcrt1p... --amount 150000 --out rescue.psbt
     #[command(verbatim_doc_comment)]
     Create {
@@ -189,7 +197,26 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             let psbt = if recovery {
                 build_recovery(&mut w, &payment, allow_immature)?
             } else {
-                build(&mut w, &payment)?
+                let checked = check(&w, &payment)?;
+                let labelled = checked.recipients.clone();
+                // The estimate only when a server is configured, and the fallback rate when it
+                // cannot be reached: `psbt create` works offline.
+                let estimated = match electrum_url(&ElectrumArg { electrum: None }, &w) {
+                    Ok(url) if payment.fee_rate.is_none() => Electrum::connect(&url)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|source| choose_rate(&payment, Some(&source))),
+                    _ => choose_rate(&payment, None),
+                };
+                let (rate, _) = match estimated {
+                    Ok(chosen) => chosen,
+                    Err(e) => {
+                        ctx.say(format!("no fee estimate ({e:#}): using the fallback rate"));
+                        choose_rate(&payment, None)?
+                    }
+                };
+                let psbt = build(&mut w, checked, rate, payment.allow_high_fee)?;
+                keep_labels(&mut w, &labelled, psbt.unsigned_tx.compute_txid())?;
+                psbt
             };
             let fee = psbt.fee().context("computing the fee")?;
             if !ctx.json {

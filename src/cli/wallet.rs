@@ -1,5 +1,7 @@
 //! `ckm wallet …`: the coordinator's wallets (DKG across signers, descriptors, addresses,
-//! Electrum sync, balance, send). The coordinator holds no secret share.
+//! Electrum sync, balance). The coordinator holds no secret share. The everyday wallet has a
+//! file per command group: `send` is in `cli/spend.rs`; `coins` (coins, freeze, unfreeze),
+//! `replace` (bump, cancel, cpfp), `history`, `labels`, and `migrate` are children here.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use bdk_wallet::KeychainKind;
 use bitcoin::Network;
 use ckm::chain::electrum::Electrum;
-use ckm::chain::{broadcast_and_record, ChainSource, SyncProgress};
+use ckm::chain::{ChainSource, SyncProgress};
 use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
 use ckm::recovery::RecoveryPolicy;
@@ -18,36 +20,14 @@ use clap::Subcommand;
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
 use super::signer_address;
 use super::spend::{self, electrum_url};
+
+mod coins;
+mod history;
+mod labels;
+mod migrate;
+mod replace;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
-
-/// `wallet migrate`.
-#[derive(Debug, clap::Args)]
-pub struct MigrateArgs {
-    /// The wallet to move the coins out of
-    #[command(flatten)]
-    pub wallet: WalletArg,
-    /// Name of the new wallet (created unless it exists)
-    #[arg(long, value_name = "NAME")]
-    pub to: String,
-    /// The new wallet's threshold
-    #[arg(long, short = 't', value_name = "T")]
-    pub threshold: Option<u16>,
-    /// The new wallet's signers, URL#PUBKEY, in roster order (repeat)
-    #[arg(long = "signer", value_name = "URL#PUBKEY", value_parser = parse_signer)]
-    pub signers: Vec<SignerSpec>,
-    #[command(flatten)]
-    pub electrum: ElectrumArg,
-    /// Fee rate of the sweep, sat/vB
-    #[arg(long, value_name = "SAT_PER_VB", default_value_t = 2)]
-    pub fee_rate: u64,
-    /// Seconds to wait for each signer
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub timeout: u64,
-    /// Do not ask for confirmation
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
@@ -208,7 +188,7 @@ pub enum WalletCommand {
     ///   ckm wallet migrate --wallet vault --to vault2 --threshold 3 \
     ///       --signer http://127.0.0.1:7001#<id1> ... --signer http://127.0.0.1:7005#<id5> --yes
     #[command(verbatim_doc_comment)]
-    Migrate(MigrateArgs),
+    Migrate(migrate::MigrateArgs),
     /// Reveal the next receive address
     Address {
         #[command(flatten)]
@@ -221,19 +201,120 @@ pub enum WalletCommand {
         #[command(flatten)]
         electrum: ElectrumArg,
     },
-    /// Show the balance (as of the last sync)
+    /// Show the balance (as of the last sync), frozen coins apart
     Balance {
         #[command(flatten)]
         wallet: WalletArg,
     },
-    #[command(flatten)]
-    Backup(super::wallet_backup::WalletBackupCommand),
-    /// Pay an address: build, co-sign with the signers, broadcast
+    /// List the wallet's transactions, newest first: state (pending, confirmed with height
+    /// and confirmations, replaced by TXID, cancelled, dropped), net amount, fee, label
     ///
-    /// Shows what will be paid and the fee, asks for confirmation (skip with --yes), then
-    /// co-signs with the first T signers that answer and broadcasts through Electrum.
+    /// As of the last sync and the transactions ckm broadcast since.
+    ///
+    /// Examples:
+    ///   ckm wallet history
+    ///   ckm wallet history --limit 20 --offset 20 --json
+    #[command(verbatim_doc_comment)]
+    History(history::HistoryArgs),
+    /// Label a transaction (TXID), a coin (TXID:VOUT) or an address; an empty TEXT removes it
+    ///
+    /// Labels show in `wallet history` and `wallet coins`, and travel as BIP-329 with
+    /// `wallet labels export|import`.
+    ///
+    /// Examples:
+    ///   ckm wallet label <txid> "rent, March"
+    ///   ckm wallet label <txid>:1 "from the exchange"
+    #[command(verbatim_doc_comment)]
+    Label {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// TXID, TXID:VOUT or ADDRESS
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The label (at most 255 characters)
+        text: String,
+    },
+    /// Export or import labels (BIP-329 JSON Lines)
+    Labels {
+        #[command(subcommand)]
+        cmd: labels::LabelsCommand,
+    },
+    /// List the wallet's unspent coins (as of the last sync): outpoint, amount, address,
+    /// keychain/index, confirmations, frozen, label
     ///
     /// Example:
+    ///   ckm wallet coins --json | jq -r '.[] | select(.frozen | not) | .outpoint'
+    #[command(verbatim_doc_comment)]
+    Coins {
+        #[command(flatten)]
+        wallet: WalletArg,
+    },
+    /// Freeze coins: never picked by a payment, refused in --from, shown apart in the balance
+    ///
+    /// Example:
+    ///   ckm wallet freeze <txid>:0
+    #[command(verbatim_doc_comment)]
+    Freeze {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// The coin, TXID:VOUT (several may be given)
+        #[arg(value_name = "OUTPOINT", required = true)]
+        outpoints: Vec<bitcoin::OutPoint>,
+    },
+    /// Replace an unconfirmed payment of this wallet with one paying a higher fee rate
+    ///
+    /// The same recipients and inputs (more inputs only if needed, never a frozen coin); the
+    /// change pays the difference. Re-signed by the signers, then broadcast; bitcoind drops
+    /// the original. The new rate must be above the old one (by at least 1 sat/vB).
+    ///
+    /// Example:
+    ///   ckm wallet bump <txid> --fee-rate 10 --yes
+    #[command(verbatim_doc_comment)]
+    Bump(replace::ReplaceArgs),
+    /// Cancel an unconfirmed payment of this wallet: a replacement at a higher fee rate that
+    /// sends its inputs back to the wallet (recorded as a cancellation in the history)
+    ///
+    /// Example:
+    ///   ckm wallet cancel <txid> --fee-rate 10 --yes
+    #[command(verbatim_doc_comment)]
+    Cancel(replace::ReplaceArgs),
+    /// Speed up an unconfirmed transaction with a child (CPFP) spending its output of this
+    /// wallet, so that parent and child together pay --fee-rate
+    ///
+    /// Example:
+    ///   ckm wallet cpfp <txid> --fee-rate 20 --yes
+    #[command(verbatim_doc_comment)]
+    Cpfp(replace::ReplaceArgs),
+    /// Unfreeze coins
+    ///
+    /// Example:
+    ///   ckm wallet unfreeze <txid>:0
+    #[command(verbatim_doc_comment)]
+    Unfreeze {
+        #[command(flatten)]
+        wallet: WalletArg,
+        /// The coin, TXID:VOUT (several may be given)
+        #[arg(value_name = "OUTPOINT", required = true)]
+        outpoints: Vec<bitcoin::OutPoint>,
+    },
+    #[command(flatten)]
+    Backup(super::wallet_backup::WalletBackupCommand),
+    /// Pay one or several recipients in one transaction: build, review, co-sign, broadcast
+    ///
+    /// Every recipient is checked (address, network, amount) before any server is contacted.
+    /// The fee rate is --fee-rate, else the Electrum server's estimate for --target-blocks
+    /// (default 6), else 2 sat/vB when the server has none (a fresh regtest chain). The fee
+    /// guard refuses a fee above 10% of what is paid to others, above 1000 sat/vB or above
+    /// 1,000,000 sat (--allow-high-fee overrides it). Shows the recipients, amounts, change,
+    /// fee (sat and sat/vB) and the coins spent, asks for confirmation (skip with --yes;
+    /// without a terminal it refuses), then co-signs with the first T signers that answer
+    /// and broadcasts through Electrum. Frozen coins are never spent.
+    ///
+    /// Examples:
+    ///   ckm wallet send --to bcrt1p...:150000 --to bcrt1q...:0.002btc --yes
+    ///   ckm wallet send --to bcrt1p...:max --fee-rate 3 --yes
+    ///   ckm wallet send --to "bitcoin:bcrt1p...?amount=0.001&label=rent" --yes
+    ///   ckm wallet send --to bcrt1p...:50000 --from <txid>:1 --yes
     ///   ckm wallet send --to bcrt1p... --amount 150000 --fee-rate 3 --yes
     #[command(verbatim_doc_comment)]
     Send {
@@ -294,7 +375,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::Repair(args) => wallet_lifecycle::repair(ctx, args),
         WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
         WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
-        WalletCommand::Migrate(args) => migrate(ctx, args),
+        WalletCommand::Migrate(args) => migrate::migrate(ctx, args),
         WalletCommand::Backup(cmd) => super::wallet_backup::run(ctx, cmd),
         WalletCommand::Address { wallet } => address(ctx, wallet),
         WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
@@ -304,7 +385,22 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             payment,
             electrum,
             yes,
-        } => send(ctx, wallet, payment, electrum, yes),
+        } => spend::send(ctx, wallet, payment, electrum, yes),
+        WalletCommand::Coins { wallet } => coins::coins(ctx, wallet),
+        WalletCommand::History(args) => history::run(ctx, args),
+        WalletCommand::Label {
+            wallet,
+            reference,
+            text,
+        } => labels::label(ctx, wallet, &reference, &text),
+        WalletCommand::Labels { cmd } => labels::run(ctx, cmd),
+        WalletCommand::Bump(args) => replace::run(ctx, replace::Kind::Bump, args),
+        WalletCommand::Cancel(args) => replace::run(ctx, replace::Kind::Cancel, args),
+        WalletCommand::Cpfp(args) => replace::run(ctx, replace::Kind::Cpfp, args),
+        WalletCommand::Freeze { wallet, outpoints } => coins::freeze(ctx, wallet, &outpoints, true),
+        WalletCommand::Unfreeze { wallet, outpoints } => {
+            coins::freeze(ctx, wallet, &outpoints, false)
+        }
         WalletCommand::UpdatePin {
             wallet,
             signer,
@@ -385,117 +481,6 @@ fn create_wallet(
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
     ctx.store_wallet(meta)
-}
-
-/// `wallet migrate`: a new wallet (new key generation) and one co-signed sweep of every coin.
-fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
-    let mut old = ctx.open_wallet(args.wallet.name.as_deref())?;
-    if old.meta().pending.is_some() {
-        bail!(
-            "wallet '{}' has an unfinished transition: run `ckm wallet resume` first",
-            old.meta().name
-        );
-    }
-    if args.to == old.meta().name {
-        bail!("the new wallet needs another name than '{}'", args.to);
-    }
-    let url = electrum_url(&args.electrum, &old)?;
-    Electrum::connect(&url)?.sync(&mut old, Box::new(|_| {}))?;
-    let new = if ctx.wallet_names()?.contains(&args.to) {
-        ctx.say(format!("wallet '{}' exists: sweeping into it", args.to));
-        ctx.open_wallet(Some(&args.to))?
-    } else {
-        if args.signers.is_empty() {
-            bail!("give the new wallet's signers with --signer URL#PUBKEY (and --threshold)");
-        }
-        let t = args
-            .threshold
-            .ok_or_else(|| anyhow::anyhow!("give the new wallet's threshold with --threshold T"))?;
-        // The new wallet keeps the old one's recovery path (same keys, same timelock).
-        let recovery = old.meta().recovery().cloned();
-        if let Some(policy) = &recovery {
-            ctx.say(format!("the new wallet keeps the recovery path: {policy}"));
-        }
-        create_wallet(
-            ctx,
-            &args.to,
-            t,
-            args.signers,
-            args.timeout,
-            Some(old.meta().network),
-            recovery,
-        )?
-    };
-    if new.meta().network != old.meta().network {
-        bail!(
-            "'{}' is on {}, not {}",
-            args.to,
-            new.meta().network,
-            old.meta().network
-        );
-    }
-    let mut new = new;
-    let to = new.reveal_next_address()?.address;
-    let total = old.bdk().balance().total();
-    if total.to_sat() == 0 {
-        return ctx.output(
-            serde_json::json!({ "from": old.meta().name, "to": args.to, "swept_sats": 0 }),
-            || {
-                format!(
-                    "'{}' holds no coins; '{}' is ready",
-                    old.meta().name,
-                    args.to
-                )
-            },
-        );
-    }
-    let mut psbt = old.build_sweep(&to, spend::fee_rate(args.fee_rate)?)?;
-    let summary = spend::summary(&old, &psbt)?;
-    ctx.say(format!(
-        "sweeping every coin of '{}' to '{}' ({to}):\n{summary}",
-        old.meta().name,
-        args.to
-    ));
-    if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("not sweeping without confirmation: pass --yes");
-        }
-        eprint!("Sweep? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("cancelled; nothing was signed");
-        }
-    }
-    let report = spend::cosign(ctx, &old, &mut psbt)?;
-    let swept: u64 = report
-        .transaction
-        .output
-        .iter()
-        .filter(|o| o.script_pubkey == to.script_pubkey())
-        .map(|o| o.value.to_sat())
-        .sum();
-    let txid = broadcast_and_record(
-        &Electrum::connect(&url)?,
-        Some(&mut old),
-        &report.transaction,
-    )?;
-    ctx.output(
-        serde_json::json!({
-            "from": old.meta().name,
-            "to": args.to,
-            "txid": txid.to_string(),
-            "swept_sats": swept,
-            "address": to.to_string(),
-        }),
-        || {
-            format!(
-                "swept {swept} sat from '{}' to '{}' ({to}) in {txid}",
-                old.meta().name,
-                args.to
-            )
-        },
-    )
 }
 
 fn list(ctx: &Context) -> Result<()> {
@@ -668,53 +653,16 @@ fn balance(ctx: &Context, wallet: WalletArg) -> Result<()> {
             "confirmed_sats": b.confirmed.to_sat(),
             "unconfirmed_sats": unconfirmed.to_sat(),
             "immature_sats": b.immature.to_sat(),
+            "frozen_sats": b.frozen.to_sat(),
         }),
         || {
             format!(
-                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat",
+                "confirmed:   {} sat\nunconfirmed: {} sat\nimmature:    {} sat\nfrozen:      {} sat",
                 b.confirmed.to_sat(),
                 unconfirmed.to_sat(),
-                b.immature.to_sat()
+                b.immature.to_sat(),
+                b.frozen.to_sat()
             )
         },
-    )
-}
-
-fn send(
-    ctx: &Context,
-    wallet: WalletArg,
-    payment: PaymentArgs,
-    electrum: ElectrumArg,
-    yes: bool,
-) -> Result<()> {
-    let mut w = ctx.open_wallet(wallet.name.as_deref())?;
-    let url = electrum_url(&electrum, &w)?;
-    let mut built = spend::build(&mut w, &payment)?;
-    let summary = spend::summary(&w, &built)?;
-    if !ctx.json {
-        eprintln!("{summary}");
-    }
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("not sending without confirmation: pass --yes");
-        }
-        eprint!("Send? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            bail!("cancelled; nothing was signed");
-        }
-    }
-    let report = spend::cosign(ctx, &w, &mut built)?;
-    let txid = broadcast_and_record(&Electrum::connect(&url)?, Some(&mut w), &report.transaction)?;
-    ctx.output(
-        serde_json::json!({
-            "txid": txid.to_string(),
-            "signers": report.signers,
-            "culprits": report.culprits,
-            "mode": report.mode,
-            "sessions": report.sessions,
-        }),
-        || txid.to_string(),
     )
 }

@@ -5,10 +5,12 @@
 //!   key and chain code (with the certified recovery leaf when the wallet has one:
 //!   `tr([fp]xpub/0/*,and_v(v:pk(REC/0/*),older(N)))`, see [`crate::recovery`]), and
 //!   [`CkmWallet`], a bdk_wallet wallet persisted in SQLite together with ckm's metadata;
-//! - [`meta`]: what ckm keeps besides bdk's state (roster, group key package, certified key
+//! - `meta`: what ckm keeps besides bdk's state (roster, group key package, certified key
 //!   generation and transitions) and its offline check;
-//! - [`spend`]: building payments over bdk_wallet's `TxBuilder` and reviewing them;
-//! - [`history`]: balances (transaction history and labels grow here);
+//! - [`spend`]: building payments over bdk_wallet's `TxBuilder` (recipients, coin control and
+//!   freezing, the fee policy and its guard) and reviewing them;
+//! - [`history`]: balances (frozen coins apart) and transactions with their states;
+//!   [`labels`]: labels in BIP-0329's shape;
 //! - [`record`], [`export`]: a wallet's record as the signers confirm it, and exports for
 //!   other wallets; `commitments`: preprocessed signer commitments kept for one-round signing.
 //!
@@ -18,6 +20,7 @@
 
 pub mod export;
 pub mod history;
+pub mod labels;
 mod meta;
 pub mod record;
 pub mod spend;
@@ -27,14 +30,17 @@ use std::str::FromStr;
 
 use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
 use bdk_wallet::{AddressInfo, KeychainKind, PersistedWallet, Wallet};
-use bitcoin::{Address, Network};
+use bitcoin::{Address, Network, OutPoint};
 
 mod commitments;
 
 pub use commitments::WalletCommitments;
-pub use history::Balance;
+pub use history::{Balance, HistoryEntry, TxState};
 pub use meta::{PendingTransition, WalletMeta, WalletVerifyError};
-pub use spend::{Review, ReviewOutput};
+pub use spend::{
+    Coin, FeeGuardError, FeeRateSource, PayAmount, Payment, Recipient, RecipientError,
+    ReplaceError, Replacement, Review, ReviewInput, ReviewOutput,
+};
 
 use crate::frost::shares::GroupPublic;
 use crate::identity::IdentityPublic;
@@ -75,6 +81,21 @@ pub enum WalletError {
     /// The payment could not be built (insufficient funds, dust, ...).
     #[error("cannot build the transaction: {0}")]
     Build(String),
+    /// A recipient was refused (checked before anything else).
+    #[error(transparent)]
+    Recipient(#[from] RecipientError),
+    /// The outpoint is not an unspent coin of the wallet.
+    #[error("{0} is not an unspent coin of this wallet (as of its last sync)")]
+    UnknownCoin(OutPoint),
+    /// A frozen coin was picked by hand.
+    #[error("coin {0} is frozen")]
+    Frozen(OutPoint),
+    /// A bump, cancellation or CPFP was refused.
+    #[error(transparent)]
+    Replace(#[from] ReplaceError),
+    /// The fee guard refused the transaction.
+    #[error("fee guard: {0}")]
+    FeeGuard(#[from] FeeGuardError),
     /// A recovery spend of a wallet without a recovery path.
     #[error("wallet '{0}' has no recovery path (its key generation certified no recovery key)")]
     NoRecovery(String),
@@ -138,6 +159,8 @@ impl CkmWallet {
         db.execute(META_TABLE, [])?;
         db.execute(commitments::TABLE, [])?;
         db.execute(commitments::FLAGS, [])?;
+        db.execute(labels::TABLE, [])?;
+        db.execute(spend::replace::TABLE, [])?;
         let existing: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;
@@ -167,6 +190,8 @@ impl CkmWallet {
         db.execute(META_TABLE, [])?;
         db.execute(commitments::TABLE, [])?;
         db.execute(commitments::FLAGS, [])?;
+        db.execute(labels::TABLE, [])?;
+        db.execute(spend::replace::TABLE, [])?;
         let text: Option<String> = db
             .query_row("SELECT meta FROM ckm_wallet WHERE id = 0", [], |r| r.get(0))
             .optional()?;

@@ -2,7 +2,7 @@
 //! change, the fee and its rate — computed by the same check the signers run
 //! ([`crate::psbt::check`]), so the review shows what the signers will see.
 
-use bitcoin::{Address, Amount, Psbt, ScriptBuf};
+use bitcoin::{Address, Amount, OutPoint, Psbt, ScriptBuf};
 
 use crate::psbt::{CoordinateError, SigningSession};
 use crate::wallet::CkmWallet;
@@ -27,6 +27,15 @@ impl ReviewOutput {
     }
 }
 
+/// One input of a reviewed PSBT: the coin it spends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewInput {
+    /// The coin spent.
+    pub outpoint: OutPoint,
+    /// Its value (from the PSBT's `witness_utxo`, which the signers' check requires).
+    pub amount: Amount,
+}
+
 /// What a PSBT pays, as the signers will check it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Review {
@@ -40,6 +49,8 @@ pub struct Review {
     pub vsize: u64,
     /// Number of inputs.
     pub inputs: usize,
+    /// The coins spent, in input order.
+    pub spent: Vec<ReviewInput>,
 }
 
 impl Review {
@@ -78,6 +89,19 @@ impl CkmWallet {
             fee: checked.fee(),
             vsize: checked.estimated_vsize(),
             inputs: checked.inputs().len(),
+            spent: psbt
+                .unsigned_tx
+                .input
+                .iter()
+                .zip(&psbt.inputs)
+                .map(|(txin, input)| ReviewInput {
+                    outpoint: txin.previous_output,
+                    amount: input
+                        .witness_utxo
+                        .as_ref()
+                        .map_or(Amount::ZERO, |u| u.value),
+                })
+                .collect(),
         })
     }
 }
