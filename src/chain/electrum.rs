@@ -120,17 +120,18 @@ impl ChainSource for Electrum {
 }
 
 /// A fee rate from BTC per 1000 vbytes, as Electrum and Bitcoin Core give it: `None` for a
-/// value that is not a positive finite number (no estimate), rounded up to whole sat/kwu.
+/// value that is not a positive finite number (no estimate); rounded to whole sat/kvB, then up
+/// to whole sat/kwu.
 pub fn fee_rate_of_btc_per_kvb(btc_per_kvb: f64) -> Option<FeeRate> {
     if !btc_per_kvb.is_finite() || btc_per_kvb <= 0.0 {
         return None;
     }
-    // 1 BTC/kvB = 1e8 sat / 1000 vB = 1e5 sat/vB = 2.5e7 sat/kwu (1 kwu = 250 vB).
-    let sat_per_kwu = (btc_per_kvb * 25_000_000.0).ceil();
-    if sat_per_kwu > u64::MAX as f64 {
+    // Whole satoshis per kvB first (the sources give BTC with 8 decimals), then 1 kvB = 4 kwu.
+    let sat_per_kvb = (btc_per_kvb * 100_000_000.0).round();
+    if sat_per_kvb > u64::MAX as f64 {
         return None;
     }
-    Some(FeeRate::from_sat_per_kwu(sat_per_kwu as u64))
+    Some(FeeRate::from_sat_per_kwu((sat_per_kvb as u64).div_ceil(4)))
 }
 
 #[cfg(test)]

@@ -13,8 +13,41 @@ use ckm::wallet::{RecipientError, ReplaceError, WalletError};
 
 /// The hint for the first error in `e`'s chain that has one.
 pub fn hint(e: &anyhow::Error) -> Option<String> {
-    e.chain().find_map(one)
+    e.chain()
+        .find_map(one)
+        .or_else(|| e.chain().find_map(|e| by_text(&e.to_string())))
 }
+
+/// Hints for failures that reach the CLI only as text: the co-signing state machine
+/// (`ckm::protocol::cosign`) gathers each excluded signer's reason as the text of its
+/// [`CallError`], so a signing that failed for lack of signers is matched here by what the
+/// signers said.
+fn by_text(text: &str) -> Option<String> {
+    const MARKERS: &[(&str, ErrorCode)] = &[
+        (
+            "is bound to the coordinator that created it",
+            ErrorCode::WrongCoordinator,
+        ),
+        ("is not an approved peer", ErrorCode::UnapprovedPeer),
+        ("orders a state reset", ErrorCode::State),
+    ];
+    if text.contains("presented a TLS certificate with sha256") {
+        return Some(PIN.into());
+    }
+    MARKERS
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .and_then(|(_, code)| refusal(*code, text))
+        .or_else(|| {
+            let epoch = text.contains(", the request is for epoch");
+            refusal(ErrorCode::WrongEpoch, text).filter(|_| epoch)
+        })
+        .or_else(|| refusal(ErrorCode::Refused, text))
+}
+
+const PIN: &str = "if the signer's operator rotated its certificate (`ckm signer tls --rotate`), \
+     run `ckm wallet update-pin`, which checks the signer's signed statement of the new \
+     fingerprint";
 
 fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(e) = e.downcast_ref::<CallError>() {
@@ -105,12 +138,7 @@ const RESUME: &str = "finish the pending transition with `ckm wallet resume`";
 fn call(e: &CallError) -> Option<String> {
     match e {
         CallError::Refused { code, message, .. } => refusal(*code, message),
-        CallError::PinMismatch { .. } => Some(
-            "if the signer's operator rotated its certificate (`ckm signer tls --rotate`), run \
-             `ckm wallet update-pin`, which checks the signer's signed statement of the new \
-             fingerprint"
-                .into(),
-        ),
+        CallError::PinMismatch { .. } => Some(PIN.into()),
         CallError::WrongScheme { speaks, .. } if speaks.starts_with("HTTPS") => Some(
             "`ckm signer tls` on the signer prints the URL to use, with its fingerprint".into(),
         ),
@@ -164,8 +192,30 @@ mod tests {
         assert!(unapproved.contains("ckm signer peers add"), "{unapproved}");
         let epoch = hint(&refused(ErrorCode::WrongEpoch)).unwrap_or_default();
         assert!(epoch.contains("ckm wallet resume"), "{epoch}");
-        assert_eq!(hint(&refused(ErrorCode::Policy)), None);
+        let policy = anyhow::Error::new(CallError::Refused {
+            index: 1,
+            code: ErrorCode::Policy,
+            message: "the daily limit of 100000 sat would be exceeded".into(),
+        });
+        assert_eq!(hint(&policy), None);
         assert_eq!(hint(&anyhow::anyhow!("something else")), None);
+    }
+
+    #[test]
+    fn signings_that_failed_for_lack_of_signers_get_hints_from_the_reasons() {
+        let failed = anyhow::anyhow!(
+            "only 1 of the 2 required signers could sign:\n  - signer 1 refused: wallet vault \
+             is bound to the coordinator that created it (0e0f); coordinator 0e6b may use it \
+             only once this signer's operator allows that coordinator for the wallet"
+        );
+        let allow = hint(&failed).unwrap_or_default();
+        assert!(allow.contains("allow-coordinator"), "{allow}");
+        let pinned = anyhow::anyhow!(
+            "signer 1 (https://127.0.0.1:1) presented a TLS certificate with sha256 1a34, but \
+             the wallet pins 8334"
+        );
+        let pin = hint(&pinned).unwrap_or_default();
+        assert!(pin.contains("ckm wallet update-pin"), "{pin}");
     }
 
     #[test]
