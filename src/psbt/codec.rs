@@ -3,14 +3,36 @@
 //! version 0 or 2 ([`PsbtDecodeError`], naming the map with [`MapName`]).
 //!
 //! Reading never allocates more than the input holds: a length is checked against the bytes
-//! left before anything is taken.
+//! left before anything is taken. It takes time linear in the input (duplicate keys are found
+//! with a hash set) and holds every count to a bound ([`MAX_INPUTS`], [`MAX_OUTPUTS`],
+//! [`MAX_PAIRS_PER_MAP`], [`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]), refused with an error that names
+//! the bound and the map. A version-0 PSBT is held to BIP-0370's rule that it carries no field
+//! of version 2 ([`check_v0`]) before `bitcoin`'s decoder reads it.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
 use bitcoin::consensus::encode::{self, Decodable, VarInt};
+use bitcoin::{TxIn, TxOut};
 
-use super::consts::{PSBT_GLOBAL_VERSION, PSBT_MAGIC_BYTES, PSBT_SEPARATOR};
+use super::consts::*;
+
+/// The most inputs ckm reads: as many as fit in a block (4,000,000 weight units, BIP-0141) at
+/// 164 weight units for the smallest input.
+pub const MAX_INPUTS: usize = 24_390;
+/// The most outputs ckm reads: as many as fit in a block at 36 weight units for the smallest
+/// output.
+pub const MAX_OUTPUTS: usize = 111_111;
+/// The most key-value pairs ckm reads in one map: far more than any PSBT needs (a script path
+/// with a thousand keys takes a few thousand), few enough to keep one map's index small.
+pub const MAX_PAIRS_PER_MAP: usize = 200_000;
+/// The longest key ckm reads, in bytes: twice the longest key BIP-0174 defines
+/// (PSBT_IN_TAP_LEAF_SCRIPT with a control block of depth 128 is 4,130 bytes), rounded up.
+pub const MAX_KEY_LEN: usize = 10_000;
+/// The longest value ckm reads, in bytes: a whole transaction of a block's weight (a
+/// PSBT_IN_NON_WITNESS_UTXO can be no longer).
+pub const MAX_VALUE_LEN: usize = 4_000_000;
 
 /// A PSBT format version ckm reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -116,6 +138,46 @@ pub enum PsbtDecodeError {
         /// The BIP-0370 field name.
         field: &'static str,
     },
+    /// A map holds more key-value pairs than [`MAX_PAIRS_PER_MAP`].
+    #[error("PSBT {map}: more than {limit} key-value pairs (ckm's limit per map)")]
+    TooManyPairs {
+        /// The map.
+        map: MapName,
+        /// The limit.
+        limit: usize,
+    },
+    /// A key or value is longer than [`MAX_KEY_LEN`] or [`MAX_VALUE_LEN`].
+    #[error("PSBT {map}: a {what} of {len} bytes is longer than ckm's limit of {limit}")]
+    TooLong {
+        /// The map.
+        map: MapName,
+        /// `key` or `value`.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More inputs than [`MAX_INPUTS`] or outputs than [`MAX_OUTPUTS`].
+    #[error("PSBT {map}: {field} says {count}, more than ckm's limit of {limit}")]
+    TooMany {
+        /// The map.
+        map: MapName,
+        /// The field that gives the count.
+        field: &'static str,
+        /// The count.
+        count: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A version-0 PSBT carries a field that only version 2 may have (BIP-0370).
+    #[error("PSBT v0 {map}: {field} is only allowed in version 2")]
+    V2FieldInV0 {
+        /// The map.
+        map: MapName,
+        /// The BIP-0370 field name.
+        field: &'static str,
+    },
     /// Some inputs need a time lock time, others a height lock time (BIP-0370).
     #[error("PSBT v2: some inputs require a time-based lock time and others a height-based one; no lock time satisfies both")]
     LockTimeConflict,
@@ -174,39 +236,72 @@ impl Pair {
     }
 }
 
-/// Reads a compact size and then that many bytes, never allocating more than is there.
-fn read_chunk<'a>(cur: &mut &'a [u8], map: MapName) -> Result<&'a [u8], PsbtDecodeError> {
+/// Reads a compact size and then that many bytes, never allocating more than is there; a
+/// `what` (key or value) longer than `limit` is refused.
+fn read_chunk<'a>(
+    cur: &mut &'a [u8],
+    map: MapName,
+    what: &'static str,
+    limit: usize,
+) -> Result<&'a [u8], PsbtDecodeError> {
     let VarInt(len) = VarInt::consensus_decode(cur).map_err(|_| PsbtDecodeError::Truncated(map))?;
     let len = usize::try_from(len).map_err(|_| PsbtDecodeError::Truncated(map))?;
     if len > cur.len() {
         return Err(PsbtDecodeError::Truncated(map));
+    }
+    if len > limit {
+        return Err(PsbtDecodeError::TooLong {
+            map,
+            what,
+            len,
+            limit,
+        });
     }
     let (chunk, rest) = cur.split_at(len);
     *cur = rest;
     Ok(chunk)
 }
 
-/// Reads one map up to its 0x00 separator, refusing duplicate keys.
-pub(super) fn read_map(cur: &mut &[u8], map: MapName) -> Result<Vec<Pair>, PsbtDecodeError> {
-    let mut pairs: Vec<Pair> = Vec::new();
+/// Walks one map up to its 0x00 separator, handing each pair (key type, rest of the key,
+/// value) to `each`; refuses duplicate keys and more than [`MAX_PAIRS_PER_MAP`] pairs, in time
+/// linear in the map's length.
+fn walk_map<'a>(
+    cur: &mut &'a [u8],
+    map: MapName,
+    mut each: impl FnMut(u8, &'a [u8], &'a [u8]) -> Result<(), PsbtDecodeError>,
+) -> Result<(), PsbtDecodeError> {
+    let mut keys: HashSet<&'a [u8]> = HashSet::new();
     loop {
-        let key = read_chunk(cur, map)?;
+        let key = read_chunk(cur, map, "key", MAX_KEY_LEN)?;
         let Some((&key_type, key_data)) = key.split_first() else {
-            return Ok(pairs);
+            return Ok(());
         };
-        let value = read_chunk(cur, map)?;
-        if pairs
-            .iter()
-            .any(|p| p.key_type == key_type && p.key_data == key_data)
-        {
+        let value = read_chunk(cur, map, "value", MAX_VALUE_LEN)?;
+        if !keys.insert(key) {
             return Err(PsbtDecodeError::DuplicateKey { map, key_type });
         }
+        if keys.len() > MAX_PAIRS_PER_MAP {
+            return Err(PsbtDecodeError::TooManyPairs {
+                map,
+                limit: MAX_PAIRS_PER_MAP,
+            });
+        }
+        each(key_type, key_data, value)?;
+    }
+}
+
+/// Reads one map up to its 0x00 separator, refusing duplicate keys (see [`walk_map`]).
+pub(super) fn read_map(cur: &mut &[u8], map: MapName) -> Result<Vec<Pair>, PsbtDecodeError> {
+    let mut pairs: Vec<Pair> = Vec::new();
+    walk_map(cur, map, |key_type, key_data, value| {
         pairs.push(Pair {
             key_type,
             key_data: key_data.to_vec(),
             value: value.to_vec(),
         });
-    }
+        Ok(())
+    })?;
+    Ok(pairs)
 }
 
 pub(super) fn write_map(pairs: &[Pair], out: &mut Vec<u8>) {
@@ -274,6 +369,87 @@ pub fn peek_version(bytes: &[u8]) -> Result<PsbtVersion, PsbtDecodeError> {
         2 => Ok(PsbtVersion::V2),
         v => Err(PsbtDecodeError::UnsupportedVersion(v)),
     }
+}
+
+/// The BIP-0370 name of a field that only version 2 may carry in `map`, if `key_type` is one.
+pub fn v2_only_field(map: MapName, key_type: u8) -> Option<&'static str> {
+    match (map, key_type) {
+        (MapName::Global, PSBT_GLOBAL_TX_VERSION) => Some("PSBT_GLOBAL_TX_VERSION"),
+        (MapName::Global, PSBT_GLOBAL_FALLBACK_LOCKTIME) => Some("PSBT_GLOBAL_FALLBACK_LOCKTIME"),
+        (MapName::Global, PSBT_GLOBAL_INPUT_COUNT) => Some("PSBT_GLOBAL_INPUT_COUNT"),
+        (MapName::Global, PSBT_GLOBAL_OUTPUT_COUNT) => Some("PSBT_GLOBAL_OUTPUT_COUNT"),
+        (MapName::Global, PSBT_GLOBAL_TX_MODIFIABLE) => Some("PSBT_GLOBAL_TX_MODIFIABLE"),
+        (MapName::Input(_), PSBT_IN_PREVIOUS_TXID) => Some("PSBT_IN_PREVIOUS_TXID"),
+        (MapName::Input(_), PSBT_IN_OUTPUT_INDEX) => Some("PSBT_IN_OUTPUT_INDEX"),
+        (MapName::Input(_), PSBT_IN_SEQUENCE) => Some("PSBT_IN_SEQUENCE"),
+        (MapName::Input(_), PSBT_IN_REQUIRED_TIME_LOCKTIME) => {
+            Some("PSBT_IN_REQUIRED_TIME_LOCKTIME")
+        }
+        (MapName::Input(_), PSBT_IN_REQUIRED_HEIGHT_LOCKTIME) => {
+            Some("PSBT_IN_REQUIRED_HEIGHT_LOCKTIME")
+        }
+        (MapName::Output(_), PSBT_OUT_AMOUNT) => Some("PSBT_OUT_AMOUNT"),
+        (MapName::Output(_), PSBT_OUT_SCRIPT) => Some("PSBT_OUT_SCRIPT"),
+        _ => None,
+    }
+}
+
+/// Holds a version-0 PSBT to BIP-0370 and to ckm's bounds before `bitcoin`'s decoder reads it:
+/// no map carries a field of version 2, and every map, key and value is within bounds. Walks
+/// the maps without keeping them, in time linear in the input.
+///
+/// What is left to `bitcoin`'s decoder (a missing or malformed unsigned transaction) passes
+/// here unchecked, so that its error is the one reported.
+///
+/// # Errors
+/// Not a PSBT, a map that is truncated, has a duplicate key or is over a bound, or a field of
+/// version 2.
+pub fn check_v0(bytes: &[u8]) -> Result<(), PsbtDecodeError> {
+    let mut cur = bytes
+        .strip_prefix(PSBT_MAGIC_BYTES)
+        .ok_or(PsbtDecodeError::Magic)?;
+    let no_v2 = |map: MapName| {
+        move |key_type, _: &[u8], _: &[u8]| match v2_only_field(map, key_type) {
+            Some(field) => Err(PsbtDecodeError::V2FieldInV0 { map, field }),
+            None => Ok(()),
+        }
+    };
+    let mut unsigned_tx = None;
+    let global = MapName::Global;
+    walk_map(&mut cur, global, |key_type, key_data, value| {
+        if key_type == PSBT_GLOBAL_UNSIGNED_TX && key_data.is_empty() {
+            unsigned_tx = Some(value);
+        }
+        no_v2(global)(key_type, key_data, value)
+    })?;
+    // The counts of inputs and outputs, read as BIP-0174 stores the transaction (never with the
+    // segwit marker); bitcoin's decoder reports what is wrong with it.
+    let Some(counts) = unsigned_tx.and_then(|mut tx| {
+        let _version = i32::consensus_decode(&mut tx).ok()?;
+        let inputs = Vec::<TxIn>::consensus_decode(&mut tx).ok()?;
+        let outputs = Vec::<TxOut>::consensus_decode(&mut tx).ok()?;
+        Some((inputs.len(), outputs.len()))
+    }) else {
+        return Ok(());
+    };
+    let (inputs, outputs) = counts;
+    for (count, limit) in [(inputs, MAX_INPUTS), (outputs, MAX_OUTPUTS)] {
+        if count > limit {
+            return Err(PsbtDecodeError::TooMany {
+                map: global,
+                field: "PSBT_GLOBAL_UNSIGNED_TX",
+                count: count as u64,
+                limit,
+            });
+        }
+    }
+    let maps = (0..inputs)
+        .map(MapName::Input)
+        .chain((0..outputs).map(MapName::Output));
+    for map in maps {
+        walk_map(&mut cur, map, no_v2(map))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

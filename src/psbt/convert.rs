@@ -16,7 +16,8 @@ use bitcoin::{
 };
 
 use super::codec::{
-    decode_exact, read_map, take, u32_field, write_map, MapName, Pair, PsbtDecodeError,
+    decode_exact, read_map, take, u32_field, write_map, MapName, Pair, PsbtDecodeError, MAX_INPUTS,
+    MAX_OUTPUTS,
 };
 use super::consts::*;
 
@@ -116,7 +117,7 @@ pub fn from_v2(bytes: &[u8]) -> Result<(Psbt, V2Fields), PsbtDecodeError> {
     if global.iter().any(|p| p.key_type == PSBT_GLOBAL_UNSIGNED_TX) {
         return Err(PsbtDecodeError::Invalid {
             map: g,
-            field: "PSBT_GLOBAL_UNSIGNED_TX (not allowed in version 2)",
+            field: "PSBT_GLOBAL_UNSIGNED_TX (not allowed with PSBT_GLOBAL_VERSION 2)",
         });
     }
     let version = take(&mut global, PSBT_GLOBAL_VERSION, g, "PSBT_GLOBAL_VERSION")?.ok_or(
@@ -159,25 +160,37 @@ pub fn from_v2(bytes: &[u8]) -> Result<(Psbt, V2Fields), PsbtDecodeError> {
     .map(|v| u32_field(&v, g, "PSBT_GLOBAL_FALLBACK_LOCKTIME"))
     .transpose()?
     .map(LockTime::from_consensus);
-    let count = |global: &mut Vec<Pair>, key_type, field| -> Result<usize, PsbtDecodeError> {
-        let value = take(global, key_type, g, field)?.ok_or_else(|| required(field))?;
-        let VarInt(n) = decode_exact::<VarInt>(&value, g, field)?;
-        // Each map takes at least its separator byte: a count beyond the remaining bytes is a
-        // lie, refused before anything is allocated for it.
-        usize::try_from(n)
-            .ok()
-            .filter(|n| *n <= bytes.len())
-            .ok_or(PsbtDecodeError::Invalid { map: g, field })
-    };
+    let count =
+        |global: &mut Vec<Pair>, key_type, field, limit| -> Result<usize, PsbtDecodeError> {
+            let value = take(global, key_type, g, field)?.ok_or_else(|| required(field))?;
+            let VarInt(n) = decode_exact::<VarInt>(&value, g, field)?;
+            // Each map takes at least its separator byte: a count beyond the remaining bytes is a
+            // lie, refused before anything is allocated for it.
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= bytes.len())
+                .ok_or(PsbtDecodeError::Invalid { map: g, field })?;
+            if n > limit {
+                return Err(PsbtDecodeError::TooMany {
+                    map: g,
+                    field,
+                    count: n as u64,
+                    limit,
+                });
+            }
+            Ok(n)
+        };
     let input_count = count(
         &mut global,
         PSBT_GLOBAL_INPUT_COUNT,
         "PSBT_GLOBAL_INPUT_COUNT",
+        MAX_INPUTS,
     )?;
     let output_count = count(
         &mut global,
         PSBT_GLOBAL_OUTPUT_COUNT,
         "PSBT_GLOBAL_OUTPUT_COUNT",
+        MAX_OUTPUTS,
     )?;
     let tx_modifiable = take(
         &mut global,

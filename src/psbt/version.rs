@@ -21,7 +21,7 @@
 use bitcoin::base64::prelude::{Engine as _, BASE64_STANDARD};
 use bitcoin::Psbt;
 
-pub use super::codec::{peek_version, MapName, PsbtDecodeError, PsbtVersion};
+pub use super::codec::{check_v0, peek_version, MapName, PsbtDecodeError, PsbtVersion};
 use super::consts::{TX_MODIFIABLE_INPUTS, TX_MODIFIABLE_OUTPUTS};
 pub use super::convert::{from_v2, to_v2, PsbtEncodeError, RequiredLockTime, V2Fields};
 
@@ -50,11 +50,14 @@ impl VersionedPsbt {
     /// Anything that makes the bytes not a valid PSBT of those versions, naming the map.
     pub fn deserialize(bytes: &[u8]) -> Result<Self, PsbtDecodeError> {
         match peek_version(bytes)? {
-            PsbtVersion::V0 => Ok(VersionedPsbt {
-                psbt: Psbt::deserialize(bytes).map_err(PsbtDecodeError::Fields)?,
-                version: PsbtVersion::V0,
-                v2: None,
-            }),
+            PsbtVersion::V0 => {
+                check_v0(bytes)?;
+                Ok(VersionedPsbt {
+                    psbt: Psbt::deserialize(bytes).map_err(PsbtDecodeError::Fields)?,
+                    version: PsbtVersion::V0,
+                    v2: None,
+                })
+            }
             PsbtVersion::V2 => {
                 let (psbt, fields) = from_v2(bytes)?;
                 Ok(VersionedPsbt {
