@@ -1,9 +1,26 @@
-//! PSBT co-signing: the signer's checks ([`check`]), the signer's rounds ([`rounds`]) and the
-//! coordinator's aggregation and finalization ([`coordinate`]), plus an in-memory driver.
-//! At the edges: PSBT versions 0 and 2 ([`version`]), URs for air-gapped transfer ([`ur`])
-//! and a wallet's view of any PSBT ([`inspect`]).
+//! PSBTs: the formats they come in and the co-signing done on them.
+//!
+//! In reading order:
+//! - [`consts`]: the PSBT key types ckm's own codec handles, named as BIP-0174 and BIP-0370
+//!   spell them.
+//! - [`codec`]: the raw key-value maps read and written byte for byte, the version detected,
+//!   the decoding errors.
+//! - [`convert`]: version 2 ↔ version 0, so that everything else works on one model
+//!   ([`bitcoin::Psbt`]); [`version`] puts codec and conversion behind [`VersionedPsbt`].
+//! - [`ur`]: PSBTs as URs for air-gapped transfer.
+//! - [`check`]: the signer's checks before it signs.
+//! - [`rounds`]: the signer's two FROST rounds.
+//! - [`coordinate`]: the coordinator's aggregation and finalization; plus an in-memory driver
+//!   ([`sign_in_memory`]) here.
+//! - [`inspect`]: a wallet's view of any PSBT.
+//!
+//! May import `recovery`, `keys`, `frost` and `identity` (lower floors); never `protocol`,
+//! `signer`, `wallet`, `net`, `ops` or `cli`.
 
 pub mod check;
+pub mod codec;
+pub mod consts;
+pub mod convert;
 pub mod coordinate;
 pub mod inspect;
 pub mod rounds;
