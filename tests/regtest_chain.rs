@@ -154,6 +154,9 @@ fn electrum_source_syncs_relays_and_reads_the_tip() -> Result<()> {
     // A fresh regtest chain has no fee data (bitcoind's estimatesmartfee finds none, electrs
     // answers -1): the source says so rather than inventing a rate.
     let estimate = source.fee_estimate(6)?;
-    ensure!(estimate.is_none(), "an estimate on a fresh chain: {estimate:?}");
+    ensure!(
+        estimate.is_none(),
+        "an estimate on a fresh chain: {estimate:?}"
+    );
     Ok(())
 }
