@@ -166,14 +166,14 @@ def resolve(ref, here, table, is_mod_file):
     if segs[0] in ("crate", "ckm"):
         base, rest = (), segs[1:]
     elif segs[0] in ("super", "self"):
-        base = here if is_mod_file or segs[0] == "self" else here[:-1]
+        # A file's module path is that of the file (a folder's mod.rs: the folder's), so
+        # `self` is `here` and each `super` is one step up from it.
+        base = here
         while segs and segs[0] in ("super", "self"):
             if segs[0] == "super":
                 base = base[:-1]
             segs = segs[1:]
         rest = segs
-        if ref.startswith("self"):
-            base = here if is_mod_file else here
     else:
         return None
     best = base if base in table else None

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use super::participant::{Done, Participant, Prepared, Stage};
 use super::record::check_certificates;
+use super::state::{Done, Participant, Prepared, Stage};
 use super::{CertifiedTransition, TransitionCoordinator, TransitionError, TransitionRequest};
 use crate::protocol::dkg::Certificate;
 use crate::protocol::SessionId;

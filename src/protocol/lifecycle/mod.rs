@@ -24,22 +24,29 @@
 //!   the point arithmetic the kinds share.
 //! - `message.rs`: what flows — [`TransitionRequest`] (coordinator → signer),
 //!   [`TransitionAnswer`] (signer → coordinator), [`Joining`] (what a newcomer is told).
+//! - `state.rs`: what a member holds between requests — [`Participant`], its stage, its
+//!   certified result, the sealing of packages between members (data only).
 //! - `participant.rs`: a member's half — [`Participant::begin`], the [`Participant::step`]
 //!   dispatcher with one handler per request, certification.
 //! - `coordinator.rs`: the coordinator's half — [`TransitionCoordinator`]: collecting the
 //!   begin answers and the certificates.
-//! - `refresh.rs`: refresh — the context's check, the refresh rounds on both halves and the
-//!   refreshed group recomputed from public commitments ([`refreshed_group`]).
+//! - `refresh.rs`: refresh — the context's check and the refresh rounds on both halves.
 //! - `remove.rs`: removal — the context's check; the rounds are the refresh's.
 //! - `repair.rs`: repair — the context's check for a newcomer, and the repairable-scheme
 //!   rounds (deltas, sigmas) an enrolment runs too.
 //! - `enrol.rs`: enrolment — the newcomer's verifying share ([`enrolled_share`]) and group.
+//! - `group.rs`: the group a refresh leads to, recomputed from public commitments
+//!   ([`refreshed_group`]).
 //! - `record.rs`: the transcript, the state a transition leads to ([`next_state`]), the
 //!   certificates, [`CertifiedTransition`] and a wallet's whole [`History`].
 //! - `commit.rs`: prepare, commit and abort — the participant's preparation (checking every
 //!   certificate), the coordinator's prepare request and final record. Storing, committing
 //!   and aborting the pending share is the signer's (`signer::transition`).
 //! - `in_memory.rs`: [`run_in_memory`], both halves in one process (tests, documentation).
+//!
+//! Within the folder the arrows point one way too: `participant.rs` (the dispatcher) builds
+//! on the kinds' files, which build on `state.rs`, `record.rs` and `group.rs`; none of those
+//! imports back (`contrib/layers.py` checks for circles between files).
 //!
 //! # Imports
 //!
@@ -65,6 +72,7 @@ use crate::protocol::SessionId;
 mod commit;
 mod coordinator;
 mod enrol;
+mod group;
 mod in_memory;
 mod message;
 mod participant;
@@ -72,16 +80,17 @@ mod record;
 mod refresh;
 mod remove;
 mod repair;
+mod state;
 
 pub use coordinator::TransitionCoordinator;
 pub use enrol::enrolled_share;
+pub use group::refreshed_group;
 pub use in_memory::{run_in_memory, Member};
 pub use message::{Joining, TransitionAnswer, TransitionRequest};
-pub use participant::{Holding, Participant, Prepared};
 pub use record::{
     certify, check_certificates, next_state, transcript, CertifiedTransition, History,
 };
-pub use refresh::refreshed_group;
+pub use state::{Holding, Participant, Prepared};
 
 /// The version of [`TransitionContext`] this build writes and accepts.
 pub const TRANSITION_VERSION: u16 = 1;

@@ -11,7 +11,7 @@ use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    enrol, frost_err, refresh, Digest, TransitionContext, TransitionError, TransitionKind,
+    enrol, frost_err, group, Digest, TransitionContext, TransitionError, TransitionKind,
     WalletState,
 };
 use crate::frost::identifier;
@@ -60,7 +60,7 @@ pub fn next_state(
 ) -> Result<WalletState, TransitionError> {
     let group = match context.kind {
         TransitionKind::Refresh | TransitionKind::Remove(_) => {
-            refresh::next_group(from, context, round1)?
+            group::next_group(from, context, round1)?
         }
         TransitionKind::Repair(_) => from.group.clone(),
         TransitionKind::Enrol(i) => enrol::enrolled_group(from, &context.helpers, i)?,

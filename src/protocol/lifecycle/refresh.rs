@@ -7,16 +7,15 @@
 use std::collections::BTreeMap;
 
 use frost::keys::dkg::{round1, round2};
-use frost::keys::PublicKeyPackage;
 use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use super::participant::{open_sealed, sealed_aad, Participant, Stage};
 use super::record::{next_state, transcript};
+use super::state::{open_sealed, sealed_aad, Participant, Stage};
 use super::{
-    element_of, frost_err, malformed, same_members, scalar_of, share_of, Digest, TransitionAnswer,
-    TransitionContext, TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
+    frost_err, malformed, same_members, Digest, TransitionAnswer, TransitionContext,
+    TransitionCoordinator, TransitionError, TransitionRequest, WalletState,
 };
 use crate::frost::{identifier, shares::roster_index};
 use crate::identity::{IdentityKey, Sealed};
@@ -37,58 +36,6 @@ pub(super) fn check(
         return Err(malformed(kind, "every member takes part"));
     }
     Ok(())
-}
-
-/// The group after a refresh among `round1`'s senders: every participant's verifying share
-/// plus the zero polynomials' evaluations at its identifier (their constant terms are the
-/// identity); non-participants are dropped. What `refresh_dkg_shares` computes, from public
-/// values only.
-///
-/// # Errors
-/// Malformed commitments, or a participant the old group does not know.
-pub fn refreshed_group(
-    old: &GroupPublic,
-    round1: &BTreeMap<u16, round1::Package>,
-) -> Result<GroupPublic, TransitionError> {
-    let old_pkp = old.public_key_package();
-    let mut shares = BTreeMap::new();
-    for index in round1.keys() {
-        let id = identifier(*index).map_err(frost_err)?;
-        let old_share = old_pkp
-            .verifying_shares()
-            .get(&id)
-            .ok_or_else(|| TransitionError::Inconsistent(format!("member {index} has no share")))?;
-        let x = scalar_of(u64::from(*index));
-        let mut acc = element_of(&old_share.serialize().map_err(frost_err)?)?;
-        for package in round1.values() {
-            // Coefficients 1..t-1 of a zero polynomial (the constant term is the identity).
-            let mut power = x;
-            for c in package.commitment().serialize().map_err(frost_err)? {
-                acc += element_of(&c)? * power;
-                power *= x;
-            }
-        }
-        shares.insert(id, share_of(acc)?);
-    }
-    let pkp = PublicKeyPackage::new(shares, *old_pkp.verifying_key(), Some(old.threshold()));
-    GroupPublic::new(pkp, old.chain_code())
-        .map_err(|e| TransitionError::Inconsistent(e.to_string()))
-}
-
-/// The group a refresh or removal leads to: every helper's round-1 package must be there.
-pub(super) fn next_group(
-    from: &WalletState,
-    context: &TransitionContext,
-    round1: &BTreeMap<u16, round1::Package>,
-) -> Result<GroupPublic, TransitionError> {
-    let got: Vec<u16> = round1.keys().copied().collect();
-    if got != context.helpers {
-        return Err(TransitionError::Packages {
-            expected: context.helpers.clone(),
-            got,
-        });
-    }
-    refreshed_group(&from.group, round1)
 }
 
 /// A member's first step (refresh, removal): its zero polynomial's round-1 package.

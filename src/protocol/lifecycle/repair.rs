@@ -13,8 +13,8 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use super::participant::{open_sealed, sealed_aad, Participant, Stage};
 use super::record::{next_state, transcript};
+use super::state::{open_sealed, sealed_aad, Participant, Stage};
 use super::{
     frost_err, malformed, same_members, TransitionAnswer, TransitionContext, TransitionCoordinator,
     TransitionError, TransitionKind, TransitionRequest, WalletState,
