@@ -1,5 +1,8 @@
 //! Command-line interface: shared flags, dispatch to one module per subcommand group, and
-//! helpers for homes, passphrases and output.
+//! helpers for homes, passphrases and output. [`hints`] adds, to an error, the command that
+//! fixes it (the library's errors never name a command or a flag).
+//!
+//! The top floor: it may import every room of the `ckm` library; nothing imports it.
 
 mod args;
 pub mod hints;
