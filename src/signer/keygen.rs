@@ -66,12 +66,6 @@ impl DkgSessions {
         self.one.len() + self.two.len() + self.three.len()
     }
 
-    fn contains(&self, session: &SessionId) -> bool {
-        self.one.contains_key(session)
-            || self.two.contains_key(session)
-            || self.three.contains_key(session)
-    }
-
     /// Drops expired sessions and, at capacity, the oldest one of any stage.
     fn prune(&mut self) {
         prune(&mut self.one, |s| s.started);
@@ -87,16 +81,24 @@ impl DkgSessions {
             .flatten()
             .min();
             if let Some((_, session)) = oldest {
-                self.one.remove(&session);
-                self.two.remove(&session);
-                self.three.remove(&session);
+                self.forget(&session);
             }
         }
     }
 
-    /// The coordinator of a session in stage `S`, and whether it is `from`.
-    fn owned_by<S: Stage>(&mut self, session: &SessionId, from: &IdentityPublic) -> Option<bool> {
-        S::map(self).get(session).map(|s| s.coordinator == *from)
+    /// Ends a session, in whichever stage it waits.
+    fn forget(&mut self, session: &SessionId) {
+        self.one.remove(session);
+        self.two.remove(session);
+        self.three.remove(session);
+    }
+
+    /// The coordinator of a session, in whichever stage it waits (a session id is in one
+    /// stage at most: begin refuses an id in use).
+    fn owner(&self, session: &SessionId) -> Option<IdentityPublic> {
+        (self.one.get(session).map(|s| s.coordinator))
+            .or_else(|| self.two.get(session).map(|s| s.coordinator))
+            .or_else(|| self.three.get(session).map(|s| s.coordinator))
     }
 
     /// Takes the session out of stage `S` (so on any error the key generation is over for this
@@ -107,24 +109,16 @@ impl DkgSessions {
         from: &IdentityPublic,
         session: &SessionId,
     ) -> Result<Held<S>, Refusal> {
-        let unknown = || refuse(ErrorCode::UnknownSession, "unknown DKG session");
-        match self.owned_by::<S>(session, from) {
-            Some(true) => return S::map(self).remove(session).ok_or_else(unknown),
-            Some(false) => return Err(unknown()),
-            None => {}
+        if self.owner(session) != Some(*from) {
+            return Err(refuse(ErrorCode::UnknownSession, "unknown DKG session"));
         }
-        let elsewhere = [
-            self.owned_by::<Participant1>(session, from),
-            self.owned_by::<Participant2>(session, from),
-            self.owned_by::<Box<Participant3>>(session, from),
-        ];
-        if elsewhere.contains(&Some(true)) {
-            self.one.remove(session);
-            self.two.remove(session);
-            self.three.remove(session);
-            return Err(refuse(ErrorCode::UnknownSession, S::NOT_HERE));
+        match S::map(self).remove(session) {
+            Some(held) => Ok(held),
+            None => {
+                self.forget(session);
+                Err(refuse(ErrorCode::UnknownSession, S::NOT_HERE))
+            }
         }
-        Err(unknown())
     }
 
     fn put<S: Stage>(&mut self, session: SessionId, held: Held<S>) {
@@ -163,7 +157,7 @@ impl Signer {
         let index = state.index();
         let mut dkg = self.lock_dkg()?;
         dkg.prune();
-        if dkg.contains(&session) {
+        if dkg.owner(&session).is_some() {
             return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
         dkg.put(
