@@ -111,10 +111,7 @@ pub fn broadcast_and_record(
 ) -> Result<Txid, ChainError> {
     let txid = source.broadcast(tx)?;
     if let Some(wallet) = wallet {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::auth::unix_now();
         wallet.bdk_mut().apply_unconfirmed_txs([(tx.clone(), now)]);
         wallet.persist()?;
     }

@@ -69,10 +69,7 @@ pub fn run(ctx: &Context, kind: Kind, args: ReplaceArgs) -> Result<()> {
     let mut psbt = built.psbt;
     let report = cosign(ctx, &w, &mut psbt)?;
     let txid = broadcast_and_record(&Electrum::connect(&url)?, Some(&mut w), &report.transaction)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = ckm::auth::unix_now();
     match kind {
         Kind::Bump => w.record_replacement(built.original, now)?,
         Kind::Cancel => w.record_cancellation(built.original, txid, now)?,
