@@ -30,19 +30,17 @@ fn by_text(text: &str) -> Option<String> {
         ),
         ("is not an approved peer", ErrorCode::UnapprovedPeer),
         ("orders a state reset", ErrorCode::State),
+        (", the request is for epoch", ErrorCode::WrongEpoch),
+        // Another transition pending: `refusal` matches its words whatever the code.
+        ("is pending", ErrorCode::Refused),
     ];
     if text.contains("presented a TLS certificate with sha256") {
         return Some(PIN.into());
     }
     MARKERS
         .iter()
-        .find(|(marker, _)| text.contains(marker))
-        .and_then(|(_, code)| refusal(*code, text))
-        .or_else(|| {
-            let epoch = text.contains(", the request is for epoch");
-            refusal(ErrorCode::WrongEpoch, text).filter(|_| epoch)
-        })
-        .or_else(|| refusal(ErrorCode::Refused, text))
+        .filter(|(marker, _)| text.contains(marker))
+        .find_map(|(_, code)| refusal(*code, text))
 }
 
 const PIN: &str = "if the signer's operator rotated its certificate (`ckm signer tls --rotate`), \
