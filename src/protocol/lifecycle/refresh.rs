@@ -156,17 +156,7 @@ impl Participant {
         if !mismatched.is_empty() {
             return Err(TransitionError::TranscriptMismatch(mismatched));
         }
-        let expected: Vec<u16> = self
-            .context
-            .helpers
-            .iter()
-            .copied()
-            .filter(|i| *i != self.index)
-            .collect();
-        let got: Vec<u16> = sealed.keys().copied().collect();
-        if got != expected {
-            return Err(TransitionError::Packages { expected, got });
-        }
+        self.expect_every_other_helper(sealed.keys().copied())?;
         let mut round2_packages = BTreeMap::new();
         for (from, blob) in &sealed {
             let plain = open_sealed(

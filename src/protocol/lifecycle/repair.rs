@@ -158,17 +158,7 @@ impl Participant {
         }
         let ctx = self.context.hash();
         let kind = self.context.kind;
-        let expected: Vec<u16> = self
-            .context
-            .helpers
-            .iter()
-            .copied()
-            .filter(|i| *i != self.index)
-            .collect();
-        let got: Vec<u16> = sealed.keys().copied().collect();
-        if got != expected {
-            return Err(TransitionError::Packages { expected, got });
-        }
+        self.expect_every_other_helper(sealed.keys().copied())?;
         let mut deltas = vec![*own];
         for (from, blob) in &sealed {
             let plain = open_sealed(

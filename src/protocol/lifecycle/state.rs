@@ -89,6 +89,28 @@ pub struct Participant {
     pub(super) stage: Stage,
 }
 
+impl Participant {
+    /// Checks that packages came `from` every other helper of the transition, each once
+    /// (in roster order, as a map's keys are).
+    pub(super) fn expect_every_other_helper(
+        &self,
+        from: impl Iterator<Item = u16>,
+    ) -> Result<(), TransitionError> {
+        let expected: Vec<u16> = self
+            .context
+            .helpers
+            .iter()
+            .copied()
+            .filter(|i| *i != self.index)
+            .collect();
+        let got: Vec<u16> = from.collect();
+        if got != expected {
+            return Err(TransitionError::Packages { expected, got });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Participant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Participant")
