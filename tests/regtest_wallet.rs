@@ -386,6 +386,19 @@ fn unstick_refused(
     json_error(&out)
 }
 
+/// A 500,000 sat coin, then a payment of 100,000 sat from it to a foreign address at 2 sat/vB
+/// (unconfirmed): the recipient and the payment's txid.
+fn payment_at_2_sat_per_vb(c: &Cluster, env: &TestEnv) -> Result<(String, String)> {
+    fund_coins(c, env, &[500_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        c,
+        env,
+        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
+    )?;
+    Ok((to, json_str(&sent, "txid")?.to_string()))
+}
+
 fn mempool(env: &TestEnv) -> Result<BTreeSet<String>> {
     let v = env.rpc("getrawmempool", json!([]))?;
     Ok(v.as_array()
@@ -399,14 +412,7 @@ fn mempool(env: &TestEnv) -> Result<BTreeSet<String>> {
 fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
     let env = TestEnv::new()?;
     let c = Cluster::with_wallet(3, 2)?;
-    fund_coins(&c, &env, &[500_000])?;
-    let to = foreign_address().to_string();
-    let sent = send_with(
-        &c,
-        &env,
-        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
-    )?;
-    let original = json_str(&sent, "txid")?.to_string();
+    let (to, original) = payment_at_2_sat_per_vb(&c, &env)?;
     ensure!(mempool(&env)?.contains(&original));
 
     let e = unstick_refused(&c, &env, "bump", &original, "1")?;
@@ -438,14 +444,7 @@ fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
 fn cancel_confirms_and_the_original_never_does() -> Result<()> {
     let env = TestEnv::new()?;
     let c = Cluster::with_wallet(3, 2)?;
-    fund_coins(&c, &env, &[500_000])?;
-    let to = foreign_address().to_string();
-    let sent = send_with(
-        &c,
-        &env,
-        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
-    )?;
-    let original = json_str(&sent, "txid")?.to_string();
+    let (to, original) = payment_at_2_sat_per_vb(&c, &env)?;
     let cancelled = unstick(&c, &env, "cancel", &original, "5")?;
     let txid = json_str(&cancelled, "txid")?.to_string();
     assert_eq!(cancelled["cancels"], json!(original));
@@ -485,14 +484,7 @@ fn cancel_confirms_and_the_original_never_does() -> Result<()> {
 fn cpfp_brings_the_package_to_the_rate() -> Result<()> {
     let env = TestEnv::new()?;
     let c = Cluster::with_wallet(3, 2)?;
-    fund_coins(&c, &env, &[500_000])?;
-    let to = foreign_address().to_string();
-    let sent = send_with(
-        &c,
-        &env,
-        &["--to", &format!("{to}:100000"), "--fee-rate", "2", "--yes"],
-    )?;
-    let parent = json_str(&sent, "txid")?.to_string();
+    let (_, parent) = payment_at_2_sat_per_vb(&c, &env)?;
     let child = unstick(&c, &env, "cpfp", &parent, "20")?;
     let txid = json_str(&child, "txid")?.to_string();
     assert_eq!(child["parent"], json!(parent));
