@@ -343,8 +343,19 @@ fn one_wallet_backup_and_a_pending_transition() -> Result<()> {
     // A wallet in the middle of a transition is not backed up.
     let mut pending = f.cold.info(1)?;
     pending.epoch = 1;
-    f.home
-        .prepare_transition("s", &pending, &f.cold.shares[0], &mut rand::thread_rng())?;
+    // The vote is a placeholder: the store keeps it, nothing here checks it.
+    let vote = ckm::protocol::lifecycle::SignedVote {
+        kind: ckm::protocol::lifecycle::VoteKind::Prepared,
+        voter: 1,
+        signature: [0; 64],
+    };
+    f.home.prepare_transition(
+        "s",
+        &pending,
+        &f.cold.shares[0],
+        &vote,
+        &mut rand::thread_rng(),
+    )?;
     let err = SignerBackup::from_home(&f.home, &["cold".into()], 1)
         .err()
         .context("a pending wallet was backed up")?;

@@ -29,6 +29,18 @@ mod replace;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
 
+/// `ckm wallet transition …`.
+#[derive(Debug, Subcommand)]
+pub enum TransitionCommand {
+    /// Ask every signer what it holds: pending transition, its prepared and ready/abort
+    /// votes, the last certificate it applied
+    ///
+    /// Example:
+    ///   ckm wallet transition status --wallet vault
+    #[command(verbatim_doc_comment)]
+    Status(WalletOnlyArgs),
+}
+
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
     /// Create a wallet by running a certified FROST key generation across the signers
@@ -177,6 +189,10 @@ pub enum WalletCommand {
     ///   ckm wallet resume --wallet vault
     #[command(verbatim_doc_comment)]
     Resume(WalletOnlyArgs),
+    /// Key transitions as the signers hold them: each signer's pending transition and vote,
+    /// the last decision it applied, and who is missing for a commit or an abort
+    #[command(subcommand)]
+    Transition(TransitionCommand),
     /// Move every coin to a new wallet: a new key generation (any t-of-n, e.g. a lower
     /// threshold, which a refresh cannot change) and one co-signed sweep
     ///
@@ -375,6 +391,9 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::Repair(args) => wallet_lifecycle::repair(ctx, args),
         WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
         WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
+        WalletCommand::Transition(TransitionCommand::Status(args)) => {
+            wallet_lifecycle::transition_status(ctx, args)
+        }
         WalletCommand::Migrate(args) => migrate::migrate(ctx, args),
         WalletCommand::Backup(cmd) => super::wallet_backup::run(ctx, cmd),
         WalletCommand::Address { wallet } => address(ctx, wallet),

@@ -1,19 +1,21 @@
-//! `ckm wallet refresh | remove-signer | repair | add-signer | resume | show`: managing a
-//! wallet's signers without moving funds. Each runs a certified epoch transition across the
-//! signers (`ckm::protocol::lifecycle`) in two phases: every member stores the new share
-//! pending; the coordinator records its decision; then every member commits and erases its
-//! old share. An interrupted transition is finished or rolled back by `ckm wallet resume`
-//! (or by running the same command again).
+//! `ckm wallet refresh | remove-signer | repair | add-signer | resume | show | transition
+//! status`: managing a wallet's signers without moving funds. Each runs a certified epoch
+//! transition across the signers (`ckm::protocol::lifecycle`): every member stores the new
+//! share pending and signs prepared; then every member's ready vote makes a commit
+//! certificate that each member checks before it erases its old share (or enough abort votes
+//! an abort certificate). An interrupted transition is finished or rolled back by `ckm
+//! wallet resume`, from what the members hold, by this or any other coordinator they allow.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use ckm::keys::{GroupKey, RosterEntry};
 use ckm::net::client::Client;
-use ckm::net::coordinator::{
-    abort_transition, commit_transition, run_transition, transition_status,
+use ckm::net::transitions::{gather_status, resume_transition, run_transition, settle, Settlement};
+use ckm::protocol::lifecycle::{
+    CertifiedTransition, Decision, Joining, TransitionContext, TransitionKind, TRANSITION_VERSION,
 };
-use ckm::protocol::lifecycle::{Joining, TransitionContext, TransitionKind, TRANSITION_VERSION};
 use ckm::protocol::SessionId;
 use ckm::wallet::{CkmWallet, PendingTransition};
 use clap::Args;
@@ -207,89 +209,126 @@ fn run(
         from.epoch + 1,
         context.new_roster.len()
     ));
-    let record = runtime()?
+    let rt = runtime()?;
+    let prepared = rt
         .block_on(run_transition(&client, context, from, joining))
         .with_context(|| {
-            format!("the {kind} failed; nothing changed (every signer was told to abort)")
+            format!("the {kind} failed before every signer prepared; the old epoch stays (the members were asked to cancel or vote abort; `ckm wallet transition status` shows what each holds)")
         })?;
-    // Every member holds the new share pending: the decision is recorded before any commit.
-    let mut decided = meta;
-    decided.pending = Some(PendingTransition {
-        record,
-        decided: true,
+    // Cached only: the members' votes decide, and any coordinator can finish from them.
+    let mut cached = meta;
+    cached.pending = Some(PendingTransition {
+        record: prepared.record.clone(),
+        decided: false,
         committed: Vec::new(),
     });
-    w.set_meta(decided)?;
-    finish(ctx, &mut w, &client)
+    w.set_meta(cached)?;
+    let members = prepared.record.state.roster.entries().to_vec();
+    let settlement = rt.block_on(settle(
+        &client,
+        &members,
+        &prepared.record,
+        &prepared.prepared,
+        Decision::Commit,
+    ));
+    conclude(ctx, &mut w, &prepared.record, &settlement)
 }
 
-/// Commits a decided transition on every member that has not acknowledged it yet; when all
-/// have, makes the new epoch the wallet's.
-fn finish(ctx: &Context, w: &mut CkmWallet, client: &Client) -> Result<()> {
+/// Brings the coordinator's wallet in line with a settlement: a commit applied by every
+/// member becomes the wallet's epoch; an abort clears the cache; anything else is reported
+/// with what is missing (and `ckm wallet resume` to run once they are reachable).
+fn conclude(
+    ctx: &Context,
+    w: &mut CkmWallet,
+    record: &CertifiedTransition,
+    settlement: &Settlement,
+) -> Result<()> {
     let mut meta = w.meta().clone();
-    let Some(mut pending) = meta.pending.clone() else {
-        return Ok(());
-    };
-    let record = pending.record.clone();
-    let members: Vec<RosterEntry> = record
-        .state
-        .roster
-        .entries()
-        .iter()
-        .filter(|e| !pending.committed.contains(&e.index))
-        .cloned()
-        .collect();
-    let outcomes = runtime()?.block_on(commit_transition(client, &members, record.context.session));
-    let mut failures = Vec::new();
-    for (index, outcome) in outcomes {
-        match outcome {
-            Ok(epoch) if epoch == record.state.epoch => pending.committed.push(index),
-            Ok(epoch) => failures.push(format!("signer {index} reports epoch {epoch}")),
-            Err(e) => failures.push(e),
-        }
-    }
-    pending.committed.sort_unstable();
-    pending.committed.dedup();
     let all = record.state.roster.indexes();
-    if pending.committed == all {
-        meta.epoch = record.state.epoch;
-        meta.group = record.state.group.clone();
-        meta.roster = record.state.roster.clone();
-        meta.transitions.push(record.clone());
-        meta.pending = None;
-        w.set_meta(meta.clone())?;
-        let fingerprint = meta.fingerprint();
-        return ctx.output(
-            serde_json::json!({
-                "wallet": meta.name,
-                "transition": record.context.kind.to_string(),
-                "epoch": meta.epoch,
-                "signers": all,
-                "threshold": meta.group.threshold(),
-                "fingerprint": fingerprint.map(|f| f.to_string()),
-            }),
-            || {
-                format!(
-                    "{} of '{}' committed: epoch {}, signers {:?} ({}-of-{}); addresses unchanged",
-                    record.context.kind,
-                    meta.name,
-                    meta.epoch,
-                    all,
-                    meta.group.threshold(),
-                    all.len()
-                )
-            },
-        );
+    match settlement.decision() {
+        Some(Decision::Commit) => {
+            let committed: Vec<u16> = settlement.applied.keys().copied().collect();
+            if meta.epoch < record.state.epoch {
+                record
+                    .verify(&meta.current_state())
+                    .context("the committed transition does not follow this coordinator's record of the wallet")?;
+                meta.epoch = record.state.epoch;
+                meta.group = record.state.group.clone();
+                meta.roster = record.state.roster.clone();
+                meta.transitions.push(record.clone());
+            }
+            if committed == all {
+                meta.pending = None;
+                w.set_meta(meta.clone())?;
+                let fingerprint = meta.fingerprint();
+                return ctx.output(
+                    serde_json::json!({
+                        "wallet": meta.name,
+                        "transition": record.context.kind.to_string(),
+                        "decision": "commit",
+                        "epoch": meta.epoch,
+                        "signers": all,
+                        "threshold": meta.group.threshold(),
+                        "fingerprint": fingerprint.map(|f| f.to_string()),
+                    }),
+                    || {
+                        format!(
+                            "{} of '{}' committed by every signer's ready vote: epoch {}, signers {:?} ({}-of-{}); addresses unchanged",
+                            record.context.kind,
+                            meta.name,
+                            meta.epoch,
+                            all,
+                            meta.group.threshold(),
+                            all.len()
+                        )
+                    },
+                );
+            }
+            meta.pending = Some(PendingTransition {
+                record: record.clone(),
+                decided: true,
+                committed: committed.clone(),
+            });
+            w.set_meta(meta)?;
+            bail!(
+                "the {} is decided (commit certificate) and {} of {} signers applied it; run `ckm wallet resume` once the others are reachable:\n  - {}",
+                record.context.kind,
+                committed.len(),
+                all.len(),
+                reasons(&settlement.unapplied)
+            )
+        }
+        Some(Decision::Abort) => {
+            meta.pending = None;
+            w.set_meta(meta.clone())?;
+            bail!(
+                "the {} was rolled back by the members' abort votes ({:?}); '{}' stays at epoch {}{}",
+                record.context.kind,
+                settlement.votes.iter().filter(|(_, v)| v.kind == ckm::protocol::lifecycle::VoteKind::Abort).map(|(i, _)| *i).collect::<Vec<_>>(),
+                meta.name,
+                meta.epoch,
+                if settlement.missing.is_empty() { String::new() } else { format!(":\n  - {}", reasons(&settlement.missing)) }
+            )
+        }
+        None => bail!(
+            "the {} is undecided: the votes gathered ({}) make no certificate, so every signer keeps its old share and the pending one; run `ckm wallet resume` once these signers are reachable:\n  - {}",
+            record.context.kind,
+            settlement
+                .votes
+                .iter()
+                .map(|(i, v)| format!("{i}: {}", v.kind))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reasons(&settlement.missing)
+        ),
     }
-    meta.pending = Some(pending.clone());
-    w.set_meta(meta)?;
-    bail!(
-        "the {} is decided and {} of {} signers committed it; run `ckm wallet resume` once the others are reachable:\n  - {}",
-        record.context.kind,
-        pending.committed.len(),
-        all.len(),
-        failures.join("\n  - ")
-    )
+}
+
+fn reasons(list: &[(u16, String)]) -> String {
+    list.iter()
+        .map(|(i, e)| format!("signer {i}: {e}"))
+        .collect::<Vec<_>>()
+        .join("\n  - ")
 }
 
 pub fn refresh(ctx: &Context, args: RefreshArgs) -> Result<()> {
@@ -349,51 +388,160 @@ pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
 pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
     let mut w = open(ctx, &args.wallet)?;
     let client = client(ctx, &args.timeout)?;
-    if w.meta().pending.as_ref().is_some_and(|p| p.decided) {
-        ctx.say("finishing the decided transition…");
-        return finish(ctx, &mut w, &client);
-    }
-    // Nothing decided here: any transition a signer still holds pending was abandoned.
     let meta = w.meta().clone();
-    let members = meta.roster.entries().to_vec();
-    let rt = runtime()?;
-    let statuses = rt.block_on(transition_status(
-        &client,
-        &members,
-        GroupKey::of(&meta.group),
-    ));
-    let mut aborted = Vec::new();
-    let mut unreachable = Vec::new();
-    for (index, status) in statuses {
-        match status {
-            Ok((_, _, Some((session, _)))) => {
-                rt.block_on(abort_transition(&client, &members, session));
-                aborted.push(index);
+    let mut known = meta.roster.entries().to_vec();
+    if let Some(p) = &meta.pending {
+        for m in p.record.state.roster.entries() {
+            if !known.iter().any(|k| k.identity == m.identity) {
+                known.push(m.clone());
             }
-            Ok(_) => {}
-            Err(e) => unreachable.push(e),
         }
     }
+    ctx.say("asking every signer what it holds…");
+    let resumed = runtime()?.block_on(resume_transition(
+        &client,
+        &known,
+        GroupKey::of(&meta.group),
+    ));
+    let unreachable: Vec<(u16, String)> = resumed
+        .statuses
+        .iter()
+        .filter_map(|(i, s)| s.as_ref().err().map(|e| (*i, e.clone())))
+        .collect();
+    match (&resumed.record, &resumed.settlement) {
+        (Some(record), Some(settlement)) => conclude(ctx, &mut w, record, settlement),
+        (Some(record), None) if record.state.epoch > meta.epoch => {
+            // Every member decided already; this coordinator missed the commit.
+            let all: BTreeMap<u16, u64> = record
+                .state
+                .roster
+                .indexes()
+                .into_iter()
+                .map(|i| (i, record.state.epoch))
+                .collect();
+            let settlement = Settlement {
+                certificate: resumed
+                    .statuses
+                    .iter()
+                    .filter_map(|(_, s)| s.as_ref().ok())
+                    .filter_map(|s| s.last.as_ref())
+                    .find(|d| d.session == record.context.session)
+                    .map(|d| d.certificate.clone()),
+                votes: BTreeMap::new(),
+                missing: Vec::new(),
+                applied: all,
+                unapplied: Vec::new(),
+            };
+            conclude(ctx, &mut w, record, &settlement)
+        }
+        _ => {
+            let mut meta = meta;
+            meta.pending = None;
+            w.set_meta(meta.clone())?;
+            ctx.output(
+                serde_json::json!({
+                    "wallet": meta.name,
+                    "epoch": meta.epoch,
+                    "pending": false,
+                    "unreachable": unreachable.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
+                }),
+                || {
+                    let mut text = format!(
+                        "nothing to resume: no signer holds a transition of '{}' pending; epoch {}",
+                        meta.name, meta.epoch
+                    );
+                    for (i, e) in &unreachable {
+                        text.push_str(&format!("\n  unreachable: signer {i}: {e}"));
+                    }
+                    text
+                },
+            )
+        }
+    }
+}
+
+/// `ckm wallet transition status`: each member's pending transition, its votes, and the
+/// certificate it holds; who is missing for a decision.
+pub fn transition_status(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
+    let w = ctx.open_wallet(args.wallet.name.as_deref())?;
+    let meta = w.meta().clone();
+    let client = client(ctx, &args.timeout)?;
+    let mut known = meta.roster.entries().to_vec();
+    if let Some(p) = &meta.pending {
+        for m in p.record.state.roster.entries() {
+            if !known.iter().any(|k| k.identity == m.identity) {
+                known.push(m.clone());
+            }
+        }
+    }
+    let statuses = runtime()?.block_on(gather_status(&client, &known, GroupKey::of(&meta.group)));
+    let rows: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|(i, s)| match s {
+            Ok(s) => serde_json::json!({
+                "index": i,
+                "epoch": s.epoch,
+                "pending": s.pending.as_ref().map(|p| serde_json::json!({
+                    "session": p.record.context.session.to_string(),
+                    "transition": p.record.context.kind.to_string(),
+                    "to_epoch": p.record.state.epoch,
+                    "prepared": true,
+                    "vote": p.standing.as_ref().map(|v| v.kind.to_string()),
+                })),
+                "last_decided": s.last.as_ref().map(|d| serde_json::json!({
+                    "session": d.session.to_string(),
+                    "decision": d.certificate.decision.to_string(),
+                    "votes": d.certificate.votes.keys().collect::<Vec<_>>(),
+                })),
+            }),
+            Err(e) => serde_json::json!({"index": i, "error": e}),
+        })
+        .collect();
+    let quorum = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok()?.pending.as_ref())
+        .map(|p| {
+            ckm::protocol::lifecycle::Ballot::new(&p.record.context, &p.record.state).quorums()
+        })
+        .next();
     ctx.output(
         serde_json::json!({
             "wallet": meta.name,
             "epoch": meta.epoch,
-            "aborted_on": aborted,
-            "unreachable": unreachable,
+            "signers": rows,
+            "quorums": quorum,
         }),
         || {
-            let mut text = if aborted.is_empty() {
-                format!("nothing to resume: '{}' is at epoch {}", meta.name, meta.epoch)
-            } else {
-                format!(
-                    "rolled back an unfinished transition held by signers {aborted:?}; '{}' stays at epoch {}",
-                    meta.name, meta.epoch
-                )
-            };
-            for u in &unreachable {
-                text.push_str(&format!("\n  unreachable: {u}"));
+            let mut lines = vec![format!("wallet '{}' (this coordinator: epoch {})", meta.name, meta.epoch)];
+            if let Some(q) = quorum {
+                lines.push(format!(
+                    "a commit needs all {} members ready; an abort needs {} abort votes (up to {} colluding members tolerated)",
+                    q.commit, q.abort, q.colluders
+                ));
             }
-            text
+            for r in &rows {
+                let line = if let Some(e) = r["error"].as_str() {
+                    format!("  #{}  unreachable: {e}", r["index"])
+                } else {
+                    let pending = match &r["pending"] {
+                        serde_json::Value::Object(p) => format!(
+                            "pending {} (session {}) to epoch {}, vote: {}",
+                            p["transition"].as_str().unwrap_or(""),
+                            p["session"].as_str().unwrap_or(""),
+                            p["to_epoch"],
+                            p["vote"].as_str().unwrap_or("prepared only")
+                        ),
+                        _ => "nothing pending".to_string(),
+                    };
+                    let last = match &r["last_decided"] {
+                        serde_json::Value::Object(d) => format!("; last decided: {} ({})", d["decision"].as_str().unwrap_or(""), d["session"].as_str().unwrap_or("")),
+                        _ => String::new(),
+                    };
+                    format!("  #{}  epoch {}  {pending}{last}", r["index"], r["epoch"])
+                };
+                lines.push(line);
+            }
+            lines.join("\n")
         },
     )
 }
@@ -403,21 +551,22 @@ pub fn show(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
     let meta = w.meta().clone();
     let client = client(ctx, &args.timeout)?;
     let members = meta.roster.entries().to_vec();
-    let statuses = runtime()?.block_on(transition_status(
-        &client,
-        &members,
-        GroupKey::of(&meta.group),
-    ));
+    let statuses = runtime()?.block_on(gather_status(&client, &members, GroupKey::of(&meta.group)));
     let expected = meta.current_state().hash();
     let rows: Vec<serde_json::Value> = members
         .iter()
         .map(|m| {
             let status = statuses.iter().find(|(i, _)| *i == m.index).map(|(_, s)| s);
             let (epoch, agrees, pending, error) = match status {
-                Some(Ok((epoch, state, pending))) => (
-                    Some(*epoch),
-                    Some(*state == expected),
-                    pending.map(|(s, e)| format!("{s} (epoch {e})")),
+                Some(Ok(status)) => (
+                    status.epoch,
+                    Some(status.state == Some(expected)),
+                    status.pending.as_ref().map(|p| {
+                        format!(
+                            "{} (epoch {})",
+                            p.record.context.session, p.record.state.epoch
+                        )
+                    }),
                     None,
                 ),
                 Some(Err(e)) => (None, None, None, Some(e.clone())),

@@ -20,6 +20,7 @@ pub mod one_round;
 pub mod quota;
 pub mod server;
 pub mod tls;
+pub mod transitions;
 
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 

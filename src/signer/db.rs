@@ -52,6 +52,16 @@ CREATE TABLE IF NOT EXISTS pending (
     info TEXT NOT NULL,
     share BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS transition_votes (
+    session TEXT PRIMARY KEY,
+    group_key TEXT NOT NULL,
+    prepared TEXT NOT NULL,
+    standing TEXT,
+    certificate TEXT,
+    record TEXT,
+    decided INTEGER
+);
+CREATE INDEX IF NOT EXISTS transition_votes_by_wallet ON transition_votes(group_key, decided);
 CREATE TABLE IF NOT EXISTS reservations (
     session TEXT PRIMARY KEY,
     group_key TEXT NOT NULL,

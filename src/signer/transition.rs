@@ -1,7 +1,11 @@
 //! The signer's side of epoch transitions (refresh, removal, repair, enrolment): routes each
-//! request to the transport-free [`Participant`] of [`crate::protocol::lifecycle`], and stores
-//! its result in two phases — pending at *prepare* (the old share untouched), current at
-//! *commit* (the old share erased).
+//! request to the transport-free [`Participant`] of [`crate::protocol::lifecycle`], stores its
+//! result pending at *prepare* (the old share untouched) with a signed prepared vote, signs
+//! at most one of ready and abort (stored before it leaves), and applies only a decision
+//! certificate of the other members' votes: commit (the old share erased) or abort (the
+//! pending share forgotten). The coordinator's word decides nothing. One open transition per
+//! wallet, in memory or pending; every message is bound to its session, whose context binds
+//! wallet and epoch; session ids are never reused.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -14,13 +18,15 @@ use crate::identity::IdentityPublic;
 use crate::keys::GroupKey;
 use crate::message::{ErrorCode, SessionId, SignerToCoordinator};
 use crate::protocol::lifecycle::{
-    Holding, Joining, Participant, TransitionAnswer, TransitionContext, TransitionError,
-    TransitionRequest, WalletState,
+    decide_vote, Ballot, CertifiedTransition, DecidedStatus, Decision, DecisionCertificate,
+    Holding, Joining, MemberStatus, Participant, PendingStatus, SignedVote, TransitionAnswer,
+    TransitionContext, TransitionError, TransitionRequest, VoteKind, WalletState,
 };
 
 /// A transition between its requests (in memory only).
 pub(super) struct TransitionSession {
     coordinator: IdentityPublic,
+    wallet: GroupKey,
     participant: Participant,
     /// The wallet record this member will hold after the transition.
     base: WalletInfo,
@@ -82,66 +88,31 @@ impl Signer {
             TransitionRequest::Prepare {
                 session,
                 certificates,
-            } => {
-                let s = self.take_transition(from, &session)?;
-                let prepared = s
-                    .participant
-                    .prepare(session, certificates)
-                    .map_err(transition_refusal)?;
-                let record = prepared.record;
-                let mut info = s.base;
-                info.epoch = record.state.epoch;
-                info.signers = record.state.roster.len();
-                info.index = record
-                    .state
-                    .roster
-                    .index_of(&self.identity())
-                    .unwrap_or(info.index);
-                info.transitions.push(record);
-                self.home
-                    .prepare_transition(&session.to_string(), &info, &prepared.share, rng)
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?;
-                tracing::info!(%session, wallet = %info.name, epoch = info.epoch, "transition prepared; the new share is pending");
-                Ok(answer(TransitionAnswer::Prepared))
-            }
-            TransitionRequest::Commit { session } => self.transition_commit(from, session, rng),
-            TransitionRequest::Abort { session } => {
-                if let Ok(mut m) = self.lock_transitions() {
-                    m.remove(&session);
+            } => self.transition_prepare(from, session, certificates, rng),
+            TransitionRequest::Vote {
+                session,
+                want,
+                prepared,
+            } => self.transition_vote(from, session, want, &prepared, rng),
+            TransitionRequest::Decide {
+                session,
+                certificate,
+            } => self.transition_decide(from, session, &certificate, rng),
+            TransitionRequest::Cancel { session } => {
+                let mut m = self.lock_transitions()?;
+                match m.get(&session) {
+                    Some(s) if s.coordinator == *from => {
+                        m.remove(&session);
+                        tracing::info!(%session, "transition cancelled before prepare");
+                        Ok(answer(TransitionAnswer::Cancelled))
+                    }
+                    _ => Err(refuse(
+                        ErrorCode::UnknownSession,
+                        "no transition of this coordinator to cancel here (a prepared transition ends only with a decision certificate)",
+                    )),
                 }
-                let mut removed = false;
-                for w in self
-                    .home
-                    .wallets()
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?
-                {
-                    removed |= self
-                        .home
-                        .abort_transition(&w.group_key, &session.to_string(), rng)
-                        .map_err(|e| refuse(ErrorCode::Internal, e))?;
-                }
-                removed |= self.abort_newcomer(&session, rng)?;
-                tracing::info!(%session, removed, "transition aborted");
-                Ok(answer(TransitionAnswer::Aborted))
             }
-            TransitionRequest::Status { wallet } => {
-                let info = self
-                    .home
-                    .wallet(&wallet.to_string())
-                    .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-                self.check_bound(from, &info)?;
-                let (state, _) = self.current(&info)?;
-                let pending = self
-                    .home
-                    .pending_transition(&wallet)
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?
-                    .and_then(|(s, e)| parse_session(&s).map(|s| (s, e)));
-                Ok(answer(TransitionAnswer::Status {
-                    epoch: info.epoch,
-                    state: state.hash(),
-                    pending,
-                }))
-            }
+            TransitionRequest::Status { wallet } => self.transition_status(from, wallet),
             step => {
                 let session = match &step {
                     TransitionRequest::RefreshRound1 { session, .. }
@@ -201,6 +172,25 @@ impl Signer {
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
         let session = context.session;
+        let wallet = context.wallet;
+        if *from != context.coordinator {
+            return Err(refuse(
+                ErrorCode::WrongCoordinator,
+                "a transition begins only at the request of the coordinator its context names",
+            ));
+        }
+        if let Some((other, _)) = self.home.pending_transition(&context.wallet)? {
+            return Err(refuse(
+                ErrorCode::Refused,
+                format!("transition {other} of this wallet is pending here; it ends only with a decision certificate of the members' votes"),
+            ));
+        }
+        if self.home.transition_votes(&session.to_string())?.is_some() {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                "this transition session was used before; session ids are never reused",
+            ));
+        }
         let approved = self
             .approved_peers()
             .map_err(|e| refuse(ErrorCode::Internal, e))?;
@@ -208,14 +198,14 @@ impl Signer {
         let (participant, answer_, base) = match (held, joining) {
             (Some(info), _) => {
                 self.check_bound(from, &info)?;
-                if let Some((other, _)) = self
-                    .home
-                    .pending_transition(&info.group_key)
-                    .map_err(|e| refuse(ErrorCode::Internal, e))?
+                if info
+                    .transitions
+                    .iter()
+                    .any(|t| t.context.session == session)
                 {
                     return Err(refuse(
-                        ErrorCode::Refused,
-                        format!("transition {other} of this wallet is pending; the coordinator must commit or abort it first"),
+                        ErrorCode::BadRequest,
+                        "this transition session was used before; session ids are never reused",
                     ));
                 }
                 let (state, share) = self.current(&info)?;
@@ -296,11 +286,18 @@ impl Signer {
         if m.contains_key(&session) {
             return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
+        if m.values().any(|s| s.wallet == wallet) {
+            return Err(refuse(
+                ErrorCode::Refused,
+                "another transition of this wallet is open on this signer; one at a time (it expires, or its coordinator cancels it)",
+            ));
+        }
         tracing::info!(%session, kind = %participant.context().kind, index = participant.index(), "transition started");
         m.insert(
             session,
             TransitionSession {
                 coordinator: *from,
+                wallet,
                 participant,
                 base,
                 started: Instant::now(),
@@ -309,104 +306,287 @@ impl Signer {
         Ok(answer(answer_))
     }
 
-    fn transition_commit<R: RngCore + CryptoRng>(
+    fn transition_prepare<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
         session: SessionId,
+        certificates: std::collections::BTreeMap<u16, crate::protocol::dkg::Certificate>,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
         let text = session.to_string();
-        for info in self
-            .home
-            .wallets()
-            .map_err(|e| refuse(ErrorCode::Internal, e))?
-        {
-            // Already committed (a repeated commit after a lost answer).
-            if info
-                .transitions
-                .last()
-                .is_some_and(|t| t.context.session == session)
-            {
-                return Ok(answer(TransitionAnswer::Committed { epoch: info.epoch }));
+        let s = match self.take_transition(from, &session) {
+            Ok(s) => s,
+            Err(refusal) => {
+                // A repeated prepare after a lost answer: the stored vote again.
+                return match self.home.transition_votes(&text)? {
+                    Some(v) if v.certificate.is_none() => {
+                        Ok(answer(TransitionAnswer::Prepared { vote: v.prepared }))
+                    }
+                    _ => Err(refusal),
+                };
             }
-            if let Some((pending, _)) = self
-                .home
-                .pending_transition(&info.group_key)
-                .map_err(|e| refuse(ErrorCode::Internal, e))?
+        };
+        let prepared = s
+            .participant
+            .prepare(session, certificates)
+            .map_err(transition_refusal)?;
+        let record = prepared.record;
+        // The wallet may have moved since Begin (another transition decided meanwhile).
+        if let Ok(now) = self.home.wallet(&record.context.wallet.to_string()) {
+            let (state, _) = self.current(&now)?;
+            if state.epoch != record.context.from_epoch || state.hash() != record.context.from_state
             {
-                if pending == text {
-                    self.check_bound(from, &info)?;
-                    return self.commit_pending(&info.group_key, &text, rng);
-                }
+                return Err(refuse(
+                    ErrorCode::WrongEpoch,
+                    format!(
+                        "the transition starts from epoch {} but this signer's wallet is now at epoch {}",
+                        record.context.from_epoch, state.epoch
+                    ),
+                ));
             }
         }
-        // A newcomer: its pending wallet is not listed yet.
-        if let Some(gk) = self.newcomer_pending(&text)? {
-            return self.commit_pending(&gk, &text, rng);
-        }
-        Err(refuse(
-            ErrorCode::UnknownSession,
-            format!("no transition {session} is pending on this signer"),
-        ))
+        let me = self.home.identity();
+        let voter =
+            record.state.roster.index_of(&me.public()).ok_or_else(|| {
+                refuse(ErrorCode::Refused, "this signer is not in the new roster")
+            })?;
+        let vote = Ballot::new(&record.context, &record.state).sign(me, VoteKind::Prepared, voter);
+        let mut info = s.base;
+        info.epoch = record.state.epoch;
+        info.signers = record.state.roster.len();
+        info.index = voter;
+        info.transitions.push(record);
+        self.home
+            .prepare_transition(&text, &info, &prepared.share, &vote, rng)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        tracing::info!(%session, wallet = %info.name, epoch = info.epoch, "transition prepared; the new share is pending");
+        Ok(answer(TransitionAnswer::Prepared { vote }))
     }
 
-    fn commit_pending<R: RngCore + CryptoRng>(
+    /// The pending record of transition `session` and the member's stored votes, checking
+    /// that `from` may speak for the wallet (any coordinator this signer allows for it; the
+    /// creator for a newcomer).
+    fn pending_of(
         &self,
-        group_key: &GroupKey,
-        session: &str,
-        rng: &mut R,
-    ) -> Result<SignerToCoordinator, Refusal> {
-        match self
-            .home
-            .commit_transition(
-                group_key,
-                session,
-                "transition committed by the coordinator",
-                rng,
-            )
-            .map_err(|e| refuse(ErrorCode::Internal, e))?
-        {
-            Some(epoch) => {
-                tracing::info!(%session, %group_key, epoch, "transition committed; the previous share is erased");
-                Ok(answer(TransitionAnswer::Committed { epoch }))
-            }
-            None => Err(refuse(
+        from: &IdentityPublic,
+        session: &SessionId,
+    ) -> Result<(CertifiedTransition, super::home::StoredVotes), Refusal> {
+        let text = session.to_string();
+        let votes = self.home.transition_votes(&text)?.ok_or_else(|| {
+            refuse(
                 ErrorCode::UnknownSession,
-                "no such pending transition",
+                format!("no transition {session} was prepared on this signer"),
+            )
+        })?;
+        self.check_allowed(from, &votes.group_key)?;
+        if votes.certificate.is_some() {
+            return Err(refuse(
+                ErrorCode::UnknownSession,
+                format!("transition {session} is already decided on this signer"),
+            ));
+        }
+        let (pending, info) = self
+            .home
+            .pending_info(&votes.group_key)?
+            .ok_or_else(|| refuse(ErrorCode::UnknownSession, "no pending transition here"))?;
+        let record = info
+            .transitions
+            .last()
+            .cloned()
+            .filter(|_| pending == text)
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownSession,
+                    format!("transition {pending} is pending here, not {session}"),
+                )
+            })?;
+        Ok((record, votes))
+    }
+
+    /// `from` may act on the wallet: any coordinator the signer allows for a wallet it holds;
+    /// for a newcomer's pending wallet, the coordinator that created it.
+    fn check_allowed(&self, from: &IdentityPublic, group_key: &GroupKey) -> Result<(), Refusal> {
+        if let Ok(info) = self.home.wallet(&group_key.to_string()) {
+            return self.check_bound(from, &info);
+        }
+        match self.home.pending_info(group_key)? {
+            Some((_, info)) if info.coordinator == *from => Ok(()),
+            _ => Err(refuse(
+                ErrorCode::WrongCoordinator,
+                "this coordinator is not allowed for the wallet",
             )),
         }
     }
 
-    fn newcomer_pending(&self, session: &str) -> Result<Option<GroupKey>, Refusal> {
-        let row: Option<String> = self
-            .home
-            .db()
-            .read(|c| {
-                use bdk_wallet::rusqlite::OptionalExtension;
-                c.query_row(
-                    "SELECT group_key FROM pending WHERE session = ?1",
-                    [session],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
-            .map_err(|e| refuse(ErrorCode::Internal, e))?;
-        Ok(row.and_then(|g| g.parse().ok()))
+    fn transition_vote<R: RngCore + CryptoRng>(
+        &self,
+        from: &IdentityPublic,
+        session: SessionId,
+        want: VoteKind,
+        prepared: &std::collections::BTreeMap<u16, SignedVote>,
+        rng: &mut R,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        let text = session.to_string();
+        if let Some(v) = self.home.transition_votes(&text)? {
+            if let Some(standing) = v.standing {
+                self.check_allowed(from, &v.group_key)?;
+                return Ok(answer(TransitionAnswer::Voted { vote: standing }));
+            }
+        }
+        let (record, votes) = self.pending_of(from, &session)?;
+        let ballot = Ballot::new(&record.context, &record.state);
+        let me = self.home.identity();
+        let voter = votes.prepared.voter;
+        let (vote, fresh) =
+            decide_vote(&ballot, me, voter, votes.standing.as_ref(), want, prepared)
+                .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let held = if fresh {
+            self.home
+                .record_vote(&text, &vote, rng)
+                .map_err(|e| refuse(ErrorCode::Internal, e))?
+        } else {
+            vote
+        };
+        tracing::info!(%session, vote = %held.kind, "transition vote");
+        Ok(answer(TransitionAnswer::Voted { vote: held }))
     }
 
-    fn abort_newcomer<R: RngCore + CryptoRng>(
+    fn transition_decide<R: RngCore + CryptoRng>(
         &self,
-        session: &SessionId,
+        from: &IdentityPublic,
+        session: SessionId,
+        certificate: &DecisionCertificate,
         rng: &mut R,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<SignerToCoordinator, Refusal> {
         let text = session.to_string();
-        match self.newcomer_pending(&text)? {
-            Some(gk) => self
+        let stored = self.home.transition_votes(&text)?.ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownSession,
+                format!("no transition {session} was prepared on this signer"),
+            )
+        })?;
+        if let Some(applied) = &stored.certificate {
+            // A repeated decision: answered again, with the one applied.
+            self.check_allowed(from, &stored.group_key)?;
+            if applied.decision != certificate.decision {
+                return Err(refuse(
+                    ErrorCode::Refused,
+                    format!(
+                        "transition {session} was decided {} here; a {} certificate cannot exist beside it",
+                        applied.decision, certificate.decision
+                    ),
+                ));
+            }
+            let epoch = self
                 .home
-                .abort_transition(&gk, &text, rng)
-                .map_err(|e| refuse(ErrorCode::Internal, e)),
-            None => Ok(false),
+                .wallet(&stored.group_key.to_string())
+                .map(|w| w.epoch)
+                .unwrap_or(0);
+            return Ok(answer(TransitionAnswer::Decided {
+                decision: applied.decision,
+                epoch,
+            }));
         }
+        let (record, _) = self.pending_of(from, &session)?;
+        let ballot = Ballot::new(&record.context, &record.state);
+        let decision = ballot.check_certificate(certificate).map_err(|e| {
+            refuse(
+                ErrorCode::Refused,
+                format!("the decision certificate is refused: {e}"),
+            )
+        })?;
+        let group_key = record.context.wallet;
+        let epoch = match decision {
+            Decision::Commit => {
+                if let Ok(now) = self.home.wallet(&group_key.to_string()) {
+                    if now.epoch != record.context.from_epoch {
+                        return Err(refuse(
+                            ErrorCode::WrongEpoch,
+                            format!(
+                                "the transition leads from epoch {} but this signer is at epoch {}",
+                                record.context.from_epoch, now.epoch
+                            ),
+                        ));
+                    }
+                }
+                let epoch = self
+                    .home
+                    .commit_transition(&group_key, &text, certificate, rng)?
+                    .ok_or_else(|| {
+                        refuse(ErrorCode::UnknownSession, "no such pending transition")
+                    })?;
+                tracing::info!(%session, %group_key, epoch, "transition committed on a commit certificate; the previous share is erased");
+                epoch
+            }
+            Decision::Abort => {
+                self.home
+                    .abort_transition(&group_key, &text, certificate, rng)?;
+                tracing::info!(%session, %group_key, "transition aborted on an abort certificate; the pending share is forgotten");
+                record.context.from_epoch
+            }
+        };
+        Ok(answer(TransitionAnswer::Decided { decision, epoch }))
+    }
+
+    fn transition_status(
+        &self,
+        from: &IdentityPublic,
+        wallet: GroupKey,
+    ) -> Result<SignerToCoordinator, Refusal> {
+        let held = self.home.wallet(&wallet.to_string()).ok();
+        let pending = self.home.pending_info(&wallet)?;
+        if held.is_none() && pending.is_none() {
+            return Err(refuse(
+                ErrorCode::UnknownWallet,
+                format!("this signer holds no wallet {wallet}"),
+            ));
+        }
+        self.check_allowed(from, &wallet)?;
+        let (epoch, state) = match &held {
+            Some(info) => {
+                let (state, _) = self.current(info)?;
+                (Some(info.epoch), Some(state.hash()))
+            }
+            None => (None, None),
+        };
+        let pending = match pending {
+            Some((session, info)) => {
+                let votes = self.home.transition_votes(&session)?;
+                match (info.transitions.last().cloned(), votes) {
+                    (Some(record), Some(v)) => Some(PendingStatus {
+                        record,
+                        prepared: v.prepared,
+                        standing: v.standing,
+                    }),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let last = match self.home.last_decided(&wallet)? {
+            Some((session, v)) => match (parse_session(&session), v.certificate) {
+                (Some(session), Some(certificate)) => {
+                    let record = v
+                        .record
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str::<super::home::WalletInfo>(r).ok())
+                        .and_then(|i| i.transitions.last().cloned());
+                    Some(DecidedStatus {
+                        session,
+                        certificate,
+                        record,
+                    })
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(answer(TransitionAnswer::Status(Box::new(MemberStatus {
+            epoch,
+            state,
+            pending,
+            last,
+        }))))
     }
 }
 

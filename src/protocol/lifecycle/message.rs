@@ -9,7 +9,10 @@ use frost::keys::dkg::round1;
 use frost_secp256k1_tr as frost;
 use serde::{Deserialize, Serialize};
 
-use super::{Digest, History, TransitionContext};
+use super::{
+    CertifiedTransition, Decision, DecisionCertificate, Digest, History, SignedVote,
+    TransitionContext, VoteKind,
+};
 use crate::identity::{IdentityPublic, Sealed};
 use crate::keys::GroupKey;
 use crate::protocol::dkg::Certificate;
@@ -83,13 +86,29 @@ pub enum TransitionRequest {
         /// Certificates by member.
         certificates: BTreeMap<u16, Certificate>,
     },
-    /// Make the pending epoch current and erase the old share.
-    Commit {
+    /// Sign ready (given every member's prepared vote) or abort. A member signs at most one
+    /// of the two per transition; asked again, it answers with the vote it holds.
+    Vote {
         /// Session.
         session: SessionId,
+        /// [`VoteKind::Ready`] or [`VoteKind::Abort`].
+        want: VoteKind,
+        /// Every member's prepared vote (for ready).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        prepared: BTreeMap<u16, SignedVote>,
     },
-    /// Forget the transition (and its pending share).
-    Abort {
+    /// Apply a decision certificate: commit (the pending epoch becomes current, the old share
+    /// is erased) or abort (the pending share is forgotten). Accepted from any coordinator
+    /// the signer allows for the wallet: the certificate proves itself.
+    Decide {
+        /// Session.
+        session: SessionId,
+        /// The certificate.
+        certificate: DecisionCertificate,
+    },
+    /// Forget a transition that holds nothing on disk yet (before prepare); from its own
+    /// coordinator only. A prepared transition ends only with a certificate.
+    Cancel {
         /// Session.
         session: SessionId,
     },
@@ -132,23 +151,68 @@ pub enum TransitionAnswer {
         /// The certificate.
         certificate: Certificate,
     },
-    /// The new share is stored, pending.
-    Prepared,
-    /// The new epoch is current.
-    Committed {
-        /// The epoch now current.
+    /// The new share is stored, pending: the member's signed prepared vote.
+    Prepared {
+        /// The vote.
+        vote: SignedVote,
+    },
+    /// The member's ready or abort vote (the one it holds, whatever was asked).
+    Voted {
+        /// The vote.
+        vote: SignedVote,
+    },
+    /// The decision is applied (or was already).
+    Decided {
+        /// The decision.
+        decision: Decision,
+        /// The member's current epoch.
         epoch: u64,
     },
-    /// Forgotten.
-    Aborted,
+    /// Forgotten (nothing was stored).
+    Cancelled,
     /// Where the wallet is.
-    Status {
-        /// Current epoch.
-        epoch: u64,
-        /// Current state hash.
-        state: Digest,
-        /// A pending transition (session, epoch it leads to).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pending: Option<(SessionId, u64)>,
-    },
+    Status(Box<MemberStatus>),
+}
+
+/// What a member holds of a wallet's transitions ([`TransitionAnswer::Status`]): enough for
+/// any coordinator the member allows to finish or roll back a transition from the members'
+/// answers alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's current epoch (`None` for a newcomer whose transition is undecided).
+    pub epoch: Option<u64>,
+    /// Its current state hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Digest>,
+    /// The pending transition, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingStatus>,
+    /// The last decided transition of the wallet this member took part in, with its
+    /// certificate (and, for a commit, its record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<DecidedStatus>,
+}
+
+/// A member's pending transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingStatus {
+    /// The record the member stored (context and new state: the ballot).
+    pub record: CertifiedTransition,
+    /// The member's prepared vote.
+    pub prepared: SignedVote,
+    /// Its ready or abort vote, if it signed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<SignedVote>,
+}
+
+/// A member's last decided transition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecidedStatus {
+    /// The session.
+    pub session: SessionId,
+    /// The certificate it applied.
+    pub certificate: DecisionCertificate,
+    /// The transition's record (for a commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<CertifiedTransition>,
 }

@@ -81,19 +81,30 @@ mod refresh;
 mod remove;
 mod repair;
 mod state;
+mod vote;
 
 pub use coordinator::TransitionCoordinator;
 pub use enrol::enrolled_share;
 pub use group::refreshed_group;
 pub use in_memory::{run_in_memory, Member};
-pub use message::{Joining, TransitionAnswer, TransitionRequest};
+pub use message::{
+    DecidedStatus, Joining, MemberStatus, PendingStatus, TransitionAnswer, TransitionRequest,
+};
 pub use record::{
     certify, check_certificates, next_state, transcript, CertifiedTransition, History,
 };
 pub use state::{Holding, Participant, Prepared};
+pub use vote::{
+    decide_vote, Ballot, Decision, DecisionCertificate, Quorums, SignedVote, VoteError, VoteKind,
+};
 
-/// The version of [`TransitionContext`] this build writes and accepts.
-pub const TRANSITION_VERSION: u16 = 1;
+/// The version of [`TransitionContext`] this build writes and runs: 2, decided by signed
+/// votes (`vote.rs`). Version 1 (decided by the coordinator's word) is still read in a
+/// wallet's certified history, never run.
+pub const TRANSITION_VERSION: u16 = 2;
+
+/// The oldest context version a history may hold.
+pub const OLDEST_TRANSITION_VERSION: u16 = 1;
 
 sha256t_hash_newtype! {
     struct StateTag = hash_str("ckm/wallet-state/v1");
@@ -387,7 +398,7 @@ impl TransitionContext {
     /// [`TransitionError`] naming the problem.
     pub fn check(&self, from: &WalletState) -> Result<(), TransitionError> {
         let kind = self.kind;
-        if self.version != TRANSITION_VERSION {
+        if !(OLDEST_TRANSITION_VERSION..=TRANSITION_VERSION).contains(&self.version) {
             return Err(TransitionError::Version(self.version));
         }
         if self.wallet != GroupKey::of(&from.group) {

@@ -35,6 +35,9 @@ impl Participant {
         rng: &mut R,
     ) -> Result<(Self, TransitionAnswer), TransitionError> {
         let from = holding.state.clone();
+        if context.version != super::TRANSITION_VERSION {
+            return Err(TransitionError::Version(context.version));
+        }
         context.check(&from)?;
         let kind = context.kind;
         let index = context
@@ -152,8 +155,9 @@ impl Participant {
             TransitionRequest::Certify { session } => self.on_certify(stage, session, me),
             TransitionRequest::Begin { .. }
             | TransitionRequest::Prepare { .. }
-            | TransitionRequest::Commit { .. }
-            | TransitionRequest::Abort { .. }
+            | TransitionRequest::Vote { .. }
+            | TransitionRequest::Decide { .. }
+            | TransitionRequest::Cancel { .. }
             | TransitionRequest::Status { .. } => Err(TransitionError::Session),
         }
     }

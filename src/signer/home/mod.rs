@@ -52,6 +52,7 @@ pub(crate) use policy::{put_policy, put_policy_state};
 pub use records::{find_wallet, list_wallets, WalletInfo};
 pub use shares::Restore;
 pub(crate) use shares::{insert_wallet, share_aad};
+pub use transitions::StoredVotes;
 
 const MAX_FILE: u64 = 1 << 20;
 

@@ -1,6 +1,9 @@
-//! A key transition's two phases on disk: at *prepare* the new public record and share are
-//! stored as pending beside the current ones; at *commit* they replace them (the old share
-//! erased); an *abort* forgets them.
+//! A key transition on disk: at *prepare* the new public record and share are stored as
+//! pending beside the current ones, with the member's signed prepared vote; its ready or
+//! abort vote is stored (at most one, never changed) before it leaves; a *commit*
+//! certificate makes the pending record and share current (the old share erased) and an
+//! *abort* certificate forgets them, each stored in the same transaction as its effect.
+//! Session ids are never reused: a decided session keeps its row.
 
 use bdk_wallet::rusqlite::{self, OptionalExtension};
 use rand::{CryptoRng, RngCore};
@@ -9,7 +12,38 @@ use super::records::parse_info;
 use super::{HomeError, SignerHome, WalletInfo};
 use crate::frost::shares::KeyShare;
 use crate::keys::GroupKey;
+use crate::protocol::lifecycle::{DecisionCertificate, SignedVote};
 use crate::signer::audit::{self, AuditEvent, AuditKind};
+
+/// A member's stored votes of one transition.
+#[derive(Debug, Clone)]
+pub struct StoredVotes {
+    /// The wallet.
+    pub group_key: GroupKey,
+    /// Its prepared vote.
+    pub prepared: SignedVote,
+    /// Its ready or abort vote.
+    pub standing: Option<SignedVote>,
+    /// The certificate applied, once decided.
+    pub certificate: Option<DecisionCertificate>,
+    /// The committed record (JSON of the wallet record after the commit), once committed.
+    pub record: Option<String>,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+    text: &str,
+) -> Result<T, HomeError> {
+    serde_json::from_str(text).map_err(|e| HomeError::Malformed {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {e}"),
+    })
+}
 
 impl SignerHome {
     /// Stores a transition's result as pending: the new public record and the new share,
@@ -23,10 +57,24 @@ impl SignerHome {
         session: &str,
         info: &WalletInfo,
         share: &KeyShare,
+        prepared: &SignedVote,
         rng: &mut R,
     ) -> Result<(), HomeError> {
         let (info_json, sealed) = self.seal_share(info, share, rng)?;
         self.db.write(|tx| {
+            let used: Option<String> = tx
+                .query_row(
+                    "SELECT session FROM transition_votes WHERE session = ?1",
+                    [session],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if used.is_some() {
+                return Err(HomeError::Malformed {
+                    path: self.db.path().to_path_buf(),
+                    reason: format!("transition session {session} was used before; session ids are never reused"),
+                });
+            }
             let other: Option<String> = tx
                 .query_row(
                     "SELECT session FROM pending WHERE group_key = ?1",
@@ -56,6 +104,10 @@ impl SignerHome {
                     sealed
                 ],
             )?;
+            tx.execute(
+                "INSERT INTO transition_votes (session, group_key, prepared) VALUES (?1, ?2, ?3)",
+                rusqlite::params![session, info.group_key.to_string(), json(prepared)],
+            )?;
             audit::append(
                 tx,
                 &self.mac,
@@ -67,7 +119,10 @@ impl SignerHome {
                     txid: String::new(),
                     outflow_sats: 0,
                     fee_sats: 0,
-                    detail: format!("prepared epoch {} (transition {session})", info.epoch),
+                    detail: format!(
+                        "prepared epoch {} (transition {session}); voted prepared",
+                        info.epoch
+                    ),
                 },
                 crate::auth::unix_now(),
             )?;
@@ -109,7 +164,7 @@ impl SignerHome {
         &self,
         group_key: &GroupKey,
         session: &str,
-        detail: &str,
+        certificate: &DecisionCertificate,
         rng: &mut R,
     ) -> Result<Option<u64>, HomeError> {
         let epoch = self.db.write(|tx| {
@@ -138,6 +193,15 @@ impl SignerHome {
                 "DELETE FROM pending WHERE group_key = ?1",
                 [group_key.to_string()],
             )?;
+            tx.execute(
+                "UPDATE transition_votes SET certificate = ?2, record = ?3, decided = ?4 WHERE session = ?1",
+                rusqlite::params![
+                    session,
+                    json(certificate),
+                    info_json,
+                    i64::try_from(crate::auth::unix_now()).unwrap_or(i64::MAX)
+                ],
+            )?;
             audit::append(
                 tx,
                 &self.mac,
@@ -150,7 +214,8 @@ impl SignerHome {
                     outflow_sats: 0,
                     fee_sats: 0,
                     detail: format!(
-                        "committed epoch {epoch}: {detail}; the previous share is erased"
+                        "committed epoch {epoch} (transition {session}) on a commit certificate of {} ready votes; the previous share is erased",
+                        certificate.votes.len()
                     ),
                 },
                 crate::auth::unix_now(),
@@ -174,6 +239,7 @@ impl SignerHome {
         &self,
         group_key: &GroupKey,
         session: &str,
+        certificate: &DecisionCertificate,
         rng: &mut R,
     ) -> Result<bool, HomeError> {
         let removed = self.db.write(|tx| {
@@ -181,13 +247,24 @@ impl SignerHome {
                 "DELETE FROM pending WHERE group_key = ?1 AND session = ?2",
                 rusqlite::params![group_key.to_string(), session],
             )?;
+            tx.execute(
+                "UPDATE transition_votes SET certificate = ?2, decided = ?3 WHERE session = ?1 AND certificate IS NULL",
+                rusqlite::params![
+                    session,
+                    json(certificate),
+                    i64::try_from(crate::auth::unix_now()).unwrap_or(i64::MAX)
+                ],
+            )?;
             if n > 0 {
                 audit::append(
                     tx,
                     &self.mac,
                     AuditEvent::signer(
                         AuditKind::Wallet,
-                        format!("aborted transition {session} of wallet {group_key}"),
+                        format!(
+                            "aborted transition {session} of wallet {group_key} on an abort certificate of {} votes; the pending share is forgotten",
+                            certificate.votes.len()
+                        ),
                     ),
                     crate::auth::unix_now(),
                 )?;
@@ -200,5 +277,146 @@ impl SignerHome {
             self.advance_checkpoint(rng)?;
         }
         Ok(removed)
+    }
+
+    /// The votes this member stored for transition `session`.
+    ///
+    /// # Errors
+    /// Database errors, or a malformed row.
+    pub fn transition_votes(&self, session: &str) -> Result<Option<StoredVotes>, HomeError> {
+        let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> =
+            self.db.read(|c| {
+                c.query_row(
+                    "SELECT group_key, prepared, standing, certificate, record FROM transition_votes WHERE session = ?1",
+                    [session],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+            })?;
+        row.map(|(g, p, s, c, record)| self.stored_votes(&g, &p, s, c, record))
+            .transpose()
+    }
+
+    fn stored_votes(
+        &self,
+        group_key: &str,
+        prepared: &str,
+        standing: Option<String>,
+        certificate: Option<String>,
+        record: Option<String>,
+    ) -> Result<StoredVotes, HomeError> {
+        let path = self.db.path();
+        Ok(StoredVotes {
+            group_key: group_key.parse().map_err(|_| HomeError::Malformed {
+                path: path.to_path_buf(),
+                reason: "transition vote row: bad group key".into(),
+            })?,
+            prepared: parse(path, "prepared vote", prepared)?,
+            standing: standing
+                .map(|s| parse(path, "standing vote", &s))
+                .transpose()?,
+            certificate: certificate
+                .map(|c| parse(path, "decision certificate", &c))
+                .transpose()?,
+            record,
+        })
+    }
+
+    /// The last decided transition of a wallet: (session, votes).
+    ///
+    /// # Errors
+    /// Database errors, or a malformed row.
+    pub fn last_decided(
+        &self,
+        group_key: &GroupKey,
+    ) -> Result<Option<(String, StoredVotes)>, HomeError> {
+        let row: Option<(String, String, String, Option<String>, Option<String>, Option<String>)> =
+            self.db.read(|c| {
+                c.query_row(
+                    "SELECT session, group_key, prepared, standing, certificate, record FROM transition_votes
+                     WHERE group_key = ?1 AND decided IS NOT NULL ORDER BY decided DESC, rowid DESC LIMIT 1",
+                    [group_key.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .optional()
+            })?;
+        row.map(|(session, g, p, s, c, record)| {
+            self.stored_votes(&g, &p, s, c, record)
+                .map(|v| (session, v))
+        })
+        .transpose()
+    }
+
+    /// Stores this member's ready or abort vote for `session` unless it holds one already;
+    /// returns the vote it holds (the stored one wins). Audited; durable before it returns.
+    ///
+    /// # Errors
+    /// No such prepared transition, or database errors.
+    pub fn record_vote<R: RngCore + CryptoRng>(
+        &self,
+        session: &str,
+        vote: &SignedVote,
+        rng: &mut R,
+    ) -> Result<SignedVote, HomeError> {
+        let (held, fresh) = self.db.write(|tx| {
+            let row: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT group_key, standing FROM transition_votes WHERE session = ?1",
+                    [session],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((group_key, standing)) = row else {
+                return Err(HomeError::UnknownWallet(format!("(transition {session})")));
+            };
+            if let Some(s) = standing {
+                return Ok::<_, HomeError>((parse(self.db.path(), "standing vote", &s)?, false));
+            }
+            tx.execute(
+                "UPDATE transition_votes SET standing = ?2 WHERE session = ?1 AND standing IS NULL",
+                rusqlite::params![session, json(vote)],
+            )?;
+            audit::append(
+                tx,
+                &self.mac,
+                AuditEvent {
+                    kind: AuditKind::Wallet,
+                    wallet: String::new(),
+                    group_key,
+                    coordinator: String::new(),
+                    txid: String::new(),
+                    outflow_sats: 0,
+                    fee_sats: 0,
+                    detail: format!("voted {} on transition {session}", vote.kind),
+                },
+                crate::auth::unix_now(),
+            )?;
+            Ok((vote.clone(), true))
+        })?;
+        if fresh {
+            self.advance_checkpoint(rng)?;
+        }
+        Ok(held)
+    }
+
+    /// The pending transition of a wallet with the record the member will hold after it:
+    /// (session, wallet record).
+    ///
+    /// # Errors
+    /// Database errors, or a malformed row.
+    pub fn pending_info(
+        &self,
+        group_key: &GroupKey,
+    ) -> Result<Option<(String, WalletInfo)>, HomeError> {
+        let row: Option<(String, String)> = self.db.read(|c| {
+            c.query_row(
+                "SELECT session, info FROM pending WHERE group_key = ?1",
+                [group_key.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?;
+        row.map(|(session, info)| parse_info(self.db.path(), &info).map(|i| (session, i)))
+            .transpose()
     }
 }
