@@ -369,7 +369,8 @@ fn kill_points_of_refresh() -> Result<()> {
         "refresh_round1",
         "refresh_round2",
         "prepare",
-        "commit",
+        "vote",
+        "decide",
     ] {
         for victim in [Victim::Coordinator, Victim::Signer] {
             kill_point(&env, Op::Refresh, step, victim)?;
@@ -387,7 +388,8 @@ fn kill_points_of_add_signer() -> Result<()> {
         "certify",
         "repair_sigmas",
         "prepare",
-        "commit",
+        "vote",
+        "decide",
     ] {
         for victim in [Victim::Coordinator, Victim::Signer] {
             kill_point(&env, Op::AddSigner, step, victim)?;

@@ -6,7 +6,6 @@
 //! an abort certificate). An interrupted transition is finished or rolled back by `ckm
 //! wallet resume`, from what the members hold, by this or any other coordinator they allow.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -231,7 +230,7 @@ fn run(
         &prepared.prepared,
         Decision::Commit,
     ));
-    conclude(ctx, &mut w, &prepared.record, &settlement)
+    conclude(ctx, &mut w, &prepared.record, &settlement, false)
 }
 
 /// Brings the coordinator's wallet in line with a settlement: a commit applied by every
@@ -242,21 +241,14 @@ fn conclude(
     w: &mut CkmWallet,
     record: &CertifiedTransition,
     settlement: &Settlement,
+    resuming: bool,
 ) -> Result<()> {
     let mut meta = w.meta().clone();
     let all = record.state.roster.indexes();
     match settlement.decision() {
         Some(Decision::Commit) => {
             let committed: Vec<u16> = settlement.applied.keys().copied().collect();
-            if meta.epoch < record.state.epoch {
-                record
-                    .verify(&meta.current_state())
-                    .context("the committed transition does not follow this coordinator's record of the wallet")?;
-                meta.epoch = record.state.epoch;
-                meta.group = record.state.group.clone();
-                meta.roster = record.state.roster.clone();
-                meta.transitions.push(record.clone());
-            }
+            catch_up(&mut meta, std::slice::from_ref(record))?;
             if committed == all {
                 meta.pending = None;
                 w.set_meta(meta.clone())?;
@@ -301,6 +293,29 @@ fn conclude(
         Some(Decision::Abort) => {
             meta.pending = None;
             w.set_meta(meta.clone())?;
+            let voters: Vec<u16> = settlement
+                .votes
+                .iter()
+                .filter(|(_, v)| v.kind == ckm::protocol::lifecycle::VoteKind::Abort)
+                .map(|(i, _)| *i)
+                .collect();
+            if resuming {
+                return ctx.output(
+                    serde_json::json!({
+                        "wallet": meta.name,
+                        "transition": record.context.kind.to_string(),
+                        "decision": "abort",
+                        "abort_votes": voters,
+                        "epoch": meta.epoch,
+                    }),
+                    || {
+                        format!(
+                            "the unfinished {} was rolled back by the abort votes of signers {voters:?}; '{}' stays at epoch {}",
+                            record.context.kind, meta.name, meta.epoch
+                        )
+                    },
+                );
+            }
             bail!(
                 "the {} was rolled back by the members' abort votes ({:?}); '{}' stays at epoch {}{}",
                 record.context.kind,
@@ -322,6 +337,32 @@ fn conclude(
             reasons(&settlement.missing)
         ),
     }
+}
+
+/// Applies the committed transitions this coordinator has not seen, in order, each checked
+/// against the state before it (certificates and recomputed state).
+fn catch_up(
+    meta: &mut ckm::wallet::WalletMeta,
+    transitions: &[CertifiedTransition],
+) -> Result<bool> {
+    let mut changed = false;
+    for t in transitions {
+        if t.state.epoch <= meta.epoch {
+            continue;
+        }
+        t.verify(&meta.current_state()).with_context(|| {
+            format!(
+                "the signers' transition to epoch {} does not follow this coordinator's record of the wallet (epoch {})",
+                t.state.epoch, meta.epoch
+            )
+        })?;
+        meta.epoch = t.state.epoch;
+        meta.group = t.state.group.clone();
+        meta.roster = t.state.roster.clone();
+        meta.transitions.push(t.clone());
+        changed = true;
+    }
+    Ok(changed)
 }
 
 fn reasons(list: &[(u16, String)]) -> String {
@@ -409,47 +450,41 @@ pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
         .filter_map(|(i, s)| s.as_ref().err().map(|e| (*i, e.clone())))
         .collect();
     match (&resumed.record, &resumed.settlement) {
-        (Some(record), Some(settlement)) => conclude(ctx, &mut w, record, settlement),
-        (Some(record), None) if record.state.epoch > meta.epoch => {
-            // Every member decided already; this coordinator missed the commit.
-            let all: BTreeMap<u16, u64> = record
-                .state
-                .roster
-                .indexes()
-                .into_iter()
-                .map(|i| (i, record.state.epoch))
-                .collect();
-            let settlement = Settlement {
-                certificate: resumed
-                    .statuses
-                    .iter()
-                    .filter_map(|(_, s)| s.as_ref().ok())
-                    .filter_map(|s| s.last.as_ref())
-                    .find(|d| d.session == record.context.session)
-                    .map(|d| d.certificate.clone()),
-                votes: BTreeMap::new(),
-                missing: Vec::new(),
-                applied: all,
-                unapplied: Vec::new(),
-            };
-            conclude(ctx, &mut w, record, &settlement)
-        }
+        (Some(record), Some(settlement)) => conclude(ctx, &mut w, record, settlement, true),
         _ => {
             let mut meta = meta;
+            let caught_up = catch_up(&mut meta, &resumed.history)?;
+            if caught_up {
+                // Keep the signers' URLs this coordinator knows (the certified roster has
+                // the same identities).
+                for k in &known {
+                    if let Some(e) = meta.roster.index_of(&k.identity) {
+                        meta.roster.set_endpoint(e, k.url.clone(), k.tls_sha256);
+                    }
+                }
+            }
             meta.pending = None;
             w.set_meta(meta.clone())?;
             ctx.output(
                 serde_json::json!({
                     "wallet": meta.name,
                     "epoch": meta.epoch,
+                    "caught_up": caught_up,
                     "pending": false,
                     "unreachable": unreachable.iter().map(|(i, e)| serde_json::json!({"index": i, "error": e})).collect::<Vec<_>>(),
                 }),
                 || {
-                    let mut text = format!(
-                        "nothing to resume: no signer holds a transition of '{}' pending; epoch {}",
-                        meta.name, meta.epoch
-                    );
+                    let mut text = if caught_up {
+                        format!(
+                            "no transition of '{}' is pending; caught up with the signers' certified history: epoch {}",
+                            meta.name, meta.epoch
+                        )
+                    } else {
+                        format!(
+                            "nothing to resume: no signer holds a transition of '{}' pending; epoch {}",
+                            meta.name, meta.epoch
+                        )
+                    };
                     for (i, e) in &unreachable {
                         text.push_str(&format!("\n  unreachable: signer {i}: {e}"));
                     }

@@ -310,7 +310,7 @@ pub async fn settle_with(
         collect_votes(
             client,
             &targets,
-            session,
+            record,
             VoteKind::Ready,
             prepared,
             &ballot,
@@ -325,7 +325,7 @@ pub async fn settle_with(
         collect_votes(
             client,
             &targets,
-            session,
+            record,
             VoteKind::Abort,
             prepared,
             &ballot,
@@ -376,13 +376,14 @@ pub async fn settle_with(
 async fn collect_votes(
     client: &Client,
     targets: &[RosterEntry],
-    session: SessionId,
+    record: &CertifiedTransition,
     want: VoteKind,
     prepared: &BTreeMap<u16, SignedVote>,
     ballot: &Ballot,
     votes: &mut BTreeMap<u16, SignedVote>,
     missing: &mut BTreeMap<u16, String>,
 ) {
+    let session = record.context.session;
     for (index, reply) in call_all(client, targets, |_| {
         CoordinatorToSigner::Transition(TransitionRequest::Vote {
             session,
@@ -392,6 +393,7 @@ async fn collect_votes(
             } else {
                 BTreeMap::new()
             },
+            record: (want == VoteKind::Abort).then(|| Box::new(record.clone())),
         })
     })
     .await
@@ -440,11 +442,11 @@ pub async fn gather_status(
 /// What [`resume_transition`] found and did.
 #[derive(Debug, Clone)]
 pub struct Resumed {
-    /// The transition some member holds pending (or, when none does, the last one a member
-    /// committed), with its record.
+    /// The transition some member holds pending.
     pub record: Option<CertifiedTransition>,
-    /// Whether `record` was still pending somewhere.
-    pub was_pending: bool,
+    /// The longest committed history a member reports (for a coordinator that missed
+    /// commits; check each transition before applying it).
+    pub history: Vec<CertifiedTransition>,
     /// The decision reached and spread, for a pending one.
     pub settlement: Option<Settlement>,
     /// Every member's status as gathered.
@@ -469,17 +471,18 @@ pub async fn resume_transition(
             .and_then(|s| s.pending.as_ref())
             .map(|p| p.record.clone())
     });
+    let history = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok())
+        .filter_map(|s| s.last.as_ref())
+        .filter(|d| d.certificate.decision == Decision::Commit)
+        .map(|d| d.transitions.clone())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
     let Some(record) = pending else {
-        let last = statuses
-            .iter()
-            .filter_map(|(_, s)| s.as_ref().ok())
-            .filter_map(|s| s.last.as_ref())
-            .filter(|d| d.certificate.decision == Decision::Commit)
-            .filter_map(|d| d.record.clone())
-            .max_by_key(|r| r.state.epoch);
         return Resumed {
-            record: last,
-            was_pending: false,
+            record: None,
+            history,
             settlement: None,
             statuses,
         };
@@ -522,7 +525,7 @@ pub async fn resume_transition(
     .await;
     Resumed {
         record: Some(record),
-        was_pending: true,
+        history,
         settlement: Some(settlement),
         statuses,
     }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use rand::{CryptoRng, RngCore};
 
-use super::home::{HomeError, WalletInfo};
+use super::home::{HomeError, StoredVotes, WalletInfo};
 use super::{prune, refuse, Refusal, Signer};
 use crate::identity::IdentityPublic;
 use crate::keys::GroupKey;
@@ -93,7 +93,8 @@ impl Signer {
                 session,
                 want,
                 prepared,
-            } => self.transition_vote(from, session, want, &prepared, rng),
+                record,
+            } => self.transition_vote(from, session, want, &prepared, record.as_deref(), rng),
             TransitionRequest::Decide {
                 session,
                 certificate,
@@ -319,9 +320,11 @@ impl Signer {
             Err(refusal) => {
                 // A repeated prepare after a lost answer: the stored vote again.
                 return match self.home.transition_votes(&text)? {
-                    Some(v) if v.certificate.is_none() => {
-                        Ok(answer(TransitionAnswer::Prepared { vote: v.prepared }))
-                    }
+                    Some(StoredVotes {
+                        prepared: Some(vote),
+                        certificate: None,
+                        ..
+                    }) => Ok(answer(TransitionAnswer::Prepared { vote })),
                     _ => Err(refusal),
                 };
             }
@@ -424,19 +427,67 @@ impl Signer {
         session: SessionId,
         want: VoteKind,
         prepared: &std::collections::BTreeMap<u16, SignedVote>,
+        given: Option<&CertifiedTransition>,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
         let text = session.to_string();
-        if let Some(v) = self.home.transition_votes(&text)? {
-            if let Some(standing) = v.standing {
+        let stored = self.home.transition_votes(&text)?;
+        if let Some(v) = &stored {
+            if let Some(standing) = &v.standing {
                 self.check_allowed(from, &v.group_key)?;
-                return Ok(answer(TransitionAnswer::Voted { vote: standing }));
+                return Ok(answer(TransitionAnswer::Voted {
+                    vote: standing.clone(),
+                }));
             }
+        }
+        let me = self.home.identity();
+        if stored.is_none() && want == VoteKind::Abort {
+            // Never prepared here: an abort vote on the record given, checked against this
+            // member's own state; the session can then never be prepared here.
+            let record = given.ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownSession,
+                    format!("no transition {session} was prepared on this signer (an abort vote needs its record)"),
+                )
+            })?;
+            if record.context.session != session {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    "the record is of another session",
+                ));
+            }
+            let info = self
+                .home
+                .wallet(&record.context.wallet.to_string())
+                .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+            self.check_bound(from, &info)?;
+            let (state, _) = self.current(&info)?;
+            record.verify(&state).map_err(|e| {
+                refuse(
+                    ErrorCode::Refused,
+                    format!("the transition's record does not check out: {e}"),
+                )
+            })?;
+            let voter = record.state.roster.index_of(&me.public()).ok_or_else(|| {
+                refuse(ErrorCode::Refused, "this signer is not in the new roster")
+            })?;
+            let vote = Ballot::new(&record.context, &record.state).sign(me, VoteKind::Abort, voter);
+            let held = self
+                .home
+                .record_unprepared_abort(&text, &record.context.wallet, &vote, rng)
+                .map_err(|e| refuse(ErrorCode::Internal, e))?;
+            if let Ok(mut m) = self.lock_transitions() {
+                m.remove(&session);
+            }
+            tracing::info!(%session, "transition vote: abort, never prepared");
+            return Ok(answer(TransitionAnswer::Voted { vote: held }));
         }
         let (record, votes) = self.pending_of(from, &session)?;
         let ballot = Ballot::new(&record.context, &record.state);
-        let me = self.home.identity();
-        let voter = votes.prepared.voter;
+        let voter =
+            record.state.roster.index_of(&me.public()).ok_or_else(|| {
+                refuse(ErrorCode::Refused, "this signer is not in the new roster")
+            })?;
         let (vote, fresh) =
             decide_vote(&ballot, me, voter, votes.standing.as_ref(), want, prepared)
                 .map_err(|e| refuse(ErrorCode::Refused, e))?;
@@ -553,10 +604,17 @@ impl Signer {
             Some((session, info)) => {
                 let votes = self.home.transition_votes(&session)?;
                 match (info.transitions.last().cloned(), votes) {
-                    (Some(record), Some(v)) => Some(PendingStatus {
+                    (
+                        Some(record),
+                        Some(StoredVotes {
+                            prepared: Some(prepared),
+                            standing,
+                            ..
+                        }),
+                    ) => Some(PendingStatus {
                         record,
-                        prepared: v.prepared,
-                        standing: v.standing,
+                        prepared,
+                        standing,
                     }),
                     _ => None,
                 }
@@ -566,15 +624,16 @@ impl Signer {
         let last = match self.home.last_decided(&wallet)? {
             Some((session, v)) => match (parse_session(&session), v.certificate) {
                 (Some(session), Some(certificate)) => {
-                    let record = v
+                    let transitions = v
                         .record
                         .as_deref()
-                        .and_then(|r| serde_json::from_str::<super::home::WalletInfo>(r).ok())
-                        .and_then(|i| i.transitions.last().cloned());
+                        .and_then(|r| serde_json::from_str::<WalletInfo>(r).ok())
+                        .map(|i| i.transitions)
+                        .unwrap_or_default();
                     Some(DecidedStatus {
                         session,
                         certificate,
-                        record,
+                        transitions,
                     })
                 }
                 _ => None,

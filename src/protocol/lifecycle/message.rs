@@ -96,6 +96,11 @@ pub enum TransitionRequest {
         /// Every member's prepared vote (for ready).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         prepared: BTreeMap<u16, SignedVote>,
+        /// The transition's record, for an abort vote from a member that never prepared
+        /// (it checks the record against its own state; the vote then stops it from ever
+        /// preparing this session).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<Box<CertifiedTransition>>,
     },
     /// Apply a decision certificate: commit (the pending epoch becomes current, the old share
     /// is erased) or abort (the pending share is forgotten). Accepted from any coordinator
@@ -212,7 +217,8 @@ pub struct DecidedStatus {
     pub session: SessionId,
     /// The certificate it applied.
     pub certificate: DecisionCertificate,
-    /// The transition's record (for a commit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<CertifiedTransition>,
+    /// After a commit, the member's whole certified history of transitions (so that a
+    /// coordinator that missed some can catch up, checking each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<CertifiedTransition>,
 }

@@ -20,8 +20,8 @@ use crate::signer::audit::{self, AuditEvent, AuditKind};
 pub struct StoredVotes {
     /// The wallet.
     pub group_key: GroupKey,
-    /// Its prepared vote.
-    pub prepared: SignedVote,
+    /// Its prepared vote (`None` for an abort vote given without ever preparing).
+    pub prepared: Option<SignedVote>,
     /// Its ready or abort vote.
     pub standing: Option<SignedVote>,
     /// The certificate applied, once decided.
@@ -311,7 +311,7 @@ impl SignerHome {
                 path: path.to_path_buf(),
                 reason: "transition vote row: bad group key".into(),
             })?,
-            prepared: parse(path, "prepared vote", prepared)?,
+            prepared: parse::<Option<SignedVote>>(path, "prepared vote", prepared)?,
             standing: standing
                 .map(|s| parse(path, "standing vote", &s))
                 .transpose()?,
@@ -418,5 +418,44 @@ impl SignerHome {
         })?;
         row.map(|(session, info)| parse_info(self.db.path(), &info).map(|i| (session, i)))
             .transpose()
+    }
+
+    /// Stores an abort vote of a member that never prepared `session` (it never will: the
+    /// session is then used). Returns the vote it holds (a stored one wins). Audited.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn record_unprepared_abort<R: RngCore + CryptoRng>(
+        &self,
+        session: &str,
+        group_key: &GroupKey,
+        vote: &SignedVote,
+        rng: &mut R,
+    ) -> Result<SignedVote, HomeError> {
+        let inserted = self.db.write(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO transition_votes (session, group_key, prepared, standing) VALUES (?1, ?2, 'null', ?3)",
+                rusqlite::params![session, group_key.to_string(), json(vote)],
+            )?;
+            if n > 0 {
+                audit::append(
+                    tx,
+                    &self.mac,
+                    AuditEvent::signer(
+                        AuditKind::Wallet,
+                        format!("voted abort on transition {session} of wallet {group_key} without preparing it"),
+                    ),
+                    crate::auth::unix_now(),
+                )?;
+            }
+            Ok::<_, HomeError>(n > 0)
+        })?;
+        if inserted {
+            self.advance_checkpoint(rng)?;
+            return Ok(vote.clone());
+        }
+        self.transition_votes(session)?
+            .and_then(|v| v.standing)
+            .ok_or_else(|| HomeError::UnknownWallet(format!("(transition {session})")))
     }
 }
