@@ -30,6 +30,16 @@ pub struct StoredVotes {
     pub record: Option<String>,
 }
 
+/// A `transition_votes` row as stored.
+struct VoteRow {
+    session: String,
+    group_key: String,
+    prepared: String,
+    standing: Option<String>,
+    certificate: Option<String>,
+    record: Option<String>,
+}
+
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
@@ -284,42 +294,8 @@ impl SignerHome {
     /// # Errors
     /// Database errors, or a malformed row.
     pub fn transition_votes(&self, session: &str) -> Result<Option<StoredVotes>, HomeError> {
-        let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> =
-            self.db.read(|c| {
-                c.query_row(
-                    "SELECT group_key, prepared, standing, certificate, record FROM transition_votes WHERE session = ?1",
-                    [session],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()
-            })?;
-        row.map(|(g, p, s, c, record)| self.stored_votes(&g, &p, s, c, record))
-            .transpose()
-    }
-
-    fn stored_votes(
-        &self,
-        group_key: &str,
-        prepared: &str,
-        standing: Option<String>,
-        certificate: Option<String>,
-        record: Option<String>,
-    ) -> Result<StoredVotes, HomeError> {
-        let path = self.db.path();
-        Ok(StoredVotes {
-            group_key: group_key.parse().map_err(|_| HomeError::Malformed {
-                path: path.to_path_buf(),
-                reason: "transition vote row: bad group key".into(),
-            })?,
-            prepared: parse::<Option<SignedVote>>(path, "prepared vote", prepared)?,
-            standing: standing
-                .map(|s| parse(path, "standing vote", &s))
-                .transpose()?,
-            certificate: certificate
-                .map(|c| parse(path, "decision certificate", &c))
-                .transpose()?,
-            record,
-        })
+        self.vote_row("session = ?1", session)
+            .map(|row| row.map(|(_, votes)| votes))
     }
 
     /// The last decided transition of a wallet: (session, votes).
@@ -330,21 +306,54 @@ impl SignerHome {
         &self,
         group_key: &GroupKey,
     ) -> Result<Option<(String, StoredVotes)>, HomeError> {
-        let row: Option<(String, String, String, Option<String>, Option<String>, Option<String>)> =
-            self.db.read(|c| {
-                c.query_row(
-                    "SELECT session, group_key, prepared, standing, certificate, record FROM transition_votes
-                     WHERE group_key = ?1 AND decided IS NOT NULL ORDER BY decided DESC, rowid DESC LIMIT 1",
-                    [group_key.to_string()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-                )
-                .optional()
-            })?;
-        row.map(|(session, g, p, s, c, record)| {
-            self.stored_votes(&g, &p, s, c, record)
-                .map(|v| (session, v))
-        })
-        .transpose()
+        self.vote_row(
+            "group_key = ?1 AND decided IS NOT NULL ORDER BY decided DESC, rowid DESC LIMIT 1",
+            &group_key.to_string(),
+        )
+    }
+
+    fn vote_row(
+        &self,
+        condition: &str,
+        param: &str,
+    ) -> Result<Option<(String, StoredVotes)>, HomeError> {
+        let sql = format!(
+            "SELECT session, group_key, prepared, standing, certificate, record FROM transition_votes WHERE {condition}"
+        );
+        let row: Option<VoteRow> = self.db.read(|c| {
+            c.query_row(&sql, [param], |r| {
+                Ok(VoteRow {
+                    session: r.get(0)?,
+                    group_key: r.get(1)?,
+                    prepared: r.get(2)?,
+                    standing: r.get(3)?,
+                    certificate: r.get(4)?,
+                    record: r.get(5)?,
+                })
+            })
+            .optional()
+        })?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let path = self.db.path();
+        let votes = StoredVotes {
+            group_key: row.group_key.parse().map_err(|_| HomeError::Malformed {
+                path: path.to_path_buf(),
+                reason: "transition vote row: bad group key".into(),
+            })?,
+            prepared: parse::<Option<SignedVote>>(path, "prepared vote", &row.prepared)?,
+            standing: row
+                .standing
+                .map(|s| parse(path, "standing vote", &s))
+                .transpose()?,
+            certificate: row
+                .certificate
+                .map(|c| parse(path, "decision certificate", &c))
+                .transpose()?,
+            record: row.record,
+        };
+        Ok(Some((row.session, votes)))
     }
 
     /// Stores this member's ready or abort vote for `session` unless it holds one already;
