@@ -17,11 +17,13 @@
 mod cluster;
 #[path = "common/consensus.rs"]
 mod consensus;
+#[path = "common/driver.rs"]
+mod driver;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use bitcoin::{Address, OutPoint, TxOut};
 use cluster::*;
 
@@ -382,5 +384,55 @@ fn audit_record_tampering_is_detected_and_stops_signing() -> Result<()> {
     let last = s.pay(&foreign_address(), 26_000, 2)?;
     let used = s.expect_signed(&last, "after-reset")?;
     ensure!(used.contains(&1), "{used:?}");
+    Ok(())
+}
+
+/// Round 1 at signers 1 and 2 for `p`, through the hand-driven coordinator; returns the
+/// session and the signing packages for round 2.
+fn round_one(
+    d: &driver::Driver,
+    p: &Payment,
+) -> Result<(
+    ckm::message::SessionId,
+    Vec<frost_secp256k1_tr::SigningPackage>,
+)> {
+    let session = ckm::message::SessionId::random(&mut rand::thread_rng());
+    let mut committed = std::collections::BTreeMap::new();
+    for i in [1u16, 2] {
+        let c = d.commit(session, &p.psbt, i)?.map_err(|e| anyhow!("{e}"))?;
+        committed.insert(i, c);
+    }
+    let packages = d.packages(&p.psbt, &committed)?;
+    Ok((session, packages))
+}
+
+#[test]
+fn round_two_re_runs_the_policy_and_epoch_checks_of_round_one() -> Result<()> {
+    let mut s = setup()?;
+    let large = s.pay(&foreign_address(), 300_000, 2)?;
+    let mut d = driver::Driver::new(&s.c, WALLET)?;
+    // The policy is tightened between the rounds: round 2 refuses, naming the rule.
+    let (session, packages) = round_one(&d, &large)?;
+    s.set_policy(
+        &["--max-amount-sats", "100000"],
+        "max_amount_sats",
+        100_000.into(),
+    )?;
+    match d.sign(session, &packages, &Default::default(), 1)? {
+        Err(e) => ensure!(e.to_string().contains("max-amount-sats"), "{e}"),
+        Ok(_) => bail!("round 2 signed a spend the tightened policy forbids"),
+    }
+    // A refresh commits between the rounds: round 2 refuses for the epoch.
+    let small = s.pay(&foreign_address(), 50_000, 2)?;
+    let (session, packages) = round_one(&d, &small)?;
+    let v = ckm_json(&s.c.coord, &["wallet", "refresh"])?;
+    ensure!(v["epoch"] == 1, "{v}");
+    match d.sign(session, &packages, &Default::default(), 2)? {
+        Err(e) => ensure!(e.to_string().contains("between the rounds"), "{e}"),
+        Ok(_) => bail!("round 2 signed with a share of another epoch"),
+    }
+    // Asked again at the new epoch, the same spend is signed.
+    d.reload(&s.c, WALLET)?;
+    s.expect_signed(&small, "small-after-refresh")?;
     Ok(())
 }

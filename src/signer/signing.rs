@@ -342,7 +342,28 @@ impl Signer {
                 }
             };
         self.require_state()?;
+        // Round 2 re-runs round 1's checks against the signer's state now: between the rounds
+        // a transition may have moved the wallet's epoch, the operator may have revoked the
+        // coordinator or tightened the policy. (The session is already gone: its nonces are
+        // never used, whatever the answer.)
+        let now = self
+            .home
+            .wallet(&s.wallet.group_key.to_string())
+            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+        if now.epoch != s.wallet.epoch {
+            return Err(refuse(
+                ErrorCode::WrongEpoch,
+                format!(
+                    "wallet {} moved from epoch {} to epoch {} between the rounds; sign again",
+                    now.name, s.wallet.epoch, now.epoch
+                ),
+            ));
+        }
+        self.check_bound(from, &now)?;
         let policy = self.wallet_policy(&s.wallet)?;
+        if let Err(v) = policy.check_spend(&s.checked, now.network) {
+            return Err(self.refused(ErrorCode::Policy, from, &now, &s.checked, v));
+        }
         let roster = s.wallet.roster();
         let wallet_wide = policy.daily_limit_sats.is_some() && roster.is_some();
         if let (true, Some(roster)) = (wallet_wide, roster) {
