@@ -15,7 +15,7 @@ mod testenv;
 
 use std::collections::BTreeSet;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use chain::*;
 use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster};
 use serde_json::{json, Value};
@@ -598,8 +598,17 @@ fn history_shows_pending_confirmed_replaced_and_cancelled_with_labels() -> Resul
         &c.coord,
         &["wallet", "label", &coins[1], "from the exchange"],
     )?;
+    // Freeze a coin other than the labelled one, so that the export holds four records
+    // (the order of `wallet coins` decides nothing).
     let unspent = ckm_json(&c.coord, &["wallet", "coins"])?;
-    let coin = json_str(&unspent[0], "outpoint")?.to_string();
+    let coin = unspent
+        .as_array()
+        .context("coins")?
+        .iter()
+        .filter_map(|u| u["outpoint"].as_str())
+        .find(|o| *o != coins[1])
+        .context("no unlabelled coin to freeze")?
+        .to_string();
     ckm_json(&c.coord, &["wallet", "freeze", &coin])?;
     let dir = c.dir.path();
     let (labels, envelope) = (dir.join("labels.jsonl"), dir.join("vault.envelope"));
