@@ -430,14 +430,7 @@ pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
     let mut w = open(ctx, &args.wallet)?;
     let client = client(ctx, &args.timeout)?;
     let meta = w.meta().clone();
-    let mut known = meta.roster.entries().to_vec();
-    if let Some(p) = &meta.pending {
-        for m in p.record.state.roster.entries() {
-            if !known.iter().any(|k| k.identity == m.identity) {
-                known.push(m.clone());
-            }
-        }
-    }
+    let known = known_members(&meta);
     ctx.say("asking every signer what it holds…");
     let resumed = runtime()?.block_on(resume_transition(
         &client,
@@ -495,12 +488,9 @@ pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
     }
 }
 
-/// `ckm wallet transition status`: each member's pending transition, its votes, and the
-/// certificate it holds; who is missing for a decision.
-pub fn transition_status(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
-    let w = ctx.open_wallet(args.wallet.name.as_deref())?;
-    let meta = w.meta().clone();
-    let client = client(ctx, &args.timeout)?;
+/// The signers this coordinator knows of: the roster, and a newcomer of the transition it
+/// has cached as pending.
+fn known_members(meta: &ckm::wallet::WalletMeta) -> Vec<RosterEntry> {
     let mut known = meta.roster.entries().to_vec();
     if let Some(p) = &meta.pending {
         for m in p.record.state.roster.entries() {
@@ -509,6 +499,16 @@ pub fn transition_status(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
             }
         }
     }
+    known
+}
+
+/// `ckm wallet transition status`: each member's pending transition, its votes, and the
+/// certificate it holds; who is missing for a decision.
+pub fn transition_status(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
+    let w = ctx.open_wallet(args.wallet.name.as_deref())?;
+    let meta = w.meta().clone();
+    let client = client(ctx, &args.timeout)?;
+    let known = known_members(&meta);
     let statuses = runtime()?.block_on(gather_status(&client, &known, GroupKey::of(&meta.group)));
     let rows: Vec<serde_json::Value> = statuses
         .iter()

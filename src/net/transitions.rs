@@ -362,10 +362,8 @@ pub async fn settle_with(
     }
     Settlement {
         certificate,
-        missing: missing
-            .into_iter()
-            .filter(|(i, _)| !votes.contains_key(i))
-            .collect(),
+        // `collect_votes` drops a member from `missing` when it votes.
+        missing: missing.into_iter().collect(),
         votes,
         applied,
         unapplied,

@@ -121,6 +121,27 @@ impl AuditEvent {
             detail: detail.into(),
         }
     }
+
+    /// A [`AuditKind::Wallet`] event of one wallet (a share stored, a transition's steps).
+    pub fn wallet(
+        name: impl Into<String>,
+        group_key: impl fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
+        AuditEvent {
+            wallet: name.into(),
+            group_key: group_key.to_string(),
+            ..AuditEvent::signer(AuditKind::Wallet, detail)
+        }
+    }
+
+    /// The same event, naming the coordinator concerned.
+    pub fn by(self, coordinator: impl fmt::Display) -> Self {
+        AuditEvent {
+            coordinator: coordinator.to_string(),
+            ..self
+        }
+    }
 }
 
 /// A record as stored.

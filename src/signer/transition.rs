@@ -349,10 +349,7 @@ impl Signer {
             }
         }
         let me = self.home.identity();
-        let voter =
-            record.state.roster.index_of(&me.public()).ok_or_else(|| {
-                refuse(ErrorCode::Refused, "this signer is not in the new roster")
-            })?;
+        let voter = self.new_index(&record)?;
         let vote = Ballot::new(&record.context, &record.state).sign(me, VoteKind::Prepared, voter);
         let mut info = s.base;
         info.epoch = record.state.epoch;
@@ -366,16 +363,25 @@ impl Signer {
         Ok(answer(TransitionAnswer::Prepared { vote }))
     }
 
-    /// The pending record of transition `session` and the member's stored votes, checking
-    /// that `from` may speak for the wallet (any coordinator this signer allows for it; the
-    /// creator for a newcomer).
+    /// This signer's index in the roster a transition leads to.
+    fn new_index(&self, record: &CertifiedTransition) -> Result<u16, Refusal> {
+        record
+            .state
+            .roster
+            .index_of(&self.identity())
+            .ok_or_else(|| refuse(ErrorCode::Refused, "this signer is not in the new roster"))
+    }
+
+    /// The pending record of transition `session`, whose votes `stored` this member read,
+    /// checking that `from` may speak for the wallet (any coordinator this signer allows for
+    /// it; the creator for a newcomer) and that it is undecided.
     fn pending_of(
         &self,
         from: &IdentityPublic,
         session: &SessionId,
-    ) -> Result<(CertifiedTransition, super::home::StoredVotes), Refusal> {
-        let text = session.to_string();
-        let votes = self.home.transition_votes(&text)?.ok_or_else(|| {
+        stored: Option<&StoredVotes>,
+    ) -> Result<CertifiedTransition, Refusal> {
+        let votes = stored.ok_or_else(|| {
             refuse(
                 ErrorCode::UnknownSession,
                 format!("no transition {session} was prepared on this signer"),
@@ -392,18 +398,16 @@ impl Signer {
             .home
             .pending_info(&votes.group_key)?
             .ok_or_else(|| refuse(ErrorCode::UnknownSession, "no pending transition here"))?;
-        let record = info
-            .transitions
+        info.transitions
             .last()
             .cloned()
-            .filter(|_| pending == text)
+            .filter(|_| pending == session.to_string())
             .ok_or_else(|| {
                 refuse(
                     ErrorCode::UnknownSession,
                     format!("transition {pending} is pending here, not {session}"),
                 )
-            })?;
-        Ok((record, votes))
+            })
     }
 
     /// `from` may act on the wallet: any coordinator the signer allows for a wallet it holds;
@@ -468,9 +472,7 @@ impl Signer {
                     format!("the transition's record does not check out: {e}"),
                 )
             })?;
-            let voter = record.state.roster.index_of(&me.public()).ok_or_else(|| {
-                refuse(ErrorCode::Refused, "this signer is not in the new roster")
-            })?;
+            let voter = self.new_index(record)?;
             let vote = Ballot::new(&record.context, &record.state).sign(me, VoteKind::Abort, voter);
             let held = self
                 .home
@@ -482,15 +484,11 @@ impl Signer {
             tracing::info!(%session, "transition vote: abort, never prepared");
             return Ok(answer(TransitionAnswer::Voted { vote: held }));
         }
-        let (record, votes) = self.pending_of(from, &session)?;
+        let record = self.pending_of(from, &session, stored.as_ref())?;
         let ballot = Ballot::new(&record.context, &record.state);
-        let voter =
-            record.state.roster.index_of(&me.public()).ok_or_else(|| {
-                refuse(ErrorCode::Refused, "this signer is not in the new roster")
-            })?;
-        let (vote, fresh) =
-            decide_vote(&ballot, me, voter, votes.standing.as_ref(), want, prepared)
-                .map_err(|e| refuse(ErrorCode::Refused, e))?;
+        let voter = self.new_index(&record)?;
+        let (vote, fresh) = decide_vote(&ballot, me, voter, None, want, prepared)
+            .map_err(|e| refuse(ErrorCode::Refused, e))?;
         let held = if fresh {
             self.home
                 .record_vote(&text, &vote, rng)
@@ -538,7 +536,7 @@ impl Signer {
                 epoch,
             }));
         }
-        let (record, _) = self.pending_of(from, &session)?;
+        let record = self.pending_of(from, &session, Some(&stored))?;
         let ballot = Ballot::new(&record.context, &record.state);
         let decision = ballot.check_certificate(certificate).map_err(|e| {
             refuse(

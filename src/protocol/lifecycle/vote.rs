@@ -204,12 +204,6 @@ pub enum VoteError {
         /// Valid votes given.
         got: usize,
     },
-    /// The member already voted the other way (answered with its standing vote).
-    #[error("this member already voted {standing} on this transition")]
-    AlreadyVoted {
-        /// The vote it holds.
-        standing: VoteKind,
-    },
 }
 
 /// What a transition's votes are about: its context hash, the hash of the state it leads to,
@@ -386,7 +380,7 @@ impl Ballot {
 /// A member's rule for ready and abort: it holds at most one of the two (`standing`, stored
 /// durably by the caller). Asked for `want`, it returns the vote to answer with and whether it
 /// is new (to be stored before the answer leaves). A member already holding the other vote
-/// answers with that one ([`VoteError::AlreadyVoted`] is for callers that need the refusal).
+/// answers with that one.
 ///
 /// # Errors
 /// Asked for ready without every member's valid prepared vote.

@@ -108,6 +108,14 @@ fn world(t: u16, n: u16, rng: &mut StdRng, mutant: bool) -> World {
 }
 
 impl World {
+    /// Member `i`'s identity key, honest or colluding.
+    fn key(&self, i: u16) -> &IdentityKey {
+        self.honest
+            .get(&i)
+            .map(|h| &h.key)
+            .unwrap_or_else(|| &self.colluders[&i])
+    }
+
     /// The coordinator's best certificate attempt of `decision` from what it holds, or a
     /// forgery (votes of the wrong kind, or of the other transition).
     fn certificate(&self, decision: Decision, rng: &mut StdRng) -> DecisionCertificate {
@@ -339,14 +347,7 @@ fn a_member_holds_one_of_ready_and_abort_and_ready_needs_every_prepared_vote() {
     let key = &w.honest[&1].key;
     let prepared: BTreeMap<u16, SignedVote> = [1u16, 2]
         .iter()
-        .map(|i| {
-            let k = w
-                .honest
-                .get(i)
-                .map(|h| &h.key)
-                .unwrap_or_else(|| &w.colluders[i]);
-            (*i, w.ballot.sign(k, VoteKind::Prepared, *i))
-        })
+        .map(|i| (*i, w.ballot.sign(w.key(*i), VoteKind::Prepared, *i)))
         .collect();
     assert_eq!(
         decide_vote(&w.ballot, key, 1, None, VoteKind::Ready, &prepared).err(),
@@ -370,14 +371,7 @@ fn a_member_holds_one_of_ready_and_abort_and_ready_needs_every_prepared_vote() {
     ));
     let replayed: BTreeMap<u16, SignedVote> = all
         .keys()
-        .map(|i| {
-            let k = w
-                .honest
-                .get(i)
-                .map(|h| &h.key)
-                .unwrap_or_else(|| &w.colluders[i]);
-            (*i, w.other.sign(k, VoteKind::Prepared, *i))
-        })
+        .map(|i| (*i, w.other.sign(w.key(*i), VoteKind::Prepared, *i)))
         .collect();
     assert!(w.ballot.check_all_prepared(&replayed).is_err());
     let used: BTreeSet<u16> = all.keys().copied().collect();

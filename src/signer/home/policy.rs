@@ -167,24 +167,22 @@ fn sealed_error(name: &str, source: StoreError) -> HomeError {
     }
 }
 
-/// The digest of every policy row: (group key, version, hash of the sealed blob).
-pub(super) fn policy_digest(conn: &Connection) -> Result<[u8; 32], HomeError> {
-    use bitcoin::hashes::HashEngine;
+/// Every policy row, by group key: (group key, version, sealed policy).
+fn policy_rows(conn: &Connection) -> Result<Vec<(String, i64, Vec<u8>)>, HomeError> {
     let mut stmt = conn
         .prepare("SELECT group_key, version, sealed FROM policies ORDER BY group_key")
         .map_err(sql_err)?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(sql_err)?;
+    rows.collect::<Result<_, _>>().map_err(sql_err)
+}
+
+/// The digest of every policy row: (group key, version, hash of the sealed blob).
+pub(super) fn policy_digest(conn: &Connection) -> Result<[u8; 32], HomeError> {
+    use bitcoin::hashes::HashEngine;
     let mut engine = sha256::Hash::engine();
-    for row in rows {
-        let (gk, version, sealed) = row.map_err(sql_err)?;
+    for (gk, version, sealed) in policy_rows(conn)? {
         engine.input(&(gk.len() as u64).to_be_bytes());
         engine.input(gk.as_bytes());
         engine.input(&version.to_be_bytes());
@@ -311,21 +309,8 @@ fn read_policies(
     conn: &Connection,
     key: &StoreKey,
 ) -> Result<BTreeMap<GroupKey, Policy>, HomeError> {
-    let mut stmt = conn
-        .prepare("SELECT group_key, version, sealed FROM policies ORDER BY group_key")
-        .map_err(sql_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .map_err(sql_err)?;
     let mut out = BTreeMap::new();
-    for row in rows {
-        let (gk, version, sealed) = row.map_err(sql_err)?;
+    for (gk, version, sealed) in policy_rows(conn)? {
         let gk: GroupKey =
             gk.parse()
                 .map_err(|e: crate::keys::ParseKeyError| HomeError::Malformed {

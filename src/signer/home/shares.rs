@@ -111,15 +111,7 @@ impl SignerHome {
                 audit::append(
                     tx,
                     &self.mac,
-                    AuditEvent {
-                        kind: AuditKind::Wallet,
-                        wallet: info.name.clone(),
-                        group_key: info.group_key.to_string(),
-                        coordinator: info.coordinator.to_string(),
-                        txid: String::new(),
-                        outflow_sats: 0,
-                        fee_sats: 0,
-                        detail: format!(
+                    AuditEvent::wallet(info.name.clone(), info.group_key, format!(
                             "restored share {} of a {}-of-{} wallet at epoch {} (fingerprint {})",
                             info.index,
                             info.threshold,
@@ -127,8 +119,7 @@ impl SignerHome {
                             info.epoch,
                             info.fingerprint
                                 .map_or_else(|| "none".to_string(), |f| f.to_string())
-                        ),
-                    },
+                        )).by(info.coordinator),
                     now,
                 )
                 .map_err(|e| HomeError::Db(self.sql(e)))?;
@@ -219,15 +210,10 @@ impl SignerHome {
                 audit::append(
                     tx,
                     &self.mac,
-                    AuditEvent {
-                        kind: AuditKind::Wallet,
-                        wallet: info.name.clone(),
-                        group_key: info.group_key.to_string(),
-                        coordinator: info.coordinator.to_string(),
-                        txid: String::new(),
-                        outflow_sats: 0,
-                        fee_sats: 0,
-                        detail: format!(
+                    AuditEvent::wallet(
+                        info.name.clone(),
+                        info.group_key,
+                        format!(
                             "stored share {} of a {}-of-{} wallet (fingerprint {})",
                             info.index,
                             info.threshold,
@@ -235,7 +221,8 @@ impl SignerHome {
                             info.fingerprint
                                 .map_or_else(|| "none".to_string(), |f| f.to_string())
                         ),
-                    },
+                    )
+                    .by(info.coordinator),
                     now,
                 )
                 .map_err(|e| HomeError::Db(self.sql(e)))?;

@@ -121,19 +121,10 @@ impl SignerHome {
             audit::append(
                 tx,
                 &self.mac,
-                AuditEvent {
-                    kind: AuditKind::Wallet,
-                    wallet: info.name.clone(),
-                    group_key: info.group_key.to_string(),
-                    coordinator: String::new(),
-                    txid: String::new(),
-                    outflow_sats: 0,
-                    fee_sats: 0,
-                    detail: format!(
+                AuditEvent::wallet(info.name.clone(), info.group_key, format!(
                         "prepared epoch {} (transition {session}); voted prepared",
                         info.epoch
-                    ),
-                },
+                    )),
                 crate::auth::unix_now(),
             )?;
             Ok::<_, HomeError>(())
@@ -215,19 +206,10 @@ impl SignerHome {
             audit::append(
                 tx,
                 &self.mac,
-                AuditEvent {
-                    kind: AuditKind::Wallet,
-                    wallet: info.name.clone(),
-                    group_key: group_key.to_string(),
-                    coordinator: String::new(),
-                    txid: String::new(),
-                    outflow_sats: 0,
-                    fee_sats: 0,
-                    detail: format!(
+                AuditEvent::wallet(info.name.clone(), group_key, format!(
                         "committed epoch {epoch} (transition {session}) on a commit certificate of {} ready votes; the previous share is erased",
                         certificate.votes.len()
-                    ),
-                },
+                    )),
                 crate::auth::unix_now(),
             )?;
             Ok(Some(u64::try_from(epoch).unwrap_or(0)))
@@ -388,16 +370,11 @@ impl SignerHome {
             audit::append(
                 tx,
                 &self.mac,
-                AuditEvent {
-                    kind: AuditKind::Wallet,
-                    wallet: String::new(),
+                AuditEvent::wallet(
+                    String::new(),
                     group_key,
-                    coordinator: String::new(),
-                    txid: String::new(),
-                    outflow_sats: 0,
-                    fee_sats: 0,
-                    detail: format!("voted {} on transition {session}", vote.kind),
-                },
+                    format!("voted {} on transition {session}", vote.kind),
+                ),
                 crate::auth::unix_now(),
             )?;
             Ok((vote.clone(), true))
