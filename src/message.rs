@@ -25,6 +25,10 @@ use crate::protocol::{dkg, lifecycle};
 /// The protocol version this build speaks (2: certified key generation).
 pub const PROTOCOL_VERSION: u16 = 2;
 
+/// Most statements in one [`CoordinatorToSigner::ConfirmEpoch`] (a roster has at most a few
+/// dozen members; each statement costs a signature check).
+pub const MAX_EPOCH_STATEMENTS: usize = 64;
+
 /// A message with its version header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Versioned<T> {
@@ -149,6 +153,29 @@ pub enum CoordinatorToSigner {
     /// [`SignerToCoordinator::WalletRecords`]), from which `ckm wallet recover` rebuilds a
     /// lost coordinator database.
     WalletRecords,
+    /// To a restored signer: draw a fresh challenge for confirming its epoch of `wallet`
+    /// (answered with [`SignerToCoordinator::EpochChallenge`]; see
+    /// [`crate::protocol::lifecycle::confirm`]).
+    EpochChallenge {
+        /// The wallet.
+        wallet: GroupKey,
+    },
+    /// To a member: state your current epoch of `wallet`, answering a restored signer's
+    /// challenge (answered with [`SignerToCoordinator::EpochStatement`]).
+    EpochStatement {
+        /// The wallet.
+        wallet: GroupKey,
+        /// The restored signer's challenge.
+        challenge: lifecycle::Challenge,
+    },
+    /// To a restored signer: the members' statements answering its challenge; it signs for
+    /// `wallet` again only if they confirm its epoch.
+    ConfirmEpoch {
+        /// The wallet.
+        wallet: GroupKey,
+        /// The statements (at most [`MAX_EPOCH_STATEMENTS`]).
+        statements: Vec<lifecycle::SignedStatement>,
+    },
     /// Round 1 of signing: check this PSBT and commit nonces for every input.
     SignCommit {
         /// Signing session.
@@ -236,6 +263,24 @@ pub enum SignerToCoordinator {
     /// The public records of the wallets bound to the requesting coordinator (nothing
     /// secret: each wallet's certified history, from which its roster and descriptors follow).
     WalletRecords(Vec<WalletRecord>),
+    /// A restored signer's challenge, and whether its epoch of the wallet is confirmed.
+    EpochChallenge {
+        /// The challenge (kept in the signer's memory for a few minutes).
+        challenge: lifecycle::Challenge,
+        /// The signer's epoch of the wallet.
+        epoch: u64,
+        /// Whether it signs for the wallet already (never restored, or confirmed).
+        confirmed: bool,
+    },
+    /// A member's signed statement of its epoch.
+    EpochStatement(lifecycle::SignedStatement),
+    /// The restored signer's epoch is confirmed: it signs for the wallet again.
+    EpochConfirmed {
+        /// The confirmed epoch.
+        epoch: u64,
+        /// The members whose statements confirmed it.
+        members: Vec<u16>,
+    },
     /// Round-1 broadcast of the key generation.
     DkgRound1(dkg::Round1Answer),
     /// Transcript hash and sealed round-2 packages by recipient index.
@@ -325,6 +370,9 @@ pub enum ErrorCode {
     /// One-round signing refused: the wallet has a wallet-wide limit, which needs the
     /// statement rounds.
     NeedsStatements,
+    /// The signer was restored from a backup and has not confirmed the wallet's current
+    /// epoch with the other members yet (`ckm wallet confirm-restored`).
+    Unconfirmed,
     /// Internal failure.
     Internal,
 }

@@ -6,8 +6,10 @@
 //!    home is wiped; `signer restore` with one file, with files of two backups, with a
 //!    corrupted file, and without the backup passphrase of a locked backup each fails with
 //!    its own message and writes nothing; two files of one backup restore the same identity
-//!    and wallet (a second restore into it is refused); the restored signer serves and
-//!    co-signs, and its audit records start with the restore.
+//!    and wallet (a second restore into it is refused; without --yes nothing is restored);
+//!    the restored signer serves but signs only after `wallet confirm-restored` (refused
+//!    with too few members online), then co-signs; its audit records start with the
+//!    restore and hold the confirmation.
 //! 2. `wallet export --format ur|envelope` round-trips through `wallet recover --from`; a
 //!    coordinator with a new identity gets nothing from the signers until their operators
 //!    allow it (transport, then wallet), then `wallet recover --signer …` rebuilds the same
@@ -142,12 +144,22 @@ fn backup_wipe_restore_and_cosign() -> Result<()> {
             path_str(&locked[0])?,
             "--backup-passphrase-file",
             path_str(&pass)?,
+            "--yes",
         ],
     )?;
     ensure!(v["identity"] == id1.as_str(), "{v}");
+    // Without a terminal and without --yes, what the backup brings back is not confirmed:
+    // nothing is written.
+    restore_refused(&s1, &[&a[2], &a[0]], &[], "pass --yes")?;
     let v = ckm_json(
         &s1,
-        &["signer", "restore", path_str(&a[2])?, path_str(&a[0])?],
+        &[
+            "signer",
+            "restore",
+            path_str(&a[2])?,
+            path_str(&a[0])?,
+            "--yes",
+        ],
     )?;
     ensure!(v["identity"] == id1.as_str(), "{v}");
     ensure!(SignerHome::public_identity(&s1)?.to_string() == id1);
@@ -157,13 +169,29 @@ fn backup_wipe_restore_and_cosign() -> Result<()> {
     );
     restore_refused_existing(&s1, &a)?;
 
-    // The restored signer serves and co-signs (signer 2 is down: 1 and 3 sign).
+    // The restored signer serves, but signs only once the other members confirmed its
+    // epoch: with signer 2 down, signer 3 alone is one statement short of n − t + 1 = 2.
     c.signers[0].relaunch_same_port(Kind::Honest)?;
     c.sync_roster()?;
     c.signers[1].stop()?;
     let p = fund_and_build(&c)?;
     let input = c.write_psbt("unsigned.psbt", &p.psbt)?;
     let out = c.dir.path().join("signed.psbt");
+    let refused = c.sign(&input, &out, &[])?;
+    ensure!(!refused.status.success(), "an unconfirmed restored signer signed");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    ensure!(err.contains("confirm-restored"), "{err}");
+    let confirm = ["--json", "wallet", "confirm-restored", "--signer", "1"];
+    let short = ckm(&c.coord, &confirm)?;
+    ensure!(!short.status.success(), "confirmed with one statement");
+    let err = json_error(&short)?;
+    ensure!(err.contains("are needed"), "{err}");
+    c.signers[1].relaunch_same_port(Kind::Honest)?;
+    let done = ckm_json(&c.coord, &confirm[1..])?;
+    ensure!(done["confirmed_by"] == serde_json::json!([2, 3]), "{done}");
+    let again = ckm_json(&c.coord, &confirm[1..])?;
+    ensure!(again["already_confirmed"] == true, "{again}");
+    c.signers[1].stop()?;
     let report = c.sign_ok(&input, &out, &[])?;
     let tx = check_signed(&out, &p)?;
     let used = check_report(&c, &report, &tx)?;
@@ -179,6 +207,7 @@ fn backup_wipe_restore_and_cosign() -> Result<()> {
     ensure!(
         kinds.first() == Some(&AuditKind::Wallet)
             && kinds.get(1) == Some(&AuditKind::Restored)
+            && kinds.contains(&AuditKind::Confirmed)
             && kinds.contains(&AuditKind::Signed),
         "{kinds:?}"
     );

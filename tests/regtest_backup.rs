@@ -54,7 +54,7 @@ fn backup(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn restore(home: &Path, files: &[&Path]) -> Result<std::process::Output> {
-    let mut args = vec!["--json", "signer", "restore"];
+    let mut args = vec!["--json", "signer", "restore", "--yes"];
     for f in files {
         args.push(path_str(f)?);
     }
@@ -120,6 +120,9 @@ fn restored_signer_cosigns_a_mined_spend() -> Result<()> {
 
     c.signers[0].relaunch_same_port(Kind::Honest)?;
     c.sync_roster()?;
+    // Signed for again once the other members confirm its epoch.
+    let done = ckm_json(&c.coord, &["wallet", "confirm-restored", "--signer", "1"])?;
+    ensure!(done["confirmed_by"] == json!([2, 3]), "{done}");
     c.signers[1].stop()?;
     let used = spend(&c, &env, 300_000)?;
     ensure!(used == vec![1, 3], "{used:?}");

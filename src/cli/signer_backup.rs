@@ -64,12 +64,18 @@ pub enum BackupCommand {
     /// store passphrase; its audit records start afresh with a `restored` record. Any
     /// problem (too few shares, shares of different backups, a corrupted file, a wrong
     /// backup passphrase) stops it with nothing written. The home must not be a signer home
-    /// yet. Then run `ckm signer serve` as before: the restored signer co-signs.
+    /// yet. Before writing, it shows what the backup brings back — each wallet's epoch,
+    /// coordinators and policy, and the approved peers — and asks for confirmation (skip
+    /// with --yes; the audit records say the operator confirmed them). Then run `ckm signer
+    /// serve`: the restored signer signs for a wallet only after `ckm wallet
+    /// confirm-restored` (on the coordinator) showed it the other members' current epoch,
+    /// and counts a wallet's daily limit as spent for 24 hours after the restore.
     ///
     /// Examples:
     ///   ckm --home ~/signer1-new signer restore backup/*-share1.ur backup/*-share3.ur
     ///   ckm --home ~/signer1-new signer restore share1.ur share2.ur \
-    ///       --passphrase-file ~/signer1.pass --backup-passphrase-file ~/backup.pass
+    ///       --passphrase-file ~/signer1.pass --backup-passphrase-file ~/backup.pass --yes
+    ///   ckm --home ~/coord wallet confirm-restored --signer 1 --wallet vault
     #[command(verbatim_doc_comment)]
     Restore {
         /// The share files (at least the backup's threshold)
@@ -82,6 +88,10 @@ pub enum BackupCommand {
         /// prompt
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Confirm the policies, coordinators and peers the backup brings back without
+        /// asking
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -105,11 +115,13 @@ pub fn run(ctx: &Context, cmd: BackupCommand) -> Result<()> {
             files,
             backup_passphrase_file,
             passphrase_file,
+            yes,
         } => restore(
             ctx,
             &files,
             backup_passphrase_file.as_deref(),
             passphrase_file.as_deref(),
+            yes,
         ),
     }
 }
@@ -193,6 +205,7 @@ fn restore(
     files: &[PathBuf],
     backup_passphrase_file: Option<&Path>,
     passphrase_file: Option<&Path>,
+    yes: bool,
 ) -> Result<()> {
     let dir = SignerHome::dir_of(&ctx.home);
     if dir.exists() {
@@ -218,6 +231,16 @@ fn restore(
     let lock = backup_passphrase(backup_passphrase_file)?;
     let restored = backup::combine(&texts, lock.as_ref().map(|p| p.as_bytes()))
         .context("nothing was written")?;
+    let brought_back = brought_back(&restored);
+    if !ctx.json {
+        eprintln!("{brought_back}");
+    }
+    crate::cli::spend::confirm(
+        yes,
+        "Restore these wallets with these policies, coordinators and peers?",
+        "restoring a backup's policies, coordinators and peers",
+    )
+    .context("nothing was written")?;
     let passphrase = read_passphrase(passphrase_file, true)?;
     let SignerBackup {
         identity: key,
@@ -239,8 +262,9 @@ fn restore(
             wallets,
             peers: &peers,
             detail: format!(
-                "restored from {} share(s) of a backup made at {created}",
+                "restored from {} share(s) of a backup made at {created}; the operator confirmed (--yes: {yes}) what it brings back: {}",
                 files.len(),
+                brought_back.replace('\n', "; "),
             ),
         },
         &mut rand::rngs::OsRng,
@@ -281,4 +305,34 @@ fn restore(
             )
         },
     )
+}
+
+/// What a backup brings back besides the shares, for the operator to confirm: each wallet's
+/// epoch, coordinators and policy, and the approved peers.
+fn brought_back(backup: &SignerBackup) -> String {
+    let mut lines = vec![format!(
+        "The backup (made at unix time {}) brings back:",
+        backup.created
+    )];
+    for w in &backup.wallets {
+        let mut coordinators = vec![w.info.coordinator.to_string()];
+        coordinators.extend(w.policy.coordinators.iter().map(ToString::to_string));
+        lines.push(format!(
+            "  wallet {} (signer #{} of {}-of-{}, epoch {}): coordinators {}; policy: {}",
+            w.info.name,
+            w.info.index,
+            w.info.threshold,
+            w.info.signers,
+            w.info.epoch,
+            coordinators.join(", "),
+            w.policy
+        ));
+    }
+    if backup.peers.peers.is_empty() {
+        lines.push("  no approved peers".into());
+    } else {
+        let peers: Vec<String> = backup.peers.peers.keys().map(ToString::to_string).collect();
+        lines.push(format!("  approved peers: {}", peers.join(", ")));
+    }
+    lines.join("\n")
 }

@@ -211,7 +211,7 @@ pub fn confirm(yes: bool, question: &str, what: &str) -> Result<()> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     if !matches!(answer.trim(), "y" | "Y" | "yes") {
-        bail!("cancelled; nothing was signed");
+        bail!("cancelled: nothing was done");
     }
     Ok(())
 }

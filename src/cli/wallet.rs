@@ -26,6 +26,7 @@ mod history;
 mod labels;
 mod migrate;
 mod replace;
+mod restored;
 use super::wallet_lifecycle::{self, AddArgs, RefreshArgs, RemoveArgs, RepairArgs, WalletOnlyArgs};
 use super::{runtime, wallet_export, Context};
 
@@ -189,6 +190,16 @@ pub enum WalletCommand {
     ///   ckm wallet resume --wallet vault
     #[command(verbatim_doc_comment)]
     Resume(WalletOnlyArgs),
+    /// Let a signer restored from a backup (`ckm signer restore`) sign again: it checks fresh
+    /// statements of n − t + 1 other members that its epoch is still the wallet's current one
+    ///
+    /// A restored signer refuses to sign for its wallets until then; if a member reports a
+    /// later epoch, the restored share is superseded for good (repair the signer instead).
+    ///
+    /// Example:
+    ///   ckm wallet confirm-restored --signer 2 --wallet vault
+    #[command(verbatim_doc_comment)]
+    ConfirmRestored(restored::ConfirmRestoredArgs),
     /// Key transitions as the signers hold them: each signer's pending transition and vote,
     /// the last decision it applied, and who is missing for a commit or an abort
     #[command(subcommand)]
@@ -391,6 +402,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::Repair(args) => wallet_lifecycle::repair(ctx, args),
         WalletCommand::AddSigner(args) => wallet_lifecycle::add_signer(ctx, args),
         WalletCommand::Resume(args) => wallet_lifecycle::resume(ctx, args),
+        WalletCommand::ConfirmRestored(args) => restored::confirm(ctx, args),
         WalletCommand::Transition(TransitionCommand::Status(args)) => {
             wallet_lifecycle::transition_status(ctx, args)
         }

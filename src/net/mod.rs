@@ -18,6 +18,7 @@ pub mod client;
 pub mod coordinator;
 pub mod one_round;
 pub mod quota;
+pub mod restored;
 pub mod server;
 pub mod tls;
 pub mod transitions;

@@ -45,6 +45,8 @@ pub enum AuditKind {
     Migrated,
     /// The home was restored from a share backup (`ckm signer restore`).
     Restored,
+    /// A restored wallet's epoch was confirmed by fresh statements of the other members.
+    Confirmed,
 }
 
 impl AuditKind {
@@ -59,6 +61,7 @@ impl AuditKind {
             AuditKind::Reset => "reset",
             AuditKind::Migrated => "migrated",
             AuditKind::Restored => "restored",
+            AuditKind::Confirmed => "confirmed",
         }
     }
 }
@@ -81,6 +84,7 @@ impl FromStr for AuditKind {
             "reset" => AuditKind::Reset,
             "migrated" => AuditKind::Migrated,
             "restored" => AuditKind::Restored,
+            "confirmed" => AuditKind::Confirmed,
             other => return Err(format!("unknown audit kind {other:?}")),
         })
     }
@@ -423,4 +427,45 @@ pub fn signed_since(
         }
     }
     Ok(out)
+}
+
+/// The `restored` record of a home restored from a backup: its sequence number and time
+/// (`None` for a home that was never restored; a restore only makes new homes, so there is
+/// at most one).
+pub fn restored_at(conn: &Connection) -> rusqlite::Result<Option<(i64, u64)>> {
+    conn.query_row(
+        "SELECT seq, time FROM audit WHERE group_key = '' AND kind = 'restored'
+         ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+    )
+    .optional()
+    .map(|o| o.map(|(seq, time)| (seq, u64::try_from(time).unwrap_or(0))))
+}
+
+/// Whether wallet `group_key` came from the backup restored at record `restored` and its
+/// epoch has not been confirmed since (see `protocol::lifecycle::confirm`).
+pub fn unconfirmed_since(
+    conn: &Connection,
+    group_key: &str,
+    restored: i64,
+) -> rusqlite::Result<bool> {
+    let from_backup: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM audit WHERE group_key = ?1 AND kind = 'wallet' AND seq < ?2 LIMIT 1",
+            rusqlite::params![group_key, restored],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if from_backup.is_none() {
+        return Ok(false);
+    }
+    let confirmed: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM audit WHERE group_key = ?1 AND kind = 'confirmed' AND seq > ?2 LIMIT 1",
+            rusqlite::params![group_key, restored],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(confirmed.is_none())
 }

@@ -40,6 +40,7 @@ pub mod legacy;
 pub mod nonces;
 pub mod peers;
 pub mod policy;
+mod restored;
 mod signing;
 mod transition;
 
@@ -97,6 +98,8 @@ pub struct Signer {
     dkg: Mutex<keygen::DkgSessions>,
     signing: Mutex<HashMap<SessionId, SignSession>>,
     transitions: Mutex<HashMap<SessionId, TransitionSession>>,
+    /// A restored home's restore record, confirmations and challenges (`restored.rs`).
+    restored: Mutex<restored::RestoreState>,
     nonces: nonces::NoncePools,
     checks: check_cache::CheckCache,
     flag_peers: BTreeSet<IdentityPublic>,
@@ -155,8 +158,13 @@ impl Signer {
             }
             Err(other) => return Err(other),
         };
+        let restored_at = home
+            .db()
+            .read(audit::restored_at)
+            .map_err(HomeError::Db)?;
         Ok(Signer {
             home,
+            restored: Mutex::new(restored::RestoreState::new(restored_at)),
             dkg: Mutex::new(keygen::DkgSessions::default()),
             signing: Mutex::new(HashMap::new()),
             transitions: Mutex::new(HashMap::new()),
@@ -295,6 +303,15 @@ impl Signer {
             CoordinatorToSigner::DkgConfirm(request) => self.dkg_confirm(from, request, rng),
             CoordinatorToSigner::Transition(request) => self.transition(from, request, rng),
             CoordinatorToSigner::WalletRecords => self.wallet_records(from),
+            CoordinatorToSigner::EpochChallenge { wallet } => {
+                self.epoch_challenge(from, &wallet, rng)
+            }
+            CoordinatorToSigner::EpochStatement { wallet, challenge } => {
+                self.epoch_statement(from, &wallet, challenge)
+            }
+            CoordinatorToSigner::ConfirmEpoch { wallet, statements } => {
+                self.confirm_epoch(from, &wallet, &statements, rng)
+            }
             CoordinatorToSigner::SignCommit {
                 session,
                 wallet,

@@ -70,6 +70,15 @@ pub enum PolicyViolation {
         /// The limit.
         max: u64,
     },
+    /// `daily-limit-sats` on a restored signer: counted as spent for one window after the
+    /// restore (it cannot know what it signed between the backup and the restore).
+    #[error("policy daily-limit-sats: this signer was restored from a backup and counts the daily limit of {limit} sat as spent until {until} (unix time), one window after the restore")]
+    Restored {
+        /// When the window after the restore ends (unix seconds).
+        until: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// `daily-limit-sats`.
     #[error("policy daily-limit-sats: {amount} sat leaving the wallet (payments plus fee) after {spent} sat in the last 24 hours exceeds {limit} sat")]
     Daily {

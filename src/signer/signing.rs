@@ -171,7 +171,7 @@ impl Signer {
             .map_err(|e| refuse(ErrorCode::Refused, e))?;
         drop(share);
         let policy = self.wallet_policy(&info)?;
-        if let Err(v) = policy.check_spend(&checked, info.network) {
+        if let Err(v) = self.judge(&policy, &checked, info.network) {
             return Err(self.refused(ErrorCode::Policy, from, &info, &checked, v));
         }
 
@@ -361,7 +361,7 @@ impl Signer {
         }
         self.check_bound(from, &now)?;
         let policy = self.wallet_policy(&s.wallet)?;
-        if let Err(v) = policy.check_spend(&s.checked, now.network) {
+        if let Err(v) = self.judge(&policy, &s.checked, now.network) {
             return Err(self.refused(ErrorCode::Policy, from, &now, &s.checked, v));
         }
         let roster = s.wallet.roster();
@@ -594,6 +594,7 @@ impl Signer {
                 ),
             ));
         }
+        self.require_confirmed(&info)?;
         Ok(info)
     }
 
@@ -666,7 +667,7 @@ impl Signer {
             .into_iter();
         let (cached, share) = self.checked_psbt(from, &info, &psbt)?;
         let (psbt, checked) = (&cached.0, &cached.1);
-        if let Err(v) = policy.check_spend(checked, info.network) {
+        if let Err(v) = self.judge(&policy, checked, info.network) {
             return Err(self.refused(ErrorCode::Policy, from, &info, checked, v));
         }
         let mut signed = Vec::with_capacity(sessions.len());

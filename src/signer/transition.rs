@@ -57,7 +57,7 @@ impl Signer {
     }
 
     /// This signer's current state of a wallet and its share.
-    fn current(&self, info: &WalletInfo) -> Result<(WalletState, crate::keys::KeyShare), Refusal> {
+    pub(super) fn current(&self, info: &WalletInfo) -> Result<(WalletState, crate::keys::KeyShare), Refusal> {
         let share = self.share(&info.group_key)?;
         let roster = info.roster().cloned().ok_or_else(|| {
             refuse(
@@ -141,6 +141,17 @@ impl Signer {
                 Ok(answer(reply))
             }
         }
+    }
+
+    /// Whether this member holds an undecided transition of `wallet` (pending on disk, or
+    /// open in memory and not expired).
+    pub(super) fn has_open_transition(&self, wallet: &GroupKey) -> Result<bool, Refusal> {
+        if self.home.pending_transition(wallet)?.is_some() {
+            return Ok(true);
+        }
+        let mut m = self.lock_transitions()?;
+        prune(&mut m, |s| s.started);
+        Ok(m.values().any(|s| s.wallet == *wallet))
     }
 
     fn take_transition(

@@ -39,6 +39,8 @@
 //!   ([`refreshed_group`]).
 //! - `record.rs`: the transcript, the state a transition leads to ([`next_state`]), the
 //!   certificates, [`CertifiedTransition`] and a wallet's whole [`History`].
+//! - `confirm.rs`: a restored share's epoch confirmed by fresh statements of `n − t + 1`
+//!   other members before it signs again ([`confirm`]).
 //! - `commit.rs`: prepare, commit and abort — the participant's preparation (checking every
 //!   certificate), the coordinator's prepare request and final record. Storing, committing
 //!   and aborting the pending share is the signer's (`signer::transition`).
@@ -70,6 +72,7 @@ use crate::protocol::dkg::CertifiedKeygen;
 use crate::protocol::SessionId;
 
 mod commit;
+mod confirm;
 mod coordinator;
 mod enrol;
 mod group;
@@ -83,6 +86,10 @@ mod repair;
 mod state;
 mod vote;
 
+pub use confirm::{
+    confirm, needed as confirmations_needed, Challenge, ConfirmError, ConfirmedEpoch, EpochStatement,
+    SignedStatement,
+};
 pub use coordinator::TransitionCoordinator;
 pub use enrol::enrolled_share;
 pub use group::refreshed_group;
