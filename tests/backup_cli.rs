@@ -178,7 +178,10 @@ fn backup_wipe_restore_and_cosign() -> Result<()> {
     let input = c.write_psbt("unsigned.psbt", &p.psbt)?;
     let out = c.dir.path().join("signed.psbt");
     let refused = c.sign(&input, &out, &[])?;
-    ensure!(!refused.status.success(), "an unconfirmed restored signer signed");
+    ensure!(
+        !refused.status.success(),
+        "an unconfirmed restored signer signed"
+    );
     let err = String::from_utf8_lossy(&refused.stderr);
     ensure!(err.contains("confirm-restored"), "{err}");
     let confirm = ["--json", "wallet", "confirm-restored", "--signer", "1"];

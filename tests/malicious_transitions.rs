@@ -3,7 +3,8 @@
 //! signers allow it) and sends whatever it likes, in any order, to any subset: a commit to
 //! some and an abort to others, forged, incomplete and replayed certificates, prepares
 //! withheld from some members, two transitions at once, a colluding member's key signing
-//! both votes. After each attack, what every signer stored is read back through its status,
+//! both votes, a removed member's way back (a signing set with it while its removal is
+//! prepared, a forged farewell, an enrolment of its identity). After each attack, what every signer stored is read back through its status,
 //! and t signers co-sign a spend (checked by libbitcoinconsensus) in one epoch.
 
 #[path = "common/cluster.rs"]
@@ -85,7 +86,17 @@ impl Evil {
         &self,
         prepare_to: &[u16],
     ) -> Result<(CertifiedTransition, BTreeMap<u16, SignedVote>)> {
-        let context = self.context(TransitionKind::Refresh)?;
+        self.prepared_at(TransitionKind::Refresh, prepare_to)
+    }
+
+    /// An honest refresh or removal up to the certificates, then prepare sent only to
+    /// `prepare_to`.
+    fn prepared_at(
+        &self,
+        kind: TransitionKind,
+        prepare_to: &[u16],
+    ) -> Result<(CertifiedTransition, BTreeMap<u16, SignedVote>)> {
+        let context = self.context(kind)?;
         let from = self.d.meta.current_state();
         let members = context.new_roster.indexes();
         let mut machine = TransitionCoordinator::new(context.clone(), from)?;
@@ -565,5 +576,123 @@ fn resume_after_prepare_everywhere_finishes_with_every_ready_vote() -> Result<()
     );
     all_at(&evil, 1)?;
     spend(&c, &funding, 21_000, "after-rollback")?;
+    Ok(())
+}
+
+#[test]
+fn a_removed_member_signs_nothing_while_leaving_erases_its_share_and_never_comes_back() -> Result<()>
+{
+    let c = Cluster::with_wallet(4, 3)?;
+    let funding = fund(&c, &FUNDS)?;
+    let evil = Evil::new(&c)?;
+    let (record, prepared) = evil.prepared_at(TransitionKind::Remove(4), &[1, 2, 3])?;
+    let session = record.context.session;
+
+    // Its removal prepared at 1, 2 and 3: a signing set with signer 4 is refused in round 2,
+    // one without it still signs in the old epoch.
+    let p = c.pay(&funding, &foreign_address(), 12_345, 2)?;
+    let sign_session = SessionId::random(&mut rand::thread_rng());
+    let mut committed = BTreeMap::new();
+    for i in [1, 2, 4] {
+        committed.insert(i, evil.d.commit(sign_session, &p.psbt, i)??);
+    }
+    let packages = evil.d.packages(&p.psbt, &committed)?;
+    refused(
+        evil.d.sign(sign_session, &packages, &BTreeMap::new(), 1)?,
+        "signer 4 is being removed",
+    )?;
+    let p = c.pay(&funding, &foreign_address(), 20_000, 2)?;
+    let sign_session = SessionId::random(&mut rand::thread_rng());
+    let mut committed = BTreeMap::new();
+    for i in [1, 2, 3] {
+        committed.insert(i, evil.d.commit(sign_session, &p.psbt, i)??);
+    }
+    let packages = evil.d.packages(&p.psbt, &committed)?;
+    let mut shares = BTreeMap::new();
+    for i in [1, 2, 3] {
+        shares.insert(
+            i,
+            evil.d
+                .sign(sign_session, &packages, &BTreeMap::new(), i)??,
+        );
+    }
+    evil.d.aggregate(&p.psbt, &packages, &shares)?;
+
+    // The removal commits on every remaining member's ready vote.
+    let votes: Vec<SignedVote> = [1, 2, 3]
+        .iter()
+        .map(|&i| {
+            evil.vote(i, session, VoteKind::Ready, &prepared)?
+                .map_err(Into::into)
+        })
+        .collect::<Result<_>>()?;
+    let commit = certificate(Decision::Commit, &votes.iter().collect::<Vec<_>>());
+    for i in [1, 2, 3] {
+        ensure!(evil.decide(i, session, &commit)?? == (Decision::Commit, 1));
+    }
+
+    // Farewell: a forged (incomplete) certificate and an abort certificate erase nothing.
+    let farewell = |certificate: &DecisionCertificate| {
+        evil.transition(
+            4,
+            TransitionRequest::Farewell {
+                record: Box::new(record.clone()),
+                certificate: certificate.clone(),
+            },
+        )
+    };
+    let short = certificate(Decision::Commit, &[&votes[0], &votes[1]]);
+    refused(farewell(&short)?, "needs 3 votes")?;
+    let relabelled = DecisionCertificate {
+        decision: Decision::Abort,
+        votes: commit.votes.clone(),
+    };
+    refused(farewell(&relabelled)?, "is ready, not abort")?;
+    let held = ckm_json(&c.signers[3].home, &["signer", "wallets"])?;
+    ensure!(held.as_array().is_some_and(|a| a.len() == 1), "{held}");
+    // The real one: signer 4 checks it and erases its share.
+    match farewell(&commit)?? {
+        TransitionAnswer::Erased { epoch } => ensure!(epoch == 1),
+        other => bail!("farewell: {other:?}"),
+    }
+    let held = ckm_json(&c.signers[3].home, &["signer", "wallets"])?;
+    ensure!(held.as_array().is_some_and(|a| a.is_empty()), "{held}");
+
+    // Its identity is refused as a newcomer by every member.
+    let id4 = c.signers[3].identity;
+    let back = ckm::keys::RosterEntry {
+        index: 5,
+        url: c.signers[3].url.clone(),
+        identity: id4,
+        tls_sha256: None,
+    };
+    let context = TransitionContext {
+        version: TRANSITION_VERSION,
+        session: SessionId::random(&mut rand::thread_rng()),
+        kind: TransitionKind::Enrol(5),
+        wallet: GroupKey::of(&record.state.group),
+        coordinator: evil.d.client.identity().public(),
+        from_epoch: 1,
+        from_state: record.state.hash(),
+        new_roster: record.state.roster.with(back)?,
+        helpers: vec![1, 2, 3],
+    };
+    for i in [1, 2, 3] {
+        refused(
+            evil.transition(
+                i,
+                TransitionRequest::Begin {
+                    context: context.clone(),
+                    joining: None,
+                },
+            )?,
+            "never comes back",
+        )?;
+    }
+
+    // The coordinator catches up from the members and 3 of 3 sign in epoch 1.
+    let v = ckm_json(&c.coord, &["wallet", "resume"])?;
+    ensure!(v["epoch"] == 1, "{v}");
+    ensure!(spend(&c, &funding, 30_000, "after-removal")? == vec![1, 2, 3]);
     Ok(())
 }

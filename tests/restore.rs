@@ -33,7 +33,14 @@ type Funding = std::collections::HashMap<bitcoin::OutPoint, bitcoin::TxOut>;
 fn backup(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let v = ckm_json(
         home,
-        &["signer", "backup", "--split", "2of3", "--out", path_str(out)?],
+        &[
+            "signer",
+            "backup",
+            "--split",
+            "2of3",
+            "--out",
+            path_str(out)?,
+        ],
     )?;
     Ok(string_array(&v["files"])?
         .into_iter()

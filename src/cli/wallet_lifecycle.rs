@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use ckm::keys::{GroupKey, RosterEntry};
 use ckm::net::client::Client;
-use ckm::net::transitions::{gather_status, resume_transition, run_transition, settle, Settlement};
+use ckm::net::transitions::{
+    farewell, gather_status, resume_transition, run_transition, settle, Settlement,
+};
 use ckm::protocol::lifecycle::{
     CertifiedTransition, Decision, Joining, TransitionContext, TransitionKind, TRANSITION_VERSION,
 };
@@ -146,6 +148,10 @@ fn run(
     let from = meta.current_state();
     let t = meta.group.threshold();
     let members = from.roster.indexes();
+    let removed = match kind {
+        TransitionKind::Remove(i) => from.roster.get(i).cloned(),
+        _ => None,
+    };
     let (new_roster, helpers) = match kind {
         TransitionKind::Refresh => (from.roster.clone(), members.clone()),
         TransitionKind::Remove(i) => {
@@ -230,6 +236,20 @@ fn run(
         &prepared.prepared,
         Decision::Commit,
     ));
+    if let (Some(entry), Some(cert)) = (&removed, &settlement.certificate) {
+        if cert.decision == Decision::Commit {
+            match rt.block_on(farewell(&client, entry, &prepared.record, cert)) {
+                Ok(_) => ctx.say(format!(
+                    "signer {} checked the removal's commit certificate and erased its share",
+                    entry.index
+                )),
+                Err(e) => ctx.say(format!(
+                    "warning: the removed signer {} did not erase its share ({e}); its share no longer combines with any current one, but have its operator delete its home",
+                    entry.index
+                )),
+            }
+        }
+    }
     conclude(ctx, &mut w, &prepared.record, &settlement, false)
 }
 

@@ -256,7 +256,7 @@ pub async fn sign_psbt(
     meta: &WalletMeta,
     psbt: &mut Psbt,
 ) -> Result<SignReport, SignPsbtError> {
-    let roster = meta.roster.by_index();
+    let roster = meta.signing_roster();
     let mut machine = SigningCoordinator::with_recovery(
         psbt,
         &meta.group,

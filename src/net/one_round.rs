@@ -654,7 +654,7 @@ pub async fn sign_psbt_one_round(
     store: &mut dyn CommitmentStore,
     options: OneRoundOptions,
 ) -> Result<SignReport, SignError> {
-    let roster = meta.roster.by_index();
+    let roster = meta.signing_roster();
     let inputs = psbt.unsigned_tx.input.len();
     if inputs == 0 || inputs > MAX_ONE_ROUND_INPUTS || psbt.inputs.len() != inputs {
         return sign_psbt(client, meta, psbt).await;

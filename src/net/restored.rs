@@ -94,7 +94,11 @@ pub async fn confirm_restored(
             missing: Vec::new(),
         });
     }
-    let others: Vec<RosterEntry> = roster.iter().filter(|e| e.index != index).cloned().collect();
+    let others: Vec<RosterEntry> = roster
+        .iter()
+        .filter(|e| e.index != index)
+        .cloned()
+        .collect();
     let answers = call_all(client, &others, |_| CoordinatorToSigner::EpochStatement {
         wallet,
         challenge,

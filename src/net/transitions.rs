@@ -415,6 +415,37 @@ async fn collect_votes(
     }
 }
 
+/// Shows the member a committed removal took out its removal and commit certificate, so
+/// that it erases its share (best effort). Returns the epoch the removal led to.
+///
+/// # Errors
+/// The removed member could not be reached, refused (it checks the record against its own
+/// state and the certificate against the votes), or answered out of protocol.
+pub async fn farewell(
+    client: &Client,
+    removed: &RosterEntry,
+    record: &CertifiedTransition,
+    certificate: &DecisionCertificate,
+) -> Result<u64, CallError> {
+    let reply = client
+        .call(
+            removed,
+            &CoordinatorToSigner::Transition(TransitionRequest::Farewell {
+                record: Box::new(record.clone()),
+                certificate: certificate.clone(),
+            }),
+        )
+        .await?;
+    match reply {
+        SignerToCoordinator::Transition(TransitionAnswer::Erased { epoch }) => Ok(epoch),
+        _ => Err(CallError::BadResponse {
+            index: removed.index,
+            url: removed.url.clone(),
+            reason: "answered a farewell out of protocol".into(),
+        }),
+    }
+}
+
 /// What each member holds of a wallet's transitions.
 pub async fn gather_status(
     client: &Client,

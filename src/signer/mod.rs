@@ -40,6 +40,7 @@ pub mod legacy;
 pub mod nonces;
 pub mod peers;
 pub mod policy;
+mod removal;
 mod restored;
 mod signing;
 mod transition;
@@ -158,10 +159,7 @@ impl Signer {
             }
             Err(other) => return Err(other),
         };
-        let restored_at = home
-            .db()
-            .read(audit::restored_at)
-            .map_err(HomeError::Db)?;
+        let restored_at = home.db().read(audit::restored_at).map_err(HomeError::Db)?;
         Ok(Signer {
             home,
             restored: Mutex::new(restored::RestoreState::new(restored_at)),

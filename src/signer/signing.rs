@@ -364,6 +364,11 @@ impl Signer {
         if let Err(v) = self.judge(&policy, &s.checked, now.network) {
             return Err(self.refused(ErrorCode::Policy, from, &now, &s.checked, v));
         }
+        let chosen_now: BTreeSet<u16> = packages
+            .iter()
+            .flat_map(|p| p.signing_commitments().keys().map(roster_index))
+            .collect();
+        self.check_not_removing(&now, &chosen_now)?;
         let roster = s.wallet.roster();
         let wallet_wide = policy.daily_limit_sats.is_some() && roster.is_some();
         if let (true, Some(roster)) = (wallet_wide, roster) {
@@ -670,6 +675,8 @@ impl Signer {
         if let Err(v) = self.judge(&policy, checked, info.network) {
             return Err(self.refused(ErrorCode::Policy, from, &info, checked, v));
         }
+        let chosen: BTreeSet<u16> = sessions.iter().flat_map(|s| s.1.keys().copied()).collect();
+        self.check_not_removing(&info, &chosen)?;
         let mut signed = Vec::with_capacity(sessions.len());
         for (_, commitments, ids) in &sessions {
             let nonces: Vec<_> = taken.by_ref().take(ids.len()).collect();

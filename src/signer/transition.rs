@@ -57,7 +57,10 @@ impl Signer {
     }
 
     /// This signer's current state of a wallet and its share.
-    pub(super) fn current(&self, info: &WalletInfo) -> Result<(WalletState, crate::keys::KeyShare), Refusal> {
+    pub(super) fn current(
+        &self,
+        info: &WalletInfo,
+    ) -> Result<(WalletState, crate::keys::KeyShare), Refusal> {
         let share = self.share(&info.group_key)?;
         let roster = info.roster().cloned().ok_or_else(|| {
             refuse(
@@ -114,6 +117,10 @@ impl Signer {
                 }
             }
             TransitionRequest::Status { wallet } => self.transition_status(from, wallet),
+            TransitionRequest::Farewell {
+                record,
+                certificate,
+            } => self.transition_farewell(from, &record, &certificate, rng),
             step => {
                 let session = match &step {
                     TransitionRequest::RefreshRound1 { session, .. }
@@ -210,6 +217,7 @@ impl Signer {
         let (participant, answer_, base) = match (held, joining) {
             (Some(info), _) => {
                 self.check_bound(from, &info)?;
+                self.check_no_former(&info, &context)?;
                 if info
                     .transitions
                     .iter()

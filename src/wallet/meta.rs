@@ -158,6 +158,19 @@ impl WalletMeta {
         }
     }
 
+    /// The signers to sign with, by index: the roster, less a member whose removal this
+    /// coordinator has under way (the members that prepared it refuse any signing set that
+    /// includes it).
+    pub fn signing_roster(&self) -> std::collections::BTreeMap<u16, crate::keys::RosterEntry> {
+        let mut roster = self.roster.by_index();
+        if let Some(p) = &self.pending {
+            if let crate::protocol::lifecycle::TransitionKind::Remove(i) = p.record.context.kind {
+                roster.remove(&i);
+            }
+        }
+        roster
+    }
+
     /// The wallet fingerprint, when the wallet has a certified key generation.
     pub fn fingerprint(&self) -> Option<WalletFingerprint> {
         self.keygen.as_ref().and_then(|k| k.fingerprint().ok())

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::Args;
 use ckm::keys::GroupKey;
 use ckm::net::client::Client;
 use ckm::net::restored::confirm_restored;
+use clap::Args;
 
 use crate::cli::args::WalletArg;
 use crate::cli::wallet_lifecycle::TimeoutArg;

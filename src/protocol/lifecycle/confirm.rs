@@ -154,7 +154,9 @@ pub enum ConfirmError {
         member: u16,
     },
     /// A statement answering another challenge (old or replayed).
-    #[error("member {member}'s statement answers another challenge (a stale or replayed statement)")]
+    #[error(
+        "member {member}'s statement answers another challenge (a stale or replayed statement)"
+    )]
     WrongChallenge {
         /// The member.
         member: u16,

@@ -122,6 +122,15 @@ pub enum TransitionRequest {
         /// The wallet.
         wallet: GroupKey,
     },
+    /// To a member a removal took out: the committed removal and its commit certificate. The
+    /// member checks both against its own state and erases its share (best effort: a
+    /// removed member that is never reached keeps a share that no longer combines).
+    Farewell {
+        /// The removal's certified record.
+        record: Box<CertifiedTransition>,
+        /// Its commit certificate.
+        certificate: DecisionCertificate,
+    },
 }
 
 /// Signer → coordinator answers of a transition.
@@ -177,6 +186,11 @@ pub enum TransitionAnswer {
     Cancelled,
     /// Where the wallet is.
     Status(Box<MemberStatus>),
+    /// The removed member erased its share of the wallet.
+    Erased {
+        /// The epoch the removal led to.
+        epoch: u64,
+    },
 }
 
 /// What a member holds of a wallet's transitions ([`TransitionAnswer::Status`]): enough for

@@ -87,8 +87,8 @@ mod state;
 mod vote;
 
 pub use confirm::{
-    confirm, needed as confirmations_needed, Challenge, ConfirmError, ConfirmedEpoch, EpochStatement,
-    SignedStatement,
+    confirm, needed as confirmations_needed, Challenge, ConfirmError, ConfirmedEpoch,
+    EpochStatement, SignedStatement,
 };
 pub use coordinator::TransitionCoordinator;
 pub use enrol::enrolled_share;

@@ -158,7 +158,8 @@ impl Participant {
             | TransitionRequest::Vote { .. }
             | TransitionRequest::Decide { .. }
             | TransitionRequest::Cancel { .. }
-            | TransitionRequest::Status { .. } => Err(TransitionError::Session),
+            | TransitionRequest::Status { .. }
+            | TransitionRequest::Farewell { .. } => Err(TransitionError::Session),
         }
     }
 

@@ -211,4 +211,21 @@ impl History {
         }
         Ok(state)
     }
+
+    /// Identities that were members once and are not any more (removed, or replaced by a
+    /// repair), with the epoch at which each left. A member never comes back under an
+    /// identity it left with.
+    pub fn former_members(&self) -> BTreeMap<IdentityPublic, u64> {
+        let mut former = BTreeMap::new();
+        let mut roster = &self.keygen.context.roster;
+        for t in &self.transitions {
+            for e in roster.entries() {
+                if t.state.roster.index_of(&e.identity).is_none() {
+                    former.entry(e.identity).or_insert(t.state.epoch);
+                }
+            }
+            roster = &t.state.roster;
+        }
+        former
+    }
 }

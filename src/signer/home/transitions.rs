@@ -223,6 +223,47 @@ impl SignerHome {
         Ok(epoch)
     }
 
+    /// Erases a wallet this member was removed from: its share and record (overwritten, and
+    /// the journal truncated) and any pending transition, with an audit record saying why,
+    /// in one transaction. Returns whether the wallet was held.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn erase_wallet<R: RngCore + CryptoRng>(
+        &self,
+        group_key: &GroupKey,
+        name: &str,
+        detail: String,
+        rng: &mut R,
+    ) -> Result<bool, HomeError> {
+        let erased = self.db.write(|tx| {
+            let gone = tx.execute(
+                "DELETE FROM wallets WHERE group_key = ?1",
+                [group_key.to_string()],
+            )?;
+            if gone == 0 {
+                return Ok::<_, HomeError>(false);
+            }
+            tx.execute(
+                "DELETE FROM pending WHERE group_key = ?1",
+                [group_key.to_string()],
+            )?;
+            audit::append(
+                tx,
+                &self.mac,
+                AuditEvent::wallet(name, group_key, detail),
+                crate::auth::unix_now(),
+            )?;
+            Ok(true)
+        })?;
+        if erased {
+            self.db
+                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
+            self.advance_checkpoint(rng)?;
+        }
+        Ok(erased)
+    }
+
     /// Forgets a pending transition (audited). Returns whether one was pending.
     ///
     /// # Errors
