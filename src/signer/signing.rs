@@ -38,6 +38,39 @@ pub(super) struct SignSession {
     /// The chosen signers, once this signer gave its statement.
     chosen: Option<BTreeSet<u16>>,
     started: Instant,
+    /// Size of the PSBT as received (for the per-coordinator cap).
+    bytes: usize,
+}
+
+/// Most open signing sessions (waiting for round 2) of one coordinator.
+pub const MAX_SESSIONS_PER_COORDINATOR: usize = 64;
+/// Most PSBT bytes held by the open signing sessions of one coordinator.
+pub const MAX_SESSION_BYTES_PER_COORDINATOR: usize = 32 << 20;
+
+/// Refuses a new session of `from` (of `bytes`) beyond its caps.
+fn check_coordinator_caps(
+    signing: &std::collections::HashMap<SessionId, SignSession>,
+    from: &IdentityPublic,
+    bytes: usize,
+) -> Result<(), Refusal> {
+    let (count, held) = signing
+        .values()
+        .filter(|s| s.coordinator == *from)
+        .fold((0usize, 0usize), |(n, b), s| {
+            (n + 1, b.saturating_add(s.bytes))
+        });
+    if count >= MAX_SESSIONS_PER_COORDINATOR
+        || held.saturating_add(bytes) > MAX_SESSION_BYTES_PER_COORDINATOR
+    {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "this coordinator has {count} signing sessions open here holding {held} bytes of PSBT (at most {MAX_SESSIONS_PER_COORDINATOR} sessions and {MAX_SESSION_BYTES_PER_COORDINATOR} bytes): finish them, or wait until they expire ({} s)",
+                SESSION_TTL.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A one-round signing request's contents.
@@ -165,6 +198,12 @@ impl Signer {
     ) -> Result<SignerToCoordinator, Refusal> {
         self.require_state()?;
         let info = self.wallet_for(from, &wallet)?;
+        let bytes = psbt.len();
+        {
+            let mut signing = self.lock_signing()?;
+            prune(&mut signing, |s| s.started);
+            check_coordinator_caps(&signing, from, bytes)?;
+        }
         let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
         let recovery = certified_recovery(&info, &share)?;
         let (nonces, commitments, checked) = commit_with(&psbt, &share, recovery.as_ref(), rng)
@@ -231,6 +270,7 @@ impl Signer {
         if signing.contains_key(&session) {
             return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
+        check_coordinator_caps(&signing, from, bytes)?;
         tracing::info!(%session, wallet = %info.name, %txid, inputs = checked.inputs().len(), outflow_sats = outflow, fee_sats = checked.fee().to_sat(), "committed nonces and reserved the spend");
         signing.insert(
             session,
@@ -243,6 +283,7 @@ impl Signer {
                 receipt: receipt.clone(),
                 chosen: None,
                 started: Instant::now(),
+                bytes,
             },
         );
         Ok(SignerToCoordinator::SignCommitments {
@@ -615,7 +656,7 @@ impl Signer {
         let share = self.share(&info.group_key)?;
         let commitments = self
             .nonces
-            .generate(from, &info.group_key, &share, count, rng)
+            .generate(from, &info.group_key, info.epoch, &share, count, rng)
             .map_err(|e| refuse(ErrorCode::BadRequest, e))?;
         let policy = self.wallet_policy(&info)?;
         tracing::info!(wallet = %info.name, count, "preprocessed nonces");
@@ -667,7 +708,7 @@ impl Signer {
         let all_ids: Vec<NonceId> = sessions.iter().flat_map(|s| s.2.iter().copied()).collect();
         let mut taken = self
             .nonces
-            .take(from, &info.group_key, &all_ids)
+            .take(from, &info.group_key, info.epoch, &all_ids)
             .map_err(|e| refuse(ErrorCode::UnknownNonce, e))?
             .into_iter();
         let (cached, share) = self.checked_psbt(from, &info, &psbt)?;
@@ -695,11 +736,11 @@ impl Signer {
         // still holds enough).
         let fresh = self
             .nonces
-            .generate(from, &info.group_key, &share, count, rng)
+            .generate(from, &info.group_key, info.epoch, &share, count, rng)
             .unwrap_or_default();
         // The next answer's fresh commitments are made after this one leaves.
         self.nonces
-            .refill(from, &info.group_key, &share, count, self.rng());
+            .refill(from, &info.group_key, info.epoch, &share, count, self.rng());
         let fresh = CommitmentBatch::sign(self.home.identity(), from, &info.group_key, fresh);
         let mut signed = signed.into_iter();
         let shares = signed.next().unwrap_or_default();
