@@ -303,7 +303,8 @@ pub enum PolicyCommand {
     ///       --max-amount-sats 5000000 --daily-limit-sats 10000000
     #[command(verbatim_doc_comment)]
     Set {
-        /// Wallet name (as given at creation) or group key
+        /// Wallet name (as given at creation), group key or fingerprint (a name several
+        /// coordinators gave is refused with the candidates listed)
         #[arg(long = "wallet", value_name = "NAME")]
         wallet: String,
         /// Largest fee per spend, in satoshis
@@ -330,7 +331,7 @@ pub enum PolicyCommand {
     },
     /// Show the policy of every wallet (or one)
     Show {
-        /// Wallet name or group key
+        /// Wallet name, group key or fingerprint
         #[arg(long = "wallet", value_name = "NAME")]
         wallet: Option<String>,
         /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt

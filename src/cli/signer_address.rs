@@ -15,7 +15,8 @@ use super::{read_passphrase, Context};
 /// Arguments of `ckm signer address`.
 #[derive(Debug, Args)]
 pub struct AddressArgs {
-    /// Wallet name (as given at creation) or group key
+    /// Wallet name (as given at creation), group key or fingerprint (a name several
+    /// coordinators gave is refused with the candidates listed)
     #[arg(long = "wallet", value_name = "NAME")]
     wallet: String,
     /// Address index

@@ -63,7 +63,7 @@ pub enum WalletBindCommand {
     ///   ckm --home ~/signer1 signer wallet allow-coordinator --wallet vault <PUBKEY>
     #[command(verbatim_doc_comment)]
     AllowCoordinator {
-        /// Wallet name or group key
+        /// Wallet name, group key or fingerprint
         #[arg(long = "wallet", value_name = "NAME")]
         wallet: String,
         /// The coordinator's identity key (`ckm id` in its home)
@@ -74,7 +74,7 @@ pub enum WalletBindCommand {
     },
     /// Withdraw a coordinator added with allow-coordinator
     DisallowCoordinator {
-        /// Wallet name or group key
+        /// Wallet name, group key or fingerprint
         #[arg(long = "wallet", value_name = "NAME")]
         wallet: String,
         /// The coordinator's identity key
@@ -85,7 +85,7 @@ pub enum WalletBindCommand {
     },
     /// Show which coordinators may use a wallet
     Coordinators {
-        /// Wallet name or group key
+        /// Wallet name, group key or fingerprint
         #[arg(long = "wallet", value_name = "NAME")]
         wallet: String,
         /// Read the passphrase from this file instead of CKM_PASSPHRASE or a prompt

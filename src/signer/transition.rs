@@ -246,7 +246,10 @@ impl Signer {
                 (p, a, info)
             }
             (None, Some(joining)) => {
-                if *from != joining.creator {
+                // The name and the creating coordinator come from the certified key
+                // generation, not from the (uncertified) `Joining` fields.
+                let certified = &joining.history.keygen.context;
+                if *from != certified.coordinator || joining.creator != certified.coordinator {
                     return Err(refuse(
                         ErrorCode::WrongCoordinator,
                         "a new member joins a wallet only at the request of the coordinator that created it",
@@ -280,10 +283,10 @@ impl Signer {
                 })?;
                 let keygen = &joining.history.keygen;
                 let base = WalletInfo {
-                    name: joining.name.clone(),
+                    name: joining.history.keygen.context.wallet.clone(),
                     network: joining.network,
                     group_key: GroupKey::of(&state.group),
-                    coordinator: joining.creator,
+                    coordinator: joining.history.keygen.context.coordinator,
                     threshold: state.group.threshold(),
                     signers: state.roster.len(),
                     index: p.index(),

@@ -109,6 +109,26 @@ pub enum HomeError {
     /// The wallet already exists.
     #[error("this signer already holds a wallet with group key {0}")]
     WalletExists(String),
+    /// A name several wallets share (names are scoped per coordinator).
+    #[error("{count} wallets on this signer are named {name:?} (names are chosen by each coordinator): name one by its group key or fingerprint: {candidates}")]
+    AmbiguousWallet {
+        /// The name given.
+        name: String,
+        /// How many wallets have it.
+        count: usize,
+        /// Group key, fingerprint and coordinator of each.
+        candidates: String,
+    },
+    /// The same coordinator already named another wallet so.
+    #[error("coordinator {coordinator} already has a wallet named {name:?} on this signer (group key {group_key})")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The coordinator.
+        coordinator: String,
+        /// The existing wallet's group key.
+        group_key: String,
+    },
     /// The database failed (a full or read-only disk among the causes).
     #[error(transparent)]
     Db(#[from] DbError),

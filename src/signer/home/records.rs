@@ -110,23 +110,69 @@ fn list_from(conn: &Connection, path: &Path) -> Result<Vec<WalletInfo>, HomeErro
     Ok(out)
 }
 
+/// A wallet by group key, fingerprint or name. A group key (which the coordinator's
+/// requests carry) is an exact match; a name matches only when one wallet has it: names are
+/// chosen by each coordinator, and a name shared by wallets of different coordinators is
+/// refused with the candidates listed rather than resolved to one of them.
 fn find_in(conn: &Connection, path: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
-    let text: Option<String> = conn
+    let sql = |source| {
+        HomeError::Db(DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let by_key: Option<String> = conn
         .query_row(
-            "SELECT info FROM wallets WHERE group_key = ?1 OR name = ?1 ORDER BY group_key LIMIT 1",
+            "SELECT info FROM wallets WHERE group_key = ?1",
             [name_or_key],
             |r| r.get(0),
         )
         .optional()
-        .map_err(|source| {
-            HomeError::Db(DbError::Sqlite {
-                path: path.to_path_buf(),
-                source,
+        .map_err(sql)?;
+    if let Some(t) = by_key {
+        return parse_info(path, &t);
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT info FROM wallets WHERE name = ?1 ORDER BY group_key")
+        .map_err(sql)?;
+    let named: Vec<String> = stmt
+        .query_map([name_or_key], |r| r.get::<_, String>(0))
+        .map_err(sql)?
+        .collect::<Result<_, _>>()
+        .map_err(sql)?;
+    let mut matches: Vec<WalletInfo> = named
+        .iter()
+        .map(|t| parse_info(path, t))
+        .collect::<Result<_, _>>()?;
+    if matches.is_empty() {
+        matches = list_from(conn, path)?
+            .into_iter()
+            .filter(|w| {
+                w.fingerprint
+                    .is_some_and(|f| f.to_string().eq_ignore_ascii_case(name_or_key.trim()))
             })
-        })?;
-    match text {
-        Some(t) => parse_info(path, &t),
-        None => Err(HomeError::UnknownWallet(name_or_key.to_string())),
+            .collect();
+    }
+    match matches.len() {
+        0 => Err(HomeError::UnknownWallet(name_or_key.to_string())),
+        1 => Ok(matches.remove(0)),
+        count => Err(HomeError::AmbiguousWallet {
+            name: name_or_key.to_string(),
+            count,
+            candidates: matches
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} (fingerprint {}, coordinator {})",
+                        w.group_key,
+                        w.fingerprint
+                            .map_or_else(|| "none".to_string(), |f| f.to_string()),
+                        w.coordinator
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
     }
 }
 

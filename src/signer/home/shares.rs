@@ -295,6 +295,38 @@ pub(crate) fn insert_wallet(
     if exists {
         return Err(HomeError::WalletExists(info.group_key.to_string()));
     }
+    // Names are scoped per coordinator: the same coordinator cannot name two wallets alike;
+    // another coordinator's names neither block nor show (no probing).
+    let mut stmt = conn
+        .prepare_cached("SELECT group_key, info FROM wallets WHERE name = ?1")
+        .map_err(|source| {
+            HomeError::Db(DbError::Sqlite {
+                path: PathBuf::from("signer.db"),
+                source,
+            })
+        })?;
+    let same_name: Vec<(String, String)> = stmt
+        .query_map([&info.name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(|source| {
+            HomeError::Db(DbError::Sqlite {
+                path: PathBuf::from("signer.db"),
+                source,
+            })
+        })?;
+    for (group_key, text) in same_name {
+        let other: WalletInfo = serde_json::from_str(&text).map_err(|e| HomeError::Malformed {
+            path: PathBuf::from("signer.db"),
+            reason: e.to_string(),
+        })?;
+        if other.coordinator == info.coordinator {
+            return Err(HomeError::NameTaken {
+                name: info.name.clone(),
+                coordinator: info.coordinator.to_string(),
+                group_key,
+            });
+        }
+    }
     conn.execute(
         "INSERT INTO wallets (group_key, name, info, share) VALUES (?1, ?2, ?3, ?4)",
         rusqlite::params![info.group_key.to_string(), info.name, info_json, sealed],
@@ -385,5 +417,57 @@ mod tests {
         // The state checks out (the wallet record is audited).
         let s = home.check_state(&mut rng).unwrap();
         assert_eq!(s.at.audit_count, 1);
+    }
+
+    #[test]
+    fn names_are_scoped_per_coordinator_and_never_resolved_ambiguously() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let dir = tempfile::tempdir().unwrap();
+        let home =
+            SignerHome::init(dir.path(), b"pw", KdfParams::fast_for_tests(), &mut rng).unwrap();
+        let a = crate::identity::IdentityKey::generate(&mut rng).public();
+        let b = crate::identity::IdentityKey::generate(&mut rng).public();
+        let wallet = |coordinator, rng: &mut rand::rngs::StdRng| {
+            let shares = run_in_memory(DkgParams::new(2, 3).unwrap(), rng).unwrap();
+            let info = WalletInfo {
+                name: "vault".into(),
+                network: Network::Regtest,
+                group_key: GroupKey::of(shares[0].group()),
+                coordinator,
+                threshold: 2,
+                signers: 3,
+                index: 1,
+                fingerprint: None,
+                keygen: None,
+                epoch: 0,
+                transitions: Vec::new(),
+            };
+            (info, shares[0].clone())
+        };
+        let (first, s1) = wallet(a, &mut rng);
+        home.save_share(&first, &s1, &mut rng).unwrap();
+        assert_eq!(home.wallet("vault").unwrap(), first);
+        // Coordinator A cannot name a second wallet alike.
+        let (again, s2) = wallet(a, &mut rng);
+        assert!(matches!(
+            home.save_share(&again, &s2, &mut rng),
+            Err(HomeError::NameTaken { .. })
+        ));
+        // Coordinator B can (it neither learns nor takes A's name) ...
+        let (other, s3) = wallet(b, &mut rng);
+        home.save_share(&other, &s3, &mut rng).unwrap();
+        // ... and the name alone no longer picks either wallet: the operator names one.
+        match home.wallet("vault") {
+            Err(HomeError::AmbiguousWallet {
+                count, candidates, ..
+            }) => {
+                assert_eq!(count, 2);
+                assert!(candidates.contains(&first.group_key.to_string()));
+                assert!(candidates.contains(&other.group_key.to_string()));
+            }
+            other => panic!("resolved an ambiguous name: {other:?}"),
+        }
+        assert_eq!(home.wallet(&first.group_key.to_string()).unwrap(), first);
+        assert_eq!(home.wallet(&other.group_key.to_string()).unwrap(), other);
     }
 }
