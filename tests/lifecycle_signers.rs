@@ -8,7 +8,9 @@
 //! - remove-signer: the others sign; the removed signer's copy cannot contribute;
 //! - add-signer: a fresh signer, approved both ways, is enrolled and signs;
 //! - repair: a signer whose home is gone gets its share back under a new identity and signs;
-//!   an unapproved replacement is refused by the helpers and nothing changes.
+//!   an unapproved replacement is refused by the helpers and nothing changes;
+//! - both are followed by a refresh (one command, one JSON result), so that no share from
+//!   before them combines any more.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -201,8 +203,12 @@ fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
     // Enrol signer 4: approved by the others (on the running servers) and approving them.
     let s4 = c.new_peer("s4")?;
     let v = ckm_json(&c.coord, &["wallet", "add-signer", &s4.spec()])?;
+    // The enrolment (epoch 1), then the refresh that follows it (epoch 2).
     ensure!(
-        v["epoch"] == 1 && v["signers"] == serde_json::json!([1, 2, 3, 4]),
+        v["enrolment"]["epoch"] == 1
+            && v["transition"] == "refresh"
+            && v["epoch"] == 2
+            && v["signers"] == serde_json::json!([1, 2, 3, 4]),
         "{v}"
     );
     c.signers.push(s4);
@@ -249,7 +255,7 @@ fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
         "{err}"
     );
     ensure!(
-        show(&c)?["epoch"] == 1,
+        show(&c)?["epoch"] == 2,
         "the refused repair changed the epoch"
     );
     ensure!(
@@ -264,7 +270,7 @@ fn add_signer_and_repair_bring_in_new_identities() -> Result<()> {
         &c.coord,
         &["wallet", "repair", "--signer", "2", "--to", &fresh.spec()],
     )?;
-    ensure!(v["epoch"] == 2, "{v}");
+    ensure!(v["repair"]["epoch"] == 3 && v["epoch"] == 4, "{v}");
     c.signers[1] = fresh;
     ensure!(
         SignerHome::public_identity(&c.signers[1].home)?.to_string() == fresh_id,

@@ -66,6 +66,11 @@ pub struct RepairArgs {
     /// Roster indexes of the helpers (default: the first t other signers)
     #[arg(long, value_name = "INDEX", value_delimiter = ',')]
     pub helpers: Vec<u16>,
+    /// Do not refresh every share after the repair (by default a refresh follows at once:
+    /// a repaired share is the same point as the lost one, so a stolen copy of the lost
+    /// share keeps combining until every share changes)
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub wallet: WalletArg,
     #[command(flatten)]
@@ -81,6 +86,10 @@ pub struct AddArgs {
     /// Roster indexes of the helpers (default: the first t signers)
     #[arg(long, value_name = "INDEX", value_delimiter = ',')]
     pub helpers: Vec<u16>,
+    /// Do not refresh every share after the enrolment (by default a refresh follows at
+    /// once, so that no share of the roster before stays valid)
+    #[arg(long)]
+    pub no_refresh: bool,
     #[command(flatten)]
     pub wallet: WalletArg,
     #[command(flatten)]
@@ -417,14 +426,31 @@ pub fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
         identity: args.to.identity,
         tls_sha256: args.to.tls_sha256,
     };
-    run(
-        ctx,
-        w,
-        TransitionKind::Repair(args.index),
-        Some(entry),
-        &args.helpers,
-        &args.timeout,
-    )
+    let kind = TransitionKind::Repair(args.index);
+    if args.no_refresh {
+        return run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout);
+    }
+    ctx.held_back("repair", || {
+        run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
+    })?;
+    refresh_after(ctx, &args.wallet, &args.timeout, "repair")
+}
+
+/// The refresh that follows a repair or an enrolment: every share changes, so no share of
+/// the roster before (a stolen copy of a lost one among them) combines any more.
+fn refresh_after(
+    ctx: &Context,
+    wallet: &WalletArg,
+    timeout: &TimeoutArg,
+    what: &str,
+) -> Result<()> {
+    ctx.say(format!(
+        "now refreshing every share, so that no share from before the {what} combines any more (skip with --no-refresh)…"
+    ));
+    let w = open(ctx, wallet)?;
+    run(ctx, w, TransitionKind::Refresh, None, &[], timeout).with_context(|| {
+        format!("the {what} is committed, but the refresh after it is not: run `ckm wallet resume`, then `ckm wallet refresh`")
+    })
 }
 
 pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
@@ -436,14 +462,14 @@ pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
         identity: args.signer.identity,
         tls_sha256: args.signer.tls_sha256,
     };
-    run(
-        ctx,
-        w,
-        TransitionKind::Enrol(index),
-        Some(entry),
-        &args.helpers,
-        &args.timeout,
-    )
+    let kind = TransitionKind::Enrol(index);
+    if args.no_refresh {
+        return run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout);
+    }
+    ctx.held_back("enrolment", || {
+        run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
+    })?;
+    refresh_after(ctx, &args.wallet, &args.timeout, "enrolment")
 }
 
 pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
