@@ -18,7 +18,9 @@
 //!   `tr(tprv…/0/*)` / `tr(tprv…/1/*)` wallet.
 //!
 //! Plus the DKG across real signer processes vs in one process for n = 3, 5, 10, 20 with
-//! t = ⌈2n/3⌉;
+//! t = ⌈2n/3⌉; a refresh of a 2-of-3 and a 7-of-10 wallet across the processes, by phase
+//! (compute + prepare, the ready vote round, decide), vs the same refresh computed in one
+//! process (`refresh/mod.rs`);
 //!
 //! - **scale**: two 2-of-3 sets of signer processes, one holding 1 wallet and one holding
 //!   10 000 wallets (the measured one from a DKG across the processes, 9 999 from certified
@@ -43,6 +45,8 @@
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15),
+//! `CKM_BENCH_REFRESH=REPS` (refresh mode: only the refresh rows, REPS refreshes of each
+//! group after a warm-up; prints the table, writes `target/bench/refresh.json`),
 //! `CKM_BENCH_FLOOR=ROUNDS` (floor mode: only the floor, memory and network rows of 100 inputs
 //! 2-of-3, ROUNDS rounds of 5 repetitions each, the three kinds interleaved in every round;
 //! prints the medians over all repetitions, each round's ratios and the phase breakdown;
@@ -54,6 +58,7 @@ use consensus::made_up_funding;
 // Shared with the WAN bench; not every helper is used here.
 #[allow(dead_code)]
 mod common;
+mod refresh;
 use common::{
     consensus_verify, floor_samples, foreign_address, log, machine, median, ms, round3, sample,
     target_dir, NETWORK, PASSPHRASE, SATS_PER_INPUT,
@@ -1243,6 +1248,12 @@ fn main() -> Result<()> {
     {
         return floor_mode(rounds.max(1));
     }
+    if let Some(reps) = std::env::var("CKM_BENCH_REFRESH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return refresh_mode(reps.max(1));
+    }
     let quick = std::env::var("CKM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let started = Instant::now();
     let bin = ckm_bin()?;
@@ -1410,6 +1421,9 @@ fn main() -> Result<()> {
             network: median(&network_ms),
         });
     }
+
+    // Refresh: across the signer processes, by phase, vs in one process.
+    let refreshes = refresh::rows(&rt, &client, &pool_roster, if quick { 2 } else { 5 })?;
     drop(pool);
 
     // Scale: a signer set holding 1 wallet vs one holding 10 000 wallets and 100 000
@@ -1432,7 +1446,7 @@ fn main() -> Result<()> {
     )?;
     drop(load_signers);
 
-    report(&machine, &cases, &phases, &dkgs, &scale, &load)?;
+    report(&machine, &cases, &phases, &dkgs, &refreshes, &scale, &load)?;
     log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
     ensure!(load.errors() == 0, "{} load sessions failed", load.errors());
     Ok(())
@@ -1598,6 +1612,7 @@ fn report(
     cases: &[CaseResult],
     phases: &[(String, f64)],
     dkgs: &[DkgResult],
+    refreshes: &[refresh::RefreshRow],
     scale: &ScaleResult,
     load: &LoadResult,
 ) -> Result<()> {
@@ -1634,6 +1649,7 @@ fn report(
             d.network / d.frost
         ));
     }
+    out.push_str(&refresh::table(refreshes));
     // Scale.
     let (p50, one_p50) = (median(&scale.big), median(&scale.one));
     let (startup, one_startup) = (median(&scale.big_startup), median(&scale.one_startup));
@@ -1758,6 +1774,7 @@ fn report(
             "frost_ms": round3(d.frost),
             "network_ms": round3(d.network),
         })).collect::<Vec<_>>(),
+        "refresh": refresh::json(refreshes),
         "scale": {
             "wallets": scale.wallets,
             "records": scale.records,
@@ -1886,6 +1903,41 @@ fn profile(out: PathBuf) -> Result<()> {
         pids.join(","),
         out.display()
     ));
+    Ok(())
+}
+
+/// Refresh mode: only the refresh rows (10 signer processes).
+fn refresh_mode(reps: usize) -> Result<()> {
+    let bin = ckm_bin()?;
+    let machine = machine();
+    log(format!("machine: {machine}; ckm binary: {}", bin.display()));
+    let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let coordinator = IdentityKey::generate(&mut rand::rngs::OsRng);
+    let n = refresh::GROUPS.iter().map(|&(_, n)| n).max().unwrap_or(3);
+    let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("s{i}"))).collect();
+    log(format!("starting {n} signer processes…"));
+    let signers = start_signers(&bin, &homes, &[coordinator.public()])?;
+    let client = Client::new(coordinator, CALL_TIMEOUT)?;
+    let rows = refresh::rows(&rt, &client, &roster(&signers)?, reps)?;
+    drop(signers);
+    println!(
+        "\nckm refresh benchmark — {machine}\n{}",
+        refresh::table(&rows)
+    );
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("refresh.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "machine": machine,
+            "refresh": refresh::json(&rows),
+        }))?,
+    )?;
+    log(format!("wrote {}", path.display()));
     Ok(())
 }
 

@@ -36,7 +36,9 @@ use ckm::signer::legacy::open_migrating;
 use ckm::signer::peers::Peers;
 use ckm::signer::policy::Policy;
 use ckm::store::KdfParams;
-use ckm::wallet::record::{self, RecordError, RecoverError, SignerRecords};
+use ckm::wallet::record::{
+    self, ConfirmError, PinnedAnswer, RecordError, RecoverError, SignerRecords,
+};
 use ckm::wallet::WalletMeta;
 
 const PASS: &[u8] = b"store passphrase";
@@ -589,6 +591,102 @@ fn recover_rebuilds_the_wallet_and_refuses_disagreement() -> Result<()> {
         record::recover(&signer_answers(&f, &[1, 2], &f.vault), Some("nope")),
         Err(RecoverError::NoWallet(_))
     ));
+    Ok(())
+}
+
+/// A pinned signer `i` (1-based) answering with `records`.
+fn pinned(f: &Fixture, i: usize, records: Vec<WalletRecord>) -> PinnedAnswer {
+    PinnedAnswer {
+        signer: f.keys[i - 1].public(),
+        answer: Ok(records),
+    }
+}
+
+/// `confirm` must refuse with too few confirmations (`have` of 2), one reason saying `needle`.
+fn too_few(meta: &WalletMeta, answers: &[PinnedAnswer], have: usize, needle: &str) -> Result<()> {
+    match record::confirm(meta, answers) {
+        Err(ConfirmError::TooFew {
+            have: h,
+            need: 2,
+            not,
+            ..
+        }) if h == have => {
+            ensure!(
+                not.iter().any(|(_, why)| why.contains(needle)),
+                "no reason says {needle:?}: {not:?}"
+            );
+            Ok(())
+        }
+        other => bail!("expected {have} confirmation(s) and {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_record_from_a_file_needs_t_distinct_pinned_confirmations() -> Result<()> {
+    let f = fixture()?;
+    let meta = recovered_meta(&f)?;
+    let ok = record::confirm(
+        &meta,
+        &[
+            pinned(&f, 1, vec![f.cold.record(1), f.vault.record(1)]),
+            pinned(&f, 3, vec![f.vault.record(3)]),
+        ],
+    )?;
+    ensure!(ok.by == [f.keys[0].public(), f.keys[2].public()]);
+
+    ensure!(matches!(
+        record::confirm(&meta, &[]),
+        Err(ConfirmError::NoPins)
+    ));
+    // One signer pinned twice counts once.
+    let one = pinned(&f, 1, vec![f.vault.record(1)]);
+    ensure!(matches!(
+        record::confirm(&meta, &[one.clone(), one.clone()]),
+        Err(ConfirmError::TooFew { have: 1, .. })
+    ));
+    // Unreachable.
+    let gone = PinnedAnswer {
+        signer: f.keys[1].public(),
+        answer: Err("connection refused".into()),
+    };
+    too_few(&meta, &[one.clone(), gone], 1, "connection refused")?;
+    // It holds only another wallet.
+    too_few(
+        &meta,
+        &[one.clone(), pinned(&f, 2, vec![f.cold.record(2)])],
+        1,
+        "holds no wallet",
+    )?;
+    // It answers with another member's record (index 3's, as signer 2).
+    too_few(
+        &meta,
+        &[one.clone(), pinned(&f, 2, vec![f.vault.record(3)])],
+        1,
+        "does not give it index",
+    )?;
+    // It is still at epoch 0.
+    let mut old = f.vault.record(2);
+    old.history.transitions.clear();
+    old.epoch = 0;
+    too_few(
+        &meta,
+        &[one.clone(), pinned(&f, 2, vec![old])],
+        1,
+        "at epoch 0",
+    )?;
+    // The file is another wallet's (same signers): no pinned signer holds its group key at
+    // its epoch and history.
+    let cold = record::recover(&signer_answers(&f, &[1, 2], &f.cold), None)?;
+    let cold = cold.first().context("cold")?;
+    too_few(
+        cold,
+        &[
+            pinned(&f, 1, vec![f.vault.record(1)]),
+            pinned(&f, 2, vec![f.vault.record(2)]),
+        ],
+        0,
+        "holds no wallet",
+    )?;
     Ok(())
 }
 

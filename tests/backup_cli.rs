@@ -285,9 +285,19 @@ fn export_and_recover_the_coordinator_wallet() -> Result<()> {
     ensure!(std::fs::read_to_string(&ur)?.starts_with("ur:envelope/"));
     let out = ckm(&c.coord, &["wallet", "export", "--format", "envelope"])?;
     ensure!(!out.status.success(), "a binary envelope went to stdout");
+    // Into a home that kept the coordinator's identity, with the signers' keys pinned.
     for (name, file) in [("from-ur", &ur), ("from-envelope", &env)] {
         let home = dir.join(name);
-        ckm_json(&home, &["wallet", "recover", "--from", path_str(file)?])?;
+        std::fs::create_dir_all(&home)?;
+        for f in ["identity.key", "identity.pub"] {
+            std::fs::copy(c.coord.join(f), home.join(f))?;
+        }
+        let mut args = vec!["wallet", "recover", "--from", path_str(file)?];
+        let keys: Vec<String> = c.signers.iter().map(|s| s.identity.to_string()).collect();
+        for k in &keys {
+            args.extend(["--trust", k.as_str()]);
+        }
+        ckm_json(&home, &args)?;
         ensure!(descriptors(&home)? == original, "{name}");
     }
 

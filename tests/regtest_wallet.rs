@@ -629,9 +629,23 @@ fn history_shows_pending_confirmed_replaced_and_cancelled_with_labels() -> Resul
             &out(&envelope),
         ],
     )?;
+    // A coordinator that lost its database but kept its identity, pinning the signers.
     let fresh = dir.join("coord2");
-    ckm_json(&fresh, &["id"])?;
-    ckm_json(&fresh, &["wallet", "recover", "--from", &out(&envelope)])?;
+    std::fs::create_dir_all(&fresh)?;
+    for f in ["identity.key", "identity.pub"] {
+        std::fs::copy(c.coord.join(f), fresh.join(f))?;
+    }
+    let mut args = vec![
+        "wallet".to_string(),
+        "recover".into(),
+        "--from".into(),
+        out(&envelope),
+    ];
+    for s in &c.signers {
+        args.extend(["--trust".to_string(), s.identity.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ckm_json(&fresh, &args)?;
     let imported = ckm_json(&fresh, &["wallet", "labels", "import", &out(&labels)])?;
     assert_eq!(imported["labels"], json!(3), "{imported}");
     assert_eq!(imported["frozen"], json!(1), "{imported}");

@@ -8,7 +8,7 @@ use ckm::net::client::CallError;
 use ckm::recovery::script_path::SignRecoveryError;
 use ckm::signer::backup::{BackupError, RestoreError};
 use ckm::signer::home::HomeError;
-use ckm::wallet::record::RecoverError;
+use ckm::wallet::record::{ConfirmError, RecoverError};
 use ckm::wallet::{RecipientError, ReplaceError, WalletError};
 
 /// The hint for the first error in `e`'s chain that has one.
@@ -62,6 +62,14 @@ fn one(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             )),
             _ => None,
         };
+    }
+    if let Some(ConfirmError::TooFew { need, .. }) = e.downcast_ref::<ConfirmError>() {
+        return Some(format!(
+            "at least {need} of the wallet's signers must be running, allow this coordinator and \
+             hold the same wallet at the same epoch; give each as --trust PUBKEY or \
+             --trust URL#PUBKEY (if the signers moved on to a later epoch, recover from them: \
+             `ckm wallet recover --signer URL#PUBKEY …`)"
+        ));
     }
     if let Some(HomeError::NotInitialized(_)) = e.downcast_ref::<HomeError>() {
         return Some("make it a signer home first: `ckm --home DIR signer init`".into());

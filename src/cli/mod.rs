@@ -32,9 +32,13 @@ use bitcoin::Network;
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::signer::home::SignerHome;
 use ckm::store::write_atomic;
+use ckm::wallet::lock::{Access, WalletLock};
 use ckm::wallet::CkmWallet;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
+
+/// How long a wallet operation waits for another one on the same wallet to end.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const ABOUT: &str = "Collaborative Key Management for Bitcoin: FROST threshold Taproot wallets.
 
@@ -361,10 +365,66 @@ impl Context {
         Ok(path)
     }
 
-    /// Opens the wallet `name`, or the only wallet of the home when `name` is None.
-    pub fn open_wallet(&self, name: Option<&str>) -> Result<CkmWallet> {
+    /// Takes the lock of wallet `name` (the home's only wallet when None) for `operation`
+    /// (e.g. `wallet refresh`), waiting a few seconds if another operation holds it, then
+    /// opens the wallet. The lock is held until the returned guard is dropped: keep it for
+    /// the whole operation (see [`ckm::wallet::lock`]).
+    pub fn open_wallet_locked(
+        &self,
+        name: Option<&str>,
+        operation: &str,
+    ) -> Result<(WalletLock, CkmWallet)> {
+        self.open_wallet_with(name, operation, Access::Exclusive)
+    }
+
+    /// [`Context::open_wallet_locked`] with the lock shared: for co-signing a PSBT made
+    /// beforehand, which may run beside other signings but never beside a transition.
+    pub fn open_wallet_shared(
+        &self,
+        name: Option<&str>,
+        operation: &str,
+    ) -> Result<(WalletLock, CkmWallet)> {
+        self.open_wallet_with(name, operation, Access::Shared)
+    }
+
+    fn open_wallet_with(
+        &self,
+        name: Option<&str>,
+        operation: &str,
+        access: Access,
+    ) -> Result<(WalletLock, CkmWallet)> {
+        let name = self.wallet_name(name)?;
+        let lock = self.lock_wallet(&name, operation, access)?;
+        let wallet = self.open_wallet(Some(&name))?;
+        Ok((lock, wallet))
+    }
+
+    /// Takes the lock of wallet `name` (which need not exist yet) for `operation`.
+    pub fn lock_wallet(&self, name: &str, operation: &str, access: Access) -> Result<WalletLock> {
+        check_wallet_name(name)?;
+        std::fs::create_dir_all(self.wallets_dir())?;
+        let path = WalletLock::path_for(&self.wallets_dir().join(format!("{name}.sqlite")));
+        Ok(WalletLock::acquire(
+            &path,
+            name,
+            operation,
+            access,
+            LOCK_WAIT,
+            |holder| {
+                let who =
+                    holder.map_or_else(|| "another ckm process".to_string(), |h| h.to_string());
+                self.say(format!(
+                    "wallet '{name}' is busy: {who} holds it; waiting up to {} s…",
+                    LOCK_WAIT.as_secs()
+                ));
+            },
+        )?)
+    }
+
+    /// The name of wallet `name`, or of the home's only wallet when None.
+    fn wallet_name(&self, name: Option<&str>) -> Result<String> {
         let names = self.wallet_names()?;
-        let name = match name {
+        Ok(match name {
             Some(n) => {
                 if !names.iter().any(|x| x == n) {
                     bail!(
@@ -387,7 +447,13 @@ impl Context {
                     names.join(", ")
                 ),
             },
-        };
+        })
+    }
+
+    /// Opens the wallet `name`, or the only wallet of the home when `name` is None (without
+    /// its lock: for reading, or under [`Context::open_wallet_locked`]).
+    pub fn open_wallet(&self, name: Option<&str>) -> Result<CkmWallet> {
+        let name = self.wallet_name(name)?;
         let wallet = CkmWallet::load(&self.wallets_dir().join(format!("{name}.sqlite")))
             .with_context(|| format!("opening wallet '{name}'"))?;
         if let Some(n) = self.network {

@@ -44,7 +44,7 @@ pub fn update_pin(
     let mut outcomes = Vec::new();
     let mut matched = false;
     for name in &names {
-        let mut w = ctx.open_wallet(Some(name))?;
+        let (_lock, mut w) = ctx.open_wallet_locked(Some(name), "wallet update-pin")?;
         let mut meta = w.meta().clone();
         let mut changed = false;
         for entry in meta.roster.entries().to_vec() {

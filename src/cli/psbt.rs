@@ -193,7 +193,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             allow_immature,
             output,
         } => {
-            let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+            let (_lock, mut w) = ctx.open_wallet_locked(wallet.name.as_deref(), "psbt create")?;
             let psbt = if recovery {
                 build_recovery(&mut w, &payment, allow_immature)?
             } else {
@@ -259,7 +259,7 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             two_rounds,
             hedge,
         } => {
-            let w = ctx.open_wallet(wallet.name.as_deref())?;
+            let (_lock, w) = ctx.open_wallet_shared(wallet.name.as_deref(), "psbt sign")?;
             let file = psbt_io::read(&input)?;
             let mut psbt = file.psbt;
             psbt_inspect::require_signable(&w, &psbt)?;
@@ -309,7 +309,8 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             wallet,
             electrum,
         } => {
-            let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+            let (_lock, mut w) =
+                ctx.open_wallet_shared(wallet.name.as_deref(), "psbt broadcast")?;
             let url = electrum_url(&electrum, &w)?;
             let psbt = psbt_io::read(&input)?.psbt.into_psbt();
             let tx = psbt

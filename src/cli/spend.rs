@@ -225,7 +225,7 @@ pub fn send(
     electrum: ElectrumArg,
     yes: bool,
 ) -> Result<()> {
-    let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+    let (_lock, mut w) = ctx.open_wallet_locked(wallet.name.as_deref(), "wallet send")?;
     let checked = check(&w, &payment)?;
     let labelled = checked.recipients.clone();
     let url = electrum_url(&electrum, &w)?;

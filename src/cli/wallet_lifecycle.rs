@@ -18,6 +18,7 @@ use ckm::protocol::lifecycle::{
     CertifiedTransition, Decision, Joining, TransitionContext, TransitionKind, TRANSITION_VERSION,
 };
 use ckm::protocol::SessionId;
+use ckm::wallet::lock::WalletLock;
 use ckm::wallet::{CkmWallet, PendingTransition};
 use clap::Args;
 
@@ -112,15 +113,16 @@ fn client(ctx: &Context, timeout: &TimeoutArg) -> Result<Client> {
     )?)
 }
 
-fn open(ctx: &Context, wallet: &WalletArg) -> Result<CkmWallet> {
-    let w = ctx.open_wallet(wallet.name.as_deref())?;
+/// Locks and opens the wallet for `operation`; the lock is held while the guard lives.
+fn open(ctx: &Context, wallet: &WalletArg, operation: &str) -> Result<(WalletLock, CkmWallet)> {
+    let (lock, w) = ctx.open_wallet_locked(wallet.name.as_deref(), operation)?;
     if w.meta().keygen.is_none() {
         bail!(
             "wallet '{}' predates certified key generation: its signers cannot be changed in place; move its funds with `ckm wallet migrate`",
             w.meta().name
         );
     }
-    Ok(w)
+    Ok((lock, w))
 }
 
 fn helpers_or_default(given: &[u16], members: &[u16], exclude: Option<u16>, t: u16) -> Vec<u16> {
@@ -402,12 +404,12 @@ fn reasons(list: &[(u16, String)]) -> String {
 }
 
 pub fn refresh(ctx: &Context, args: RefreshArgs) -> Result<()> {
-    let w = open(ctx, &args.wallet)?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet refresh")?;
     run(ctx, w, TransitionKind::Refresh, None, &[], &args.timeout)
 }
 
 pub fn remove_signer(ctx: &Context, args: RemoveArgs) -> Result<()> {
-    let w = open(ctx, &args.wallet)?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet remove-signer")?;
     run(
         ctx,
         w,
@@ -419,7 +421,7 @@ pub fn remove_signer(ctx: &Context, args: RemoveArgs) -> Result<()> {
 }
 
 pub fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
-    let w = open(ctx, &args.wallet)?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet repair")?;
     let entry = RosterEntry {
         index: args.index,
         url: args.to.url,
@@ -454,7 +456,7 @@ fn refresh_after(
 }
 
 pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
-    let w = open(ctx, &args.wallet)?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet add-signer")?;
     let index = w.meta().roster.indexes().into_iter().max().unwrap_or(0) + 1;
     let entry = RosterEntry {
         index,
@@ -473,7 +475,7 @@ pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
 }
 
 pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
-    let mut w = open(ctx, &args.wallet)?;
+    let (_lock, mut w) = open(ctx, &args.wallet, "wallet resume")?;
     let client = client(ctx, &args.timeout)?;
     let meta = w.meta().clone();
     let known = known_members(&meta);

@@ -11,6 +11,7 @@
 //!   freezing, the fee policy and its guard) and reviewing them;
 //! - [`history`]: balances (frozen coins apart) and transactions with their states;
 //!   [`labels`]: labels in BIP-0329's shape;
+//! - [`lock`]: one writer per wallet operation on a coordinator home;
 //! - [`record`], [`export`]: a wallet's record as the signers confirm it, and exports for
 //!   other wallets; `commitments`: preprocessed signer commitments kept for one-round signing.
 //!
@@ -21,6 +22,7 @@
 pub mod export;
 pub mod history;
 pub mod labels;
+pub mod lock;
 mod meta;
 pub mod record;
 pub mod spend;

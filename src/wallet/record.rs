@@ -10,6 +10,12 @@
 //! offline, the answering signer must be the certified member at the index it claims, every
 //! signer that holds a wallet must give the same history, and at least the wallet's threshold
 //! of them must answer.
+//!
+//! A record read from a file proves only that *some* group certified it: the file carries its
+//! own roster, so an attacker's file certifies the attacker's keys. [`confirm`] checks such a
+//! record against the answers of signers whose identity keys the user pinned: at least the
+//! wallet's threshold of them must hold the same roster, group key, recovery policy, epoch
+//! and certified history.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -388,4 +394,135 @@ pub fn recover(
         out.push(meta);
     }
     Ok(out)
+}
+
+/// What one signer whose identity key the user pinned answered to
+/// [`crate::message::CoordinatorToSigner::WalletRecords`] (the transport has checked that the
+/// answer is signed by that key).
+#[derive(Debug, Clone)]
+pub struct PinnedAnswer {
+    /// The pinned identity key.
+    pub signer: IdentityPublic,
+    /// Its records, or why there are none (unreachable, refused, not in the file's roster).
+    pub answer: Result<Vec<WalletRecord>, String>,
+}
+
+/// The pinned signers that confirmed a record ([`confirm`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Confirmed {
+    /// The signers whose own record equals the file's, in the order given.
+    pub by: Vec<IdentityPublic>,
+    /// The others, each with why it does not confirm.
+    pub not: Vec<(IdentityPublic, String)>,
+}
+
+/// Why a wallet record was not confirmed by the pinned signers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfirmError {
+    /// No signer was pinned.
+    #[error("no signer identity key was pinned: a record's own roster cannot vouch for it")]
+    NoPins,
+    /// Fewer pinned signers than the wallet's threshold confirm it.
+    #[error("only {have} of the pinned signers confirm wallet '{wallet}' (roster, group key, recovery policy, epoch {epoch}), fewer than its threshold {need}: {}", .not.iter().map(|(s, r)| format!("{s}: {r}")).collect::<Vec<_>>().join("; "))]
+    TooFew {
+        /// The wallet, as the record names it.
+        wallet: String,
+        /// The record's epoch.
+        epoch: u64,
+        /// Pinned signers that confirmed.
+        have: usize,
+        /// The wallet's threshold.
+        need: u16,
+        /// The pinned signers that did not confirm, and why.
+        not: Vec<(IdentityPublic, String)>,
+    },
+}
+
+/// Checks a record read from a file (`meta`, from [`from_bytes`]) against the answers of the
+/// signers the user pinned (one [`PinnedAnswer`] each; an identity given twice counts once).
+/// A pinned signer confirms when it holds, for this coordinator, a wallet with the record's
+/// group key whose own certified history checks out, names it as the member at the index it
+/// claims, and equals the record's: the same roster, recovery policy, epoch and every
+/// transition. At least the wallet's threshold of pinned signers must confirm.
+///
+/// # Errors
+/// [`ConfirmError`]: no pins, or too few confirmations (each refusal with its reason).
+pub fn confirm(meta: &WalletMeta, answers: &[PinnedAnswer]) -> Result<Confirmed, ConfirmError> {
+    if answers.is_empty() {
+        return Err(ConfirmError::NoPins);
+    }
+    let mut by: Vec<IdentityPublic> = Vec::new();
+    let mut not: Vec<(IdentityPublic, String)> = Vec::new();
+    for a in answers {
+        if by.contains(&a.signer) || not.iter().any(|(s, _)| *s == a.signer) {
+            continue;
+        }
+        match confirms(meta, a) {
+            Ok(()) => by.push(a.signer),
+            Err(reason) => not.push((a.signer, reason)),
+        }
+    }
+    let need = meta.group.threshold();
+    if by.len() < usize::from(need) {
+        return Err(ConfirmError::TooFew {
+            wallet: meta.name.clone(),
+            epoch: meta.epoch,
+            have: by.len(),
+            need,
+            not,
+        });
+    }
+    Ok(Confirmed { by, not })
+}
+
+/// Whether one pinned signer's answer confirms `meta`; if not, why.
+fn confirms(meta: &WalletMeta, a: &PinnedAnswer) -> Result<(), String> {
+    let records = a.answer.as_ref().map_err(|e| format!("no answer ({e})"))?;
+    let group_key = GroupKey::of(&meta.group);
+    let record = records
+        .iter()
+        .find(|r| r.group_key == group_key)
+        .ok_or_else(|| {
+            format!("holds no wallet with group key {group_key} bound to this coordinator")
+        })?;
+    let state = record
+        .history
+        .verify()
+        .map_err(|e| format!("its own record does not check out: {e}"))?;
+    if GroupKey::of(&state.group) != group_key {
+        return Err(format!(
+            "its record certifies group key {}, not {group_key}",
+            GroupKey::of(&state.group)
+        ));
+    }
+    match state.roster.get(record.index) {
+        Some(e) if e.identity == a.signer => {}
+        _ => {
+            return Err(format!(
+                "its certified roster does not give it index {}",
+                record.index
+            ))
+        }
+    }
+    if state.epoch != meta.epoch {
+        return Err(format!(
+            "it is at epoch {}, the record at epoch {}",
+            state.epoch, meta.epoch
+        ));
+    }
+    let ids = |r: &Roster| -> Vec<(u16, IdentityPublic)> {
+        r.entries().iter().map(|e| (e.index, e.identity)).collect()
+    };
+    if ids(&state.roster) != ids(&meta.roster) {
+        return Err("it certifies another roster".into());
+    }
+    if record.history.keygen.context.recovery.as_ref() != meta.recovery() {
+        return Err("it certifies another recovery policy".into());
+    }
+    if Some(&record.history) != meta.history().as_ref() {
+        return Err("it certifies another history".into());
+    }
+    Ok(())
 }

@@ -45,7 +45,7 @@ pub struct MigrateArgs {
 
 /// `wallet migrate`: a new wallet (new key generation) and one co-signed sweep of every coin.
 pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
-    let mut old = ctx.open_wallet(args.wallet.name.as_deref())?;
+    let (_lock, mut old) = ctx.open_wallet_locked(args.wallet.name.as_deref(), "wallet migrate")?;
     if old.meta().pending.is_some() {
         bail!(
             "wallet '{}' has an unfinished transition: run `ckm wallet resume` first",

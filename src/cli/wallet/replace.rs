@@ -41,7 +41,12 @@ pub struct ReplaceArgs {
 }
 
 pub fn run(ctx: &Context, kind: Kind, args: ReplaceArgs) -> Result<()> {
-    let mut w = ctx.open_wallet(args.wallet.name.as_deref())?;
+    let operation = match kind {
+        Kind::Bump => "wallet bump",
+        Kind::Cancel => "wallet cancel",
+        Kind::Cpfp => "wallet cpfp",
+    };
+    let (_lock, mut w) = ctx.open_wallet_locked(args.wallet.name.as_deref(), operation)?;
     let rate = spend::fee_rate(args.fee_rate)?;
     let url = electrum_url(&args.electrum, &w)?;
     let built = match kind {
