@@ -421,7 +421,7 @@ pub fn remove_signer(ctx: &Context, args: RemoveArgs) -> Result<()> {
 }
 
 pub fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
-    let (_lock, w) = open(ctx, &args.wallet, "wallet repair")?;
+    let (lock, w) = open(ctx, &args.wallet, "wallet repair")?;
     let entry = RosterEntry {
         index: args.index,
         url: args.to.url,
@@ -435,12 +435,14 @@ pub fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
     ctx.held_back("repair", || {
         run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
     })?;
-    refresh_after(ctx, &args.wallet, &args.timeout, "repair")
+    refresh_after(&lock, ctx, &args.wallet, &args.timeout, "repair")
 }
 
 /// The refresh that follows a repair or an enrolment: every share changes, so no share of
-/// the roster before (a stolen copy of a lost one among them) combines any more.
+/// the roster before (a stolen copy of a lost one among them) combines any more. Runs under
+/// the lock the caller holds (`_held`), so no other operation gets in between.
 fn refresh_after(
+    _held: &WalletLock,
     ctx: &Context,
     wallet: &WalletArg,
     timeout: &TimeoutArg,
@@ -449,14 +451,14 @@ fn refresh_after(
     ctx.say(format!(
         "now refreshing every share, so that no share from before the {what} combines any more (skip with --no-refresh)…"
     ));
-    let w = open(ctx, wallet)?;
+    let w = ctx.open_wallet(wallet.name.as_deref())?;
     run(ctx, w, TransitionKind::Refresh, None, &[], timeout).with_context(|| {
         format!("the {what} is committed, but the refresh after it is not: run `ckm wallet resume`, then `ckm wallet refresh`")
     })
 }
 
 pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
-    let (_lock, w) = open(ctx, &args.wallet, "wallet add-signer")?;
+    let (lock, w) = open(ctx, &args.wallet, "wallet add-signer")?;
     let index = w.meta().roster.indexes().into_iter().max().unwrap_or(0) + 1;
     let entry = RosterEntry {
         index,
@@ -471,7 +473,7 @@ pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
     ctx.held_back("enrolment", || {
         run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
     })?;
-    refresh_after(ctx, &args.wallet, &args.timeout, "enrolment")
+    refresh_after(&lock, ctx, &args.wallet, &args.timeout, "enrolment")
 }
 
 pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
