@@ -3,10 +3,11 @@
 //! the signing subset), `add-signer` (the new signer in the subset) and `remove-signer`
 //! (without it; shown the commit certificate, it erased its share) a spend from that address
 //! is mined — every input of the mined transaction spends an output paying the first receive
-//! address. `migrate` from 2-of-3 to 3-of-5 sweeps
-//! every coin, and the new wallet spends. And `kill -9` of the coordinator or of one signer at
-//! each step of `refresh` and of `add-signer`, then `ckm wallet resume`: the signers agree on
-//! one epoch and the wallet still spends. Needs `--features regtest`.
+//! address. `migrate` from 2-of-3 to 3-of-5 sweeps every coin, and the new wallet spends.
+//! And `kill -9` of the coordinator or of one signer at each step of `refresh` and of `add-signer`, then `ckm wallet resume`: the signers agree on
+//! one epoch and the wallet still spends; and `kill -9` of the coordinator at each step of
+//! `refresh`, then a second coordinator with an empty home recovers the wallet from the
+//! signers and resumes, and its spend is mined. Needs `--features regtest`.
 #![cfg(feature = "regtest")]
 
 #[path = "common/chain.rs"]
@@ -399,6 +400,111 @@ fn kill_points_of_add_signer() -> Result<()> {
         for victim in [Victim::Coordinator, Victim::Signer] {
             kill_point(&env, Op::AddSigner, step, victim)?;
         }
+    }
+    Ok(())
+}
+
+/// A second coordinator, allowed by every signer's operator for the wallet: its home (empty
+/// until it recovers the wallet from the signers).
+fn second_coordinator(c: &mut Cluster) -> Result<std::path::PathBuf> {
+    let home = c.dir.path().join("coord-b");
+    let id = json_str(&ckm_json(&home, &["id"])?, "identity")?.to_string();
+    for s in &mut c.signers {
+        s.extra_coordinators.push(id.clone());
+        s.restart()?;
+        ckm_json(
+            &s.home,
+            &[
+                "signer",
+                "wallet",
+                "allow-coordinator",
+                "--wallet",
+                WALLET,
+                &id,
+            ],
+        )?;
+    }
+    c.sync_roster()?;
+    Ok(home)
+}
+
+/// `kill -9` of coordinator A at `step` of a refresh; then coordinator B, whose home holds no
+/// wallet, recovers the wallet from the signers, resumes (it decides nothing itself: it
+/// spreads the members' certificate or gathers their votes), every signer agrees on B's
+/// epoch, and B's spend is mined.
+fn resumed_by_another(env: &TestEnv, step: &str) -> Result<()> {
+    let what = format!("refresh / {step} / resumed by a second coordinator");
+    let (mut c, first) = funded(env, 3, 2)?;
+    let b = second_coordinator(&mut c)?;
+    let upstream = c.signers[1].addr()?;
+    let proxy = StepProxy::start(upstream, step, Victim::Coordinator)?;
+    route(&c, &c.signers[1].identity, &proxy.url)?;
+    let mut cmd = ckm_cmd(&c.coord);
+    cmd.args(["--json", "wallet", "refresh"]);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    proxy
+        .pid
+        .store(child.id(), std::sync::atomic::Ordering::SeqCst);
+    let out = child.wait_with_output()?;
+    ensure!(
+        proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "{what}: the step never passed the proxy ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lost = std::mem::replace(&mut c.coord, b);
+    let mut args = vec!["wallet".to_string(), "recover".into()];
+    for s in &c.signers {
+        args.push("--signer".into());
+        args.push(s.spec());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v =
+        ckm_json(&c.coord, &args).with_context(|| format!("{what}: recovering the wallet at B"))?;
+    ensure!(v["recovered"][0]["wallet"] == WALLET, "{what}: {v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = ckm(&c.coord, &["--json", "wallet", "resume"])?;
+        if out.status.success() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: resume keeps failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let shown = ckm_json(&c.coord, &["wallet", "show"])?;
+    let epoch = shown["epoch"].clone();
+    for r in shown["signers"].as_array().context("signers")? {
+        ensure!(
+            r["epoch"] == epoch && r["agrees"] == true,
+            "{what}: a signer disagrees after resume: {shown}"
+        );
+    }
+    ensure!(shown["pending"].is_null(), "{what}: {shown}");
+    sync(&c, env)?;
+    spend_from_first(&c, env, &first, 300_000)
+        .with_context(|| format!("{what}: spending after resume"))?;
+    drop(lost);
+    eprintln!("{what}: resumed at epoch {epoch}, spent");
+    Ok(())
+}
+
+#[test]
+fn kill_points_of_refresh_resumed_by_a_second_coordinator() -> Result<()> {
+    let env = TestEnv::new()?;
+    for step in [
+        "begin",
+        "refresh_round1",
+        "refresh_round2",
+        "prepare",
+        "vote",
+        "decide",
+    ] {
+        resumed_by_another(&env, step)?;
     }
     Ok(())
 }

@@ -344,8 +344,12 @@ pub fn recover(
                     )))
                 }
             }
+            // Histories may differ only by a transition some members applied and others
+            // not yet (an interrupted commit): one must be a prefix of the other. The
+            // wallet is recovered at the shorter one, which both vouch for; `wallet resume`
+            // then finishes the transition from the members' certificates.
             if let Some((other, first)) = checked.first() {
-                if first.history != record.history {
+                if !prefix_related(&first.history, &record.history) {
                     return Err(RecoverError::Disagree {
                         wallet: record.name.clone(),
                         a: Box::new(other.identity),
@@ -356,13 +360,22 @@ pub fn recover(
                 }
             }
             if !checked.iter().any(|(o, _)| o.identity == signer.identity) {
-                checked.push((signer, record));
+                let shorter = checked.first().is_none_or(|(_, first)| {
+                    record.history.transitions.len() < first.history.transitions.len()
+                });
+                if shorter {
+                    checked.insert(0, (signer, record));
+                    state = Some(s);
+                } else {
+                    checked.push((signer, record));
+                }
             }
-            state = Some(s);
         }
-        let (Some(state), Some((_, record))) = (state, checked.first()) else {
+        let (Some(state), Some((_, record))) = (state, checked.first().copied()) else {
             continue;
         };
+        // Only members of the recovered epoch's roster vouch for it.
+        checked.retain(|(signer, _)| state.roster.index_of(&signer.identity).is_some());
         let need = state.group.threshold();
         if checked.len() < usize::from(need) {
             return Err(RecoverError::TooFew {
@@ -372,8 +385,10 @@ pub fn recover(
             });
         }
         let mut roster = state.roster.clone();
-        for (signer, r) in &checked {
-            roster.set_endpoint(r.index, signer.url.clone(), signer.tls_sha256);
+        for (signer, _) in &checked {
+            if let Some(index) = state.roster.index_of(&signer.identity) {
+                roster.set_endpoint(index, signer.url.clone(), signer.tls_sha256);
+            }
         }
         let meta = WalletMeta {
             name: record.name.clone(),
@@ -394,6 +409,13 @@ pub fn recover(
         out.push(meta);
     }
     Ok(out)
+}
+
+/// Whether one history extends the other (same key generation, one's transitions a prefix
+/// of the other's).
+fn prefix_related(a: &History, b: &History) -> bool {
+    let n = a.transitions.len().min(b.transitions.len());
+    a.keygen == b.keygen && a.transitions[..n] == b.transitions[..n]
 }
 
 /// What one signer whose identity key the user pinned answered to
