@@ -320,11 +320,13 @@ impl NoncePools {
         let mut problem = None;
         for id in ids {
             match pool.remove(id) {
-                Some((made, _)) if now.saturating_sub(made) >= NONCE_TTL_SECS => {
-                    if problem.is_none() {
-                        problem = Some(NonceError::Expired(*id));
-                    }
+                Some((made, _))
+                    if now.saturating_sub(made) >= NONCE_TTL_SECS && problem.is_none() =>
+                {
+                    problem = Some(NonceError::Expired(*id));
                 }
+                // Expired: dropped either way.
+                Some((made, _)) if now.saturating_sub(made) >= NONCE_TTL_SECS => {}
                 Some((_, n)) => out.push(n),
                 None if problem.is_none() => {
                     problem = Some(if ids.iter().filter(|x| *x == id).count() > 1 {

@@ -34,7 +34,7 @@ pub fn confirm(ctx: &Context, args: ConfirmRestoredArgs) -> Result<()> {
         ctx.coordinator_identity()?,
         Duration::from_secs(args.timeout.timeout),
     )?;
-    ctx.say(&format!(
+    ctx.say(format!(
         "asking signer {} for a challenge and the other members for their epoch…",
         args.index
     ));
