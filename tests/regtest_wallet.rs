@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use chain::*;
-use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster};
+use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster, WALLET};
 use serde_json::{json, Value};
 use testenv::TestEnv;
 
@@ -437,6 +437,64 @@ fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
     sync(&c, &env)?;
     let e = unstick_refused(&c, &env, "bump", &txid, "20")?;
     ensure!(e.contains("already confirmed"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn under_a_daily_limit_a_payment_is_bumped_twice_and_a_second_payment_refused() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    for s in &c.signers {
+        let v = ckm_json(
+            &s.home,
+            &[
+                "signer",
+                "policy",
+                "set",
+                "--wallet",
+                WALLET,
+                "--daily-limit-sats",
+                "150000000",
+            ],
+        )?;
+        ensure!(v["policy"]["daily_limit_sats"] == 150_000_000, "{v}");
+    }
+    fund_coins(&c, &env, &[200_000_000, 200_000_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &format!("{to}:1btc"), "--fee-rate", "2", "--yes"],
+    )?;
+    let original = json_str(&sent, "txid")?.to_string();
+    // Counted as new spends, each bump would take 2 BTC out of a 1.5 BTC day.
+    let first = unstick(&c, &env, "bump", &original, "10")?;
+    let first = json_str(&first, "txid")?.to_string();
+    let second = unstick(&c, &env, "bump", &first, "20")?;
+    let second = json_str(&second, "txid")?.to_string();
+    let pool = mempool(&env)?;
+    ensure!(
+        pool.contains(&second) && !pool.contains(&first) && !pool.contains(&original),
+        "{pool:?}"
+    );
+    let e = send_refused(
+        &c,
+        &env,
+        &[
+            "--to",
+            &format!("{}:1btc", foreign_address()),
+            "--fee-rate",
+            "2",
+            "--yes",
+        ],
+    )?;
+    ensure!(e.contains("policy daily-limit-sats"), "{e}");
+    ensure!(
+        mempool(&env)?.len() == 1,
+        "the refused payment reached the mempool"
+    );
+    let tx = mine_and_confirm(&env, &second)?;
+    assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 100_000_000);
     Ok(())
 }
 
