@@ -697,4 +697,42 @@ mod tests {
         let path: Vec<SpendEntry> = (0..64u8).map(|n| spend(n, 10, &[n, n + 1])).collect();
         assert_eq!(counted_total(&path, []), 320);
     }
+
+    #[test]
+    fn counted_total_is_the_largest_set_that_could_confirm_together() {
+        use rand::{Rng, SeedableRng};
+        // Random small windows (up to 12 spends over 6 coins), against every subset.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(26);
+        for _ in 0..2_000 {
+            let n = rng.gen_range(1..=12u8);
+            let spends: Vec<SpendEntry> = (0..n)
+                .map(|k| {
+                    // A transaction never spends one outpoint twice.
+                    let inputs: BTreeSet<u8> = (0..rng.gen_range(0..=3))
+                        .map(|_| rng.gen_range(1..=6u8))
+                        .collect();
+                    let inputs: Vec<u8> = inputs.into_iter().collect();
+                    spend(k, rng.gen_range(0..1_000), &inputs)
+                })
+                .collect();
+            let mut best = 0u64;
+            for subset in 0u32..(1 << n) {
+                let chosen: Vec<&SpendEntry> = spends
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| subset & (1 << i) != 0)
+                    .map(|(_, s)| s)
+                    .collect();
+                let mut seen = BTreeSet::new();
+                if chosen
+                    .iter()
+                    .flat_map(|s| s.inputs.iter())
+                    .all(|o| seen.insert(*o))
+                {
+                    best = best.max(chosen.iter().map(|s| s.outflow_sats).sum());
+                }
+            }
+            assert_eq!(counted_total(&spends, []), best, "{spends:?}");
+        }
+    }
 }
