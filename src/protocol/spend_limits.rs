@@ -366,7 +366,7 @@ const CONFLICT_BUDGET: u32 = 100_000;
 /// non-conflicting spends (a maximum-weight independent set of the conflict graph), so a set
 /// of mutually conflicting spends — a payment and its fee bumps — counts at its largest
 /// outflow, and spends that share no input add up. A group of connected conflicts larger
-/// than [`MAX_CONFLICT_GROUP`], or one whose search exceeds its budget, counts in full.
+/// than 64 spends, or one whose search exceeds its budget, counts in full.
 pub fn counted_total<'a>(
     own: impl IntoIterator<Item = &'a SpendEntry>,
     statements: impl IntoIterator<Item = &'a Statement>,
