@@ -47,12 +47,14 @@ up: regtest-install
 down:
     regtest/down
 
-# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers (writes target/bench/report.json); hostile-PSBT decoding from 1k to 160k pairs
+# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers (writes target/bench/report.json); hostile-PSBT decoding from 1k to 160k pairs; the everyday wallet: wallet send vs single-key, history and balance over 10 000 transactions (target/bench/wallet.json)
 bench:
     cargo build --release --locked --bins --examples
     CKM_BIN=target/release/ckm cargo bench --locked --bench cosign
     CKM_BIN=target/release/ckm CKM_FAULTY_BIN=target/release/examples/faulty_signer cargo bench --locked --bench wan
     cargo bench --locked --bench psbt_decode
+    eval "$(regtest/install --print-env)"; export BITCOIND_EXE BITCOIN_CLI_EXE ELECTRS_EXE; \
+      cargo bench --locked --bench wallet
 
 # Fuzz each target (PSBT checks, PSBT v0/v2 and UR decoding, signer messages, share store) for SECS seconds
 fuzz secs="60":

@@ -914,6 +914,11 @@ fn populate(
                 } else {
                     format!("policy max-amount-sats: {outflow} sat would leave the wallet (payments plus fee), more than 1000000 sat per spend")
                 },
+                inputs: if signed {
+                    vec![bitcoin::OutPoint::new(Txid::from_byte_array(rng.gen()), 0)]
+                } else {
+                    Vec::new()
+                },
             };
             (time, event)
         })

@@ -22,8 +22,9 @@ use crate::protocol::spend_limits::{Receipt, Statement};
 pub use crate::protocol::SessionId;
 use crate::protocol::{dkg, lifecycle};
 
-/// The protocol version this build speaks (2: certified key generation).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version this build speaks (2: certified key generation; 3: limit statements
+/// carry the outpoints each spend consumes, so that replacements count once).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Most statements in one [`CoordinatorToSigner::ConfirmEpoch`] (a roster has at most a few
 /// dozen members; each statement costs a signature check).

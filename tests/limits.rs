@@ -13,6 +13,13 @@
 //! at once gets nothing signed, which is the safe outcome. Statements cannot be skipped, reused
 //! from another session or taken from a signer outside the chosen set. And an honest
 //! coordinator's sequential spends up to `L` all succeed (the next one is refused).
+//!
+//! Every session spends its own coin, except where a test replaces a transaction: a
+//! replacement (a spend sharing an input with one already signed) counts once with what it
+//! replaces, at the largest outflow, even when the original was signed by {1,2} and the
+//! replacement is asked of {2,3}; a "replacement" that shares no input counts in full. The
+//! adversary's gain is measured as the largest outflow of signed transactions that could
+//! all confirm together (pairwise no shared input), computed here independently of ckm.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -24,7 +31,7 @@ mod driver;
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
-use bitcoin::Psbt;
+use bitcoin::{OutPoint, Psbt};
 use ckm::message::{ErrorCode, SessionId};
 use ckm::net::client::CallError;
 use ckm::protocol::spend_limits::{Receipt, Statement};
@@ -44,10 +51,21 @@ const LIMIT: u64 = 100_000;
 /// two fit under the limit and three do not.
 const PAY: u64 = 35_000;
 
+/// Eight coins of 100 000 sat: each session spends its own.
+const COINS: [(bdk_wallet::KeychainKind, u32, u64); 8] = {
+    let mut coins = [(bdk_wallet::KeychainKind::External, 0, 100_000); 8];
+    let mut i = 0;
+    while i < coins.len() {
+        coins[i].1 = i as u32;
+        i += 1;
+    }
+    coins
+};
+
 /// A cluster of `n` signers with a `t`-of-`n` wallet, funded, every signer's daily limit set.
 fn limited(n: usize, t: u16) -> Result<(Cluster, Funding)> {
     let c = Cluster::with_wallet(n, t)?;
-    let funding = fund(&c, &FUNDS)?;
+    let funding = fund(&c, &COINS)?;
     for s in &c.signers {
         let v = ckm_json(
             &s.home,
@@ -72,6 +90,8 @@ struct Session {
     chosen: Vec<u16>,
     psbt: Psbt,
     outflow: u64,
+    /// The coins it spends.
+    inputs: Vec<OutPoint>,
     committed: BTreeMap<u16, Committed>,
     statements: BTreeMap<u16, Statement>,
     packages: Option<Vec<SigningPackage>>,
@@ -153,21 +173,68 @@ fn play(d: &Driver, mut sessions: Vec<Session>, events: &[Event]) -> Result<Vec<
     Ok(sessions)
 }
 
-/// The total outflow of the sessions the adversary holds valid signatures for.
+/// What the adversary can take out of the wallet with the sessions it holds valid signatures
+/// for: the largest total outflow of signed transactions that share no input (so could all
+/// confirm), by trying every subset; and how many sessions were signed.
 fn signed_total(d: &Driver, sessions: &[Session]) -> Result<(u64, usize)> {
-    let mut total = 0;
-    let mut count = 0;
+    let mut signed: Vec<&Session> = Vec::new();
     for s in sessions {
         if s.shares.len() != s.chosen.len() {
             continue;
         }
         let packages = s.packages.clone().context("shares without packages")?;
         if d.aggregate(&s.psbt, &packages, &s.shares).is_ok() {
-            total += s.outflow;
-            count += 1;
+            signed.push(s);
         }
     }
-    Ok((total, count))
+    ensure!(
+        signed.len() < 16,
+        "too many signed sessions to try every subset"
+    );
+    let mut best = 0;
+    for subset in 0u32..(1 << signed.len()) {
+        let chosen: Vec<&Session> = (0..signed.len())
+            .filter(|i| subset & (1 << i) != 0)
+            .map(|i| signed[i])
+            .collect();
+        let mut coins = std::collections::BTreeSet::new();
+        let disjoint = chosen
+            .iter()
+            .flat_map(|s| s.inputs.iter())
+            .all(|o| coins.insert(*o));
+        if disjoint {
+            best = best.max(chosen.iter().map(|s| s.outflow).sum::<u64>());
+        }
+    }
+    Ok((best, signed.len()))
+}
+
+/// A session for `psbt`, which takes `outflow` out of the wallet.
+fn session(chosen: &[u16], psbt: Psbt, outflow: u64) -> Session {
+    Session {
+        id: SessionId::random(&mut rand::thread_rng()),
+        chosen: chosen.to_vec(),
+        inputs: psbt
+            .unsigned_tx
+            .input
+            .iter()
+            .map(|i| i.previous_output)
+            .collect(),
+        psbt,
+        outflow,
+        committed: BTreeMap::new(),
+        statements: BTreeMap::new(),
+        packages: None,
+        shares: BTreeMap::new(),
+        refused: None,
+    }
+}
+
+/// The coins of `funding`, in a fixed order.
+fn coins(funding: &Funding) -> Vec<OutPoint> {
+    let mut coins: Vec<OutPoint> = funding.keys().copied().collect();
+    coins.sort();
+    coins
 }
 
 fn make_sessions_paying(
@@ -176,21 +243,13 @@ fn make_sessions_paying(
     funding: &Funding,
     subsets: &[Vec<u16>],
 ) -> Result<Vec<Session>> {
+    let coins = coins(funding);
     let mut out = Vec::new();
     for (k, chosen) in subsets.iter().enumerate() {
-        let p = c.pay(funding, &foreign_address(), pay + k as u64, 2)?;
+        let coin = *coins.get(k).context("more sessions than coins")?;
+        let p = c.pay_from(funding, &[coin], &foreign_address(), pay + k as u64, 2)?;
         let outflow = p.amount + p.fee()?;
-        out.push(Session {
-            id: SessionId::random(&mut rand::thread_rng()),
-            chosen: chosen.clone(),
-            psbt: p.psbt,
-            outflow,
-            committed: BTreeMap::new(),
-            statements: BTreeMap::new(),
-            packages: None,
-            shares: BTreeMap::new(),
-            refused: None,
-        });
+        out.push(session(chosen, p.psbt, outflow));
     }
     Ok(out)
 }
@@ -477,9 +536,16 @@ fn statements_cannot_be_skipped_forged_or_reused() -> Result<()> {
 #[test]
 fn honest_sequential_spends_up_to_the_limit_succeed() -> Result<()> {
     let (c, funding) = limited(3, 2)?;
+    let coins = coins(&funding);
     let mut spent = 0;
     for k in 0..2u64 {
-        let p = c.pay(&funding, &foreign_address(), 45_000 + k, 2)?;
+        let p = c.pay_from(
+            &funding,
+            &coins[k as usize..=k as usize],
+            &foreign_address(),
+            45_000 + k,
+            2,
+        )?;
         let input = c.write_psbt(&format!("honest{k}.psbt"), &p.psbt)?;
         let out = c.dir.path().join(format!("honest{k}.signed.psbt"));
         c.sign_ok(&input, &out, &[])?;
@@ -488,7 +554,7 @@ fn honest_sequential_spends_up_to_the_limit_succeed() -> Result<()> {
     }
     ensure!(spent <= LIMIT);
     // The third would exceed the limit: refused, naming the rule.
-    let p = c.pay(&funding, &foreign_address(), 45_000, 2)?;
+    let p = c.pay_from(&funding, &coins[2..3], &foreign_address(), 45_000, 2)?;
     let input = c.write_psbt("honest-over.psbt", &p.psbt)?;
     let out = c.dir.path().join("honest-over.signed.psbt");
     let res = c.sign(&input, &out, &[])?;
@@ -496,4 +562,92 @@ fn honest_sequential_spends_up_to_the_limit_succeed() -> Result<()> {
     let err = json_error(&res)?;
     ensure!(err.contains("policy daily-limit-sats"), "{err}");
     Ok(())
+}
+
+/// `p`'s transaction with `extra` sat more fee, taken from its change: a fee bump spending
+/// the same coins. Returns the PSBT and its outflow.
+fn bumped(original: &Session, to: &bitcoin::Address, extra: u64) -> Result<(Psbt, u64)> {
+    let mut psbt = original.psbt.clone();
+    let change = psbt
+        .unsigned_tx
+        .output
+        .iter_mut()
+        .find(|o| o.script_pubkey != to.script_pubkey())
+        .context("no change output to take the fee from")?;
+    change.value = change
+        .value
+        .checked_sub(bitcoin::Amount::from_sat(extra))
+        .context("change too small")?;
+    Ok((psbt, original.outflow + extra))
+}
+
+#[test]
+fn a_replacement_counts_once_even_through_another_signer_set() -> Result<()> {
+    let (c, funding) = limited(3, 2)?;
+    let d = Driver::new(&c, WALLET)?;
+    let coins = coins(&funding);
+    let to = foreign_address();
+    // A pays 60k from coin 0 through {1,2}; two of them do not fit under the limit.
+    let a = c.pay_from(&funding, &coins[..1], &to, 60_000, 2)?;
+    let a = session(&[1, 2], a.psbt.clone(), a.amount + a.fee()?);
+    let sessions = play(&d, vec![a], &sequential_one(0, &[1, 2]))?;
+    ensure!(
+        sessions[0].refused.is_none(),
+        "A: {:?}",
+        sessions[0].refused
+    );
+    // B bumps A through {2,3}: signer 3 never saw A and learns it, with its coins, only from
+    // signer 2's statement. C bumps B through {1,3}.
+    let (psbt, outflow) = bumped(&sessions[0], &to, 1_000)?;
+    let mut sessions = sessions;
+    sessions.push(session(&[2, 3], psbt, outflow));
+    let sessions = play(&d, sessions, &sequential_one(1, &[2, 3]))?;
+    ensure!(
+        sessions[1].refused.is_none(),
+        "the bump through {{2,3}}: {:?}",
+        sessions[1].refused
+    );
+    let (psbt, outflow) = bumped(&sessions[1], &to, 1_000)?;
+    let mut sessions = sessions;
+    sessions.push(session(&[1, 3], psbt, outflow));
+    let sessions = play(&d, sessions, &sequential_one(2, &[1, 3]))?;
+    ensure!(
+        sessions[2].refused.is_none(),
+        "the second bump: {:?}",
+        sessions[2].refused
+    );
+    // D is presented as another bump of A (same payee, same amount) but spends another coin:
+    // it conflicts with nothing, so it counts in full and is refused.
+    let fake = c.pay_from(&funding, &coins[1..2], &to, 60_000 + 2_000, 2)?;
+    let mut sessions = sessions;
+    sessions.push(session(
+        &[2, 3],
+        fake.psbt.clone(),
+        fake.amount + fake.fee()?,
+    ));
+    let sessions = play(&d, sessions, &sequential_one(3, &[2, 3]))?;
+    let refusal = sessions[3].refused.clone().unwrap_or_default();
+    ensure!(
+        refusal.contains("policy daily-limit-sats"),
+        "a non-conflicting \"bump\" was not counted in full: {refusal:?}"
+    );
+    let (total, count) = signed_total(&d, &sessions)?;
+    ensure!(
+        count == 3,
+        "{count} sessions signed, expected A and its two bumps"
+    );
+    ensure!(
+        total <= LIMIT,
+        "{total} sat could confirm, over the limit {LIMIT}"
+    );
+    ensure!(total == sessions[2].outflow, "{total}");
+    Ok(())
+}
+
+/// Session `k`'s events in protocol order for `chosen`.
+fn sequential_one(k: usize, chosen: &[u16]) -> Vec<Event> {
+    [Step::Commit, Step::State, Step::Sign]
+        .into_iter()
+        .flat_map(|step| chosen.iter().map(move |i| (step, k, *i)))
+        .collect()
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use chain::*;
-use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster};
+use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster, WALLET};
 use serde_json::{json, Value};
 use testenv::TestEnv;
 
@@ -441,6 +441,64 @@ fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
 }
 
 #[test]
+fn under_a_daily_limit_a_payment_is_bumped_twice_and_a_second_payment_refused() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    for s in &c.signers {
+        let v = ckm_json(
+            &s.home,
+            &[
+                "signer",
+                "policy",
+                "set",
+                "--wallet",
+                WALLET,
+                "--daily-limit-sats",
+                "150000000",
+            ],
+        )?;
+        ensure!(v["policy"]["daily_limit_sats"] == 150_000_000, "{v}");
+    }
+    fund_coins(&c, &env, &[200_000_000, 200_000_000])?;
+    let to = foreign_address().to_string();
+    let sent = send_with(
+        &c,
+        &env,
+        &["--to", &format!("{to}:1btc"), "--fee-rate", "2", "--yes"],
+    )?;
+    let original = json_str(&sent, "txid")?.to_string();
+    // Counted as new spends, each bump would take 2 BTC out of a 1.5 BTC day.
+    let first = unstick(&c, &env, "bump", &original, "10")?;
+    let first = json_str(&first, "txid")?.to_string();
+    let second = unstick(&c, &env, "bump", &first, "20")?;
+    let second = json_str(&second, "txid")?.to_string();
+    let pool = mempool(&env)?;
+    ensure!(
+        pool.contains(&second) && !pool.contains(&first) && !pool.contains(&original),
+        "{pool:?}"
+    );
+    let e = send_refused(
+        &c,
+        &env,
+        &[
+            "--to",
+            &format!("{}:1btc", foreign_address()),
+            "--fee-rate",
+            "2",
+            "--yes",
+        ],
+    )?;
+    ensure!(e.contains("policy daily-limit-sats"), "{e}");
+    ensure!(
+        mempool(&env)?.len() == 1,
+        "the refused payment reached the mempool"
+    );
+    let tx = mine_and_confirm(&env, &second)?;
+    assert_eq!(sats(&output_paying(&tx, &to)?.1["value"])?, 100_000_000);
+    Ok(())
+}
+
+#[test]
 fn cancel_confirms_and_the_original_never_does() -> Result<()> {
     let env = TestEnv::new()?;
     let c = Cluster::with_wallet(3, 2)?;
@@ -658,5 +716,87 @@ fn history_shows_pending_confirmed_replaced_and_cancelled_with_labels() -> Resul
         std::fs::read_to_string(&labels)?,
         std::fs::read_to_string(&again)?
     );
+    Ok(())
+}
+
+#[test]
+fn history_shows_an_incoming_payment_dropped_from_the_mempool() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    // A confirmed coin of a key of the test's: it pays us, then pays someone else instead.
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let payer = bitcoin::PrivateKey::new(
+        bitcoin::secp256k1::SecretKey::new(&mut rand::thread_rng()),
+        bitcoin::Network::Regtest,
+    );
+    let payer_address = bitcoin::Address::p2wpkh(
+        &bitcoin::CompressedPublicKey::from_private_key(&secp, &payer)
+            .map_err(|e| anyhow!("{e}"))?,
+        bitcoin::Network::Regtest,
+    );
+    let coin = env.fund(&payer_address.to_string(), 1_000_000)?;
+    let prev = env.get_raw_transaction(&coin)?;
+    let spk = prev["vout"][0]["scriptPubKey"]["hex"]
+        .as_str()
+        .context("no scriptPubKey")?
+        .to_string();
+    let spend_coin_to = |to: &str, sats: u64| -> Result<String> {
+        let unsigned = env.rpc(
+            "createrawtransaction",
+            json!([[{ "txid": coin, "vout": 0, "sequence": 0xffff_fffdu32 }],
+                   [{ to: testenv::format_btc(sats) }]]),
+        )?;
+        let signed = env.rpc(
+            "signrawtransactionwithkey",
+            json!([unsigned, [payer.to_wif()],
+                   [{ "txid": coin, "vout": 0, "scriptPubKey": spk, "amount": testenv::format_btc(1_000_000) }]]),
+        )?;
+        ensure!(signed["complete"] == json!(true), "{signed}");
+        env.send_raw(signed["hex"].as_str().context("no hex")?)
+    };
+    let (addr, _) = address(&c)?;
+    sync(&c, &env)?;
+    let incoming = spend_coin_to(&addr, 990_000)?;
+    let state_of = |txid: &str| -> Result<String> {
+        sync(&c, &env)?;
+        Ok(row(&history(&c)?, txid)?["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+    let wait_for = |txid: &str, state: &str| -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let now = state_of(txid);
+            if now.as_deref().ok() == Some(state) {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{txid} is {now:?}, not {state}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    wait_for(&incoming, "pending")?;
+
+    // The payer replaces it with a payment elsewhere (higher fee): bitcoind drops ours.
+    let conflict = spend_coin_to(testenv::BURN_ADDRESS, 980_000)?;
+    let pool = mempool(&env)?;
+    ensure!(
+        pool.contains(&conflict) && !pool.contains(&incoming),
+        "{pool:?}"
+    );
+    ensure!(env.rpc("getmempoolentry", json!([incoming])).is_err());
+    wait_for(&incoming, "dropped")?;
+    let (confirmed, unconfirmed) = balance(&c.coord)?;
+    ensure!(
+        confirmed == 0 && unconfirmed == 0,
+        "the dropped payment still counts: {confirmed} + {unconfirmed}"
+    );
+    // Once the conflict confirms, it stays dropped.
+    let tx = mine_and_confirm(&env, &conflict)?;
+    ensure!(inputs_of(&tx)?.contains(&format!("{coin}:0")), "{tx}");
+    ensure!(state_of(&incoming)? == "dropped");
     Ok(())
 }

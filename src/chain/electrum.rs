@@ -1,5 +1,8 @@
 //! An Electrum server as the wallet's chain source (`bdk_electrum`): a full scan of both
-//! keychains with progress, broadcast, `blockchain.estimatefee` and the header tip.
+//! keychains the first time (and on a rescan), then a sync of the revealed scripts that also
+//! asks about the unconfirmed transactions the wallet expects (so a transaction replaced or
+//! dropped from the mempool is seen as gone); progress, broadcast, `blockchain.estimatefee`
+//! and the header tip.
 
 use bdk_electrum::electrum_client::{self, ElectrumApi};
 use bdk_electrum::BdkElectrumClient;
@@ -66,8 +69,22 @@ impl ChainSource for Electrum {
         describe(&self.url)
     }
 
+    /// A full scan the first time (a wallet never synced: its tip is the genesis block),
+    /// else a sync of the revealed scripts ([`Electrum::sync_revealed`]).
+    fn sync(&self, wallet: &mut CkmWallet, progress: ProgressFn) -> Result<u32, ChainError> {
+        if wallet.bdk().latest_checkpoint().height() == 0 {
+            self.full_scan(wallet, progress)
+        } else {
+            self.sync_revealed(wallet, progress)
+        }
+    }
+
     /// A full scan of both keychains (every script up to [`STOP_GAP`] past the last used one).
-    fn sync(&self, wallet: &mut CkmWallet, mut progress: ProgressFn) -> Result<u32, ChainError> {
+    fn full_scan(
+        &self,
+        wallet: &mut CkmWallet,
+        mut progress: ProgressFn,
+    ) -> Result<u32, ChainError> {
         let request = wallet
             .bdk()
             .start_full_scan()
@@ -77,15 +94,7 @@ impl ChainSource for Electrum {
             .client
             .full_scan(request, STOP_GAP, 10, true)
             .map_err(|e| source_error(&self.url, e))?;
-        wallet
-            .bdk_mut()
-            .apply_update(update)
-            .map_err(|e| ChainError::Connect {
-                source_name: self.describe(),
-                reason: e.to_string(),
-            })?;
-        wallet.persist()?;
-        Ok(wallet.bdk().latest_checkpoint().height())
+        self.apply(wallet, update)
     }
 
     fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
@@ -116,6 +125,53 @@ impl ChainSource for Electrum {
             .block_headers_subscribe()
             .map_err(|e| source_error(&self.url, e))?;
         u32::try_from(header.height).map_err(|_| source_error(&self.url, "tip height out of range"))
+    }
+}
+
+impl Electrum {
+    /// bdk's sync of the revealed scripts (`start_sync_with_revealed_spks`): every address
+    /// the wallet handed out, and the unconfirmed transactions it expects on each, so that one
+    /// the server no longer reports (replaced, or dropped from the mempool) is marked evicted
+    /// and its state in the history changes. Addresses past the last revealed one are not
+    /// looked at: a rescan ([`ChainSource::full_scan`]) finds those.
+    ///
+    /// # Errors
+    /// As [`ChainSource::sync`].
+    pub fn sync_revealed(
+        &self,
+        wallet: &mut CkmWallet,
+        mut progress: ProgressFn,
+    ) -> Result<u32, ChainError> {
+        let request = wallet
+            .bdk()
+            .start_sync_with_revealed_spks()
+            .inspect(move |item, _| {
+                if let bdk_wallet::chain::spk_client::SyncItem::Spk((keychain, index), _) = item {
+                    progress(SyncProgress::Script { keychain, index });
+                }
+            })
+            .build();
+        let update = self
+            .client
+            .sync(request, 10, true)
+            .map_err(|e| source_error(&self.url, e))?;
+        self.apply(wallet, update)
+    }
+
+    fn apply(
+        &self,
+        wallet: &mut CkmWallet,
+        update: impl Into<bdk_wallet::Update>,
+    ) -> Result<u32, ChainError> {
+        wallet
+            .bdk_mut()
+            .apply_update(update)
+            .map_err(|e| ChainError::Connect {
+                source_name: self.describe(),
+                reason: e.to_string(),
+            })?;
+        wallet.persist()?;
+        Ok(wallet.bdk().latest_checkpoint().height())
     }
 }
 

@@ -71,12 +71,22 @@ pub trait ChainSource {
     /// A short human name for messages, e.g. `electrum server tcp://127.0.0.1:60401`.
     fn describe(&self) -> String;
 
-    /// Brings `wallet` up to date with the chain, applies the update and persists it.
-    /// Returns the height of the wallet's tip after the update.
+    /// Brings `wallet` up to date with the chain, applies the update and persists it: a full
+    /// scan the first time, then a sync of the addresses the wallet revealed that also
+    /// notices unconfirmed transactions that left the mempool (replaced or dropped). Returns
+    /// the height of the wallet's tip after the update.
     ///
     /// # Errors
     /// The source fails, the update does not connect, or the wallet cannot be saved.
     fn sync(&self, wallet: &mut CkmWallet, progress: ProgressFn) -> Result<u32, ChainError>;
+
+    /// A full scan of the wallet's addresses (up to a gap of unused ones past the last used),
+    /// applied and persisted: finds coins on addresses this wallet did not reveal itself (a
+    /// restored wallet, another coordinator's copy). Returns the tip's height.
+    ///
+    /// # Errors
+    /// As [`ChainSource::sync`].
+    fn full_scan(&self, wallet: &mut CkmWallet, progress: ProgressFn) -> Result<u32, ChainError>;
 
     /// Relays `tx` to the network.
     ///

@@ -316,7 +316,8 @@ pub enum PolicyCommand {
         /// Largest amount paid out by one spend (change excluded), in satoshis
         #[arg(long, value_name = "N")]
         max_amount_sats: Option<u64>,
-        /// Largest amount paid out over any 24 hours, in satoshis
+        /// Largest amount paid out over any 24 hours, in satoshis (a fee bump or cancel,
+        /// which spends the same coins as what it replaces, counts once with it)
         #[arg(long, value_name = "N")]
         daily_limit_sats: Option<u64>,
         /// Allow paying this address (repeatable); once any is set, only these are allowed

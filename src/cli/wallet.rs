@@ -221,12 +221,23 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
-    /// Scan the chain through an Electrum server and update the wallet
+    /// Update the wallet through an Electrum server: a full scan the first time, then the
+    /// addresses it revealed (which also notices transactions replaced or dropped from the
+    /// mempool, shown by `wallet history`)
+    ///
+    /// Example:
+    ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
+    ///   ckm wallet sync --rescan    # coins sent to addresses this wallet never showed
+    #[command(verbatim_doc_comment)]
     Sync {
         #[command(flatten)]
         wallet: WalletArg,
         #[command(flatten)]
         electrum: ElectrumArg,
+        /// Scan every address up to 20 unused ones past the last used (a restored wallet,
+        /// another coordinator's copy), not only those this wallet revealed
+        #[arg(long)]
+        rescan: bool,
     },
     /// Show the balance (as of the last sync), frozen coins apart
     Balance {
@@ -409,7 +420,11 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
         WalletCommand::Migrate(args) => migrate::migrate(ctx, args),
         WalletCommand::Backup(cmd) => super::wallet_backup::run(ctx, cmd),
         WalletCommand::Address { wallet } => address(ctx, wallet),
-        WalletCommand::Sync { wallet, electrum } => sync(ctx, wallet, electrum),
+        WalletCommand::Sync {
+            wallet,
+            electrum,
+            rescan,
+        } => sync(ctx, wallet, electrum, rescan),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
         WalletCommand::Send {
             wallet,
@@ -622,7 +637,7 @@ fn address(ctx: &Context, wallet: WalletArg) -> Result<()> {
     )
 }
 
-fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg) -> Result<()> {
+fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -> Result<()> {
     let mut w = ctx.open_wallet(wallet.name.as_deref())?;
     let url = electrum_url(&electrum, &w)?;
     let bar = if !ctx.json && std::io::stderr().is_terminal() {
@@ -638,7 +653,13 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg) -> Result<()> {
     };
     let progress_bar = bar.clone();
     let source = Electrum::connect(&url)?;
-    let height = source.sync(
+    let scan = if rescan {
+        ChainSource::full_scan
+    } else {
+        ChainSource::sync
+    };
+    let height = scan(
+        &source,
         &mut w,
         Box::new(move |progress| {
             if let (Some(bar), SyncProgress::Script { keychain, index }) = (&progress_bar, progress)

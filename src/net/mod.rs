@@ -70,9 +70,16 @@ const ENVELOPE: usize = 64 * 1024;
 /// [`MAX_INPUTS`] inputs at [`MAX_THRESHOLD`] to still fit (see
 /// [`crate::protocol::spend_limits::Statement`]); more spends leave room for fewer inputs.
 pub const MAX_WINDOW_SPENDS: usize = 300;
-/// Upper bound on the JSON of one spend in a statement (txid, amount, state).
-/// Measured at 113 bytes; checked by a test.
-const SPEND_JSON: usize = 128;
+/// Most outpoints all the spends of one statement may list together (each spend names the
+/// outpoints it consumes, protocol version 3) for [`MAX_INPUTS`] inputs at
+/// [`MAX_THRESHOLD`] to still fit; a window with more leaves room for fewer inputs.
+pub const MAX_WINDOW_INPUTS: usize = 500;
+/// Upper bound on the JSON of one spend in a statement (txid, amount, state, the `inputs`
+/// field without its outpoints). Measured at 136 bytes; checked by a test.
+const SPEND_JSON: usize = 144;
+/// Upper bound on the JSON of one outpoint in a spend's inputs (`"txid:vout",`). Measured at
+/// 78 bytes; checked by a test.
+const OUTPOINT_JSON: usize = 80;
 /// Upper bound on a statement without its spends. Measured at about 400 bytes.
 const STATEMENT_JSON: usize = 1024;
 
@@ -84,8 +91,9 @@ const STATEMENT_JSON: usize = 1024;
 /// commitments of `t` signers:
 /// `1 000 × (192 + 20 × 320) = 6 592 000` bytes (6.05 MB measured), plus, for a wallet with
 /// a wallet-wide limit, one statement per chosen signer listing up to [`MAX_WINDOW_SPENDS`]
-/// spends (`20 × (1 024 + 300 × 128) = 788 480` bytes), plus the envelope: 7.45 MB, rounded
-/// up to 8 MiB. Round 1's PSBT (`1 000 × 512` bytes; 0.41 MB measured) and every
+/// spends that consume up to [`MAX_WINDOW_INPUTS`] outpoints
+/// (`20 × (1 024 + 300 × 144 + 500 × 80) = 1 684 480` bytes), plus the envelope: 8.34 MB,
+/// under 8 MiB. Round 1's PSBT (`1 000 × 512` bytes; 0.41 MB measured) and every
 /// answer are far smaller, and so is the largest key-generation message (the round-1
 /// broadcasts of a 255-of-255 group, 4.58 MB measured). A test encodes each of these
 /// messages and checks they fit.
@@ -95,10 +103,11 @@ const STATEMENT_JSON: usize = 1024;
 /// threshold the spend must be split.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// The computed bound on the largest legitimate message (see [`MAX_BODY`]): 7 446 016 bytes.
+/// The computed bound on the largest legitimate message (see [`MAX_BODY`]): 8 342 016 bytes.
 pub const LARGEST_MESSAGE: usize = ENVELOPE
     + MAX_INPUTS * (PACKAGE_JSON + MAX_THRESHOLD * COMMITMENT_JSON)
-    + MAX_THRESHOLD * (STATEMENT_JSON + MAX_WINDOW_SPENDS * SPEND_JSON);
+    + MAX_THRESHOLD
+        * (STATEMENT_JSON + MAX_WINDOW_SPENDS * SPEND_JSON + MAX_WINDOW_INPUTS * OUTPOINT_JSON);
 
 const _: () = assert!(LARGEST_MESSAGE <= MAX_BODY);
 const _: () = assert!(ENVELOPE + MAX_INPUTS * PSBT_INPUT_BASE64 <= MAX_BODY);
@@ -192,15 +201,27 @@ mod tests {
         assert!(len <= MAX_BODY, "{len}");
 
         // With a wallet-wide limit: one statement per chosen signer, each listing up to
-        // MAX_WINDOW_SPENDS spends.
+        // MAX_WINDOW_SPENDS spends that consume MAX_WINDOW_INPUTS outpoints in all.
         let key = IdentityKey::generate(&mut rng());
+        let outpoint = |i: usize| {
+            bitcoin::OutPoint::new(Txid::from_byte_array([(i % 251) as u8; 32]), u32::MAX)
+        };
         let spends: Vec<SpendEntry> = (0..MAX_WINDOW_SPENDS)
             .map(|i| SpendEntry {
                 txid: Txid::from_byte_array([(i % 251) as u8; 32]),
                 outflow_sats: 2_100_000_000_000_000,
                 state: SpendState::Signed,
+                inputs: if i < MAX_WINDOW_INPUTS - MAX_WINDOW_SPENDS {
+                    vec![outpoint(i), outpoint(i + 1)]
+                } else {
+                    vec![outpoint(i)]
+                },
             })
             .collect();
+        assert_eq!(
+            spends.iter().map(|s| s.inputs.len()).sum::<usize>(),
+            MAX_WINDOW_INPUTS
+        );
         let statement = |index| {
             Statement::sign(
                 &key,
@@ -212,9 +233,12 @@ mod tests {
                 spends.clone(),
             )
         };
-        let one_spend = serde_json::to_vec(&spends[0]).unwrap().len() + 1;
-        eprintln!("statement spend entry {one_spend} bytes");
-        assert!(one_spend <= SPEND_JSON, "{one_spend}");
+        let last = spends.last().unwrap();
+        let one_spend = serde_json::to_vec(last).unwrap().len() + 1;
+        let one_outpoint = serde_json::to_vec(&last.inputs[0]).unwrap().len() + 1;
+        eprintln!("statement spend entry {one_spend} bytes with one outpoint of {one_outpoint}");
+        assert!(one_outpoint <= OUTPOINT_JSON, "{one_outpoint}");
+        assert!(one_spend <= SPEND_JSON + OUTPOINT_JSON, "{one_spend}");
         if let CoordinatorToSigner::SignShare { statements, .. } = &mut message {
             for index in 1..=t {
                 statements.insert(index, statement(index));

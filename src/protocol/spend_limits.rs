@@ -9,7 +9,8 @@
 //! chosen signer reserved this spend) and answers with a [`Statement`] of everything it has
 //! signed or reserved for the wallet in the window. Round 2 carries all statements; each
 //! signer signs only if the union (by txid) of its own current records and every statement
-//! fits its limit.
+//! fits its limit, where spends that share an input outpoint (a replacement and what it
+//! replaces: at most one of them can confirm) are counted as [`counted_total`] explains.
 //!
 //! Everything here is pure: the signer supplies its records and its roster.
 
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bitcoin::hashes::{sha256t_hash_newtype, Hash, HashEngine};
-use bitcoin::Txid;
+use bitcoin::{OutPoint, Txid};
 use serde::{Deserialize, Serialize};
 
 use super::SessionId;
@@ -29,7 +30,8 @@ sha256t_hash_newtype! {
     #[hash_newtype(forward)]
     struct ReceiptDigest(_);
 
-    struct StatementTag = hash_str("ckm/limits/statement/v1");
+    // v2: every spend carries the outpoints it consumes (protocol version 3).
+    struct StatementTag = hash_str("ckm/limits/statement/v2");
     #[hash_newtype(forward)]
     struct StatementDigest(_);
 }
@@ -135,6 +137,10 @@ pub struct SpendEntry {
     pub outflow_sats: u64,
     /// Signed or reserved.
     pub state: SpendState,
+    /// The outpoints it spends. Empty for spends recorded before ckm counted replacements
+    /// once: such a spend conflicts with nothing and is counted in full.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<OutPoint>,
 }
 
 /// A signer's signed account of everything it signed or reserved for a wallet in the
@@ -180,6 +186,11 @@ impl Statement {
                 SpendState::Reserved => 0,
                 SpendState::Signed => 1,
             }]);
+            e.input(&(s.inputs.len() as u64).to_be_bytes());
+            for o in &s.inputs {
+                e.input(o.txid.as_byte_array());
+                e.input(&o.vout.to_be_bytes());
+            }
         }
         StatementDigest::from_engine(e).to_byte_array()
     }
@@ -339,22 +350,147 @@ pub fn check_statements(
     Ok(())
 }
 
-/// The total outflow of the union, by txid, of `own` records and every statement's spends
-/// (each txid counted once, at the largest outflow any record gives it).
-pub fn union_total<'a>(
+/// The most spends in one group of mutually connected conflicts that [`counted_total`]
+/// examines; a larger group is counted in full (a conservative answer).
+const MAX_CONFLICT_GROUP: usize = 64;
+
+/// The most branching steps [`counted_total`] spends on one group before counting it in full.
+const CONFLICT_BUDGET: u32 = 100_000;
+
+/// What `own` records and every statement's spends can take out of the wallet together.
+///
+/// The spends are merged by txid (each counted once, at the largest outflow any record gives
+/// it; its inputs are those every record of it names, so a record without inputs makes the
+/// spend conflict with nothing). Two spends *conflict* when they share an input outpoint: at
+/// most one of them can ever confirm. The total is the largest outflow of a set of pairwise
+/// non-conflicting spends (a maximum-weight independent set of the conflict graph), so a set
+/// of mutually conflicting spends — a payment and its fee bumps — counts at its largest
+/// outflow, and spends that share no input add up. A group of connected conflicts larger
+/// than 64 spends, or one whose search exceeds its budget, counts in full.
+pub fn counted_total<'a>(
     own: impl IntoIterator<Item = &'a SpendEntry>,
     statements: impl IntoIterator<Item = &'a Statement>,
 ) -> u64 {
-    let mut by_txid: BTreeMap<Txid, u64> = BTreeMap::new();
+    let mut by_txid: BTreeMap<Txid, (u64, BTreeSet<OutPoint>)> = BTreeMap::new();
     let mut add = |e: &SpendEntry| {
-        let v = by_txid.entry(e.txid).or_insert(0);
-        *v = (*v).max(e.outflow_sats);
+        let inputs: BTreeSet<OutPoint> = e.inputs.iter().copied().collect();
+        match by_txid.get_mut(&e.txid) {
+            Some((outflow, known)) => {
+                *outflow = (*outflow).max(e.outflow_sats);
+                known.retain(|o| inputs.contains(o));
+            }
+            None => {
+                by_txid.insert(e.txid, (e.outflow_sats, inputs));
+            }
+        }
     };
     own.into_iter().for_each(&mut add);
     for s in statements {
         s.spends.iter().for_each(&mut add);
     }
-    by_txid.values().fold(0u64, |acc, v| acc.saturating_add(*v))
+    let spends: Vec<(u64, BTreeSet<OutPoint>)> = by_txid.into_values().collect();
+    conflict_groups(&spends)
+        .iter()
+        .map(|group| group_total(&spends, group))
+        .fold(0u64, u64::saturating_add)
+}
+
+/// The connected components of the conflict graph, as lists of indexes into `spends`.
+fn conflict_groups(spends: &[(u64, BTreeSet<OutPoint>)]) -> Vec<Vec<usize>> {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut parent: Vec<usize> = (0..spends.len()).collect();
+    let mut first: BTreeMap<OutPoint, usize> = BTreeMap::new();
+    for (i, (_, inputs)) in spends.iter().enumerate() {
+        for o in inputs {
+            let j = *first.entry(*o).or_insert(i);
+            let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+            parent[a] = b;
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..spends.len() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(i);
+    }
+    groups.into_values().collect()
+}
+
+/// The largest outflow of pairwise non-conflicting spends of one group (or the group's sum
+/// when it is too large or too tangled to search).
+fn group_total(spends: &[(u64, BTreeSet<OutPoint>)], group: &[usize]) -> u64 {
+    let sum = || {
+        group
+            .iter()
+            .filter_map(|i| spends.get(*i))
+            .fold(0u64, |acc, s| acc.saturating_add(s.0))
+    };
+    if group.len() == 1 || group.len() > MAX_CONFLICT_GROUP {
+        return sum();
+    }
+    let members: Vec<&(u64, BTreeSet<OutPoint>)> =
+        group.iter().filter_map(|i| spends.get(*i)).collect();
+    let weights: Vec<u64> = members.iter().map(|m| m.0).collect();
+    let adjacent: Vec<u64> = members
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            members
+                .iter()
+                .enumerate()
+                .filter(|(j, b)| *j != i && !a.1.is_disjoint(&b.1))
+                .fold(0u64, |mask, (j, _)| mask | (1u64 << j))
+        })
+        .collect();
+    let all = if members.len() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << members.len()) - 1
+    };
+    let mut budget = CONFLICT_BUDGET;
+    independent_max(all, &weights, &adjacent, &mut budget).unwrap_or_else(sum)
+}
+
+/// Maximum-weight independent set of the vertices in `mask` (bit `i` is vertex `i`): takes a
+/// vertex that is safe to take (no conflict left, or one conflict with a spend of no larger
+/// outflow), else branches on a vertex of highest degree; `None` when the budget runs out.
+fn independent_max(mask: u64, weights: &[u64], adjacent: &[u64], budget: &mut u32) -> Option<u64> {
+    *budget = budget.checked_sub(1)?;
+    if mask == 0 {
+        return Some(0);
+    }
+    let weight = |v: usize| weights.get(v).copied().unwrap_or(0);
+    let neighbours = |v: usize| adjacent.get(v).copied().unwrap_or(0) & mask;
+    let mut busiest = (0u32, 0usize);
+    let mut rest = mask;
+    while rest != 0 {
+        let v = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let n = neighbours(v);
+        let safe = match n.count_ones() {
+            0 => true,
+            1 => weight(v) >= weight(n.trailing_zeros() as usize),
+            _ => false,
+        };
+        if safe {
+            let taken = independent_max(mask & !(1u64 << v) & !n, weights, adjacent, budget)?;
+            return Some(taken.saturating_add(weight(v)));
+        }
+        if n.count_ones() > busiest.0 {
+            busiest = (n.count_ones(), v);
+        }
+    }
+    let v = busiest.1;
+    let bit = 1u64 << v;
+    let without = independent_max(mask & !bit, weights, adjacent, budget)?;
+    let with = independent_max(mask & !bit & !neighbours(v), weights, adjacent, budget)?
+        .saturating_add(weight(v));
+    Some(without.max(with))
 }
 
 /// Whether the limits of a `threshold`-of-`signers` wallet hold wallet-wide: true when any
@@ -430,6 +566,7 @@ mod tests {
             txid,
             outflow_sats: 500,
             state: SpendState::Reserved,
+            inputs: vec![],
         }];
         let s1 = Statement::sign(&keys[0], gk, session, 1, 10, 0, spends.clone());
         let s2 = Statement::sign(&keys[1], gk, session, 2, 10, 0, spends.clone());
@@ -469,6 +606,7 @@ mod tests {
             txid,
             outflow_sats: 300,
             state: SpendState::Reserved,
+            inputs: vec![],
         }];
         let s = Statement::sign(
             &keys[1],
@@ -482,17 +620,119 @@ mod tests {
                     txid,
                     outflow_sats: 300,
                     state: SpendState::Signed,
+                    inputs: vec![],
                 },
                 SpendEntry {
                     txid: other,
                     outflow_sats: 200,
                     state: SpendState::Signed,
+                    inputs: vec![],
                 },
             ],
         );
-        assert_eq!(union_total(&own, [&s]), 500);
+        assert_eq!(counted_total(&own, [&s]), 500);
         assert!(wallet_wide(2, 3) && wallet_wide(3, 5) && !wallet_wide(2, 4));
         assert_eq!(per_signer_factor(2, 4), 2);
         assert_eq!(per_signer_factor(2, 5), 2);
+    }
+
+    fn spend(n: u8, outflow: u64, inputs: &[u8]) -> SpendEntry {
+        SpendEntry {
+            txid: Txid::from_byte_array([n; 32]),
+            outflow_sats: outflow,
+            state: SpendState::Signed,
+            inputs: inputs
+                .iter()
+                .map(|i| OutPoint::new(Txid::from_byte_array([*i; 32]), u32::from(*i)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn conflicting_spends_count_once_at_their_largest_outflow() {
+        // A payment and two bumps (all spend input 1; the second bump adds input 2).
+        let chain = [
+            spend(1, 100, &[1]),
+            spend(2, 110, &[1]),
+            spend(3, 120, &[1, 2]),
+        ];
+        assert_eq!(counted_total(&chain, []), 120);
+        // A "bump" that shares no input is a new spend.
+        let unrelated = [spend(1, 100, &[1]), spend(2, 110, &[3])];
+        assert_eq!(counted_total(&unrelated, []), 210);
+        // A path of conflicts A–B–C (A and C share nothing, so both can confirm).
+        let path = [
+            spend(1, 100, &[1]),
+            spend(2, 150, &[1, 2]),
+            spend(3, 100, &[2]),
+        ];
+        assert_eq!(counted_total(&path, []), 200);
+        // A record without inputs (made before protocol 3) conflicts with nothing.
+        let old = [spend(1, 100, &[]), spend(2, 110, &[1])];
+        assert_eq!(counted_total(&old, []), 210);
+        // Records of one txid keep only the inputs every record names.
+        let merged = [spend(1, 100, &[1]), spend(1, 100, &[]), spend(2, 110, &[1])];
+        assert_eq!(counted_total(&merged, []), 210);
+        // A statement's spends conflict with the signer's own records.
+        let (keys, _, gk, session, _) = setup();
+        let s = Statement::sign(&keys[1], gk, session, 2, 0, 0, vec![spend(1, 100, &[1])]);
+        assert_eq!(counted_total(&[spend(2, 130, &[1])], [&s]), 130);
+        // Statements bind the inputs.
+        let mut tampered = s.clone();
+        if let Some(e) = tampered.spends.first_mut() {
+            e.inputs.clear();
+        }
+        assert!(s.verify(&keys[1].public()) && !tampered.verify(&keys[1].public()));
+    }
+
+    #[test]
+    fn large_conflict_groups_count_in_full() {
+        // 65 spends all sharing one input: too many to search, so they add up.
+        let many: Vec<SpendEntry> = (0..65u8).map(|n| spend(n, 10, &[200])).collect();
+        assert_eq!(counted_total(&many, []), 650);
+        // 64 of them: one group, counted once.
+        assert_eq!(counted_total(&many[..64], []), 10);
+        // A path of 64 conflicts (spend n shares an input with n - 1 and n + 1): every
+        // other spend can confirm.
+        let path: Vec<SpendEntry> = (0..64u8).map(|n| spend(n, 10, &[n, n + 1])).collect();
+        assert_eq!(counted_total(&path, []), 320);
+    }
+
+    #[test]
+    fn counted_total_is_the_largest_set_that_could_confirm_together() {
+        use rand::{Rng, SeedableRng};
+        // Random small windows (up to 12 spends over 6 coins), against every subset.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(26);
+        for _ in 0..2_000 {
+            let n = rng.gen_range(1..=12u8);
+            let spends: Vec<SpendEntry> = (0..n)
+                .map(|k| {
+                    // A transaction never spends one outpoint twice.
+                    let inputs: BTreeSet<u8> = (0..rng.gen_range(0..=3))
+                        .map(|_| rng.gen_range(1..=6u8))
+                        .collect();
+                    let inputs: Vec<u8> = inputs.into_iter().collect();
+                    spend(k, rng.gen_range(0..1_000), &inputs)
+                })
+                .collect();
+            let mut best = 0u64;
+            for subset in 0u32..(1 << n) {
+                let chosen: Vec<&SpendEntry> = spends
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| subset & (1 << i) != 0)
+                    .map(|(_, s)| s)
+                    .collect();
+                let mut seen = BTreeSet::new();
+                if chosen
+                    .iter()
+                    .flat_map(|s| s.inputs.iter())
+                    .all(|o| seen.insert(*o))
+                {
+                    best = best.max(chosen.iter().map(|s| s.outflow_sats).sum());
+                }
+            }
+            assert_eq!(counted_total(&spends, []), best, "{spends:?}");
+        }
     }
 }

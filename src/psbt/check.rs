@@ -156,6 +156,8 @@ pub struct CheckedPsbt {
     input_total: Amount,
     fee: Amount,
     estimated_vsize: u64,
+    /// The outpoints the transaction spends, in input order.
+    spent: Vec<bitcoin::OutPoint>,
 }
 
 impl CheckedPsbt {
@@ -167,6 +169,12 @@ impl CheckedPsbt {
     /// Txid of the unsigned transaction.
     pub fn txid(&self) -> Txid {
         self.txid
+    }
+
+    /// The outpoints the transaction spends, in input order (what a replacement shares
+    /// with the transaction it replaces).
+    pub fn spent_outpoints(&self) -> &[bitcoin::OutPoint] {
+        &self.spent
     }
 
     /// Every input (all are ours).
@@ -515,5 +523,6 @@ pub fn check_psbt_with(
         input_total,
         fee,
         estimated_vsize,
+        spent: tx.input.iter().map(|i| i.previous_output).collect(),
     })
 }

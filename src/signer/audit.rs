@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bdk_wallet::rusqlite::{self, Connection, OptionalExtension};
-use bitcoin::Txid;
+use bitcoin::{OutPoint, Txid};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::spend_limits::{SpendEntry, SpendState};
@@ -109,6 +109,10 @@ pub struct AuditEvent {
     pub fee_sats: u64,
     /// Free text: the refused rule, the policy set, the reset's reason…
     pub detail: String,
+    /// The outpoints the spend consumes (signed spends from schema version 2 on; empty
+    /// otherwise). The window counts spends that share one as one (a replacement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<OutPoint>,
 }
 
 impl AuditEvent {
@@ -123,6 +127,7 @@ impl AuditEvent {
             outflow_sats: 0,
             fee_sats: 0,
             detail: detail.into(),
+            inputs: Vec::new(),
         }
     }
 
@@ -180,20 +185,55 @@ pub enum AuditError {
     },
 }
 
+/// The stored form of a record's inputs: `txid:vout` joined by commas (empty for none).
+pub fn inputs_text(inputs: &[OutPoint]) -> String {
+    inputs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads [`inputs_text`]'s form back.
+///
+/// # Errors
+/// A part that is not an outpoint.
+pub fn parse_inputs(text: &str) -> Result<Vec<OutPoint>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|p| {
+            p.parse::<OutPoint>()
+                .map_err(|e| format!("input {p:?} is not an outpoint: {e}"))
+        })
+        .collect()
+}
+
 fn mac_of(key: &MacKey, prev: &[u8; 32], seq: u64, time: u64, e: &AuditEvent) -> [u8; 32] {
-    key.mac(&[
+    // Records without inputs keep the MAC of schema version 1; with inputs, a marker and the
+    // inputs follow (every part is length-prefixed, so neither can pass for the other).
+    let inputs = inputs_text(&e.inputs);
+    let (seq, time) = (seq.to_be_bytes(), time.to_be_bytes());
+    let (outflow, fee) = (e.outflow_sats.to_be_bytes(), e.fee_sats.to_be_bytes());
+    let mut parts: Vec<&[u8]> = vec![
         prev,
-        &seq.to_be_bytes(),
-        &time.to_be_bytes(),
+        &seq,
+        &time,
         e.kind.as_str().as_bytes(),
         e.wallet.as_bytes(),
         e.group_key.as_bytes(),
         e.coordinator.as_bytes(),
         e.txid.as_bytes(),
-        &e.outflow_sats.to_be_bytes(),
-        &e.fee_sats.to_be_bytes(),
+        &outflow,
+        &fee,
         e.detail.as_bytes(),
-    ])
+    ];
+    if !e.inputs.is_empty() {
+        parts.push(b"inputs");
+        parts.push(inputs.as_bytes());
+    }
+    key.mac(&parts)
 }
 
 /// The number of records and the last MAC ([`GENESIS`] when empty), read from the tail.
@@ -228,8 +268,8 @@ fn insert(
     mac: &[u8; 32],
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO audit (seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO audit (seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac, inputs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         rusqlite::params![
             i64::try_from(seq).unwrap_or(i64::MAX),
             i64::try_from(time).unwrap_or(i64::MAX),
@@ -242,6 +282,7 @@ fn insert(
             i64::try_from(e.fee_sats).unwrap_or(i64::MAX),
             e.detail,
             mac.as_slice(),
+            inputs_text(&e.inputs),
         ],
     )?;
     Ok(())
@@ -286,6 +327,11 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, Option<Stri
         problem = Some(e);
         AuditKind::Refused
     });
+    let inputs: String = r.get(11)?;
+    let inputs = parse_inputs(&inputs).unwrap_or_else(|e| {
+        problem = Some(e);
+        Vec::new()
+    });
     Ok((
         AuditRecord {
             seq: u64::try_from(seq).unwrap_or(u64::MAX),
@@ -299,6 +345,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, Option<Stri
                 outflow_sats: u64::try_from(outflow).unwrap_or(0),
                 fee_sats: u64::try_from(fee).unwrap_or(0),
                 detail: r.get(9)?,
+                inputs,
             },
             mac: m,
         },
@@ -307,7 +354,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, Option<Stri
 }
 
 const SELECT: &str =
-    "SELECT seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac FROM audit";
+    "SELECT seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac, inputs FROM audit";
 
 /// Checks the whole chain (sequence and MACs); returns the number of records and the last
 /// MAC. `each` sees every verified record (pass `|_| ()` to only check).
@@ -398,7 +445,9 @@ pub fn records(conn: &Connection) -> rusqlite::Result<Vec<AuditRecord>> {
 }
 
 /// The spends of a wallet signed since `since` (Unix seconds), one entry per txid (a txid
-/// signed again in a retry counts once). An indexed query, not a scan of the history.
+/// signed again in a retry counts once), with the outpoints it spends (see
+/// [`crate::protocol::spend_limits::counted_total`]). An indexed query, not a scan of the
+/// history.
 ///
 /// # Errors
 /// SQLite errors.
@@ -408,21 +457,30 @@ pub fn signed_since(
     since: u64,
 ) -> rusqlite::Result<Vec<SpendEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT txid, MAX(outflow) FROM audit
-         WHERE group_key = ?1 AND kind = 'signed' AND time >= ?2 GROUP BY txid",
+        "SELECT txid, MAX(outflow), inputs FROM audit
+         WHERE group_key = ?1 AND kind = 'signed' AND time >= ?2 GROUP BY txid, inputs",
     )?;
     let rows = stmt.query_map(
         rusqlite::params![group_key, i64::try_from(since).unwrap_or(i64::MAX)],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        },
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (txid, outflow) = row?;
+        let (txid, outflow, inputs) = row?;
         if let Ok(txid) = txid.parse::<Txid>() {
             out.push(SpendEntry {
                 txid,
                 outflow_sats: u64::try_from(outflow).unwrap_or(0),
                 state: SpendState::Signed,
+                // Unreadable inputs (the chain check reports them) conflict with nothing:
+                // the spend counts in full.
+                inputs: parse_inputs(&inputs).unwrap_or_default(),
             });
         }
     }

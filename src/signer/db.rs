@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bdk_wallet::rusqlite::{self, Connection, OpenFlags, OptionalExtension, Transaction};
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes (2: signed records and reservations keep the
+/// outpoints a spend consumes; a version-1 database gains the columns when opened).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS audit (
     outflow INTEGER NOT NULL,
     fee INTEGER NOT NULL,
     detail TEXT NOT NULL,
-    mac BLOB NOT NULL
+    mac BLOB NOT NULL,
+    inputs TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_by_wallet ON audit(group_key, kind, time);
 CREATE TABLE IF NOT EXISTS pending (
@@ -67,10 +69,23 @@ CREATE TABLE IF NOT EXISTS reservations (
     group_key TEXT NOT NULL,
     txid TEXT NOT NULL,
     outflow INTEGER NOT NULL,
-    expires INTEGER NOT NULL
+    expires INTEGER NOT NULL,
+    inputs TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS reservations_by_wallet ON reservations(group_key, expires);
 ";
+
+/// Whether `table` has a column named `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    for name in names {
+        if name? == column {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Errors of the signer database.
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +156,20 @@ impl SignerDb {
                     found: v,
                 })
             }
-            Some(_) => {}
-            None => {
+            Some(v) if v == SCHEMA_VERSION => {}
+            _ => {
+                // Version 1 (or none): add the columns of version 2 where missing.
+                for table in ["audit", "reservations"] {
+                    if !has_column(&conn, table, "inputs").map_err(sql)? {
+                        conn.execute_batch(&format!(
+                            "ALTER TABLE {table} ADD COLUMN inputs TEXT NOT NULL DEFAULT ''"
+                        ))
+                        .map_err(sql)?;
+                    }
+                }
                 conn.execute(
-                    "INSERT INTO kv (key, value) VALUES ('schema_version', ?1)",
+                    "INSERT INTO kv (key, value) VALUES ('schema_version', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     [SCHEMA_VERSION.to_string()],
                 )
                 .map_err(sql)?;
@@ -290,4 +315,114 @@ pub fn put_kv(conn: &Connection, key: &str, value: &[u8]) -> rusqlite::Result<()
         rusqlite::params![key, value],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signer::audit::{self, AuditEvent, AuditKind};
+    use crate::store::{KdfParams, StoreKey};
+
+    /// The audit and reservation tables of schema version 1, and its marker.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+        CREATE TABLE audit (seq INTEGER PRIMARY KEY, time INTEGER NOT NULL,
+            group_key TEXT NOT NULL, wallet TEXT NOT NULL, kind TEXT NOT NULL,
+            coordinator TEXT NOT NULL, txid TEXT NOT NULL, outflow INTEGER NOT NULL,
+            fee INTEGER NOT NULL, detail TEXT NOT NULL, mac BLOB NOT NULL);
+        CREATE TABLE reservations (session TEXT PRIMARY KEY, group_key TEXT NOT NULL,
+            txid TEXT NOT NULL, outflow INTEGER NOT NULL, expires INTEGER NOT NULL);
+        INSERT INTO kv (key, value) VALUES ('schema_version', '1');";
+
+    #[test]
+    fn a_version_1_database_gains_the_inputs_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = SignerDb::path_in(dir.path());
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let (key, _) = StoreKey::create(b"pw", KdfParams::fast_for_tests(), &mut rng).unwrap();
+        let mac = key.mac_key(audit::MAC_PURPOSE);
+        let signed = AuditEvent {
+            kind: AuditKind::Signed,
+            wallet: "w".into(),
+            group_key: "gk".into(),
+            coordinator: "c".into(),
+            txid: "00".repeat(32),
+            outflow_sats: 5,
+            fee_sats: 1,
+            detail: "session 1".into(),
+            inputs: Vec::new(),
+        };
+        {
+            // A record written by schema version 1: its MAC has no inputs part.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            let tag = mac.mac(&[
+                &audit::GENESIS,
+                &0u64.to_be_bytes(),
+                &10u64.to_be_bytes(),
+                b"signed",
+                b"w",
+                b"gk",
+                b"c",
+                signed.txid.as_bytes(),
+                &5u64.to_be_bytes(),
+                &1u64.to_be_bytes(),
+                b"session 1",
+            ]);
+            conn.execute(
+                "INSERT INTO audit VALUES (0, 10, 'gk', 'w', 'signed', 'c', ?1, 5, 1, 'session 1', ?2)",
+                rusqlite::params![signed.txid, tag.as_slice()],
+            )
+            .unwrap();
+        }
+        let db = SignerDb::open(&path).unwrap();
+        let outpoint: bitcoin::OutPoint = format!("{}:3", "11".repeat(32)).parse().unwrap();
+        db.write(|tx| {
+            audit::append(
+                tx,
+                &mac,
+                AuditEvent {
+                    inputs: vec![outpoint],
+                    ..signed.clone()
+                },
+                20,
+            )
+            .map_err(|e| DbError::Sqlite {
+                path: path.clone(),
+                source: e,
+            })
+        })
+        .unwrap();
+        let (count, _) = db
+            .read(|c| Ok(audit::verify_chain(c, &mac, |_| ())))
+            .unwrap()
+            .unwrap();
+        assert_eq!(count, 2);
+        let version: String = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT value FROM kv WHERE key = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        let spends = db.read(|c| audit::signed_since(c, "gk", 0)).unwrap();
+        assert!(spends.iter().any(|s| s.inputs.is_empty()));
+        assert!(spends.iter().any(|s| s.inputs == vec![outpoint]));
+        // Stripping the inputs of the new record breaks the chain.
+        db.write(|tx| {
+            tx.execute("UPDATE audit SET inputs = '' WHERE seq = 1", [])
+                .map_err(|e| DbError::Sqlite {
+                    path: path.clone(),
+                    source: e,
+                })
+        })
+        .unwrap();
+        assert!(db
+            .read(|c| Ok(audit::verify_chain(c, &mac, |_| ())))
+            .unwrap()
+            .is_err());
+    }
 }

@@ -289,6 +289,7 @@ pub fn migrate<R: RngCore + CryptoRng>(
                         outflow_sats: r.event.amount_sats.saturating_add(r.event.fee_sats),
                         fee_sats: r.event.fee_sats,
                         detail: format!("imported v1 record {}{}{detail}", r.seq, if detail.is_empty() { "" } else { ": " }),
+                        inputs: Vec::new(),
                     },
                     r.time,
                 )

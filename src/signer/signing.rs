@@ -22,7 +22,7 @@ use crate::identity::IdentityPublic;
 use crate::message::{ErrorCode, SessionId, SignerToCoordinator, WalletRef};
 use crate::protocol::roast::{CommitmentBatch, NonceId};
 use crate::protocol::spend_limits::{
-    check_receipts, check_statements, union_total, Receipt, SpendEntry, SpendState, Statement,
+    check_receipts, check_statements, counted_total, Receipt, SpendEntry, SpendState, Statement,
 };
 use crate::psbt::{commit_with, CheckedPsbt, SignerNonces};
 use crate::recovery::RecoveryPolicy;
@@ -117,27 +117,45 @@ impl From<rusqlite::Error> for Decision {
 }
 
 /// What this signer counts for a wallet now: spends signed in the window (one per txid) and
-/// reservations that have not expired.
+/// reservations that have not expired, each with the outpoints it spends.
 fn own_records(conn: &Connection, group_key: &str, now: u64) -> rusqlite::Result<Vec<SpendEntry>> {
     let mut out = audit::signed_since(conn, group_key, now.saturating_sub(WINDOW_SECS))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT txid, outflow FROM reservations WHERE group_key = ?1 AND expires > ?2",
+        "SELECT txid, outflow, inputs FROM reservations WHERE group_key = ?1 AND expires > ?2",
     )?;
     let rows = stmt.query_map(
         rusqlite::params![group_key, i64::try_from(now).unwrap_or(i64::MAX)],
-        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        },
     )?;
     for row in rows {
-        let (txid, outflow) = row?;
+        let (txid, outflow, inputs) = row?;
         if let Ok(txid) = txid.parse() {
             out.push(SpendEntry {
                 txid,
                 outflow_sats: u64::try_from(outflow).unwrap_or(0),
                 state: SpendState::Reserved,
+                // Unreadable inputs conflict with nothing: the spend counts in full.
+                inputs: audit::parse_inputs(&inputs).unwrap_or_default(),
             });
         }
     }
     Ok(out)
+}
+
+/// The entry of the spend being decided.
+fn this_spend(checked: &CheckedPsbt) -> SpendEntry {
+    SpendEntry {
+        txid: checked.txid(),
+        outflow_sats: checked.outflow().to_sat(),
+        state: SpendState::Reserved,
+        inputs: checked.spent_outpoints().to_vec(),
+    }
 }
 
 fn event(
@@ -156,6 +174,10 @@ fn event(
         outflow_sats: checked.outflow().to_sat(),
         fee_sats: checked.fee().to_sat(),
         detail,
+        inputs: match kind {
+            AuditKind::Signed => checked.spent_outpoints().to_vec(),
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -221,23 +243,20 @@ impl Signer {
         let gk = info.group_key.to_string();
         let reserved = self.home.db().write(|tx| {
             let mut own = own_records(tx, &gk, now)?;
-            own.push(SpendEntry {
-                txid,
-                outflow_sats: outflow,
-                state: SpendState::Reserved,
-            });
-            if let Err(v) = policy.check_window(outflow, union_total(&own, [])) {
+            own.push(this_spend(&checked));
+            if let Err(v) = policy.check_window(outflow, counted_total(&own, [])) {
                 return Ok(Err(v));
             }
             tx.execute(
-                "INSERT INTO reservations (session, group_key, txid, outflow, expires)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO reservations (session, group_key, txid, outflow, expires, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 rusqlite::params![
                     session.to_string(),
                     gk,
                     txid.to_string(),
                     i64::try_from(outflow).unwrap_or(i64::MAX),
                     i64::try_from(now + SESSION_TTL.as_secs()).unwrap_or(i64::MAX),
+                    audit::inputs_text(checked.spent_outpoints()),
                 ],
             )?;
             tx.execute(
@@ -504,15 +523,11 @@ impl Signer {
             }
             let mut own = own_records(tx, &gk, now)?;
             if reservation.is_none() {
-                own.push(SpendEntry {
-                    txid: checked.txid(),
-                    outflow_sats: outflow,
-                    state: SpendState::Reserved,
-                });
+                own.push(this_spend(checked));
             }
             let total = match window {
-                Window::WithStatements(statements) => union_total(&own, statements.values()),
-                Window::Own => union_total(&own, []),
+                Window::WithStatements(statements) => counted_total(&own, statements.values()),
+                Window::Own => counted_total(&own, []),
             };
             policy
                 .check_window(outflow, total)

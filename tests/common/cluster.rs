@@ -932,6 +932,37 @@ impl Cluster {
             group,
         })
     }
+
+    /// A payment of `sats` to `to` that spends exactly the coins `from` (coin control).
+    pub fn pay_from(
+        &self,
+        funding: &HashMap<OutPoint, TxOut>,
+        from: &[OutPoint],
+        to: &Address,
+        sats: u64,
+        sat_per_vb: u32,
+    ) -> Result<Payment> {
+        use ckm::wallet::spend::{PayAmount, Payment as Spend, Recipient};
+        let mut wallet = CkmWallet::load(&self.wallet_path())?;
+        let psbt = wallet.build_payments(&Spend {
+            recipients: vec![Recipient {
+                address: to.clone(),
+                amount: PayAmount::Exact(Amount::from_sat(sats)),
+                label: None,
+            }],
+            from: from.to_vec(),
+            fee_rate: FeeRate::from_sat_per_vb_u32(sat_per_vb),
+        })?;
+        wallet.persist()?;
+        let group = wallet.meta().group.clone();
+        Ok(Payment {
+            psbt,
+            funding: funding.clone(),
+            to: to.clone(),
+            amount: sats,
+            group,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -56,7 +56,9 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         bail!("the new wallet needs another name than '{}'", args.to);
     }
     let url = electrum_url(&args.electrum, &old)?;
-    Electrum::connect(&url)?.sync(&mut old, Box::new(|_| {}))?;
+    // A full scan: the sweep must find every coin of the old wallet, also on addresses
+    // another copy of it handed out.
+    Electrum::connect(&url)?.full_scan(&mut old, Box::new(|_| {}))?;
     let new = if ctx.wallet_names()?.contains(&args.to) {
         ctx.say(format!("wallet '{}' exists: sweeping into it", args.to));
         ctx.open_wallet(Some(&args.to))?

@@ -1,0 +1,504 @@
+//! The everyday wallet end to end (issue 26), through the real `ckm` command line.
+//!
+//! - **history / balance**: a 2-of-3 wallet (real signer processes, created by `ckm wallet
+//!   create`) whose database holds 10 000 synthesised transactions (100 blocks of 99 made-up
+//!   transactions, four in five paying one of 100 revealed addresses, one in five spending an
+//!   earlier coin to a foreign address with change, plus 100 unconfirmed ones). Timed:
+//!   `ckm --json wallet history` (the first page of 50), `wallet history --limit 10000`
+//!   (every row) and `wallet balance`, each a whole process (start, unlock, load of the wallet
+//!   from SQLite, the query, JSON out). The **cold start** is the first run of each after the
+//!   database was written (the operating system's page cache may still hold the file: this
+//!   measures ckm's own first load, not the disk); then one warm-up and the median of the
+//!   repetitions. Baseline in the same run: `ckm --json id` (process start only),
+//!   plus the library calls alone (`CkmWallet::load`, `history`, `balance`, in this process).
+//! - **send**: `ckm --json wallet send --to ADDR:50000 --fee-rate 2 --yes` against a real
+//!   bitcoind and electrs (a whole process: start, load, connect, build, review, co-signing by
+//!   two of three local signer processes, broadcast, persist), against a single-key
+//!   bdk_wallet (`tr(tprv/86'/1'/0'/0/*)`, SQLite) doing the same in this process: load,
+//!   connect to the same electrs, build the same shape of transaction (one confirmed
+//!   1 000 000 sat coin, one output and change), sign, broadcast, record, persist. Neither
+//!   syncs (`wallet send` does not: `wallet sync` does). The two alternate; after each pair a
+//!   block is mined and both wallets sync, untimed. Skipped, and said so, when `BITCOIND_EXE` / `ELECTRS_EXE` are
+//!   not set (`eval "$(regtest/install --print-env)"`).
+//!
+//! Output: a table on stdout and `target/bench/wallet.json`.
+//!
+//! Environment: `CKM_BENCH_WALLET_REPS` (timed repetitions of each row, default 9),
+//! `CKM_BENCH_WALLET_ROWS` (`history`, `send` or both, comma-separated; default both).
+
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+#[path = "../tests/common/consensus.rs"]
+mod consensus;
+#[path = "../tests/common/testenv.rs"]
+#[allow(unused_imports)]
+mod testenv;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use bdk_electrum::electrum_client::ElectrumApi;
+use bdk_wallet::chain::BlockId;
+use bdk_wallet::rusqlite::Connection;
+use bdk_wallet::{KeychainKind, SignOptions, Wallet};
+use bitcoin::bip32::Xpriv;
+use bitcoin::block::{Header, Version as BlockVersion};
+use bitcoin::hashes::Hash;
+use bitcoin::{
+    Amount, Block, CompactTarget, FeeRate, NetworkKind, OutPoint, Transaction, TxMerkleNode, TxOut,
+};
+use ckm::wallet::CkmWallet;
+use cluster::{ckm_cmd, ckm_json, foreign_address, json_str, Cluster};
+use consensus::made_up_funding;
+use rand::Rng;
+use serde_json::json;
+use testenv::TestEnv;
+
+const BLOCKS: u32 = 100;
+const PER_BLOCK: usize = 99;
+const UNCONFIRMED: usize = 100;
+const ADDRESSES: u32 = 100;
+const SEND_SATS: u64 = 50_000;
+const COIN_SATS: u64 = 1_000_000;
+
+fn log(text: impl AsRef<str>) {
+    eprintln!("[bench] {}", text.as_ref());
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min_max(samples: &[f64]) -> (f64, f64) {
+    (
+        samples.iter().copied().fold(f64::INFINITY, f64::min),
+        samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A row of the report: median, min and max in milliseconds.
+fn stats(samples: &[f64]) -> serde_json::Value {
+    let (lo, hi) = min_max(samples);
+    json!({
+        "median_ms": round3(median(samples)),
+        "min_ms": round3(lo),
+        "max_ms": round3(hi),
+        "n": samples.len(),
+    })
+}
+
+fn show(name: &str, samples: &[f64]) {
+    let (lo, hi) = min_max(samples);
+    println!(
+        "{name:<44} median {:>9.2} ms  (min {:.2}, max {:.2}, n={})",
+        median(samples),
+        lo,
+        hi,
+        samples.len()
+    );
+}
+
+/// Runs `ckm --json ARGS…` in `home` and returns its wall time; fails on a failure.
+fn timed_ckm(home: &Path, args: &[&str]) -> Result<f64> {
+    let mut cmd: Command = ckm_cmd(home);
+    cmd.arg("--json").args(args);
+    let start = Instant::now();
+    let out = cmd.output().with_context(|| format!("ckm {args:?}"))?;
+    let elapsed = ms(start.elapsed());
+    ensure!(
+        out.status.success(),
+        "ckm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------------
+// History and balance over 10 000 transactions
+// ---------------------------------------------------------------------------------------
+
+/// Fills the cluster's wallet with 10 000 transactions: 100 blocks of 99, then 100
+/// unconfirmed. Returns the number of transactions the wallet lists.
+fn synthesise(c: &Cluster) -> Result<usize> {
+    let mut rng = rand::thread_rng();
+    let mut wallet = CkmWallet::load(&c.wallet_path())?;
+    let ours: Vec<_> = wallet
+        .bdk_mut()
+        .reveal_addresses_to(KeychainKind::External, ADDRESSES - 1)
+        .map(|a| a.address.script_pubkey())
+        .collect();
+    let change = wallet
+        .bdk_mut()
+        .reveal_next_address(KeychainKind::Internal)
+        .address
+        .script_pubkey();
+    let foreign = foreign_address().script_pubkey();
+    let mut coins: Vec<(OutPoint, u64)> = Vec::new();
+    let next_tx = |rng: &mut rand::rngs::ThreadRng, coins: &mut Vec<(OutPoint, u64)>| {
+        let spend = coins.len() > 10 && rng.gen_ratio(1, 5);
+        if spend {
+            let (prev, value) = coins.swap_remove(rng.gen_range(0..coins.len()));
+            let mut tx = made_up_funding(rng, foreign.clone(), value / 2);
+            if let Some(input) = tx.input.first_mut() {
+                input.previous_output = prev;
+            }
+            tx.output = vec![
+                TxOut {
+                    value: Amount::from_sat(value / 2),
+                    script_pubkey: foreign.clone(),
+                },
+                TxOut {
+                    value: Amount::from_sat((value / 2).saturating_sub(500)),
+                    script_pubkey: change.clone(),
+                },
+            ];
+            coins.push((
+                OutPoint::new(tx.compute_txid(), 1),
+                (value / 2).saturating_sub(500),
+            ));
+            tx
+        } else {
+            let spk = ours[rng.gen_range(0..ours.len())].clone();
+            let sats = rng.gen_range(10_000..5_000_000);
+            let tx = made_up_funding(rng, spk, sats);
+            coins.push((OutPoint::new(tx.compute_txid(), 0), sats));
+            tx
+        }
+    };
+    let genesis = wallet.bdk().latest_checkpoint().block_id();
+    let mut prev = genesis;
+    for height in 1..=BLOCKS {
+        let txdata: Vec<Transaction> = (0..PER_BLOCK)
+            .map(|_| next_tx(&mut rng, &mut coins))
+            .collect();
+        let block = Block {
+            header: Header {
+                version: BlockVersion::TWO,
+                prev_blockhash: prev.hash,
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 1_700_000_000 + height * 600,
+                bits: CompactTarget::from_consensus(0x207f_ffff),
+                nonce: height,
+            },
+            txdata,
+        };
+        wallet
+            .bdk_mut()
+            .apply_block_connected_to(&block, height, prev)
+            .map_err(|e| anyhow!("block {height}: {e}"))?;
+        prev = BlockId {
+            height,
+            hash: block.block_hash(),
+        };
+    }
+    let unconfirmed: Vec<(Transaction, u64)> = (0..UNCONFIRMED)
+        .map(|i| (next_tx(&mut rng, &mut coins), 1_800_000_000 + i as u64))
+        .collect();
+    wallet.bdk_mut().apply_unconfirmed_txs(unconfirmed);
+    wallet.persist()?;
+    Ok(wallet.bdk().transactions().count())
+}
+
+fn history_rows(
+    reps: usize,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    log("history: starting a 2-of-3 cluster and synthesising 10 000 transactions");
+    let c = Cluster::with_wallet(3, 2)?;
+    let start = Instant::now();
+    let listed = synthesise(&c)?;
+    log(format!(
+        "history: {listed} transactions written in {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+    let db_mb = std::fs::metadata(c.wallet_path())?.len() as f64 / 1_048_576.0;
+    let home = c.coord.clone();
+    let rows: [(&str, Vec<&str>); 4] = [
+        ("process start (ckm --json id)", vec!["id"]),
+        ("wallet history (first 50)", vec!["wallet", "history"]),
+        (
+            "wallet history --limit 10000",
+            vec!["wallet", "history", "--limit", "10000"],
+        ),
+        ("wallet balance", vec!["wallet", "balance"]),
+    ];
+    // Cold: the first run of each after the database was written.
+    let mut cold = serde_json::Map::new();
+    for (name, args) in &rows[1..] {
+        let t = timed_ckm(&home, args)?;
+        println!("{:<44} cold     {t:>9.2} ms", format!("{name}, cold start"));
+        cold.insert((*name).to_string(), json!(round3(t)));
+    }
+    let total = ckm_json(&home, &["wallet", "history", "--limit", "1"])?;
+    ensure!(
+        total["total"].as_u64() == Some(listed as u64),
+        "history lists {} of {listed}",
+        total["total"]
+    );
+    let mut warm = serde_json::Map::new();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for (_, args) in &rows {
+        timed_ckm(&home, args)?;
+    }
+    for _ in 0..reps {
+        // Interleaved, so that drift hits every row alike.
+        for (k, (_, args)) in rows.iter().enumerate() {
+            samples[k].push(timed_ckm(&home, args)?);
+        }
+    }
+    let floor = median(&samples[0]);
+    for ((name, _), s) in rows.iter().zip(&samples) {
+        show(name, s);
+        let mut v = stats(s);
+        v["vs_process_start"] = json!(round3(median(s) / floor));
+        warm.insert((*name).to_string(), v);
+    }
+    // The library calls alone.
+    let mut load = Vec::new();
+    let mut hist = Vec::new();
+    let mut bal = Vec::new();
+    for _ in 0..=reps {
+        let t = Instant::now();
+        let w = CkmWallet::load(&c.wallet_path())?;
+        load.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let (page, n) = w.history(10_000, 0)?;
+        hist.push(ms(t.elapsed()));
+        ensure!(n == listed && page.len() == listed, "{n} / {}", page.len());
+        let t = Instant::now();
+        std::hint::black_box(w.balance());
+        bal.push(ms(t.elapsed()));
+    }
+    // The first of each is the warm-up.
+    for (name, s) in [
+        ("library: CkmWallet::load", &load[1..]),
+        ("library: history (all rows)", &hist[1..]),
+        ("library: balance", &bal[1..]),
+    ] {
+        show(name, s);
+        warm.insert(name.to_string(), stats(s));
+    }
+    report.insert(
+        "history".into(),
+        json!({
+            "transactions": listed,
+            "wallet_db_mb": round3(db_mb),
+            "cold_ms": cold,
+            "warm": warm,
+        }),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// wallet send against a single-key bdk_wallet send
+// ---------------------------------------------------------------------------------------
+
+/// A single-key wallet in SQLite, as an ordinary bdk_wallet application keeps it.
+struct SingleKey {
+    path: std::path::PathBuf,
+    descriptors: (String, String),
+}
+
+impl SingleKey {
+    fn create(dir: &Path) -> Result<Self> {
+        let seed: [u8; 32] = rand::thread_rng().gen();
+        let xprv = Xpriv::new_master(NetworkKind::Test, &seed)?;
+        let descriptors = (
+            format!("tr({xprv}/86'/1'/0'/0/*)"),
+            format!("tr({xprv}/86'/1'/0'/1/*)"),
+        );
+        let path = dir.join("single.sqlite");
+        let mut conn = Connection::open(&path)?;
+        Wallet::create(descriptors.0.clone(), descriptors.1.clone())
+            .network(bitcoin::Network::Regtest)
+            .create_wallet(&mut conn)?;
+        Ok(SingleKey { path, descriptors })
+    }
+
+    // bdk_wallet's own signer (`SignOptions`), as an ordinary application uses it.
+    #[allow(deprecated)]
+    fn load(&self) -> Result<(Connection, bdk_wallet::PersistedWallet<Connection>)> {
+        let mut conn = Connection::open(&self.path)?;
+        let wallet = Wallet::load()
+            .descriptor(KeychainKind::External, Some(self.descriptors.0.clone()))
+            .descriptor(KeychainKind::Internal, Some(self.descriptors.1.clone()))
+            .extract_keys()
+            .check_network(bitcoin::Network::Regtest)
+            .load_wallet(&mut conn)?
+            .context("no single-key wallet")?;
+        Ok((conn, wallet))
+    }
+
+    fn address(&self) -> Result<String> {
+        let (mut conn, mut w) = self.load()?;
+        let a = w.reveal_next_address(KeychainKind::External).address;
+        w.persist(&mut conn)?;
+        Ok(a.to_string())
+    }
+
+    /// Load, sync (full scan when `full`, else the revealed scripts), and persist.
+    fn sync(&self, url: &str, full: bool) -> Result<()> {
+        let (mut conn, mut w) = self.load()?;
+        let client =
+            bdk_electrum::BdkElectrumClient::new(bdk_electrum::electrum_client::Client::new(url)?);
+        if full {
+            let update = client.full_scan(w.start_full_scan().build(), 20, 10, true)?;
+            w.apply_update(update)?;
+        } else {
+            let update = client.sync(w.start_sync_with_revealed_spks().build(), 10, true)?;
+            w.apply_update(update)?;
+        }
+        w.persist(&mut conn)?;
+        Ok(())
+    }
+
+    /// What `wallet send` does, with one key: load, connect, build, sign, broadcast, record
+    /// the transaction, persist (neither syncs: that is `wallet sync`, untimed here).
+    fn send(&self, url: &str, to: &bitcoin::Address) -> Result<bitcoin::Txid> {
+        let (mut conn, mut w) = self.load()?;
+        let client = bdk_electrum::electrum_client::Client::new(url)?;
+        let mut builder = w.build_tx();
+        builder.add_recipient(to.script_pubkey(), Amount::from_sat(SEND_SATS));
+        builder.fee_rate(FeeRate::from_sat_per_vb_u32(2));
+        let mut psbt = builder.finish()?;
+        #[allow(deprecated)]
+        let finalized = w.sign(&mut psbt, SignOptions::default())?;
+        ensure!(finalized, "the single-key wallet did not finalize");
+        let tx = psbt.extract_tx()?;
+        let txid = client.transaction_broadcast(&tx)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        w.apply_unconfirmed_txs([(tx, now)]);
+        w.persist(&mut conn)?;
+        Ok(txid)
+    }
+}
+
+fn send_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let env = match TestEnv::new() {
+        Ok(env) => env,
+        Err(e) => {
+            println!("send: skipped ({e:#}); set BITCOIND_EXE and ELECTRS_EXE");
+            report.insert("send".into(), json!({ "skipped": format!("{e:#}") }));
+            return Ok(());
+        }
+    };
+    let url = env.electrum_url();
+    log("send: starting a 2-of-3 cluster and funding both wallets");
+    let c = Cluster::with_wallet(3, 2)?;
+    let single = SingleKey::create(c.dir.path())?;
+    let coins = reps + 1;
+    for _ in 0..coins {
+        let a = ckm_json(&c.coord, &["wallet", "address"])?;
+        env.fund(json_str(&a, "address")?, COIN_SATS)?;
+        env.fund(&single.address()?, COIN_SATS)?;
+    }
+    let tip = env.block_count()?;
+    env.wait_until_electrum_height(tip, Duration::from_secs(60))?;
+    ckm_json(&c.coord, &["wallet", "sync", "--electrum", &url])?;
+    single.sync(&url, true)?;
+
+    let mut ckm_ms = Vec::new();
+    let mut single_ms = Vec::new();
+    for rep in 0..coins {
+        let to = foreign_address();
+        let pay = format!("{to}:{SEND_SATS}");
+        let ckm_t = timed_ckm(
+            &c.coord,
+            &[
+                "wallet",
+                "send",
+                "--to",
+                &pay,
+                "--fee-rate",
+                "2",
+                "--yes",
+                "--electrum",
+                &url,
+            ],
+        )?;
+        let t = Instant::now();
+        let txid = single.send(&url, &to)?;
+        let single_t = ms(t.elapsed());
+        // Both transactions have the same shape: one input, the payment and change.
+        let tx = env.get_raw_transaction(&txid.to_string())?;
+        ensure!(
+            tx["vin"].as_array().map(Vec::len) == Some(1)
+                && tx["vout"].as_array().map(Vec::len) == Some(2),
+            "single-key transaction of another shape: {tx}"
+        );
+        env.mine_blocks(1, None)?;
+        env.wait_until_electrum_height(env.block_count()?, Duration::from_secs(60))?;
+        ckm_json(&c.coord, &["wallet", "sync", "--electrum", &url])?;
+        single.sync(&url, false)?;
+        if rep > 0 {
+            ckm_ms.push(ckm_t);
+            single_ms.push(single_t);
+        }
+    }
+    show("ckm wallet send (2-of-3, end to end)", &ckm_ms);
+    show("single-key bdk_wallet send", &single_ms);
+    let ratio = median(&ckm_ms) / median(&single_ms);
+    println!("{:<44} {ratio:.2}x (goal <= 2x)", "ratio");
+    report.insert(
+        "send".into(),
+        json!({
+            "ckm_wallet_send": stats(&ckm_ms),
+            "single_key_send": stats(&single_ms),
+            "ratio": round3(ratio),
+        }),
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let reps: usize = std::env::var("CKM_BENCH_WALLET_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9)
+        .max(1);
+    let rows = std::env::var("CKM_BENCH_WALLET_ROWS").unwrap_or_else(|_| "history,send".into());
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "machine".into(),
+        json!(format!(
+            "{} cores",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        )),
+    );
+    if rows.split(',').any(|r| r.trim() == "history") {
+        history_rows(reps, &mut report)?;
+    }
+    if rows.split(',').any(|r| r.trim() == "send") {
+        send_rows(reps, &mut report)?;
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("wallet.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    log(format!("report written to {}", path.display()));
+    Ok(())
+}
