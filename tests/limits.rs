@@ -66,21 +66,7 @@ const COINS: [(bdk_wallet::KeychainKind, u32, u64); 8] = {
 fn limited(n: usize, t: u16) -> Result<(Cluster, Funding)> {
     let c = Cluster::with_wallet(n, t)?;
     let funding = fund(&c, &COINS)?;
-    for s in &c.signers {
-        let v = ckm_json(
-            &s.home,
-            &[
-                "signer",
-                "policy",
-                "set",
-                "--wallet",
-                WALLET,
-                "--daily-limit-sats",
-                &LIMIT.to_string(),
-            ],
-        )?;
-        ensure!(v["policy"]["daily_limit_sats"] == LIMIT, "{v}");
-    }
+    c.set_daily_limit(LIMIT)?;
     Ok((c, funding))
 }
 

@@ -32,35 +32,6 @@ use cluster::*;
 use serde_json::json;
 use testenv::TestEnv;
 
-fn files_of(v: &serde_json::Value) -> Result<Vec<PathBuf>> {
-    Ok(string_array(&v["files"])?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect())
-}
-
-fn backup(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
-    files_of(&ckm_json(
-        home,
-        &[
-            "signer",
-            "backup",
-            "--split",
-            "2of3",
-            "--out",
-            path_str(out)?,
-        ],
-    )?)
-}
-
-fn restore(home: &Path, files: &[&Path]) -> Result<std::process::Output> {
-    let mut args = vec!["--json", "signer", "restore", "--yes"];
-    for f in files {
-        args.push(path_str(f)?);
-    }
-    ckm(home, &args)
-}
-
 /// A 2-of-3 wallet funded with two outputs at its first receive address.
 fn funded(env: &TestEnv) -> Result<(Cluster, String)> {
     let c = Cluster::with_wallet(3, 2)?;
@@ -88,8 +59,8 @@ fn restored_signer_cosigns_a_mined_spend() -> Result<()> {
     let s1 = c.signers[0].home.clone();
     let id1 = c.signers[0].identity.to_string();
     let dir = c.dir.path().to_path_buf();
-    let a = backup(&s1, &dir.join("backup-a"))?;
-    let b = backup(&s1, &dir.join("backup-b"))?;
+    let a = backup_2of3(&s1, &dir.join("backup-a"))?;
+    let b = backup_2of3(&s1, &dir.join("backup-b"))?;
     ensure!(a.len() == 3 && b.len() == 3);
 
     c.signers[0].stop()?;
@@ -104,13 +75,13 @@ fn restored_signer_cosigns_a_mined_spend() -> Result<()> {
         (vec![a[0].as_path(), b[1].as_path()], "another backup"),
         (vec![a[0].as_path(), bad.as_path()], "corrupted"),
     ] {
-        let out = restore(&s1, &files)?;
+        let out = restore_from(&s1, &files)?;
         ensure!(!out.status.success(), "{files:?} restored");
         let err = json_error(&out)?;
         ensure!(err.contains(needle), "{files:?}: {err}");
         ensure!(!s1.exists(), "{files:?} left {} behind", s1.display());
     }
-    let out = restore(&s1, &[&a[1], &a[2]])?;
+    let out = restore_from(&s1, &[&a[1], &a[2]])?;
     ensure!(
         out.status.success(),
         "{}",
@@ -157,26 +128,8 @@ fn recovered_coordinator_has_the_same_wallet_and_cosigns_a_mined_spend() -> Resu
     ensure!(next["index"] == 1, "{next}");
     std::fs::remove_dir_all(&lost)?;
     let id = json_str(&ckm_json(&c.coord, &["id"])?, "identity")?.to_string();
-    for s in &mut c.signers {
-        s.extra_coordinators.push(id.clone());
-        s.restart()?;
-        ckm_json(
-            &s.home,
-            &[
-                "signer",
-                "wallet",
-                "allow-coordinator",
-                "--wallet",
-                WALLET,
-                &id,
-            ],
-        )?;
-    }
-    let mut args = vec!["wallet".to_string(), "recover".into()];
-    for s in &c.signers {
-        args.push("--signer".into());
-        args.push(s.spec());
-    }
+    c.allow_coordinator(&id)?;
+    let args = c.recover_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let v = ckm_json(&c.coord, &args)?;
     ensure!(v["recovered"][0]["wallet"] == WALLET, "{v}");

@@ -333,12 +333,25 @@ fn kill_point(env: &TestEnv, op: Op, step: &str, victim: Victim) -> Result<()> {
         n.kill();
         n.relaunch_same_port(Kind::Honest)?;
     }
-    // Resume until the coordinator has no transition left (at most a few tries).
+    resume(&c, &what)?;
+    if let Some(n) = newcomer.take() {
+        c.signers.push(n);
+    }
+    c.sync_roster()?;
+    let epoch = agreed_epoch(&c, &what)?;
+    spend_from_first(&c, env, &first, 300_000)
+        .with_context(|| format!("{what}: spending after resume"))?;
+    eprintln!("{what}: resumed at epoch {epoch}, spent");
+    Ok(())
+}
+
+/// `wallet resume` until the coordinator has no transition left (at most a few tries).
+fn resume(c: &Cluster, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = ckm(&c.coord, &["--json", "wallet", "resume"])?;
         if out.status.success() {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
@@ -348,10 +361,10 @@ fn kill_point(env: &TestEnv, op: Op, step: &str, victim: Victim) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    if let Some(n) = newcomer.take() {
-        c.signers.push(n);
-    }
-    c.sync_roster()?;
+}
+
+/// Every signer reports the coordinator's epoch and nothing is pending; returns the epoch.
+fn agreed_epoch(c: &Cluster, what: &str) -> Result<serde_json::Value> {
     let shown = ckm_json(&c.coord, &["wallet", "show"])?;
     let epoch = shown["epoch"].clone();
     for r in shown["signers"].as_array().context("signers")? {
@@ -361,10 +374,7 @@ fn kill_point(env: &TestEnv, op: Op, step: &str, victim: Victim) -> Result<()> {
         );
     }
     ensure!(shown["pending"].is_null(), "{what}: {shown}");
-    spend_from_first(&c, env, &first, 300_000)
-        .with_context(|| format!("{what}: spending after resume"))?;
-    eprintln!("{what}: resumed at epoch {epoch}, spent");
-    Ok(())
+    Ok(epoch)
 }
 
 #[test]
@@ -409,21 +419,7 @@ fn kill_points_of_add_signer() -> Result<()> {
 fn second_coordinator(c: &mut Cluster) -> Result<std::path::PathBuf> {
     let home = c.dir.path().join("coord-b");
     let id = json_str(&ckm_json(&home, &["id"])?, "identity")?.to_string();
-    for s in &mut c.signers {
-        s.extra_coordinators.push(id.clone());
-        s.restart()?;
-        ckm_json(
-            &s.home,
-            &[
-                "signer",
-                "wallet",
-                "allow-coordinator",
-                "--wallet",
-                WALLET,
-                &id,
-            ],
-        )?;
-    }
+    c.allow_coordinator(&id)?;
     c.sync_roster()?;
     Ok(home)
 }
@@ -453,38 +449,13 @@ fn resumed_by_another(env: &TestEnv, step: &str) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let lost = std::mem::replace(&mut c.coord, b);
-    let mut args = vec!["wallet".to_string(), "recover".into()];
-    for s in &c.signers {
-        args.push("--signer".into());
-        args.push(s.spec());
-    }
+    let args = c.recover_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let v =
         ckm_json(&c.coord, &args).with_context(|| format!("{what}: recovering the wallet at B"))?;
     ensure!(v["recovered"][0]["wallet"] == WALLET, "{what}: {v}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = ckm(&c.coord, &["--json", "wallet", "resume"])?;
-        if out.status.success() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{what}: resume keeps failing: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let shown = ckm_json(&c.coord, &["wallet", "show"])?;
-    let epoch = shown["epoch"].clone();
-    for r in shown["signers"].as_array().context("signers")? {
-        ensure!(
-            r["epoch"] == epoch && r["agrees"] == true,
-            "{what}: a signer disagrees after resume: {shown}"
-        );
-    }
-    ensure!(shown["pending"].is_null(), "{what}: {shown}");
+    resume(&c, &what)?;
+    let epoch = agreed_epoch(&c, &what)?;
     sync(&c, env)?;
     spend_from_first(&c, env, &first, 300_000)
         .with_context(|| format!("{what}: spending after resume"))?;

@@ -444,21 +444,7 @@ fn bump_replaces_the_original_in_the_mempool_and_confirms() -> Result<()> {
 fn under_a_daily_limit_a_payment_is_bumped_twice_and_a_second_payment_refused() -> Result<()> {
     let env = TestEnv::new()?;
     let c = Cluster::with_wallet(3, 2)?;
-    for s in &c.signers {
-        let v = ckm_json(
-            &s.home,
-            &[
-                "signer",
-                "policy",
-                "set",
-                "--wallet",
-                WALLET,
-                "--daily-limit-sats",
-                "150000000",
-            ],
-        )?;
-        ensure!(v["policy"]["daily_limit_sats"] == 150_000_000, "{v}");
-    }
+    c.set_daily_limit(150_000_000)?;
     fund_coins(&c, &env, &[200_000_000, 200_000_000])?;
     let to = foreign_address().to_string();
     let sent = send_with(

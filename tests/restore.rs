@@ -17,7 +17,7 @@ mod consensus;
 #[path = "common/driver.rs"]
 mod driver;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Result};
 use ckm::keys::GroupKey;
@@ -29,41 +29,19 @@ use driver::Driver;
 
 type Funding = std::collections::HashMap<bitcoin::OutPoint, bitcoin::TxOut>;
 
-/// `signer backup --split 2of3` of `home` into `out`; the share files.
-fn backup(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
-    let v = ckm_json(
-        home,
-        &[
-            "signer",
-            "backup",
-            "--split",
-            "2of3",
-            "--out",
-            path_str(out)?,
-        ],
-    )?;
-    Ok(string_array(&v["files"])?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect())
-}
-
 /// Stops signer `i` (0-based), wipes its home, restores it from two of `files` and starts
 /// it again on its port.
 fn restore(c: &mut Cluster, i: usize, files: &[PathBuf]) -> Result<()> {
     let home = c.signers[i].home.clone();
     c.signers[i].stop()?;
     std::fs::remove_dir_all(&home)?;
-    let v = ckm_json(
-        &home,
-        &[
-            "signer",
-            "restore",
-            path_str(&files[0])?,
-            path_str(&files[1])?,
-            "--yes",
-        ],
-    )?;
+    let out = restore_from(&home, &[&files[0], &files[1]])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     ensure!(v["identity"] == c.signers[i].identity.to_string(), "{v}");
     c.signers[i].relaunch_same_port(Kind::Honest)?;
     c.sync_roster()
@@ -82,7 +60,7 @@ fn refused_with(reply: Result<SignerToCoordinator, CallError>, code: ErrorCode) 
 fn an_old_backup_restored_after_a_refresh_never_signs_again() -> Result<()> {
     let mut c = Cluster::with_wallet(3, 2)?;
     let funding = fund(&c, &FUNDS)?;
-    let files = backup(&c.signers[0].home, &c.dir.path().join("backup"))?;
+    let files = backup_2of3(&c.signers[0].home, &c.dir.path().join("backup"))?;
     // The coordinator's view at epoch 0, kept to ask the restored signer for that epoch.
     let old = Driver::new(&c, WALLET)?;
     let v = ckm_json(&c.coord, &["wallet", "refresh"])?;
@@ -172,22 +150,8 @@ const LIMIT: u64 = 100_000;
 fn a_restored_signer_does_not_reset_a_spent_daily_limit() -> Result<()> {
     let mut c = Cluster::with_wallet(3, 2)?;
     let funding: Funding = fund(&c, &FUNDS)?;
-    for s in &c.signers {
-        let v = ckm_json(
-            &s.home,
-            &[
-                "signer",
-                "policy",
-                "set",
-                "--wallet",
-                WALLET,
-                "--daily-limit-sats",
-                &LIMIT.to_string(),
-            ],
-        )?;
-        ensure!(v["policy"]["daily_limit_sats"] == LIMIT, "{v}");
-    }
-    let files = backup(&c.signers[1].home, &c.dir.path().join("backup"))?;
+    c.set_daily_limit(LIMIT)?;
+    let files = backup_2of3(&c.signers[1].home, &c.dir.path().join("backup"))?;
 
     // X: 60 000 sat signed by {1, 2} (signer 3 down).
     c.signers[2].stop()?;
@@ -222,7 +186,7 @@ fn a_restored_signer_does_not_reset_a_spent_daily_limit() -> Result<()> {
 #[test]
 fn restore_brings_nothing_back_unconfirmed() -> Result<()> {
     let c = Cluster::with_wallet(3, 2)?;
-    let files = backup(&c.signers[0].home, &c.dir.path().join("backup"))?;
+    let files = backup_2of3(&c.signers[0].home, &c.dir.path().join("backup"))?;
     let fresh = c.dir.path().join("fresh");
     let out = ckm(
         &fresh,

@@ -693,6 +693,59 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `signer policy set --wallet WALLET --daily-limit-sats LIMIT` on every signer.
+    pub fn set_daily_limit(&self, limit: u64) -> Result<()> {
+        for s in &self.signers {
+            let v = ckm_json(
+                &s.home,
+                &[
+                    "signer",
+                    "policy",
+                    "set",
+                    "--wallet",
+                    WALLET,
+                    "--daily-limit-sats",
+                    &limit.to_string(),
+                ],
+            )?;
+            ensure!(v["policy"]["daily_limit_sats"] == limit, "{v}");
+        }
+        Ok(())
+    }
+
+    /// Lets the coordinator with identity `id` use the wallet: every signer restarts with it
+    /// allowed (`--allow-coordinator`) and its operator allows it for WALLET.
+    pub fn allow_coordinator(&mut self, id: &str) -> Result<()> {
+        for s in &mut self.signers {
+            s.extra_coordinators.push(id.to_string());
+            s.restart()?;
+            ckm_json(
+                &s.home,
+                &[
+                    "signer",
+                    "wallet",
+                    "allow-coordinator",
+                    "--wallet",
+                    WALLET,
+                    id,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `wallet recover --signer SPEC…` with every signer.
+    pub fn recover_args(&self) -> Vec<String> {
+        let mut args = vec!["wallet".to_string(), "recover".into()];
+        for s in &self.signers {
+            args.push("--signer".into());
+            args.push(s.spec());
+        }
+        args
+    }
+}
+
+impl Cluster {
     /// Starts `n` signers trusting a fresh coordinator, without a wallet.
     pub fn start(n: usize) -> Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -968,6 +1021,34 @@ impl Cluster {
 // ---------------------------------------------------------------------------------------
 // Wallet funding
 // ---------------------------------------------------------------------------------------
+
+/// `signer backup --split 2of3 --out OUT` of `home`; the share files written.
+pub fn backup_2of3(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let v = ckm_json(
+        home,
+        &[
+            "signer",
+            "backup",
+            "--split",
+            "2of3",
+            "--out",
+            path_str(out)?,
+        ],
+    )?;
+    Ok(string_array(&v["files"])?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// `--json signer restore --yes FILES…` into `home` (not required to succeed).
+pub fn restore_from(home: &Path, files: &[&Path]) -> Result<Output> {
+    let mut args = vec!["--json", "signer", "restore", "--yes"];
+    for f in files {
+        args.push(path_str(f)?);
+    }
+    ckm(home, &args)
+}
 
 /// `signer peers add IDENTITY` in a signer home.
 pub fn approve(home: &Path, identity: &str) -> Result<()> {
