@@ -23,7 +23,7 @@ mod consensus;
 #[path = "common/testenv.rs"]
 mod testenv;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{ensure, Result};
 use chain::*;

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use chain::*;
-use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster, WALLET};
+use cluster::{ckm, ckm_json, foreign_address, json_error, json_str, Cluster};
 use serde_json::{json, Value};
 use testenv::TestEnv;
 
