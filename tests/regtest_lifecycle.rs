@@ -377,17 +377,20 @@ fn agreed_epoch(c: &Cluster, what: &str) -> Result<serde_json::Value> {
     Ok(epoch)
 }
 
+/// Every step of a refresh a kill can hit.
+const REFRESH_STEPS: [&str; 6] = [
+    "begin",
+    "refresh_round1",
+    "refresh_round2",
+    "prepare",
+    "vote",
+    "decide",
+];
+
 #[test]
 fn kill_points_of_refresh() -> Result<()> {
     let env = TestEnv::new()?;
-    for step in [
-        "begin",
-        "refresh_round1",
-        "refresh_round2",
-        "prepare",
-        "vote",
-        "decide",
-    ] {
+    for step in REFRESH_STEPS {
         for victim in [Victim::Coordinator, Victim::Signer] {
             kill_point(&env, Op::Refresh, step, victim)?;
         }
@@ -467,14 +470,7 @@ fn resumed_by_another(env: &TestEnv, step: &str) -> Result<()> {
 #[test]
 fn kill_points_of_refresh_resumed_by_a_second_coordinator() -> Result<()> {
     let env = TestEnv::new()?;
-    for step in [
-        "begin",
-        "refresh_round1",
-        "refresh_round2",
-        "prepare",
-        "vote",
-        "decide",
-    ] {
+    for step in REFRESH_STEPS {
         resumed_by_another(&env, step)?;
     }
     Ok(())

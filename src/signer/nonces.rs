@@ -361,14 +361,22 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
+    type Fixture = (StdRng, Vec<KeyShare>, GroupKey, IdentityPublic);
+
+    /// A seeded generator, the shares of a 2-of-3 group, its wallet and a coordinator.
+    fn fixture(seed: u64) -> Result<Fixture, Box<dyn std::error::Error>> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+        let wallet = GroupKey::of(shares[0].group());
+        let me = IdentityKey::generate(&mut rng).public();
+        Ok((rng, shares, wallet, me))
+    }
+
     #[test]
     fn taken_once_per_coordinator_and_wallet_oldest_forgotten(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let mut rng = StdRng::seed_from_u64(7);
-        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+        let (mut rng, shares, wallet, me) = fixture(7)?;
         let share = &shares[0];
-        let wallet = GroupKey::of(share.group());
-        let me = IdentityKey::generate(&mut rng).public();
         let other = IdentityKey::generate(&mut rng).public();
         let pools = NoncePools::default();
         assert_eq!(
@@ -413,11 +421,8 @@ mod tests {
     #[test]
     fn the_reserve_is_made_in_the_background_and_handed_out_once(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let mut rng = StdRng::seed_from_u64(7);
-        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+        let (mut rng, shares, wallet, me) = fixture(7)?;
         let share = &shares[0];
-        let wallet = GroupKey::of(share.group());
-        let me = IdentityKey::generate(&mut rng).public();
         let pools = NoncePools::default();
         let reserved = |pools: &NoncePools| {
             pools
@@ -449,11 +454,8 @@ mod tests {
     #[test]
     fn nonces_expire_and_die_with_their_epoch_and_a_coordinator_is_capped(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let mut rng = StdRng::seed_from_u64(9);
-        let shares = run_in_memory(DkgParams::new(2, 3)?, &mut rng)?;
+        let (mut rng, shares, wallet, me) = fixture(9)?;
         let share = &shares[0];
-        let wallet = GroupKey::of(share.group());
-        let me = IdentityKey::generate(&mut rng).public();
         let pools = NoncePools::default();
         let t0 = 1_000_000;
         // Expired at the TTL, usable just before it.
