@@ -10,7 +10,7 @@
 //! nothing. The RPC password (or the cookie's) is read from its file when connecting, kept in a
 //! zeroized buffer until handed to the HTTP transport, and never appears in a message.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +82,10 @@ impl RpcAuth {
 
     fn describe(&self) -> String {
         match self {
-            RpcAuth::Cookie(p) => format!("cookie file {}", p.display()),
+            RpcAuth::Cookie(p) => format!(
+                "cookie file {}; bitcoind writes a new one at every start",
+                p.display()
+            ),
             RpcAuth::UserPassFile { user, pass_file } => {
                 format!("user '{user}' with the password in {}", pass_file.display())
             }
@@ -178,10 +181,7 @@ pub enum BitcoindError {
         reason: String,
     },
     /// The node refused the credentials (HTTP 401).
-    #[error(
-        "bitcoind at {url} refused the credentials ({auth}): check the file (a cookie changes at \
-         every restart of bitcoind)"
-    )]
+    #[error("bitcoind at {url} refused the credentials ({auth}): check the file")]
     Unauthorized {
         /// The node.
         url: String,
@@ -225,8 +225,8 @@ pub enum BitcoindError {
     },
     /// The node pruned blocks the sync needs.
     #[error(
-        "bitcoind at {url} is pruned up to block {prune_height}, but this sync needs blocks \
-         from {needed}: give a later --birth-height if the wallet has no coin before it, or \
+        "bitcoind at {url} is pruned: it keeps blocks from {prune_height} on, but this sync \
+         needs blocks from {needed}: give a later --birth-height if the wallet has no coin before it, or \
          use an unpruned node (or an Electrum server)"
     )]
     Pruned {
@@ -298,16 +298,12 @@ pub fn check_endpoint(
     // A name that resolves to several addresses: loopback ones only when the name is
     // `localhost`, so that the check above holds for the address actually used.
     if loopback {
-        addrs.retain(|a| is_loopback(a.ip()));
+        addrs.retain(|a| a.ip().is_loopback());
     }
     addrs
         .first()
         .copied()
         .ok_or_else(|| bad(&format!("{host} resolves to no usable address")))
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }
 
 /// What `getblockchaininfo` says that a sync depends on.
@@ -496,11 +492,17 @@ impl Bitcoind {
                     }
                 }
                 Some(simple_http::Error::SocketError(io)) => {
+                    let reason = match io.kind() {
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                            "no answer in time".to_string()
+                        }
+                        _ => io.to_string(),
+                    };
                     return BitcoindError::Unreachable {
                         url: self.url.clone(),
                         timeout_secs: self.timeout.as_secs(),
-                        reason: io.to_string(),
-                    }
+                        reason,
+                    };
                 }
                 _ => {}
             }
