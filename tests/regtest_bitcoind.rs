@@ -159,6 +159,22 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
     // An incremental sync with nothing new changes nothing.
     let v = ckm_json(&c.coord, &["wallet", "sync"])?;
     ensure!(v["confirmed_sats"].as_u64() == Some(change), "{v}");
+
+    // The same wallet through Electrum (the flag wins over the saved source) agrees; the next
+    // command without a flag is back on the home's saved bitcoind.
+    let tip = env.block_count()?;
+    env.wait_until_electrum_height(tip, chain::SYNC_TIMEOUT)?;
+    let v = ckm_json(
+        &c.coord,
+        &["wallet", "sync", "--electrum", &env.electrum_url()],
+    )?;
+    ensure!(json_str(&v, "source")?.contains("electrum"), "{v}");
+    ensure!(v["confirmed_sats"].as_u64() == Some(change), "{v}");
+    env.mine_blocks(1, None)?;
+    let v = ckm_json(&c.coord, &["wallet", "sync"])?;
+    ensure!(json_str(&v, "source")?.contains("bitcoind"), "{v}");
+    ensure!(v["height"].as_u64() == Some(tip + 1), "{v}");
+    ensure!(v["confirmed_sats"].as_u64() == Some(change), "{v}");
     Ok(())
 }
 

@@ -646,6 +646,13 @@ fn address(ctx: &Context, wallet: WalletArg) -> Result<()> {
 fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -> Result<()> {
     let mut w = ctx.open_wallet(wallet.name.as_deref())?;
     let source = super::chain::open(ctx, &electrum, &w)?;
+    let synced = w.bdk().latest_checkpoint().height();
+    if electrum.bitcoind.birth_height.is_some() && synced > 0 {
+        ctx.say(format!(
+            "--birth-height applies to a first sync only: this wallet has synced to {synced}, \
+             so the sync goes on from there"
+        ));
+    }
     let (progress, bar) = super::chain::progress(ctx);
     let height = if rescan {
         source.full_scan(&mut w, progress)?
