@@ -14,6 +14,7 @@ mod consensus;
 #[path = "common/testenv.rs"]
 mod testenv;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -372,6 +373,24 @@ fn bad_bitcoind_inputs_are_refused_and_nothing_is_written() -> Result<()> {
     ensure!(took < Duration::from_secs(20), "took {took:?}: {e}");
     drop(silent);
     unchanged("unreachable nodes")?;
+
+    // Whatever answers at the address announces an answer above the bound (more than a full
+    // block in hex): refused before it is read. (No real node does this, hence a listener.)
+    let huge = TcpListener::bind("127.0.0.1:0")?;
+    let huge_url = format!("http://{}", huge.local_addr()?);
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = huge.accept()?;
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf)?;
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")?;
+        Ok(())
+    });
+    let (e, _) = sync_with(&huge_url, cookie, &[])?;
+    ensure!(e.contains("over the bound") && e.contains(&huge_url), "{e}");
+    server
+        .join()
+        .map_err(|_| anyhow!("the listener thread panicked"))??;
+    unchanged("an answer over the bound")?;
 
     // Credentials to a host off this machine over plain http: refused before any contact.
     let (e, _) = sync_with("http://192.0.2.1:18443", cookie, &[])?;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bdk_bitcoind_rpc::bitcoincore_rpc::jsonrpc::{self, simple_http};
+use bdk_bitcoind_rpc::bitcoincore_rpc::jsonrpc;
 use bdk_bitcoind_rpc::bitcoincore_rpc::{self, RpcApi};
 use bdk_bitcoind_rpc::Emitter;
 use bitcoin::{FeeRate, Network, Transaction, Txid};
@@ -24,6 +24,9 @@ use zeroize::Zeroizing;
 use super::electrum::fee_rate_of_btc_per_kvb;
 use super::{ChainError, ChainSource, ProgressFn, SyncProgress};
 use crate::wallet::CkmWallet;
+use http::{Http, HttpError};
+
+mod http;
 
 /// Seconds before an unanswered request (or a connection attempt) fails, by default.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -431,15 +434,7 @@ impl Bitcoind {
     ) -> Result<Self, BitcoindError> {
         let addr = check_endpoint(&config.url, network, config.allow_insecure)?;
         let (user, pass) = config.auth.read()?;
-        let transport = simple_http::Builder::new()
-            .url(&addr.to_string())
-            .map_err(|e| BitcoindError::Url {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?
-            .timeout(config.timeout)
-            .auth(user.as_str(), Some(pass.as_str()))
-            .build();
+        let transport = Http::new(addr, &user, &pass, config.timeout);
         let client =
             bitcoincore_rpc::Client::from_jsonrpc(jsonrpc::Client::with_transport(transport));
         let node = Bitcoind {
@@ -484,14 +479,14 @@ impl Bitcoind {
     /// variants; the rest is the node's or the transport's message.
     fn rpc_error(&self, method: &'static str, e: bitcoincore_rpc::Error) -> BitcoindError {
         if let bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Transport(t)) = &e {
-            match t.downcast_ref::<simple_http::Error>() {
-                Some(simple_http::Error::HttpErrorCode(401)) => {
+            match t.downcast_ref::<HttpError>() {
+                Some(HttpError::Unauthorized) => {
                     return BitcoindError::Unauthorized {
                         url: self.url.clone(),
                         auth: self.auth.describe(),
                     }
                 }
-                Some(simple_http::Error::SocketError(io)) => {
+                Some(HttpError::Io(io)) => {
                     let reason = match io.kind() {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                             "no answer in time".to_string()
