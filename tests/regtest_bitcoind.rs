@@ -94,6 +94,21 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
     ensure!(v["confirmed_sats"].as_u64() == Some(1_000_000), "{v}");
     ensure!(scantxoutset_sats(&c, &env)? == 1_000_000);
 
+    // The environment names the node as well as the flags do.
+    let out = cluster::ckm_cmd(&c.coord)
+        .env("CKM_BITCOIND", env.rpc_url())
+        .env("CKM_BITCOIND_COOKIE", env.cookie_file())
+        .args(["--json", "wallet", "sync"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(json_str(&v, "source")?.contains("bitcoind"), "{v}");
+    ensure!(v["confirmed_sats"].as_u64() == Some(1_000_000), "{v}");
+
     // Saved per home: daily commands need no flag from now on.
     let saved = run_json(&c, &["wallet", "chain", "set"], &node)?;
     ensure!(saved["saved"]["source"] == json!("bitcoind"), "{saved}");

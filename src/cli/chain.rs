@@ -145,7 +145,8 @@ impl ChainChoice {
         Ok(self)
     }
 
-    fn config(&self) -> Option<Result<BitcoindConfig>> {
+    /// The connection settings of a bitcoind source.
+    fn bitcoind_config(&self) -> Result<BitcoindConfig> {
         let ChainChoice::Bitcoind {
             url,
             cookie,
@@ -156,7 +157,7 @@ impl ChainChoice {
             birth_height,
         } = self
         else {
-            return None;
+            bail!("{} is not a bitcoind source", self.describe());
         };
         let auth = match (cookie, user, pass_file) {
             (Some(c), _, _) => RpcAuth::Cookie(c.clone()),
@@ -164,12 +165,10 @@ impl ChainChoice {
                 user: user.clone(),
                 pass_file: pass_file.clone(),
             },
-            _ => {
-                return Some(Err(anyhow!(
-                    "the bitcoind source {url} has no credentials: set it again with \
-                     `ckm wallet chain set`"
-                )))
-            }
+            _ => bail!(
+                "the bitcoind source {url} has no credentials: set it again with \
+                 `ckm wallet chain set`"
+            ),
         };
         let mut config = BitcoindConfig::new(url.clone(), auth);
         config.allow_insecure = *allow_insecure;
@@ -177,16 +176,19 @@ impl ChainChoice {
             config.timeout = Duration::from_secs(*secs);
         }
         config.start_height = *birth_height;
-        Some(Ok(config))
+        Ok(config)
     }
 
     /// Connects: an Electrum client, or a checked bitcoind connection (endpoint, credentials,
     /// network of wallet `name`).
     pub fn open(&self, name: &str, network: Network) -> Result<Box<dyn ChainSource>> {
-        match (self, self.config()) {
-            (_, Some(config)) => Ok(Box::new(Bitcoind::connect(&config?, name, network)?)),
-            (ChainChoice::Electrum { url }, None) => Ok(Box::new(Electrum::connect(url)?)),
-            (ChainChoice::Bitcoind { .. }, None) => bail!("no bitcoind configuration"),
+        match self {
+            ChainChoice::Electrum { url } => Ok(Box::new(Electrum::connect(url)?)),
+            ChainChoice::Bitcoind { .. } => Ok(Box::new(Bitcoind::connect(
+                &self.bitcoind_config()?,
+                name,
+                network,
+            )?)),
         }
     }
 
@@ -385,8 +387,8 @@ pub fn run(ctx: &Context, cmd: ChainCommand) -> Result<()> {
 fn set(ctx: &Context, source: &ElectrumArg) -> Result<()> {
     let choice = ChainChoice::from_flags(source)?
         .ok_or_else(|| anyhow!("give --electrum URL or --bitcoind URL with its credentials"))?;
-    if let Some(config) = choice.config() {
-        let config = config?;
+    if matches!(choice, ChainChoice::Bitcoind { .. }) {
+        let config = choice.bitcoind_config()?;
         let mut networks = Vec::new();
         for name in ctx.wallet_names()? {
             let w = ctx.open_wallet(Some(&name))?;
