@@ -459,3 +459,42 @@ fn bad_bitcoind_inputs_are_refused_and_nothing_is_written() -> Result<()> {
     ensure!(v["confirmed_sats"].as_u64() == Some(500_000), "{v}");
     Ok(())
 }
+
+#[test]
+fn the_library_source_relays_estimates_and_reads_the_tip() -> Result<()> {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction};
+    use bitcoin::{TxIn, TxOut, Witness};
+    use ckm::chain::bitcoind::{Bitcoind, BitcoindConfig, RpcAuth};
+    use ckm::chain::{ChainError, ChainSource};
+
+    let env = TestEnv::new()?;
+    env.mine_blocks(3, None)?;
+    let config = BitcoindConfig::new(env.rpc_url(), RpcAuth::Cookie(env.cookie_file()));
+    let node = Bitcoind::connect(&config, "w", bitcoin::Network::Regtest)?;
+    ensure!(u64::from(node.tip()?) == env.block_count()?);
+    // A fresh regtest chain has no fee history: no estimate (the caller's fallback applies).
+    ensure!(node.fee_estimate(6)?.is_none());
+    // A transaction spending a coin that does not exist: refused, in the node's words.
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(bitcoin::Txid::from_byte_array([7; 32]), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(10_000),
+            script_pubkey: ScriptBuf::new_op_return([1u8; 4]),
+        }],
+    };
+    match node.broadcast(&tx) {
+        Err(ChainError::Refused { reason, .. }) => {
+            ensure!(reason.contains("code -25"), "{reason}")
+        }
+        other => bail!("broadcast of a spend of nothing: {other:?}"),
+    }
+    Ok(())
+}

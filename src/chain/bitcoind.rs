@@ -502,10 +502,17 @@ impl Bitcoind {
                 _ => {}
             }
         }
+        let reason = match &e {
+            // The node's own words, e.g. `insufficient fee, rejecting replacement … (code -26)`.
+            bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(rpc)) => {
+                format!("{} (code {})", rpc.message, rpc.code)
+            }
+            other => other.to_string(),
+        };
         BitcoindError::Rpc {
             url: self.url.clone(),
             method,
-            reason: e.to_string(),
+            reason,
         }
     }
 
