@@ -194,6 +194,47 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
     Ok(())
 }
 
+/// `wallet sync --rescan` through bitcoind reads every block again: a payment to an address
+/// beyond the wallet's lookahead when its block was synced is found once the wallet has
+/// revealed addresses up to near it (another copy of the wallet handed it out).
+#[test]
+fn rescan_through_bitcoind_finds_coins_on_addresses_revealed_later() -> Result<()> {
+    let env = TestEnv::new()?;
+    let c = Cluster::with_wallet(3, 2)?;
+    let node = flags(&env)?;
+    env.mine_blocks(1, None)?;
+    run_json(&c, &["wallet", "sync"], &node)?;
+    // Index 28 of the receive keychain: past the 25 addresses bdk looks ahead of none revealed.
+    let d = ckm_json(&c.coord, &["wallet", "descriptor"])?;
+    let derived = env.rpc(
+        "deriveaddresses",
+        json!([json_str(&d, "external")?, [28, 28]]),
+    )?;
+    let far = derived[0]
+        .as_str()
+        .ok_or_else(|| anyhow!("deriveaddresses: {derived}"))?
+        .to_string();
+    env.fund(&far, 300_000)?;
+    env.mine_blocks(1, None)?;
+    let v = run_json(&c, &["wallet", "sync"], &node)?;
+    ensure!(
+        v["confirmed_sats"].as_u64() == Some(0),
+        "seen too early: {v}"
+    );
+    for _ in 0..6 {
+        address(&c)?;
+    }
+    // Its block is behind the wallet's checkpoint: a sync does not go back...
+    let v = run_json(&c, &["wallet", "sync"], &node)?;
+    ensure!(v["confirmed_sats"].as_u64() == Some(0), "{v}");
+    // ...a rescan does.
+    let v = run_json(&c, &["wallet", "sync", "--rescan"], &node)?;
+    ensure!(v["confirmed_sats"].as_u64() == Some(300_000), "{v}");
+    ensure!(v["height"].as_u64() == Some(env.block_count()?), "{v}");
+    ensure!(scantxoutset_sats(&c, &env)? == 300_000);
+    Ok(())
+}
+
 /// A throwaway bitcoind on `chain` (no peers), for the network, download and prune cases.
 struct Node {
     child: Child,

@@ -647,10 +647,10 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -
     let mut w = ctx.open_wallet(wallet.name.as_deref())?;
     let source = super::chain::open(ctx, &electrum, &w)?;
     let synced = w.bdk().latest_checkpoint().height();
-    if electrum.bitcoind.birth_height.is_some() && synced > 0 {
+    if electrum.bitcoind.birth_height.is_some() && synced > 0 && !rescan {
         ctx.say(format!(
-            "--birth-height applies to a first sync only: this wallet has synced to {synced}, \
-             so the sync goes on from there"
+            "--birth-height applies to a first sync and to --rescan: this wallet has synced to \
+             {synced}, so the sync goes on from there"
         ));
     }
     let (progress, bar) = super::chain::progress(ctx);
