@@ -20,6 +20,8 @@ pub const MAX_ANSWER_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The largest status line or header line, and all headers together.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The largest chunk-size line of a chunked body.
+const MAX_CHUNK_LINE_BYTES: usize = 1024;
 
 /// Why an exchange with the node failed.
 #[derive(Debug, thiserror::Error)]
@@ -241,10 +243,12 @@ fn read_bounded(r: &mut impl Read, max: u64) -> Result<Vec<u8>, HttpError> {
     Ok(body)
 }
 
+/// Reads a chunked body; each chunk's size line and its ending have their own small budget
+/// (a body of many small chunks is fine), the trailers share the head's.
 fn read_chunked(r: &mut impl BufRead, max: u64, budget: &mut usize) -> Result<Vec<u8>, HttpError> {
     let mut body = Vec::new();
     loop {
-        let line = read_line(r, budget)?;
+        let line = read_line(r, &mut { MAX_CHUNK_LINE_BYTES })?;
         let size = line.split(';').next().unwrap_or("").trim();
         let size =
             u64::from_str_radix(size, 16).map_err(|_| HttpError::Malformed("a bad chunk size"))?;
@@ -259,7 +263,9 @@ fn read_chunked(r: &mut impl BufRead, max: u64, budget: &mut usize) -> Result<Ve
         }
         let before = body.len();
         (&mut *r).take(size).read_to_end(&mut body)?;
-        if (body.len() - before) as u64 != size || !read_line(r, budget)?.is_empty() {
+        if (body.len() - before) as u64 != size
+            || !read_line(r, &mut { MAX_CHUNK_LINE_BYTES })?.is_empty()
+        {
             return Err(HttpError::Malformed("a chunk ended early"));
         }
     }
@@ -343,6 +349,13 @@ mod tests {
             10,
         )?;
         assert_eq!((a.status, a.body.as_slice()), (500, &b"abcde"[..]));
+        // Many small chunks: each size line has its own budget, not the head's.
+        let mut text = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for _ in 0..20_000 {
+            text.push_str("1\r\nx\r\n");
+        }
+        text.push_str("0\r\n\r\n");
+        assert_eq!(parse(&text, 20_000)?.body.len(), 20_000);
         let a = parse("HTTP/1.0 200 OK\r\n\r\nhello", 10)?;
         assert_eq!((a.body.as_slice(), a.keep_alive), (&b"hello"[..], false));
         let a = parse(
