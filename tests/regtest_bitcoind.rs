@@ -109,6 +109,37 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
     ensure!(json_str(&v, "source")?.contains("bitcoind"), "{v}");
     ensure!(v["confirmed_sats"].as_u64() == Some(1_000_000), "{v}");
 
+    // A home without wallets: `chain set` checks the node and reports its chain; an Electrum
+    // server is checked too, and one that does not answer is not saved.
+    let fresh = tempfile::tempdir()?;
+    let mut args = vec!["wallet", "chain", "set"];
+    args.extend(node.iter().map(String::as_str));
+    let v = ckm_json(fresh.path(), &args)?;
+    ensure!(v["checked"]["chain"] == json!("regtest"), "{v}");
+    let v = ckm_json(
+        fresh.path(),
+        &["wallet", "chain", "set", "--electrum", &env.electrum_url()],
+    )?;
+    ensure!(
+        v["checked"]["tip"].as_u64() == Some(env.block_count()?),
+        "{v}"
+    );
+    let dead = format!("tcp://127.0.0.1:{}", free_port()?);
+    let out = ckm(
+        fresh.path(),
+        &["--json", "wallet", "chain", "set", "--electrum", &dead],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "an unreachable Electrum server was saved"
+    );
+    let shown = ckm_json(fresh.path(), &["wallet", "chain", "show"])?;
+    ensure!(shown["saved"]["source"] == json!("electrum"), "{shown}");
+    ensure!(
+        shown["saved"]["url"].as_str() == Some(env.electrum_url().as_str()),
+        "{shown}"
+    );
+
     // Saved per home: daily commands need no flag from now on.
     let saved = run_json(&c, &["wallet", "chain", "set"], &node)?;
     ensure!(saved["saved"]["source"] == json!("bitcoind"), "{saved}");
@@ -458,6 +489,7 @@ fn bad_bitcoind_inputs_are_refused_and_nothing_is_written() -> Result<()> {
 
     // A node on another network than the wallet: both named.
     let signet = Node::start(&env, "signet", &[])?;
+    signet.cli(&env, &["getblockcount"])?;
     let (e, _) = sync_with(&signet.url(), path(&signet.cookie())?, &[])?;
     ensure!(
         e.contains("signet") && e.contains("regtest") && e.contains("vault"),

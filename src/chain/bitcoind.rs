@@ -432,6 +432,36 @@ impl Bitcoind {
         wallet: &str,
         network: Network,
     ) -> Result<Self, BitcoindError> {
+        let (node, info) = Self::open(config, network)?;
+        if info.chain != network.to_core_arg() {
+            return Err(BitcoindError::WrongNetwork {
+                url: node.url.clone(),
+                node: info.chain,
+                wallet: wallet.to_string(),
+                expected: network.to_core_arg().to_string(),
+            });
+        }
+        Ok(node)
+    }
+
+    /// Like [`Bitcoind::connect`] with no wallet to compare with: returns what the node says
+    /// of itself (its chain among it). A URL without a port gets mainnet's default port, and a
+    /// first sync the default start height of the node's chain.
+    ///
+    /// # Errors
+    /// As [`Bitcoind::connect`], but for [`BitcoindError::WrongNetwork`].
+    pub fn connect_any(config: &BitcoindConfig) -> Result<(Self, NodeInfo), BitcoindError> {
+        let (mut node, info) = Self::open(config, Network::Bitcoin)?;
+        if config.start_height.is_none() {
+            node.start_height = Network::from_core_arg(&info.chain)
+                .map(default_birth_height)
+                .unwrap_or(0);
+        }
+        Ok((node, info))
+    }
+
+    /// Checks the endpoint, reads the credentials, connects and asks `getblockchaininfo`.
+    fn open(config: &BitcoindConfig, network: Network) -> Result<(Self, NodeInfo), BitcoindError> {
         let addr = check_endpoint(&config.url, network, config.allow_insecure)?;
         let (user, pass) = config.auth.read()?;
         let transport = Http::new(addr, &user, &pass, config.timeout);
@@ -447,15 +477,7 @@ impl Bitcoind {
             client,
         };
         let info = node.info()?;
-        if info.chain != network.to_core_arg() {
-            return Err(BitcoindError::WrongNetwork {
-                url: node.url.clone(),
-                node: info.chain,
-                wallet: wallet.to_string(),
-                expected: network.to_core_arg().to_string(),
-            });
-        }
-        Ok(node)
+        Ok((node, info))
     }
 
     /// The node's URL.

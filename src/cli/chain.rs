@@ -387,19 +387,31 @@ pub fn run(ctx: &Context, cmd: ChainCommand) -> Result<()> {
 fn set(ctx: &Context, source: &ElectrumArg) -> Result<()> {
     let choice = ChainChoice::from_flags(source)?
         .ok_or_else(|| anyhow!("give --electrum URL or --bitcoind URL with its credentials"))?;
-    if matches!(choice, ChainChoice::Bitcoind { .. }) {
-        let config = choice.bitcoind_config()?;
-        let mut networks = Vec::new();
-        for name in ctx.wallet_names()? {
-            let w = ctx.open_wallet(Some(&name))?;
-            networks.push((name, w.meta().network));
+    // What the check found: the node's chain, or the Electrum server's tip.
+    let mut checked = serde_json::Value::Null;
+    match &choice {
+        ChainChoice::Bitcoind { .. } => {
+            let config = choice.bitcoind_config()?;
+            let mut networks = Vec::new();
+            for name in ctx.wallet_names()? {
+                let w = ctx.open_wallet(Some(&name))?;
+                networks.push((name, w.meta().network));
+            }
+            if let (true, Some(network)) = (networks.is_empty(), ctx.network) {
+                networks.push(("(new wallets)".into(), network));
+            }
+            for (name, network) in &networks {
+                Bitcoind::connect(&config, name, *network)?;
+            }
+            if networks.is_empty() {
+                // No wallet yet and no --network: credentials and reachability only.
+                let (_, info) = Bitcoind::connect_any(&config)?;
+                checked = serde_json::json!({ "chain": info.chain, "blocks": info.blocks });
+            }
         }
-        if networks.is_empty() {
-            let network = ctx.network.unwrap_or(Network::Regtest);
-            networks.push(("(new wallets)".into(), network));
-        }
-        for (name, network) in &networks {
-            Bitcoind::connect(&config, name, *network)?;
+        ChainChoice::Electrum { url } => {
+            let tip = Electrum::connect(url)?.tip()?;
+            checked = serde_json::json!({ "tip": tip });
         }
     }
     std::fs::create_dir_all(&ctx.home)
@@ -408,9 +420,10 @@ fn set(ctx: &Context, source: &ElectrumArg) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(&choice)?;
     ckm::store::write_atomic(&path, &bytes)
         .with_context(|| format!("writing {}", path.display()))?;
-    ctx.output(serde_json::json!({ "saved": choice.json() }), || {
-        format!("saved: {}", choice.describe())
-    })
+    ctx.output(
+        serde_json::json!({ "saved": choice.json(), "checked": checked }),
+        || format!("saved: {}", choice.describe()),
+    )
 }
 
 fn show(ctx: &Context) -> Result<()> {
