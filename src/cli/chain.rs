@@ -339,8 +339,9 @@ pub enum ChainCommand {
     /// Save the chain source of this coordinator home, used when a command gets neither
     /// --electrum nor --bitcoind (nor CKM_ELECTRUM/CKM_BITCOIND)
     ///
-    /// A bitcoind source is checked first: the node must answer with the credentials and be
-    /// on the network of every wallet of the home. Only file paths are saved, never a password.
+    /// The source is checked first: a bitcoind node must answer with the credentials and be on
+    /// the network of every wallet of the home (without wallets, its chain is shown); an
+    /// Electrum server must answer. Only file paths are saved, never a password.
     ///
     /// Examples:
     ///   ckm wallet chain set --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
