@@ -20,7 +20,7 @@
 //!   authentication, encryption at rest;
 //! - [`signer`] and [`wallet`]: who keeps what — the secret server's home, records and
 //!   handlers; the coordinator's bdk_wallet wallet, its payments and history;
-//! - [`chain`]: the wallet's chain sources behind one trait (Electrum today);
+//! - [`chain`]: the wallet's chain sources behind one trait (Electrum, Bitcoin Core RPC);
 //! - [`net`], [`ops`]: the signer's flood-proof HTTP server and the coordinator's client and
 //!   protocol drivers, TLS; the signer's configuration, transport quotas and metrics;
 //! - the `ckm` binary wraps these in a CLI, the signer daemon and the coordinator client.

@@ -766,5 +766,17 @@ fn help_texts_have_examples_and_describe_every_flag() -> Result<()> {
         &["psbt", "sign", "--help"],
         &with(&["<INPUT>", "--out", "--wallet", "--timeout"]),
     )?;
+    let chain = [
+        "--electrum",
+        "--bitcoind",
+        "--bitcoind-cookie",
+        "--bitcoind-user",
+        "--bitcoind-pass-file",
+        "--bitcoind-allow-insecure",
+        "--bitcoind-timeout",
+        "--birth-height",
+    ];
+    check_help(&["wallet", "sync", "--help"], &with(&chain))?;
+    check_help(&["wallet", "chain", "set", "--help"], &with(&chain))?;
     Ok(())
 }

@@ -2,14 +2,15 @@
 //! the wallet up to date, broadcast a transaction, estimate a fee rate, read the tip.
 //!
 //! Reading order: this file (the trait, its error and the helpers every source shares), then
-//! one file per source. Today: [`electrum`] (an Electrum server through `bdk_electrum`). A
-//! user's own Bitcoin Core node (`bdk_bitcoind_rpc`) and compact block filters (`bdk_kyoto`)
-//! are to be siblings of it, implementing the same trait, so that the CLI and the console pick
-//! a source once and call the same functions.
+//! one file per source: [`electrum`] (an Electrum server through `bdk_electrum`) and
+//! [`bitcoind`] (the user's own Bitcoin Core node over RPC, through `bdk_bitcoind_rpc`).
+//! Compact block filters (`bdk_kyoto`) are to be a sibling implementing the same trait, so that
+//! the CLI and the console pick a source once and call the same functions.
 //!
 //! May import: [`crate::wallet`] (the wallet it updates) and the lower floors. Never `net`,
 //! `signer`, `ops` or `cli`: the chain is not the signers' network.
 
+pub mod bitcoind;
 pub mod electrum;
 
 use bdk_wallet::KeychainKind;
@@ -27,6 +28,13 @@ pub enum SyncProgress {
         keychain: KeychainKind,
         /// Derivation index.
         index: u32,
+    },
+    /// Block `height` of `tip` was applied (block-by-block sources).
+    Block {
+        /// The block's height.
+        height: u32,
+        /// The source's tip when the sync started (or this block, if higher).
+        tip: u32,
     },
 }
 
@@ -61,6 +69,9 @@ pub enum ChainError {
         /// bdk's reason.
         reason: String,
     },
+    /// The Bitcoin Core node cannot be used or failed.
+    #[error(transparent)]
+    Bitcoind(#[from] bitcoind::BitcoindError),
     /// Saving the wallet failed.
     #[error(transparent)]
     Wallet(#[from] WalletError),

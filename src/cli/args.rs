@@ -1,5 +1,6 @@
 //! Flags shared by several subcommands, defined once and flattened where needed.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
@@ -19,12 +20,52 @@ pub struct WalletArg {
     pub name: Option<String>,
 }
 
-/// `--electrum URL`, shared by the commands that talk to the chain.
-#[derive(Debug, Args, Clone)]
+/// `--electrum URL` or `--bitcoind URL …`, shared by the commands that talk to the chain
+/// (resolved by [`super::chain::resolve`]).
+#[derive(Debug, Args, Clone, Default)]
 pub struct ElectrumArg {
-    /// Electrum server, e.g. tcp://127.0.0.1:60401 [default: CKM_ELECTRUM, else the wallet's saved server]
+    /// Electrum server, e.g. tcp://127.0.0.1:60401 [default: CKM_ELECTRUM, else the home's
+    /// saved source (`ckm wallet chain set`), else the wallet's saved server]
     #[arg(long, value_name = "URL")]
     pub electrum: Option<String>,
+    #[command(flatten)]
+    pub bitcoind: BitcoindArgs,
+}
+
+/// `--bitcoind URL` and its credentials, shared by the commands that talk to the chain
+/// (flattened into [`ElectrumArg`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct BitcoindArgs {
+    /// Your Bitcoin Core node's RPC, e.g. http://127.0.0.1:8332, with --bitcoind-cookie or
+    /// --bitcoind-user and --bitcoind-pass-file [default: CKM_BITCOIND, else the home's saved
+    /// source]
+    #[arg(long, value_name = "URL", conflicts_with = "electrum")]
+    pub bitcoind: Option<String>,
+    /// bitcoind's cookie file, e.g. ~/.bitcoin/.cookie
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "bitcoind",
+        conflicts_with = "bitcoind_user"
+    )]
+    pub bitcoind_cookie: Option<PathBuf>,
+    /// bitcoind's rpcuser (the password is read from --bitcoind-pass-file)
+    #[arg(long, value_name = "USER", requires_all = ["bitcoind", "bitcoind_pass_file"])]
+    pub bitcoind_user: Option<String>,
+    /// A file whose first line is the rpcuser's password
+    #[arg(long, value_name = "FILE", requires = "bitcoind_user")]
+    pub bitcoind_pass_file: Option<PathBuf>,
+    /// Send RPC credentials over plain http to a node that is not on this machine (only when
+    /// the link is private: a VPN, your own LAN)
+    #[arg(long, requires = "bitcoind")]
+    pub bitcoind_allow_insecure: bool,
+    /// Seconds before a connection or request to bitcoind fails [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub bitcoind_timeout: Option<u64>,
+    /// First block of a wallet's first sync from bitcoind [default: 709632 (Taproot's
+    /// activation) on mainnet, 0 elsewhere]
+    #[arg(long, value_name = "HEIGHT")]
+    pub birth_height: Option<u32>,
 }
 
 /// The recipients, coins and fee of a payment, shared by `wallet send` and `psbt create`.
@@ -41,7 +82,7 @@ pub struct PaymentArgs {
     /// Spend exactly this coin, TXID:VOUT (repeat; see `ckm wallet coins`)
     #[arg(long = "from", value_name = "OUTPOINT")]
     pub from: Vec<OutPoint>,
-    /// Fee rate in sat/vB [default: the Electrum server's estimate for --target-blocks; 2 sat/vB
+    /// Fee rate in sat/vB [default: the chain source's estimate for --target-blocks; 2 sat/vB
     /// when it has none]
     #[arg(long, value_name = "SAT_PER_VB", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub fee_rate: Option<u64>,

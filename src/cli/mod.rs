@@ -5,6 +5,7 @@
 //! The top floor: it may import every room of the `ckm` library; nothing imports it.
 
 mod args;
+mod chain;
 pub mod hints;
 mod id;
 mod pin;
@@ -56,9 +57,12 @@ const AFTER_HELP: &str = "Typical session (one coordinator home, three signer ho
       --signer http://127.0.0.1:7003#<id3>
   ckm --home c wallet address
   ckm --home c wallet sync --electrum tcp://127.0.0.1:60401
+  ckm --home c wallet chain set --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
+  ckm --home c wallet sync                  # now through your own node
   ckm --home c wallet send --to <address> --amount 100000
 
-Environment: CKM_HOME, CKM_PASSPHRASE, CKM_ELECTRUM, RUST_LOG.";
+Environment: CKM_HOME, CKM_PASSPHRASE, CKM_ELECTRUM, CKM_BITCOIND (with CKM_BITCOIND_COOKIE,
+or CKM_BITCOIND_USER and CKM_BITCOIND_PASS_FILE), RUST_LOG.";
 
 /// The `ckm` command line.
 #[derive(Debug, Parser)]

@@ -12,11 +12,9 @@ use clap::Subcommand;
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
 use super::psbt_io::{self, PsbtFormat, PsbtOutArgs};
 use super::spend::{
-    build, build_recovery, check, choose_rate, cosign_with_timeout, electrum_url, keep_labels,
-    summary,
+    build, build_recovery, check, choose_rate, cosign_with_timeout, keep_labels, summary,
 };
 use super::{psbt_inspect, psbt_qr, Context};
-use ckm::chain::electrum::Electrum;
 
 #[derive(Debug, Subcommand)]
 pub enum PsbtCommand {
@@ -144,7 +142,7 @@ pub enum PsbtCommand {
         #[arg(long, conflicts_with = "two_rounds")]
         hedge: bool,
     },
-    /// Broadcast a finalized PSBT through Electrum
+    /// Broadcast a finalized PSBT through the chain source (Electrum or your bitcoind)
     ///
     /// Example:
     ///   ckm psbt broadcast pay.signed.psbt
@@ -201,10 +199,10 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
                 let labelled = checked.recipients.clone();
                 // The estimate only when a server is configured, and the fallback rate when it
                 // cannot be reached: `psbt create` works offline.
-                let estimated = match electrum_url(&ElectrumArg { electrum: None }, &w) {
-                    Ok(url) if payment.fee_rate.is_none() => Electrum::connect(&url)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|source| choose_rate(&payment, Some(&source))),
+                let estimated = match super::chain::resolve(ctx, &ElectrumArg::default(), &w) {
+                    Ok(Some(choice)) if payment.fee_rate.is_none() => choice
+                        .open(&w.meta().name, w.meta().network)
+                        .and_then(|source| choose_rate(&payment, Some(source.as_ref()))),
                     _ => choose_rate(&payment, None),
                 };
                 let (rate, _) = match estimated {
@@ -311,7 +309,6 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
         } => {
             let (_lock, mut w) =
                 ctx.open_wallet_shared(wallet.name.as_deref(), "psbt broadcast")?;
-            let url = electrum_url(&electrum, &w)?;
             let psbt = psbt_io::read(&input)?.psbt.into_psbt();
             let tx = psbt
                 .extract_tx()
@@ -319,11 +316,8 @@ pub fn run(ctx: &Context, cmd: PsbtCommand) -> Result<()> {
             if tx.input.iter().any(|i| i.witness.is_empty()) {
                 bail!("the PSBT is not finalized (run `ckm psbt sign` first)");
             }
-            let txid = ckm::chain::broadcast_and_record(
-                &ckm::chain::electrum::Electrum::connect(&url)?,
-                Some(&mut w),
-                &tx,
-            )?;
+            let source = super::chain::open(ctx, &electrum, &w)?;
+            let txid = ckm::chain::broadcast_and_record(source.as_ref(), Some(&mut w), &tx)?;
             ctx.output(serde_json::json!({ "txid": txid.to_string() }), || {
                 txid.to_string()
             })

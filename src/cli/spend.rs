@@ -1,14 +1,13 @@
-//! `wallet send`, and what it shares with the `psbt` commands and the replacements: the
-//! Electrum server to use, checking recipients and coins offline, the fee rate (given or
-//! estimated), building a payment under the fee guard, its review as the signers will see it,
-//! the confirmation, and co-signing with the wallet's signers.
+//! `wallet send`, and what it shares with the `psbt` commands and the replacements: checking
+//! recipients and coins offline, the fee rate (given or estimated by the chain source that
+//! [`super::chain`] picks), building a payment under the fee guard, its review as the signers
+//! will see it, the confirmation, and co-signing with the wallet's signers.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use bitcoin::{FeeRate, OutPoint, Psbt, Txid};
-use ckm::chain::electrum::Electrum;
 use ckm::chain::{broadcast_and_record, ChainSource};
 use ckm::net::client::Client;
 use ckm::net::coordinator::SignReport;
@@ -19,21 +18,6 @@ use ckm::wallet::{CkmWallet, FeeRateSource, PayAmount, Payment, Recipient, Revie
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
 use super::{runtime, Context};
-
-/// The Electrum server: flag, then CKM_ELECTRUM, then the wallet's saved server.
-pub fn electrum_url(arg: &ElectrumArg, wallet: &CkmWallet) -> Result<String> {
-    if let Some(url) = &arg.electrum {
-        return Ok(url.clone());
-    }
-    if let Ok(url) = std::env::var("CKM_ELECTRUM") {
-        if !url.is_empty() {
-            return Ok(url);
-        }
-    }
-    wallet.meta().electrum.clone().ok_or_else(|| {
-        anyhow!("no Electrum server: pass --electrum URL (saved for next time) or set CKM_ELECTRUM")
-    })
-}
 
 /// Fee rate from sat/vB.
 pub fn fee_rate(sat_per_vb: u64) -> Result<FeeRate> {
@@ -228,9 +212,8 @@ pub fn send(
     let (_lock, mut w) = ctx.open_wallet_locked(wallet.name.as_deref(), "wallet send")?;
     let checked = check(&w, &payment)?;
     let labelled = checked.recipients.clone();
-    let url = electrum_url(&electrum, &w)?;
-    let source = Electrum::connect(&url)?;
-    let (rate, rate_source) = choose_rate(&payment, Some(&source))?;
+    let source = super::chain::open(ctx, &electrum, &w)?;
+    let (rate, rate_source) = choose_rate(&payment, Some(source.as_ref()))?;
     let mut built = build(&mut w, checked, rate, payment.allow_high_fee)?;
     let review = w.review(&built)?;
     if !ctx.json {
@@ -238,7 +221,7 @@ pub fn send(
     }
     confirm(yes, "Send?", "sending")?;
     let report = cosign(ctx, &w, &mut built)?;
-    let txid = broadcast_and_record(&source, Some(&mut w), &report.transaction)?;
+    let txid = broadcast_and_record(source.as_ref(), Some(&mut w), &report.transaction)?;
     keep_labels(&mut w, &labelled, txid)?;
     ctx.output(
         serde_json::json!({

@@ -3,14 +3,10 @@
 //! file per command group: `send` is in `cli/spend.rs`; `coins` (coins, freeze, unfreeze),
 //! `replace` (bump, cancel, cpfp), `history`, `labels`, and `migrate` are children here.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use bdk_wallet::KeychainKind;
 use bitcoin::Network;
-use ckm::chain::electrum::Electrum;
-use ckm::chain::{ChainSource, SyncProgress};
 use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
 use ckm::recovery::RecoveryPolicy;
@@ -19,7 +15,7 @@ use clap::Subcommand;
 
 use super::args::{parse_signer, ElectrumArg, PaymentArgs, RecoveryArgs, SignerSpec, WalletArg};
 use super::signer_address;
-use super::spend::{self, electrum_url};
+use super::spend;
 
 mod coins;
 mod history;
@@ -221,12 +217,16 @@ pub enum WalletCommand {
         #[command(flatten)]
         wallet: WalletArg,
     },
-    /// Update the wallet through an Electrum server: a full scan the first time, then the
-    /// addresses it revealed (which also notices transactions replaced or dropped from the
-    /// mempool, shown by `wallet history`)
+    /// Bring the wallet up to date through the chain source. An Electrum server: a full scan
+    /// the first time, then the addresses the wallet revealed (which also notices
+    /// transactions replaced or dropped from the mempool, shown by `wallet history`). Your own
+    /// Bitcoin Core node: the blocks since the last sync, then the mempool; the first sync
+    /// starts at --birth-height
     ///
-    /// Example:
+    /// Examples:
     ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
+    ///   ckm wallet sync --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
+    ///   ckm wallet sync --birth-height 850000    # the home's saved bitcoind source, first sync
     ///   ckm wallet sync --rescan    # coins sent to addresses this wallet never showed
     #[command(verbatim_doc_comment)]
     Sync {
@@ -234,11 +234,16 @@ pub enum WalletCommand {
         wallet: WalletArg,
         #[command(flatten)]
         electrum: ElectrumArg,
-        /// Scan every address up to 20 unused ones past the last used (a restored wallet,
-        /// another coordinator's copy), not only those this wallet revealed
+        /// Find coins on addresses this wallet did not reveal (a restored wallet, another
+        /// coordinator's copy): through Electrum, scan every address up to 20 unused ones past
+        /// the last used; through bitcoind, read every block again from --birth-height
         #[arg(long)]
         rescan: bool,
     },
+    /// Save or show the chain source of this home (Electrum or your own bitcoind), so that
+    /// everyday commands need no --electrum/--bitcoind flag
+    #[command(subcommand)]
+    Chain(super::chain::ChainCommand),
     /// Show the balance (as of the last sync), frozen coins apart
     Balance {
         #[command(flatten)]
@@ -425,6 +430,7 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             electrum,
             rescan,
         } => sync(ctx, wallet, electrum, rescan),
+        WalletCommand::Chain(cmd) => super::chain::run(ctx, cmd),
         WalletCommand::Balance { wallet } => balance(ctx, wallet),
         WalletCommand::Send {
             wallet,
@@ -639,51 +645,35 @@ fn address(ctx: &Context, wallet: WalletArg) -> Result<()> {
 
 fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -> Result<()> {
     let mut w = ctx.open_wallet(wallet.name.as_deref())?;
-    let url = electrum_url(&electrum, &w)?;
-    let bar = if !ctx.json && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Some(bar)
+    let source = super::chain::open(ctx, &electrum, &w)?;
+    let synced = w.bdk().latest_checkpoint().height();
+    if electrum.bitcoind.birth_height.is_some() && synced > 0 && !rescan {
+        ctx.say(format!(
+            "--birth-height applies to a first sync and to --rescan: this wallet has synced to \
+             {synced}, so the sync goes on from there"
+        ));
+    }
+    let (progress, bar) = super::chain::progress(ctx);
+    let height = if rescan {
+        source.full_scan(&mut w, progress)?
     } else {
-        None
+        source.sync(&mut w, progress)?
     };
-    let progress_bar = bar.clone();
-    let source = Electrum::connect(&url)?;
-    let scan = if rescan {
-        ChainSource::full_scan
-    } else {
-        ChainSource::sync
-    };
-    let height = scan(
-        &source,
-        &mut w,
-        Box::new(move |progress| {
-            if let (Some(bar), SyncProgress::Script { keychain, index }) = (&progress_bar, progress)
-            {
-                let k = match keychain {
-                    KeychainKind::External => "receive",
-                    KeychainKind::Internal => "change",
-                };
-                bar.set_message(format!("scanning {k} address {index}"));
-            }
-        }),
-    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if electrum.electrum.is_some() && w.meta().electrum.as_deref() != Some(url.as_str()) {
-        let mut meta = w.meta().clone();
-        meta.electrum = Some(url.clone());
-        w.set_meta(meta)?;
+    if let Some(url) = &electrum.electrum {
+        if w.meta().electrum.as_deref() != Some(url.as_str()) {
+            let mut meta = w.meta().clone();
+            meta.electrum = Some(url.clone());
+            w.set_meta(meta)?;
+        }
     }
     let balance = w.balance();
     ctx.output(
         serde_json::json!({
             "height": height,
+            "source": source.describe(),
             "confirmed_sats": balance.confirmed.to_sat(),
             "unconfirmed_sats": (balance.unconfirmed + balance.immature).to_sat(),
         }),

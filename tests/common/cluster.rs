@@ -72,6 +72,7 @@ pub fn ckm_cmd(home: &Path) -> Command {
         .arg(home)
         .env_remove("CKM_HOME")
         .env_remove("CKM_ELECTRUM")
+        .env_remove("CKM_BITCOIND")
         .env_remove("RUST_LOG")
         .env("CKM_PASSPHRASE", PASSPHRASE)
         .stdin(Stdio::null());

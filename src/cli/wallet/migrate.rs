@@ -4,12 +4,11 @@
 use std::io::IsTerminal;
 
 use anyhow::{bail, Result};
-use ckm::chain::electrum::Electrum;
-use ckm::chain::{broadcast_and_record, ChainSource};
+use ckm::chain::broadcast_and_record;
 
 use super::create_wallet;
 use crate::cli::args::{parse_signer, ElectrumArg, SignerSpec, WalletArg};
-use crate::cli::spend::{self, electrum_url};
+use crate::cli::spend;
 use crate::cli::Context;
 
 /// `wallet migrate`.
@@ -55,10 +54,10 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
     if args.to == old.meta().name {
         bail!("the new wallet needs another name than '{}'", args.to);
     }
-    let url = electrum_url(&args.electrum, &old)?;
+    let source = crate::cli::chain::open(ctx, &args.electrum, &old)?;
     // A full scan: the sweep must find every coin of the old wallet, also on addresses
     // another copy of it handed out.
-    Electrum::connect(&url)?.full_scan(&mut old, Box::new(|_| {}))?;
+    source.full_scan(&mut old, Box::new(|_| {}))?;
     let new = if ctx.wallet_names()?.contains(&args.to) {
         ctx.say(format!("wallet '{}' exists: sweeping into it", args.to));
         ctx.open_wallet(Some(&args.to))?
@@ -134,11 +133,7 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         .filter(|o| o.script_pubkey == to.script_pubkey())
         .map(|o| o.value.to_sat())
         .sum();
-    let txid = broadcast_and_record(
-        &Electrum::connect(&url)?,
-        Some(&mut old),
-        &report.transaction,
-    )?;
+    let txid = broadcast_and_record(source.as_ref(), Some(&mut old), &report.transaction)?;
     ctx.output(
         serde_json::json!({
             "from": old.meta().name,

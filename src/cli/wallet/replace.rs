@@ -5,10 +5,9 @@
 use anyhow::Result;
 use bitcoin::Txid;
 use ckm::chain::broadcast_and_record;
-use ckm::chain::electrum::Electrum;
 
 use crate::cli::args::{ElectrumArg, WalletArg};
-use crate::cli::spend::{self, confirm, cosign, electrum_url, review_json, summary_of};
+use crate::cli::spend::{self, confirm, cosign, review_json, summary_of};
 use crate::cli::Context;
 
 /// Which kind of unsticking.
@@ -48,7 +47,7 @@ pub fn run(ctx: &Context, kind: Kind, args: ReplaceArgs) -> Result<()> {
     };
     let (_lock, mut w) = ctx.open_wallet_locked(args.wallet.name.as_deref(), operation)?;
     let rate = spend::fee_rate(args.fee_rate)?;
-    let url = electrum_url(&args.electrum, &w)?;
+    let source = crate::cli::chain::open(ctx, &args.electrum, &w)?;
     let built = match kind {
         Kind::Bump => w.build_bump(args.txid, rate)?,
         Kind::Cancel => w.build_cancel(args.txid, rate)?,
@@ -73,7 +72,7 @@ pub fn run(ctx: &Context, kind: Kind, args: ReplaceArgs) -> Result<()> {
     confirm(args.yes, question, doing)?;
     let mut psbt = built.psbt;
     let report = cosign(ctx, &w, &mut psbt)?;
-    let txid = broadcast_and_record(&Electrum::connect(&url)?, Some(&mut w), &report.transaction)?;
+    let txid = broadcast_and_record(source.as_ref(), Some(&mut w), &report.transaction)?;
     let now = ckm::auth::unix_now();
     match kind {
         Kind::Bump => w.record_replacement(built.original, now)?,

@@ -1,0 +1,481 @@
+//! Which chain source a command uses, and `ckm wallet chain set|show|clear`.
+//!
+//! Order: `--electrum URL` or `--bitcoind URL …` (mutually exclusive), then the environment
+//! (`CKM_ELECTRUM`, or `CKM_BITCOIND` with `CKM_BITCOIND_COOKIE` or `CKM_BITCOIND_USER` and
+//! `CKM_BITCOIND_PASS_FILE`), then the home's saved source (`chain.json`, written by
+//! `ckm wallet chain set`), then the wallet's saved Electrum server. The saved source holds
+//! file paths only, never a password.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bdk_wallet::KeychainKind;
+use bitcoin::Network;
+use ckm::chain::bitcoind::{Bitcoind, BitcoindConfig, RpcAuth};
+use ckm::chain::electrum::Electrum;
+use ckm::chain::{ChainSource, ProgressFn, SyncProgress};
+use ckm::wallet::CkmWallet;
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+
+use super::args::{BitcoindArgs, ElectrumArg};
+use super::Context;
+
+/// The file of the home's saved chain source.
+const SAVED_FILE: &str = "chain.json";
+/// A saved source is a few hundred bytes; refuse to read a large file.
+const SAVED_MAX_BYTES: u64 = 64 * 1024;
+
+/// A source, as saved in the home or resolved for one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ChainChoice {
+    /// An Electrum server.
+    Electrum {
+        /// `tcp://host:port` or `ssl://host:port`.
+        url: String,
+    },
+    /// A Bitcoin Core node.
+    Bitcoind {
+        /// `http://host[:port]`.
+        url: String,
+        /// Cookie file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cookie: Option<PathBuf>,
+        /// rpcuser.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// The file holding rpcuser's password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pass_file: Option<PathBuf>,
+        /// Plain http off this machine allowed.
+        #[serde(default)]
+        allow_insecure: bool,
+        /// Request timeout in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
+        /// Start height of a first sync.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        birth_height: Option<u32>,
+    },
+}
+
+impl ChainChoice {
+    /// The source the flags name, if any (credentials checked to be given, not read).
+    fn from_flags(arg: &ElectrumArg) -> Result<Option<ChainChoice>> {
+        let b = &arg.bitcoind;
+        if let Some(url) = &arg.electrum {
+            if b.birth_height.is_some() || b.bitcoind_timeout.is_some() {
+                bail!("--birth-height and --bitcoind-timeout go with a bitcoind source, not --electrum");
+            }
+            return Ok(Some(ChainChoice::Electrum { url: url.clone() }));
+        }
+        let Some(url) = &b.bitcoind else {
+            return Ok(None);
+        };
+        if b.bitcoind_cookie.is_none() && b.bitcoind_user.is_none() {
+            bail!(
+                "--bitcoind needs credentials: --bitcoind-cookie FILE (e.g. ~/.bitcoin/.cookie) \
+                 or --bitcoind-user USER --bitcoind-pass-file FILE"
+            );
+        }
+        Ok(Some(ChainChoice::Bitcoind {
+            url: url.clone(),
+            cookie: b.bitcoind_cookie.as_deref().map(absolute).transpose()?,
+            user: b.bitcoind_user.clone(),
+            pass_file: b.bitcoind_pass_file.as_deref().map(absolute).transpose()?,
+            allow_insecure: b.bitcoind_allow_insecure,
+            timeout_secs: b.bitcoind_timeout,
+            birth_height: b.birth_height,
+        }))
+    }
+
+    /// The source the environment names, if any.
+    fn from_env() -> Result<Option<ChainChoice>> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (var("CKM_ELECTRUM"), var("CKM_BITCOIND")) {
+            (Some(_), Some(_)) => bail!("CKM_ELECTRUM and CKM_BITCOIND are both set: unset one"),
+            (Some(url), None) => Ok(Some(ChainChoice::Electrum { url })),
+            (None, Some(url)) => {
+                let cookie = var("CKM_BITCOIND_COOKIE").map(PathBuf::from);
+                let user = var("CKM_BITCOIND_USER");
+                let pass_file = var("CKM_BITCOIND_PASS_FILE").map(PathBuf::from);
+                if cookie.is_none() && (user.is_none() || pass_file.is_none()) {
+                    bail!(
+                        "CKM_BITCOIND needs CKM_BITCOIND_COOKIE, or CKM_BITCOIND_USER and \
+                         CKM_BITCOIND_PASS_FILE"
+                    );
+                }
+                Ok(Some(ChainChoice::Bitcoind {
+                    url,
+                    cookie,
+                    user,
+                    pass_file,
+                    allow_insecure: false,
+                    timeout_secs: None,
+                    birth_height: None,
+                }))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `--birth-height` and `--bitcoind-timeout` given with a saved or environment source.
+    fn with_overrides(mut self, arg: &BitcoindArgs) -> Result<Self> {
+        match &mut self {
+            ChainChoice::Bitcoind {
+                timeout_secs,
+                birth_height,
+                ..
+            } => {
+                *timeout_secs = arg.bitcoind_timeout.or(*timeout_secs);
+                *birth_height = arg.birth_height.or(*birth_height);
+            }
+            ChainChoice::Electrum { url } => {
+                if arg.birth_height.is_some() || arg.bitcoind_timeout.is_some() {
+                    bail!(
+                        "--birth-height and --bitcoind-timeout go with a bitcoind source; this \
+                         command uses the Electrum server {url}"
+                    );
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// The connection settings of a bitcoind source.
+    fn bitcoind_config(&self) -> Result<BitcoindConfig> {
+        let ChainChoice::Bitcoind {
+            url,
+            cookie,
+            user,
+            pass_file,
+            allow_insecure,
+            timeout_secs,
+            birth_height,
+        } = self
+        else {
+            bail!("{} is not a bitcoind source", self.describe());
+        };
+        let auth = match (cookie, user, pass_file) {
+            (Some(c), _, _) => RpcAuth::Cookie(c.clone()),
+            (None, Some(user), Some(pass_file)) => RpcAuth::UserPassFile {
+                user: user.clone(),
+                pass_file: pass_file.clone(),
+            },
+            _ => bail!(
+                "the bitcoind source {url} has no credentials: set it again with \
+                 `ckm wallet chain set`"
+            ),
+        };
+        let mut config = BitcoindConfig::new(url.clone(), auth);
+        config.allow_insecure = *allow_insecure;
+        if let Some(secs) = timeout_secs {
+            config.timeout = Duration::from_secs(*secs);
+        }
+        config.start_height = *birth_height;
+        Ok(config)
+    }
+
+    /// Connects: an Electrum client, or a checked bitcoind connection (endpoint, credentials,
+    /// network of wallet `name`).
+    pub fn open(&self, name: &str, network: Network) -> Result<Box<dyn ChainSource>> {
+        match self {
+            ChainChoice::Electrum { url } => Ok(Box::new(Electrum::connect(url)?)),
+            ChainChoice::Bitcoind { .. } => Ok(Box::new(Bitcoind::connect(
+                &self.bitcoind_config()?,
+                name,
+                network,
+            )?)),
+        }
+    }
+
+    /// The JSON shown by `chain show` (file paths, never a secret).
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ChainChoice::Electrum { url } => format!("electrum {url}"),
+            ChainChoice::Bitcoind {
+                url,
+                cookie,
+                user,
+                pass_file,
+                allow_insecure,
+                timeout_secs,
+                birth_height,
+            } => {
+                let mut text = format!("bitcoind {url}");
+                if let Some(c) = cookie {
+                    text += &format!(", cookie {}", c.display());
+                }
+                if let (Some(u), Some(p)) = (user, pass_file) {
+                    text += &format!(", user {u}, password in {}", p.display());
+                }
+                if *allow_insecure {
+                    text += ", plain http off this machine allowed";
+                }
+                if let Some(t) = timeout_secs {
+                    text += &format!(", timeout {t} s");
+                }
+                if let Some(h) = birth_height {
+                    text += &format!(", birth height {h}");
+                }
+                text
+            }
+        }
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
+}
+
+fn saved_path(ctx: &Context) -> PathBuf {
+    ctx.home.join(SAVED_FILE)
+}
+
+/// The home's saved source, if any.
+fn saved(ctx: &Context) -> Result<Option<ChainChoice>> {
+    let path = saved_path(ctx);
+    match ckm::store::read_limited(&path, SAVED_MAX_BYTES) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("reading the saved chain source {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The source for a command on wallet `w`, if one is named anywhere (see the module docs).
+pub fn resolve(ctx: &Context, arg: &ElectrumArg, w: &CkmWallet) -> Result<Option<ChainChoice>> {
+    if let Some(choice) = ChainChoice::from_flags(arg)? {
+        return Ok(Some(choice));
+    }
+    let found = match ChainChoice::from_env()? {
+        Some(choice) => Some(choice),
+        None => match saved(ctx)? {
+            Some(choice) => Some(choice),
+            None => w
+                .meta()
+                .electrum
+                .clone()
+                .map(|url| ChainChoice::Electrum { url }),
+        },
+    };
+    found.map(|c| c.with_overrides(&arg.bitcoind)).transpose()
+}
+
+/// The source for a command on wallet `w`, connected.
+pub fn open(ctx: &Context, arg: &ElectrumArg, w: &CkmWallet) -> Result<Box<dyn ChainSource>> {
+    let choice = resolve(ctx, arg, w)?.ok_or_else(|| {
+        anyhow!(
+            "no chain source: pass --electrum URL or --bitcoind URL --bitcoind-cookie FILE, set \
+             CKM_ELECTRUM or CKM_BITCOIND, or save one with `ckm wallet chain set`"
+        )
+    })?;
+    choice.open(&w.meta().name, w.meta().network)
+}
+
+/// A progress callback for `wallet sync`: a spinner on a terminal; without one, a line on
+/// stderr every few seconds of a long block-by-block sync; nothing with `--json`.
+pub fn progress(ctx: &Context) -> (ProgressFn, Option<indicatif::ProgressBar>) {
+    if ctx.json {
+        return (Box::new(|_| {}), None);
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let shown = bar.clone();
+    let started = Instant::now();
+    let mut first: Option<u32> = None;
+    let mut last_line = Instant::now();
+    let callback = move |p: SyncProgress| {
+        let text = match p {
+            SyncProgress::Script { keychain, index } => {
+                let k = match keychain {
+                    KeychainKind::External => "receive",
+                    KeychainKind::Internal => "change",
+                };
+                format!("scanning {k} address {index}")
+            }
+            SyncProgress::Block { height, tip } => {
+                let from = *first.get_or_insert(height);
+                let done = height.saturating_sub(from) + 1;
+                let total = tip.saturating_sub(from) + 1;
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                format!(
+                    "block {height} of {tip}: {done}/{total} blocks, {:.0} blocks/s",
+                    f64::from(done) / secs
+                )
+            }
+            _ => return,
+        };
+        match &shown {
+            Some(bar) => bar.set_message(text),
+            None if last_line.elapsed() >= Duration::from_secs(5) => {
+                last_line = Instant::now();
+                eprintln!("{text}");
+            }
+            None => {}
+        }
+    };
+    (Box::new(callback), bar)
+}
+
+/// `ckm wallet chain …`.
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Save the chain source of this coordinator home, used when a command gets neither
+    /// --electrum nor --bitcoind (nor CKM_ELECTRUM/CKM_BITCOIND)
+    ///
+    /// The source is checked first: a bitcoind node must answer with the credentials and be on
+    /// the network of every wallet of the home (without wallets, its chain is shown); an
+    /// Electrum server must answer. Only file paths are saved, never a password.
+    ///
+    /// Examples:
+    ///   ckm wallet chain set --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
+    ///   ckm wallet chain set --bitcoind http://10.8.0.1:8332 --bitcoind-user ckm \
+    ///       --bitcoind-pass-file ~/.ckm-rpc-pass --bitcoind-allow-insecure --birth-height 850000
+    ///   ckm wallet chain set --electrum ssl://electrum.example.org:50002
+    #[command(verbatim_doc_comment)]
+    Set {
+        #[command(flatten)]
+        source: ElectrumArg,
+    },
+    /// Show the home's saved chain source (and an environment variable that overrides it)
+    ///
+    /// Example:
+    ///   ckm wallet chain show --json
+    #[command(verbatim_doc_comment)]
+    Show,
+    /// Forget the home's saved chain source
+    Clear,
+}
+
+pub fn run(ctx: &Context, cmd: ChainCommand) -> Result<()> {
+    match cmd {
+        ChainCommand::Set { source } => set(ctx, &source),
+        ChainCommand::Show => show(ctx),
+        ChainCommand::Clear => {
+            let path = saved_path(ctx);
+            let existed = match std::fs::remove_file(&path) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            };
+            ctx.output(serde_json::json!({ "cleared": existed }), || {
+                if existed {
+                    "the saved chain source is forgotten".into()
+                } else {
+                    "no chain source was saved".into()
+                }
+            })
+        }
+    }
+}
+
+fn set(ctx: &Context, source: &ElectrumArg) -> Result<()> {
+    let choice = ChainChoice::from_flags(source)?
+        .ok_or_else(|| anyhow!("give --electrum URL or --bitcoind URL with its credentials"))?;
+    // What the check found: the node's chain, or the Electrum server's tip.
+    let mut checked = serde_json::Value::Null;
+    match &choice {
+        ChainChoice::Bitcoind { .. } => {
+            let config = choice.bitcoind_config()?;
+            let mut networks = Vec::new();
+            for name in ctx.wallet_names()? {
+                let w = ctx.open_wallet(Some(&name))?;
+                networks.push((name, w.meta().network));
+            }
+            if let (true, Some(network)) = (networks.is_empty(), ctx.network) {
+                networks.push(("(new wallets)".into(), network));
+            }
+            for (name, network) in &networks {
+                Bitcoind::connect(&config, name, *network)?;
+            }
+            if networks.is_empty() {
+                // No wallet yet and no --network: credentials and reachability only.
+                let (_, info) = Bitcoind::connect_any(&config)?;
+                checked = serde_json::json!({ "chain": info.chain, "blocks": info.blocks });
+            }
+        }
+        ChainChoice::Electrum { url } => {
+            let tip = Electrum::connect(url)?.tip()?;
+            checked = serde_json::json!({ "tip": tip });
+        }
+    }
+    std::fs::create_dir_all(&ctx.home)
+        .with_context(|| format!("creating home directory {}", ctx.home.display()))?;
+    let path = saved_path(ctx);
+    let bytes = serde_json::to_vec_pretty(&choice)?;
+    ckm::store::write_atomic(&path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    ctx.output(
+        serde_json::json!({ "saved": choice.json(), "checked": checked }),
+        || format!("saved: {}", choice.describe()),
+    )
+}
+
+fn show(ctx: &Context) -> Result<()> {
+    let saved = saved(ctx)?;
+    let env = ChainChoice::from_env()?;
+    let mut json = serde_json::json!({
+        "saved": saved.as_ref().map(ChainChoice::json),
+        "file": saved_path(ctx).display().to_string(),
+    });
+    if let (Some(e), Some(obj)) = (&env, json.as_object_mut()) {
+        obj.insert("environment".into(), e.json());
+    }
+    ctx.output(json, || {
+        let mut text = match &saved {
+            Some(c) => format!("saved: {}", c.describe()),
+            None => "no chain source saved (commands need --electrum or --bitcoind, or the \
+                     wallet's saved Electrum server)"
+                .to_string(),
+        };
+        if let Some(e) = &env {
+            text += &format!("\noverridden by the environment: {}", e.describe());
+        }
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_source_round_trips_without_secrets() -> Result<()> {
+        let c = ChainChoice::Bitcoind {
+            url: "http://127.0.0.1:8332".into(),
+            cookie: None,
+            user: Some("ckm".into()),
+            pass_file: Some("/etc/ckm/pass".into()),
+            allow_insecure: false,
+            timeout_secs: None,
+            birth_height: Some(850_000),
+        };
+        let text = serde_json::to_string(&c)?;
+        assert!(text.contains("\"source\":\"bitcoind\""), "{text}");
+        assert_eq!(serde_json::from_str::<ChainChoice>(&text)?, c);
+        let e: ChainChoice = serde_json::from_str(r#"{"source":"electrum","url":"tcp://h:1"}"#)?;
+        assert_eq!(
+            e,
+            ChainChoice::Electrum {
+                url: "tcp://h:1".into()
+            }
+        );
+        Ok(())
+    }
+}
