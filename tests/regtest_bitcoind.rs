@@ -623,6 +623,11 @@ fn create_records_the_birth_height_and_the_first_sync_starts_there() -> Result<(
         "{stderr}"
     );
     ensure!(birth_of(&c, "offline")?.is_null(), "{stderr}");
+    // --birth-height at create is recorded as given, without asking any source.
+    let given = vec!["--birth-height".to_string(), "3".into()];
+    let stderr = run_text(&c, &c.create_args("given", 2), &given)?;
+    ensure!(!stderr.contains("no birth height"), "{stderr}");
+    ensure!(birth_of(&c, "given")?.as_u64() == Some(3));
 
     // A payment after the birth; the first sync applies the blocks from the birth on only.
     let to = ckm_json(&c.coord, &["wallet", "address", "--wallet", "viacore"])?;

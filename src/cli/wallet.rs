@@ -235,7 +235,7 @@ pub enum WalletCommand {
     /// the first time, then the addresses the wallet revealed (which also notices
     /// transactions replaced or dropped from the mempool, shown by `wallet history`). Your own
     /// Bitcoin Core node: the blocks since the last sync, then the mempool; the first sync
-    /// starts at --birth-height
+    /// starts at the wallet's birth height (recorded at `wallet create`) or --birth-height
     ///
     /// Examples:
     ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
