@@ -623,6 +623,22 @@ fn create_records_the_birth_height_and_the_first_sync_starts_there() -> Result<(
         "{stderr}"
     );
     ensure!(birth_of(&c, "offline")?.is_null(), "{stderr}");
+    // A node that accepts the connection and never answers holds the create up for 10 s at
+    // most (not the 30 s of a sync's default timeout).
+    let silent = TcpListener::bind("127.0.0.1:0")?;
+    let mute = vec![
+        "--bitcoind".to_string(),
+        format!("http://{}", silent.local_addr()?),
+        "--bitcoind-cookie".into(),
+        path(&env.cookie_file())?.into(),
+    ];
+    let started = Instant::now();
+    let stderr = run_text(&c, &c.create_args("silent", 2), &mute)?;
+    let took = started.elapsed();
+    ensure!(stderr.contains("no birth height recorded"), "{stderr}");
+    ensure!(took < Duration::from_secs(25), "the create took {took:?}");
+    ensure!(birth_of(&c, "silent")?.is_null());
+    drop(silent);
     // --birth-height at create is recorded as given, without asking any source.
     let given = vec!["--birth-height".to_string(), "3".into()];
     let stderr = run_text(&c, &c.create_args("given", 2), &given)?;

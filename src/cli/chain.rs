@@ -31,6 +31,8 @@ use super::Context;
 const SAVED_FILE: &str = "chain.json";
 /// A saved source is a few hundred bytes; refuse to read a large file.
 const SAVED_MAX_BYTES: u64 = 64 * 1024;
+/// Seconds `wallet create` waits for a node's tip (the birth height) at most.
+const BIRTH_QUERY_SECS: u64 = 10;
 
 /// A source, as saved in the home or resolved for one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,7 +304,17 @@ pub fn birth_height_for_new(
     let default = ckm::chain::bitcoind::default_birth_height(network);
     let tip = resolve_new(ctx, arg).and_then(|choice| {
         choice
-            .map(|c| Ok(c.open(name, network)?.tip()?))
+            .map(|mut c| {
+                // A node that does not answer delays the create by this much at most.
+                if let ChainChoice::Bitcoind { timeout_secs, .. } = &mut c {
+                    *timeout_secs = Some(
+                        timeout_secs
+                            .unwrap_or(BIRTH_QUERY_SECS)
+                            .min(BIRTH_QUERY_SECS),
+                    );
+                }
+                Ok(c.open(name, network)?.tip()?)
+            })
             .transpose()
     });
     let why = match tip {

@@ -487,6 +487,8 @@ fn create(
 ) -> Result<()> {
     let network = ctx.network.unwrap_or(Network::Regtest);
     let recovery = recovery.policy(network)?;
+    // A taken name is refused before the chain is asked anything.
+    ctx.new_wallet_path(name)?;
     // Asked before the key generation: an earlier height is as safe and a refused node shows
     // before the signers do any work.
     let birth = super::chain::birth_height_for_new(ctx, chain, name, network);
