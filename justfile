@@ -33,15 +33,27 @@ test: regtest-install
 test-fast:
     cargo test --locked
 
-# The main job on a local regtest: 3 signers, a 2-of-3 wallet, a payment co-signed by two
-demo: regtest-install
+# The main job on a local regtest: 3 signers, a 2-of-3 wallet, a payment co-signed by two; the wallet talks to bitcoind over RPC (no electrs built or run)
+demo:
+    regtest/install --only bitcoind
+    cargo build --locked --release
+    eval "$(regtest/install --only bitcoind --print-env)"; export BITCOIND_EXE BITCOIN_CLI_EXE; \
+    CKM=target/release/ckm regtest/demo
+
+# The same demo through an Electrum server (electrs, built the first time)
+demo-electrum: regtest-install
     cargo build --locked --release
     eval "$(regtest/install --print-env)"; export BITCOIND_EXE BITCOIN_CLI_EXE ELECTRS_EXE; \
-    CKM=target/release/ckm regtest/demo
+    CKM=target/release/ckm regtest/demo --electrum
 
 # Start bitcoind + electrs for manual use (prints the URLs); stop with `just down`
 up: regtest-install
     regtest/up
+
+# Start bitcoind alone for manual use (no electrs built or run); stop with `just down`
+up-bitcoind:
+    regtest/install --only bitcoind
+    regtest/up --no-electrs
 
 # Stop what `just up` started
 down:

@@ -204,6 +204,7 @@ fn ckm_psbt(
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     };
     let mut wallet = CkmWallet::create(&dir.join(format!("{name}-{inputs}.sqlite")), meta.clone())?;
     let psbt = fund_and_build(wallet.bdk_mut(), inputs, rng)?;

@@ -87,6 +87,7 @@ fn wallet(state: &WalletState) -> Result<Wallet> {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         },
     )?;
     let spk = w

@@ -138,6 +138,7 @@ fn a_v1_signer_home_is_converted_without_losing_a_wallet() -> Result<()> {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         },
     )?;
     let spk = wallet

@@ -745,6 +745,7 @@ fn fixture(rng: &mut StdRng) -> Result<Fixture> {
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     };
     let mut wallet = CkmWallet::create(&db_path, meta)?;
 

@@ -60,6 +60,7 @@ fn fixture(inputs: u32) -> Result<Fixture> {
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     };
     let mut wallet = CkmWallet::create(&dir.path().join("w.sqlite"), meta)?;
     let mut funding = HashMap::new();

@@ -151,6 +151,7 @@ fn fixture(keys: usize, threshold: u16, blocks: u16, rng: &mut StdRng) -> Result
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     };
     meta.verify()?;
     let mut wallet = CkmWallet::create(&dir.path().join("w.sqlite"), meta)?;
@@ -758,6 +759,7 @@ fn recovery_spends_take_only_deep_enough_coins_unless_told() -> Result<()> {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         },
     )?;
     ensure!(matches!(

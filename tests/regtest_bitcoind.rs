@@ -571,3 +571,100 @@ fn the_library_source_relays_estimates_and_reads_the_tip() -> Result<()> {
     }
     Ok(())
 }
+
+/// `ckm ARGS… EXTRA…` without `--json`, required to succeed: its stderr.
+fn run_text(c: &Cluster, args: &[String], extra: &[String]) -> Result<String> {
+    let all: Vec<&str> = args.iter().chain(extra).map(String::as_str).collect();
+    let out = ckm(&c.coord, &all)?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(out.status.success(), "ckm {all:?} failed: {stderr}");
+    Ok(stderr)
+}
+
+fn birth_of(c: &Cluster, wallet: &str) -> Result<Value> {
+    Ok(ckm_json(&c.coord, &["wallet", "show", "--wallet", wallet])?["birth_height"].clone())
+}
+
+/// `wallet create` records the chain's tip as the wallet's birth height (from bitcoind and from
+/// Electrum), `wallet show` reports it, and the wallet's first sync from bitcoind starts at that
+/// block; `--birth-height` overrides it; a create whose node does not answer still creates the
+/// wallet, records nothing and says so, and its first sync starts at regtest's default.
+#[test]
+fn create_records_the_birth_height_and_the_first_sync_starts_there() -> Result<()> {
+    let env = TestEnv::new()?;
+    env.mine_blocks(7, None)?;
+    let born = env.block_count()?;
+    env.wait_until_electrum_height(born, Duration::from_secs(60))?;
+    let c = Cluster::start(3)?;
+    let node = flags(&env)?;
+
+    let stderr = run_text(&c, &c.create_args("viacore", 2), &node)?;
+    ensure!(!stderr.contains("no birth height"), "{stderr}");
+    ensure!(
+        birth_of(&c, "viacore")?.as_u64() == Some(born),
+        "born at {born}"
+    );
+    let electrum = vec!["--electrum".to_string(), env.electrum_url()];
+    run_text(&c, &c.create_args("viaelectrum", 2), &electrum)?;
+    ensure!(birth_of(&c, "viaelectrum")?.as_u64() == Some(born));
+    let dead = vec![
+        "--bitcoind".to_string(),
+        format!("http://127.0.0.1:{}", free_port()?),
+        "--bitcoind-cookie".into(),
+        path(&env.cookie_file())?.into(),
+    ];
+    let stderr = run_text(&c, &c.create_args("offline", 2), &dead)?;
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no birth height recorded"))
+        .collect();
+    ensure!(
+        said.len() == 1 && said[0].contains("--birth-height"),
+        "{stderr}"
+    );
+    ensure!(birth_of(&c, "offline")?.is_null(), "{stderr}");
+    // A node that accepts the connection and never answers holds the create up for 10 s at
+    // most (not the 30 s of a sync's default timeout).
+    let silent = TcpListener::bind("127.0.0.1:0")?;
+    let mute = vec![
+        "--bitcoind".to_string(),
+        format!("http://{}", silent.local_addr()?),
+        "--bitcoind-cookie".into(),
+        path(&env.cookie_file())?.into(),
+    ];
+    let started = Instant::now();
+    let stderr = run_text(&c, &c.create_args("silent", 2), &mute)?;
+    let took = started.elapsed();
+    ensure!(stderr.contains("no birth height recorded"), "{stderr}");
+    ensure!(took < Duration::from_secs(25), "the create took {took:?}");
+    ensure!(birth_of(&c, "silent")?.is_null());
+    drop(silent);
+    // --birth-height at create is recorded as given, without asking any source.
+    let given = vec!["--birth-height".to_string(), "3".into()];
+    let stderr = run_text(&c, &c.create_args("given", 2), &given)?;
+    ensure!(!stderr.contains("no birth height"), "{stderr}");
+    ensure!(birth_of(&c, "given")?.as_u64() == Some(3));
+
+    // A payment after the birth; the first sync applies the blocks from the birth on only.
+    let to = ckm_json(&c.coord, &["wallet", "address", "--wallet", "viacore"])?;
+    env.fund(json_str(&to, "address")?, 300_000)?;
+    env.mine_blocks(2, None)?;
+    let tip = env.block_count()?;
+    let v = run_json(&c, &["wallet", "sync", "--wallet", "viacore"], &node)?;
+    let expected = json!({ "first": born, "last": tip, "count": tip - born + 1 });
+    ensure!(v["blocks"] == expected, "{v}, expected {expected}");
+    ensure!(v["confirmed_sats"].as_u64() == Some(300_000), "{v}");
+    // A later sync applies no block again.
+    let v = run_json(&c, &["wallet", "sync", "--wallet", "viacore"], &node)?;
+    ensure!(v["blocks"].is_null(), "{v}");
+
+    // --birth-height beats the recorded height; no recorded height: regtest's default (0).
+    let mut earlier = node.clone();
+    earlier.extend(["--birth-height".to_string(), (born - 3).to_string()]);
+    let v = run_json(&c, &["wallet", "sync", "--wallet", "viaelectrum"], &earlier)?;
+    ensure!(v["blocks"]["first"].as_u64() == Some(born - 3), "{v}");
+    let v = run_json(&c, &["wallet", "sync", "--wallet", "offline"], &node)?;
+    ensure!(v["blocks"]["first"].as_u64() <= Some(1), "{v}");
+    ensure!(v["blocks"]["last"].as_u64() == Some(tip), "{v}");
+    Ok(())
+}

@@ -57,6 +57,7 @@ fn electrum_source_syncs_relays_and_reads_the_tip() -> Result<()> {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         },
     )?;
 

@@ -170,8 +170,13 @@ fn migrate_2_of_3_to_3_of_5_sweeps_every_coin() -> Result<()> {
         migrate.push(s.spec());
     }
     let migrate: Vec<&str> = migrate.iter().map(String::as_str).collect();
+    let before = env.block_count()?;
+    env.wait_until_electrum_height(before, SYNC_TIMEOUT)?;
     let v = ckm_json(&c.coord, &migrate)?;
     let txid = json_str(&v, "txid")?.to_string();
+    // The new wallet's birth height is the tip when migrate made it (from the Electrum server).
+    let shown = ckm_json(&c.coord, &["wallet", "show", "--wallet", "vault5"])?;
+    ensure!(shown["birth_height"] == before, "{shown}, tip {before}");
     let swept = v["swept_sats"].as_u64().context("swept")?;
     let tx = mine_and_confirm(&env, &txid)?;
     ensure!(

@@ -88,6 +88,7 @@ fn fixture(t: u16, n: u16, inputs: u32, rng: &mut StdRng) -> Result<Fixture> {
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     };
     let mut wallet = CkmWallet::create(&dir.path().join("wallet.sqlite"), meta)?;
     wallet

@@ -760,7 +760,16 @@ fn help_texts_have_examples_and_describe_every_flag() -> Result<()> {
     )?;
     check_help(
         &["wallet", "create", "--help"],
-        &with(&["<NAME>", "--threshold", "-t", "--signer", "--timeout"]),
+        &with(&[
+            "<NAME>",
+            "--threshold",
+            "-t",
+            "--signer",
+            "--timeout",
+            "--bitcoind",
+            "--electrum",
+            "--birth-height",
+        ]),
     )?;
     check_help(
         &["psbt", "sign", "--help"],

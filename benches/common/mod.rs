@@ -204,6 +204,7 @@ pub fn wallet_meta(name: &str, group: &GroupPublic, roster: Roster) -> WalletMet
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height: None,
     }
 }
 

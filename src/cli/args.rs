@@ -62,8 +62,9 @@ pub struct BitcoindArgs {
     /// Seconds before a connection or request to bitcoind fails [default: 30]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub bitcoind_timeout: Option<u64>,
-    /// First block of a wallet's first sync from bitcoind [default: 709632 (Taproot's
-    /// activation) on mainnet, 0 elsewhere]
+    /// First block of a wallet's first sync from bitcoind; with `wallet create`, the birth
+    /// height to record [default: the wallet's birth height (the chain's tip at `wallet
+    /// create`); without one, 709632 (Taproot's activation) on mainnet, 0 elsewhere]
     #[arg(long, value_name = "HEIGHT")]
     pub birth_height: Option<u32>,
 }

@@ -5,6 +5,10 @@
 //! `CKM_BITCOIND_PASS_FILE`), then the home's saved source (`chain.json`, written by
 //! `ckm wallet chain set`), then the wallet's saved Electrum server. The saved source holds
 //! file paths only, never a password.
+//!
+//! Where a first sync from bitcoind starts: `--birth-height`, else the wallet's recorded birth
+//! height (the tip when `wallet create` ran, [`birth_height_for_new`]), else the saved
+//! source's birth height, else the network's default (709,632 on mainnet, 0 elsewhere).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,8 @@ use super::Context;
 const SAVED_FILE: &str = "chain.json";
 /// A saved source is a few hundred bytes; refuse to read a large file.
 const SAVED_MAX_BYTES: u64 = 64 * 1024;
+/// Seconds `wallet create` waits for a node's tip (the birth height) at most.
+const BIRTH_QUERY_SECS: u64 = 10;
 
 /// A source, as saved in the home or resolved for one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,14 +276,75 @@ pub fn resolve(ctx: &Context, arg: &ElectrumArg, w: &CkmWallet) -> Result<Option
     found.map(|c| c.with_overrides(&arg.bitcoind)).transpose()
 }
 
-/// The source for a command on wallet `w`, connected.
+/// The source for a command that has no wallet yet (`wallet create`): the flags, the
+/// environment, the home's saved source.
+fn resolve_new(ctx: &Context, arg: &ElectrumArg) -> Result<Option<ChainChoice>> {
+    if let Some(choice) = ChainChoice::from_flags(arg)? {
+        return Ok(Some(choice));
+    }
+    match ChainChoice::from_env()? {
+        Some(choice) => Ok(Some(choice)),
+        None => saved(ctx),
+    }
+}
+
+/// The birth height to record for wallet `name`, created now on `network`: `--birth-height`
+/// when given, else the tip of the chain source the flags, the environment or the home name
+/// (bitcoind: `getblockcount`; Electrum: the header tip). No source, or none reachable: `None`
+/// and one line on stderr saying so; never an error, so that an offline create goes on.
+pub fn birth_height_for_new(
+    ctx: &Context,
+    arg: &ElectrumArg,
+    name: &str,
+    network: Network,
+) -> Option<u32> {
+    if let Some(height) = arg.bitcoind.birth_height {
+        return Some(height);
+    }
+    let default = ckm::chain::bitcoind::default_birth_height(network);
+    let tip = resolve_new(ctx, arg).and_then(|choice| {
+        choice
+            .map(|mut c| {
+                // A node that does not answer delays the create by this much at most.
+                if let ChainChoice::Bitcoind { timeout_secs, .. } = &mut c {
+                    *timeout_secs = Some(
+                        timeout_secs
+                            .unwrap_or(BIRTH_QUERY_SECS)
+                            .min(BIRTH_QUERY_SECS),
+                    );
+                }
+                Ok(c.open(name, network)?.tip()?)
+            })
+            .transpose()
+    });
+    let why = match tip {
+        Ok(Some(height)) => return Some(height),
+        Ok(None) => "no chain source given".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    ctx.say(format!(
+        "no birth height recorded ({why}): a first sync from bitcoind starts at block {default} \
+         unless given --birth-height"
+    ));
+    None
+}
+
+/// The source for a command on wallet `w`, connected. A bitcoind source's first sync starts
+/// at `--birth-height`, else at the wallet's recorded birth height, else as saved.
 pub fn open(ctx: &Context, arg: &ElectrumArg, w: &CkmWallet) -> Result<Box<dyn ChainSource>> {
-    let choice = resolve(ctx, arg, w)?.ok_or_else(|| {
+    let mut choice = resolve(ctx, arg, w)?.ok_or_else(|| {
         anyhow!(
             "no chain source: pass --electrum URL or --bitcoind URL --bitcoind-cookie FILE, set \
              CKM_ELECTRUM or CKM_BITCOIND, or save one with `ckm wallet chain set`"
         )
     })?;
+    if let (ChainChoice::Bitcoind { birth_height, .. }, None, Some(born)) = (
+        &mut choice,
+        arg.bitcoind.birth_height,
+        w.meta().birth_height,
+    ) {
+        *birth_height = Some(born);
+    }
     choice.open(&w.meta().name, w.meta().network)
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use bitcoin::Network;
+use ckm::chain::{ProgressFn, SyncProgress};
 use ckm::keys::{Roster, RosterEntry};
 use ckm::net::client::Client;
 use ckm::recovery::RecoveryPolicy;
@@ -66,6 +67,15 @@ pub enum WalletCommand {
     ///   ckm --home ~/coord wallet create vault --threshold 2 --signer … --signer … --signer … \
     ///       --recovery-key "[73c5da0a/86'/1'/0']tpubDDfvzhd…" --recovery-after 144
     ///   (several keys: repeat --recovery-key and add --recovery-threshold K)
+    ///
+    /// The chain's tip at creation is recorded as the wallet's birth height (shown by
+    /// `ckm wallet show`): a first sync from bitcoind starts there instead of at block 709,632
+    /// (mainnet; 0 elsewhere). The tip comes from --bitcoind/--electrum, CKM_BITCOIND or
+    /// CKM_ELECTRUM, or the home's saved source (`ckm wallet chain set`); --birth-height
+    /// records a given height instead. No source reachable: nothing is recorded, the create
+    /// goes on and says so.
+    ///   ckm --home ~/coord wallet create vault -t 2 --signer … --signer … --signer … \
+    ///       --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
     #[command(verbatim_doc_comment)]
     Create {
         /// Wallet name (letters, digits, '_', '-', '.')
@@ -81,6 +91,10 @@ pub enum WalletCommand {
         timeout: u64,
         #[command(flatten)]
         recovery: RecoveryArgs,
+        /// The chain source whose tip is recorded as the wallet's birth height (a first sync
+        /// from bitcoind starts there); none reachable: nothing recorded, the create goes on
+        #[command(flatten)]
+        chain: ElectrumArg,
     },
     /// List the wallets of this home
     List,
@@ -221,7 +235,7 @@ pub enum WalletCommand {
     /// the first time, then the addresses the wallet revealed (which also notices
     /// transactions replaced or dropped from the mempool, shown by `wallet history`). Your own
     /// Bitcoin Core node: the blocks since the last sync, then the mempool; the first sync
-    /// starts at --birth-height
+    /// starts at the wallet's birth height (recorded at `wallet create`) or --birth-height
     ///
     /// Examples:
     ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
@@ -403,7 +417,8 @@ pub fn run(ctx: &Context, cmd: WalletCommand) -> Result<()> {
             signers,
             timeout,
             recovery,
-        } => create(ctx, &name, threshold, signers, timeout, recovery),
+            chain,
+        } => create(ctx, &name, threshold, signers, timeout, recovery, &chain),
         WalletCommand::List => list(ctx),
         WalletCommand::Descriptor { wallet } => {
             descriptor(ctx, &ctx.open_wallet(wallet.name.as_deref())?)
@@ -468,14 +483,24 @@ fn create(
     signers: Vec<SignerSpec>,
     timeout: u64,
     recovery: RecoveryArgs,
+    chain: &ElectrumArg,
 ) -> Result<()> {
     let network = ctx.network.unwrap_or(Network::Regtest);
     let recovery = recovery.policy(network)?;
-    let wallet = create_wallet(ctx, name, threshold, signers, timeout, None, recovery)?;
+    // A taken name is refused before the chain is asked anything.
+    ctx.new_wallet_path(name)?;
+    // Asked before the key generation: an earlier height is as safe and a refused node shows
+    // before the signers do any work.
+    let birth = super::chain::birth_height_for_new(ctx, chain, name, network);
+    let wallet = create_wallet(
+        ctx, name, threshold, signers, timeout, None, recovery, birth,
+    )?;
     descriptor(ctx, &wallet)
 }
 
-/// Runs the certified key generation and stores the new wallet (atomically).
+/// Runs the certified key generation and stores the new wallet (atomically), with
+/// `birth_height` recorded when known.
+#[allow(clippy::too_many_arguments)]
 fn create_wallet(
     ctx: &Context,
     name: &str,
@@ -484,6 +509,7 @@ fn create_wallet(
     timeout: u64,
     network: Option<Network>,
     recovery: Option<RecoveryPolicy>,
+    birth_height: Option<u32>,
 ) -> Result<CkmWallet> {
     // Refuse a taken name before running the key generation.
     ctx.new_wallet_path(name)?;
@@ -529,6 +555,7 @@ fn create_wallet(
         epoch: 0,
         transitions: Vec::new(),
         pending: None,
+        birth_height,
     };
     meta.verify()
         .context("the certified key generation does not check out; nothing was stored")?;
@@ -653,12 +680,27 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -
              {synced}, so the sync goes on from there"
         ));
     }
-    let (progress, bar) = super::chain::progress(ctx);
+    let (mut progress, bar) = super::chain::progress(ctx);
+    // The blocks applied (block-by-block sources): first, last and how many.
+    let blocks = std::sync::Arc::new(std::sync::Mutex::new(None::<(u32, u32, u32)>));
+    let seen = std::sync::Arc::clone(&blocks);
+    let progress: ProgressFn = Box::new(move |p| {
+        if let SyncProgress::Block { height, .. } = p {
+            if let Ok(mut b) = seen.lock() {
+                *b = Some(match *b {
+                    None => (height, height, 1),
+                    Some((first, _, n)) => (first, height, n + 1),
+                });
+            }
+        }
+        progress(p);
+    });
     let height = if rescan {
         source.full_scan(&mut w, progress)?
     } else {
         source.sync(&mut w, progress)?
     };
+    let blocks = blocks.lock().ok().and_then(|b| *b);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -676,10 +718,16 @@ fn sync(ctx: &Context, wallet: WalletArg, electrum: ElectrumArg, rescan: bool) -
             "source": source.describe(),
             "confirmed_sats": balance.confirmed.to_sat(),
             "unconfirmed_sats": (balance.unconfirmed + balance.immature).to_sat(),
+            "blocks": blocks.map(|(first, last, count)| serde_json::json!({
+                "first": first, "last": last, "count": count,
+            })),
         }),
         || {
+            let applied = blocks.map_or_else(String::new, |(first, last, count)| {
+                format!(" ({count} blocks applied, {first} to {last})")
+            });
             format!(
-                "synced to height {height}; balance {} sat confirmed",
+                "synced to height {height}{applied}; balance {} sat confirmed",
                 balance.confirmed.to_sat()
             )
         },

@@ -679,6 +679,7 @@ pub fn show(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
             "fingerprint": fingerprint,
             "transitions": meta.transitions.iter().map(|t| t.context.kind.to_string()).collect::<Vec<_>>(),
             "pending": meta.pending.as_ref().map(|p| p.record.context.kind.to_string()),
+            "birth_height": meta.birth_height,
         }),
         || {
             let mut lines = vec![
@@ -691,6 +692,13 @@ pub fn show(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {
                 ),
                 format!("fingerprint: {}", fingerprint.clone().unwrap_or_else(|| "none".into())),
                 format!("epoch:       {}", meta.epoch),
+                format!(
+                    "birth:       {}",
+                    meta.birth_height.map_or_else(
+                        || "not recorded (a first sync from bitcoind starts at the network's default or --birth-height)".to_string(),
+                        |h| format!("block {h} (a first sync from bitcoind starts there)")
+                    )
+                ),
             ];
             if let Some(p) = &meta.pending {
                 lines.push(format!(

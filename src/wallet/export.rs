@@ -247,6 +247,7 @@ mod tests {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         })
     }
 
@@ -257,6 +258,24 @@ mod tests {
             .iter()
             .map(|d| d.to_string())
             .collect())
+    }
+
+    /// A wallet saved before birth heights were recorded loads with none, and a recorded one
+    /// survives a save.
+    #[test]
+    fn birth_height_is_optional_in_saved_metadata() -> Result<(), Box<dyn std::error::Error>> {
+        let mut m = meta()?;
+        let old = serde_json::to_value(&m)?;
+        assert!(old.get("birth_height").is_none(), "{old}");
+        let loaded: WalletMeta = serde_json::from_value(old)?;
+        assert_eq!(loaded.birth_height, None);
+        m.birth_height = Some(840_000);
+        let text = serde_json::to_string(&m)?;
+        assert_eq!(
+            serde_json::from_str::<WalletMeta>(&text)?.birth_height,
+            Some(840_000)
+        );
+        Ok(())
     }
 
     #[test]

@@ -460,6 +460,7 @@ mod tests {
             epoch: 0,
             transitions: Vec::new(),
             pending: None,
+            birth_height: None,
         };
         CkmWallet::create(&dir.join(name), meta).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -42,6 +42,11 @@ pub struct WalletMeta {
     /// it and `ckm wallet resume` finishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingTransition>,
+    /// The chain's height when the wallet was created (its key generation ran): no coin of
+    /// the wallet can be in an earlier block, so a first sync from a Bitcoin Core node starts
+    /// there. `None` for wallets created offline or by an older ckm, and for recovered ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_height: Option<u32>,
 }
 
 /// A prepared transition the coordinator is finishing.

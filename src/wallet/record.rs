@@ -201,6 +201,7 @@ pub fn from_envelope(e: &Envelope) -> Result<WalletMeta, RecordError> {
         epoch: state.epoch,
         transitions: history.transitions,
         pending: None,
+        birth_height: None,
     };
     meta.verify()?;
     let (external, internal) = meta.descriptors()?;
@@ -400,6 +401,7 @@ pub fn recover(
             epoch: state.epoch,
             transitions: record.history.transitions.clone(),
             pending: None,
+            birth_height: None,
         };
         meta.verify().map_err(|e| RecoverError::Invalid {
             signer: Box::new(checked[0].0.identity),

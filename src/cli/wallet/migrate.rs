@@ -68,6 +68,18 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
         let t = args
             .threshold
             .ok_or_else(|| anyhow::anyhow!("give the new wallet's threshold with --threshold T"))?;
+        // Asked before the key generation (an earlier height is as safe).
+        let birth = match source.tip() {
+            Ok(tip) => Some(tip),
+            Err(e) => {
+                ctx.say(format!(
+                    "no birth height recorded for '{}' ({e:#}); its first sync from bitcoind \
+                     starts at the network's default unless given --birth-height",
+                    args.to
+                ));
+                None
+            }
+        };
         // The new wallet keeps the old one's recovery path (same keys, same timelock).
         let recovery = old.meta().recovery().cloned();
         if let Some(policy) = &recovery {
@@ -81,6 +93,7 @@ pub fn migrate(ctx: &Context, args: MigrateArgs) -> Result<()> {
             args.timeout,
             Some(old.meta().network),
             recovery,
+            birth,
         )?
     };
     if new.meta().network != old.meta().network {
