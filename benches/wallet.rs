@@ -21,10 +21,18 @@
 //!   block is mined and both wallets sync, untimed. Skipped, and said so, when `BITCOIND_EXE` / `ELECTRS_EXE` are
 //!   not set (`eval "$(regtest/install --print-env)"`).
 //!
+//! - **sync** (issue 27): a regtest chain of about 2 000 blocks holding 1 000 transactions
+//!   paying the wallet (100 revealed addresses), then `ckm --json wallet sync` of a fresh copy
+//!   of the coordinator home (the first sync, from height 0) through `--bitcoind` and through
+//!   `--electrum`, each a whole process; baseline in the same run: fetching the same blocks
+//!   raw over RPC in this process (`getblockhash` + `getblock HASH 0`, decoded, over one
+//!   kept-alive HTTP connection). Then one block with one more payment is mined and the synced
+//!   homes sync again (the incremental sync), against their first sync.
+//!
 //! Output: a table on stdout and `target/bench/wallet.json`.
 //!
 //! Environment: `CKM_BENCH_WALLET_REPS` (timed repetitions of each row, default 9),
-//! `CKM_BENCH_WALLET_ROWS` (`history`, `send` or both, comma-separated; default both).
+//! `CKM_BENCH_WALLET_ROWS` (`history`, `send`, `sync`, comma-separated; default all).
 
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
@@ -469,13 +477,247 @@ fn send_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
     Ok(())
 }
 
+const SYNC_PAYMENTS: usize = 1_000;
+const SYNC_SATS: u64 = 10_000;
+
+/// Copies a directory tree (a coordinator home, before its first sync).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A minimal JSON-RPC client over one kept-alive HTTP/1.1 connection (the baseline's
+/// transport: nothing but the bytes bitcoind sends).
+struct RawRpc {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    head: String,
+}
+
+impl RawRpc {
+    fn connect(port: u16, user: &str, pass: &str) -> Result<Self> {
+        use bitcoin::base64::prelude::{Engine as _, BASE64_STANDARD};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        let auth = BASE64_STANDARD.encode(format!("{user}:{pass}"));
+        Ok(RawRpc {
+            reader: std::io::BufReader::new(stream.try_clone()?),
+            writer: stream,
+            head: format!(
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\n"
+            ),
+        })
+    }
+
+    fn call(&mut self, method: &str, params: serde_json::Value) -> Result<serde_json::Value> {
+        use std::io::{BufRead, Read, Write};
+        let body =
+            json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params}).to_string();
+        write!(
+            self.writer,
+            "{}Content-Length: {}\r\n\r\n{body}",
+            self.head,
+            body.len()
+        )?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            ensure!(self.reader.read_line(&mut line)? > 0, "connection closed");
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                length = Some(v.trim().parse::<usize>()?);
+            }
+            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut out = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16)?;
+                let mut chunk = vec![0u8; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                out.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            out.resize(length.context("no length")?, 0);
+            self.reader.read_exact(&mut out)?;
+        }
+        let reply: serde_json::Value = serde_json::from_slice(&out)?;
+        ensure!(reply["error"].is_null(), "{method}: {}", reply["error"]);
+        Ok(reply["result"].clone())
+    }
+}
+
+fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let env = match TestEnv::new() {
+        Ok(env) => env,
+        Err(e) => {
+            println!("sync: skipped ({e:#}); set BITCOIND_EXE and ELECTRS_EXE");
+            report.insert("sync".into(), json!({ "skipped": format!("{e:#}") }));
+            return Ok(());
+        }
+    };
+    log(format!(
+        "sync: a 2-of-3 wallet, {SYNC_PAYMENTS} payments to it over about 2 000 blocks"
+    ));
+    let c = Cluster::with_wallet(3, 2)?;
+    let mut addresses = Vec::new();
+    for _ in 0..ADDRESSES {
+        let a = ckm_json(&c.coord, &["wallet", "address"])?;
+        addresses.push(json_str(&a, "address")?.to_string());
+    }
+    for (i, address) in addresses.iter().cycle().take(SYNC_PAYMENTS).enumerate() {
+        env.fund(address, SYNC_SATS)?;
+        env.mine_blocks(if i % 2 == 0 { 1 } else { 2 }, None)?;
+    }
+    let tip = env.block_count()?;
+    env.wait_until_electrum_height(tip, Duration::from_secs(120))?;
+    let template = c.dir.path().join("coord-template");
+    copy_tree(&c.coord, &template)?;
+    let cookie = env.cookie_file();
+    let cookie = cookie.to_str().context("cookie path")?.to_string();
+    let rpc_url = env.rpc_url();
+    let electrum = env.electrum_url();
+    let bitcoind_args = [
+        "--bitcoind",
+        rpc_url.as_str(),
+        "--bitcoind-cookie",
+        cookie.as_str(),
+    ];
+    let electrum_args = ["--electrum", electrum.as_str()];
+    let expected = SYNC_SATS * SYNC_PAYMENTS as u64;
+
+    // The baseline: the same blocks, raw (`getblock HASH 0`, decoded as ckm's sync decodes
+    // them), over one kept-alive HTTP connection: the floor of fetching them over RPC.
+    let (user, pass) = env.rpc_credentials()?;
+    let mut raw = RawRpc::connect(env.rpc_port(), &user, &pass)?;
+    let mut raw_ms = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        let mut txs = 0usize;
+        for h in 0..=tip {
+            let hash = raw.call("getblockhash", json!([h]))?;
+            let hex = raw.call("getblock", json!([hash, 0]))?;
+            let bytes = hex::decode(hex.as_str().context("block hex")?)?;
+            let block: Block = bitcoin::consensus::deserialize(&bytes)?;
+            txs += block.txdata.len();
+        }
+        raw_ms.push(ms(t.elapsed()));
+        ensure!(txs > SYNC_PAYMENTS, "{txs} transactions in the chain");
+    }
+
+    let first = |name: &str, args: &[&str]| -> Result<(Vec<f64>, std::path::PathBuf)> {
+        let mut samples = Vec::new();
+        let mut last = None;
+        for rep in 0..reps {
+            let home = c.dir.path().join(format!("coord-{name}-{rep}"));
+            copy_tree(&template, &home)?;
+            let mut full = vec!["wallet", "sync"];
+            full.extend_from_slice(args);
+            samples.push(timed_ckm(&home, &full)?);
+            let balance = ckm_json(&home, &["wallet", "balance"])?;
+            ensure!(
+                balance["confirmed_sats"] == expected,
+                "{name}: {balance} after the first sync, expected {expected} confirmed"
+            );
+            last = Some(home);
+        }
+        Ok((samples, last.context("no repetition")?))
+    };
+    let (bitcoind_first, bitcoind_home) = first("bitcoind", &bitcoind_args)?;
+    let (electrum_first, electrum_home) = first("electrum", &electrum_args)?;
+
+    // Incremental: one more block holding one more payment, then both homes sync.
+    let mut bitcoind_next = Vec::new();
+    let mut electrum_next = Vec::new();
+    for rep in 0..reps {
+        env.fund(&addresses[rep % addresses.len()], SYNC_SATS)?;
+        env.mine_blocks(1, None)?;
+        env.wait_until_electrum_height(env.block_count()?, Duration::from_secs(60))?;
+        let mut args = vec!["wallet", "sync"];
+        args.extend_from_slice(&bitcoind_args);
+        bitcoind_next.push(timed_ckm(&bitcoind_home, &args)?);
+        let mut args = vec!["wallet", "sync"];
+        args.extend_from_slice(&electrum_args);
+        electrum_next.push(timed_ckm(&electrum_home, &args)?);
+    }
+    let want = expected + SYNC_SATS * reps as u64;
+    for home in [&bitcoind_home, &electrum_home] {
+        let balance = ckm_json(home, &["wallet", "balance"])?;
+        ensure!(
+            balance["confirmed_sats"] == want,
+            "{balance}, expected {want}"
+        );
+    }
+
+    show("raw getblock of every block (baseline)", &raw_ms);
+    show("first sync through bitcoind", &bitcoind_first);
+    show("first sync through electrum", &electrum_first);
+    show("incremental sync through bitcoind", &bitcoind_next);
+    show("incremental sync through electrum", &electrum_next);
+    let first_ratio = median(&bitcoind_first) / median(&raw_ms);
+    let bitcoind_incremental = median(&bitcoind_next) / median(&bitcoind_first);
+    let electrum_incremental = median(&electrum_next) / median(&electrum_first);
+    println!(
+        "{:<44} {first_ratio:.2}x (goal <= 1.5x)",
+        "bitcoind first sync / raw blocks"
+    );
+    println!(
+        "{:<44} {:.1}% (goal <= 5%)",
+        "bitcoind incremental / first",
+        bitcoind_incremental * 100.0
+    );
+    println!(
+        "{:<44} {:.1}%",
+        "electrum incremental / first",
+        electrum_incremental * 100.0
+    );
+    report.insert(
+        "sync".into(),
+        json!({
+            "blocks": tip + 1,
+            "payments": SYNC_PAYMENTS,
+            "raw_blocks": stats(&raw_ms),
+            "bitcoind_first": stats(&bitcoind_first),
+            "electrum_first": stats(&electrum_first),
+            "bitcoind_incremental": stats(&bitcoind_next),
+            "electrum_incremental": stats(&electrum_next),
+            "bitcoind_first_over_raw": round3(first_ratio),
+            "bitcoind_incremental_over_first": round3(bitcoind_incremental),
+            "electrum_incremental_over_first": round3(electrum_incremental),
+        }),
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let reps: usize = std::env::var("CKM_BENCH_WALLET_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(9)
         .max(1);
-    let rows = std::env::var("CKM_BENCH_WALLET_ROWS").unwrap_or_else(|_| "history,send".into());
+    let rows =
+        std::env::var("CKM_BENCH_WALLET_ROWS").unwrap_or_else(|_| "history,send,sync".into());
     let mut report = serde_json::Map::new();
     report.insert(
         "machine".into(),
@@ -491,6 +733,9 @@ fn main() -> Result<()> {
     }
     if rows.split(',').any(|r| r.trim() == "send") {
         send_rows(reps, &mut report)?;
+    }
+    if rows.split(',').any(|r| r.trim() == "sync") {
+        sync_rows(reps, &mut report)?;
     }
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
