@@ -44,6 +44,16 @@ impl Setup {
         self.c.pay(&self.funding, to, sats, sat_per_vb)
     }
 
+    /// Freezes the coins `p` spends in the coordinator's wallet, so that a later payment
+    /// does not spend them again.
+    fn freeze_inputs(&self, p: &Payment) -> Result<()> {
+        let mut w = ckm::wallet::CkmWallet::load(&self.c.wallet_path())?;
+        for input in &p.psbt.unsigned_tx.input {
+            w.freeze(input.previous_output)?;
+        }
+        Ok(())
+    }
+
     /// `signer policy set --wallet WALLET ARGS…` on every (running) signer; then checks
     /// with `signer policy show --json` that every signer shows `expect` (JSON) under
     /// `field`.
@@ -253,11 +263,16 @@ fn policy_daily_limit_sats() -> Result<()> {
     // 100k of 150k: signed.
     let first = s.pay(&foreign_address(), 100_000, 2)?;
     s.expect_signed(&first, "first")?;
+    // The payments are never broadcast, so the wallet would pick the first one's coin again:
+    // that would make the next one a replacement of the first, which the limit counts once
+    // (issue 26). Freezing the coins spent makes each payment spend coins of its own.
+    s.freeze_inputs(&first)?;
     // Another 100k within 24 h: refused by every signer — the two that signed the first, and
     // the third too, which reserved the first spend in its round 1 (a reservation counts
     // until it is signed or expires, and the union is by txid, so nothing counts twice).
     let second = s.pay(&foreign_address(), 100_000, 2)?;
     s.expect_refused(&second, "second", "daily-limit-sats", &ALL)?;
+    s.freeze_inputs(&second)?;
     // 40k more still fits (100k + 40k + fees <= 150k).
     let small = s.pay(&foreign_address(), 40_000, 2)?;
     s.expect_signed(&small, "third")?;
