@@ -38,6 +38,9 @@
 mod cluster;
 #[path = "../tests/common/consensus.rs"]
 mod consensus;
+// Shared with the other benches; not every helper is used here.
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/common/testenv.rs"]
 #[allow(unused_imports)]
 mod testenv;
@@ -58,7 +61,8 @@ use bitcoin::{
     Amount, Block, CompactTarget, FeeRate, NetworkKind, OutPoint, Transaction, TxMerkleNode, TxOut,
 };
 use ckm::wallet::CkmWallet;
-use cluster::{ckm_cmd, ckm_json, foreign_address, json_str, Cluster};
+use cluster::{ckm_cmd, ckm_json, copy_dir, foreign_address, json_str, Cluster};
+use common::{log, max, median, min, ms, round3, spread};
 use consensus::made_up_funding;
 use rand::Rng;
 use serde_json::json;
@@ -71,55 +75,18 @@ const ADDRESSES: u32 = 100;
 const SEND_SATS: u64 = 50_000;
 const COIN_SATS: u64 = 1_000_000;
 
-fn log(text: impl AsRef<str>) {
-    eprintln!("[bench] {}", text.as_ref());
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn min_max(samples: &[f64]) -> (f64, f64) {
-    (
-        samples.iter().copied().fold(f64::INFINITY, f64::min),
-        samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    )
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 /// A row of the report: median, min and max in milliseconds.
 fn stats(samples: &[f64]) -> serde_json::Value {
-    let (lo, hi) = min_max(samples);
     json!({
         "median_ms": round3(median(samples)),
-        "min_ms": round3(lo),
-        "max_ms": round3(hi),
+        "min_ms": round3(min(samples)),
+        "max_ms": round3(max(samples)),
         "n": samples.len(),
     })
 }
 
 fn show(name: &str, samples: &[f64]) {
-    let (lo, hi) = min_max(samples);
-    println!(
-        "{name:<44} median {:>9.2} ms  (min {:.2}, max {:.2}, n={})",
-        median(samples),
-        lo,
-        hi,
-        samples.len()
-    );
+    println!("{name:<44} {}", spread(samples));
 }
 
 /// Runs `ckm --json ARGS…` in `home` and returns its wall time; fails on a failure.
@@ -480,21 +447,6 @@ fn send_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
 const SYNC_PAYMENTS: usize = 1_000;
 const SYNC_SATS: u64 = 10_000;
 
-/// Copies a directory tree (a coordinator home, before its first sync).
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// A minimal JSON-RPC client over one kept-alive HTTP/1.1 connection (the baseline's
 /// transport: nothing but the bytes bitcoind sends).
 struct RawRpc {
@@ -593,7 +545,7 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
     let tip = env.block_count()?;
     env.wait_until_electrum_height(tip, Duration::from_secs(120))?;
     let template = c.dir.path().join("coord-template");
-    copy_tree(&c.coord, &template)?;
+    copy_dir(&c.coord, &template)?;
     let cookie = env.cookie_file();
     let cookie = cookie.to_str().context("cookie path")?.to_string();
     let rpc_url = env.rpc_url();
@@ -631,7 +583,7 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
         let mut last = None;
         for rep in 0..reps {
             let home = c.dir.path().join(format!("coord-{name}-{rep}"));
-            copy_tree(&template, &home)?;
+            copy_dir(&template, &home)?;
             let mut full = vec!["wallet", "sync"];
             full.extend_from_slice(args);
             samples.push(timed_ckm(&home, &full)?);

@@ -17,13 +17,12 @@ use anyhow::{bail, ensure, Context, Result};
 use bitcoin::psbt::raw::ProprietaryKey;
 use ckm::message::SessionId;
 use ckm::net::client::CallError;
+use ckm::signer::{MAX_SESSIONS_PER_COORDINATOR, MAX_SESSION_BYTES_PER_COORDINATOR};
 use cluster::*;
 use driver::Driver;
 
 /// The stated bound on the signer's RSS growth over the flood, in MiB.
 const RSS_BOUND_MIB: u64 = 160;
-const MAX_SESSIONS_PER_COORDINATOR: usize = 64;
-const MAX_SESSION_BYTES_PER_COORDINATOR: usize = 32 << 20;
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

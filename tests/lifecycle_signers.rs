@@ -20,7 +20,7 @@ mod consensus;
 mod driver;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use ckm::message::SessionId;
@@ -28,20 +28,6 @@ use ckm::net::client::CallError;
 use ckm::signer::home::SignerHome;
 use cluster::*;
 use driver::Driver;
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
 
 /// A copy of a stopped signer's home, under `name` in the cluster directory.
 fn snapshot(c: &mut Cluster, i: usize, name: &str) -> Result<PathBuf> {

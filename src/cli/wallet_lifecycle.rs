@@ -106,7 +106,8 @@ pub struct WalletOnlyArgs {
     pub timeout: TimeoutArg,
 }
 
-fn client(ctx: &Context, timeout: &TimeoutArg) -> Result<Client> {
+/// The coordinator's client with the command's timeout.
+pub(crate) fn client(ctx: &Context, timeout: &TimeoutArg) -> Result<Client> {
     Ok(Client::new(
         ctx.coordinator_identity()?,
         Duration::from_secs(timeout.timeout),

@@ -90,6 +90,10 @@ pub fn seeded_rng_source(seed: u64) -> RngSource {
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// Most sessions kept at once (older ones are dropped first).
 pub const MAX_SESSIONS: usize = 10_000;
+/// Most open signing sessions (waiting for round 2) of one coordinator.
+pub const MAX_SESSIONS_PER_COORDINATOR: usize = 64;
+/// Most PSBT bytes held by the open signing sessions of one coordinator.
+pub const MAX_SESSION_BYTES_PER_COORDINATOR: usize = 32 << 20;
 /// The window of the daily limit.
 pub const WINDOW_SECS: u64 = 24 * 3600;
 
@@ -264,6 +268,20 @@ impl Signer {
                 wallet.name, wallet.coordinator
             ),
         ))
+    }
+
+    /// The wallet `group_key`, held by this signer and bound to coordinator `from`.
+    fn bound_wallet(
+        &self,
+        from: &IdentityPublic,
+        group_key: &GroupKey,
+    ) -> Result<WalletInfo, Refusal> {
+        let info = self
+            .home
+            .wallet(&group_key.to_string())
+            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
+        self.check_bound(from, &info)?;
+        Ok(info)
     }
 
     /// The signer's home.

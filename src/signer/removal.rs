@@ -89,11 +89,7 @@ impl Signer {
         certificate: &DecisionCertificate,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
-        let info = self
-            .home
-            .wallet(&record.context.wallet.to_string())
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        self.check_bound(from, &info)?;
+        let info = self.bound_wallet(from, &record.context.wallet)?;
         if record.context.kind != TransitionKind::Remove(info.index) {
             return Err(refuse(
                 ErrorCode::BadRequest,

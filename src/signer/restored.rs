@@ -118,22 +118,13 @@ impl Signer {
         self.check_restored_window(policy)
     }
 
-    fn held_for(&self, from: &IdentityPublic, wallet: &GroupKey) -> Result<WalletInfo, Refusal> {
-        let info = self
-            .home
-            .wallet(&wallet.to_string())
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        self.check_bound(from, &info)?;
-        Ok(info)
-    }
-
     pub(super) fn epoch_challenge<R: RngCore + CryptoRng>(
         &self,
         from: &IdentityPublic,
         wallet: &GroupKey,
         rng: &mut R,
     ) -> Result<SignerToCoordinator, Refusal> {
-        let info = self.held_for(from, wallet)?;
+        let info = self.bound_wallet(from, wallet)?;
         let confirmed = self.require_confirmed(&info).is_ok();
         let challenge = Challenge::random(rng);
         let mut state = self.restore_state()?;
@@ -162,7 +153,7 @@ impl Signer {
         wallet: &GroupKey,
         challenge: Challenge,
     ) -> Result<SignerToCoordinator, Refusal> {
-        let info = self.held_for(from, wallet)?;
+        let info = self.bound_wallet(from, wallet)?;
         let (state, share) = self.current(&info)?;
         drop(share);
         let pending = self.has_open_transition(wallet)?;
@@ -196,7 +187,7 @@ impl Signer {
                 ),
             ));
         }
-        let info = self.held_for(from, wallet)?;
+        let info = self.bound_wallet(from, wallet)?;
         let challenge = match self.restore_state()?.challenges.remove(wallet) {
             Some((c, at)) if at.elapsed() < CHALLENGE_TTL => c,
             _ => {

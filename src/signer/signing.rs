@@ -15,7 +15,10 @@ use rand::{CryptoRng, RngCore};
 use super::audit::{self, AuditEvent, AuditKind};
 use super::home::{HomeError, WalletInfo};
 use super::policy::{Policy, PolicyViolation};
-use super::{check_cache, prune, refuse, Refusal, Signer, SESSION_TTL, WINDOW_SECS};
+use super::{
+    check_cache, prune, refuse, Refusal, Signer, MAX_SESSIONS_PER_COORDINATOR,
+    MAX_SESSION_BYTES_PER_COORDINATOR, SESSION_TTL, WINDOW_SECS,
+};
 use crate::auth::unix_now;
 use crate::frost::shares::roster_index;
 use crate::identity::IdentityPublic;
@@ -41,11 +44,6 @@ pub(super) struct SignSession {
     /// Size of the PSBT as received (for the per-coordinator cap).
     bytes: usize,
 }
-
-/// Most open signing sessions (waiting for round 2) of one coordinator.
-pub const MAX_SESSIONS_PER_COORDINATOR: usize = 64;
-/// Most PSBT bytes held by the open signing sessions of one coordinator.
-pub const MAX_SESSION_BYTES_PER_COORDINATOR: usize = 32 << 20;
 
 /// Refuses a new session of `from` (of `bytes`) beyond its caps.
 fn check_coordinator_caps(
@@ -641,11 +639,7 @@ impl Signer {
 
     /// The wallet a request names, checked: held, bound to the requester, same epoch.
     fn wallet_for(&self, from: &IdentityPublic, wallet: &WalletRef) -> Result<WalletInfo, Refusal> {
-        let info = self
-            .home
-            .wallet(&wallet.group_key.to_string())
-            .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-        self.check_bound(from, &info)?;
+        let info = self.bound_wallet(from, &wallet.group_key)?;
         if wallet.epoch != info.epoch {
             return Err(refuse(
                 ErrorCode::WrongEpoch,

@@ -482,11 +482,7 @@ impl Signer {
                     "the record is of another session",
                 ));
             }
-            let info = self
-                .home
-                .wallet(&record.context.wallet.to_string())
-                .map_err(|e| refuse(ErrorCode::UnknownWallet, e))?;
-            self.check_bound(from, &info)?;
+            let info = self.bound_wallet(from, &record.context.wallet)?;
             let (state, _) = self.current(&info)?;
             record.verify(&state).map_err(|e| {
                 refuse(

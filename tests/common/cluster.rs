@@ -1023,6 +1023,21 @@ impl Cluster {
 // Wallet funding
 // ---------------------------------------------------------------------------------------
 
+/// Copies a directory tree (a signer or coordinator home).
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// `signer backup --split 2of3 --out OUT` of `home`; the share files written.
 pub fn backup_2of3(home: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let v = ckm_json(

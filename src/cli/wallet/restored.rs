@@ -2,16 +2,13 @@
 //! members' fresh statements confirm its epoch (the check is the restored signer's own:
 //! `ckm::protocol::lifecycle::confirm`).
 
-use std::time::Duration;
-
 use anyhow::Result;
 use ckm::keys::GroupKey;
-use ckm::net::client::Client;
 use ckm::net::restored::confirm_restored;
 use clap::Args;
 
 use crate::cli::args::WalletArg;
-use crate::cli::wallet_lifecycle::TimeoutArg;
+use crate::cli::wallet_lifecycle::{client, TimeoutArg};
 use crate::cli::{runtime, Context};
 
 /// `wallet confirm-restored`.
@@ -30,10 +27,7 @@ pub struct ConfirmRestoredArgs {
 pub fn confirm(ctx: &Context, args: ConfirmRestoredArgs) -> Result<()> {
     let w = ctx.open_wallet(args.wallet.name.as_deref())?;
     let meta = w.meta().clone();
-    let client = Client::new(
-        ctx.coordinator_identity()?,
-        Duration::from_secs(args.timeout.timeout),
-    )?;
+    let client = client(ctx, &args.timeout)?;
     ctx.say(format!(
         "asking signer {} for a challenge and the other members for their epoch…",
         args.index

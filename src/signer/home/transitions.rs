@@ -215,12 +215,22 @@ impl SignerHome {
             Ok(Some(u64::try_from(epoch).unwrap_or(0)))
         })?;
         if epoch.is_some() {
-            // The overwritten share may still sit in the write-ahead log: truncate it.
-            self.db
-                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
-            self.advance_checkpoint(rng)?;
+            self.after_erasure(rng)?;
         }
         Ok(epoch)
+    }
+
+    /// After a transaction that overwrote a share (commit, abort, erasure): the overwritten
+    /// bytes may still sit in the write-ahead log, so it is truncated; then the checkpoint
+    /// records the new state.
+    ///
+    /// # Errors
+    /// Database or checkpoint errors.
+    fn after_erasure<R: RngCore + CryptoRng>(&self, rng: &mut R) -> Result<(), HomeError> {
+        self.db
+            .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
+        self.advance_checkpoint(rng)?;
+        Ok(())
     }
 
     /// Erases a wallet this member was removed from: its share and record (overwritten, and
@@ -257,9 +267,7 @@ impl SignerHome {
             Ok(true)
         })?;
         if erased {
-            self.db
-                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
-            self.advance_checkpoint(rng)?;
+            self.after_erasure(rng)?;
         }
         Ok(erased)
     }
@@ -305,9 +313,7 @@ impl SignerHome {
             Ok::<_, HomeError>(n > 0)
         })?;
         if removed {
-            self.db
-                .read(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);"))?;
-            self.advance_checkpoint(rng)?;
+            self.after_erasure(rng)?;
         }
         Ok(removed)
     }
