@@ -116,12 +116,15 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
     args.extend(node.iter().map(String::as_str));
     let v = ckm_json(fresh.path(), &args)?;
     ensure!(v["checked"]["chain"] == json!("regtest"), "{v}");
+    // electrs indexes the blocks mined above on its own schedule: wait for it first.
+    let tip = env.block_count()?;
+    env.wait_until_electrum_height(tip, Duration::from_secs(60))?;
     let v = ckm_json(
         fresh.path(),
         &["wallet", "chain", "set", "--electrum", &env.electrum_url()],
     )?;
     ensure!(
-        v["checked"]["tip"].as_u64() == Some(env.block_count()?),
+        v["checked"]["tip"].as_u64() == Some(tip),
         "{v}"
     );
     let dead = format!("tcp://127.0.0.1:{}", free_port()?);
