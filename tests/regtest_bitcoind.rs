@@ -123,10 +123,7 @@ fn sync_send_and_a_reorg_through_bitcoind() -> Result<()> {
         fresh.path(),
         &["wallet", "chain", "set", "--electrum", &env.electrum_url()],
     )?;
-    ensure!(
-        v["checked"]["tip"].as_u64() == Some(tip),
-        "{v}"
-    );
+    ensure!(v["checked"]["tip"].as_u64() == Some(tip), "{v}");
     let dead = format!("tcp://127.0.0.1:{}", free_port()?);
     let out = ckm(
         fresh.path(),
