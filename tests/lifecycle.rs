@@ -380,3 +380,156 @@ fn unapproved_newcomers_and_foreign_states_are_refused() -> Result<()> {
     ensure!(one.is_err(), "a one-member roster was accepted");
     Ok(())
 }
+
+/// The members' shares of a transition's result, by index.
+fn shares_of(
+    prepared: BTreeMap<u16, ckm::protocol::lifecycle::Prepared>,
+) -> BTreeMap<u16, KeyShare> {
+    prepared.into_iter().map(|(i, p)| (i, p.share)).collect()
+}
+
+#[test]
+fn repair_and_enrolment_with_a_refresh_are_one_transition_that_retires_every_old_share(
+) -> Result<()> {
+    let mut rng = rand::thread_rng();
+    let keys: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate(&mut rng)).collect();
+    let (shares, record, genesis, coordinator) = keygen(&keys)?;
+    let w = wallet(&genesis)?;
+    let mut history = History {
+        keygen: record,
+        transitions: Vec::new(),
+    };
+
+    // 1. Signer 1's machine is lost (its share perhaps stolen): a replacement at index 1,
+    //    helped by 2 and 3, in one transition with a refresh of every share.
+    let replacement = IdentityKey::generate(&mut rng);
+    let entry = RosterEntry {
+        index: 1,
+        url: "http://127.0.0.1:29998".into(),
+        identity: replacement.public(),
+        tls_sha256: None,
+    };
+    let ctx = context(
+        TransitionKind::RepairRefresh(1),
+        &genesis,
+        &coordinator,
+        genesis.roster.with(entry)?,
+        vec![2, 3],
+    );
+    ensure!(ctx.refreshers() == vec![1, 2, 3]);
+    let members = vec![
+        Member {
+            key: &replacement,
+            share: None,
+        },
+        Member {
+            key: &keys[1],
+            share: Some(&shares[1]),
+        },
+        Member {
+            key: &keys[2],
+            share: Some(&shares[2]),
+        },
+    ];
+    let (prepared, t1) = run_in_memory(ctx, &genesis, &members, &mut rng)?;
+    let e1 = t1.state.clone();
+    ensure!(e1.epoch == 1, "one transition, one epoch: {}", e1.epoch);
+    ensure!(GroupKey::of(&e1.group) == GroupKey::of(&genesis.group));
+    ensure!(e1.roster.get(1).map(|e| e.identity) == Some(replacement.public()));
+    ensure!(
+        !t1.round1.is_empty(),
+        "no refresh commitments in the record"
+    );
+    let new = shares_of(prepared);
+    let (n1, n2, n3) = (
+        new.get(&1).context("share 1")?,
+        new.get(&2).context("share 2")?,
+        new.get(&3).context("share 3")?,
+    );
+    // Every share changed, the repaired one included: it is not the lost point.
+    for (old, fresh) in [(&shares[0], n1), (&shares[1], n2), (&shares[2], n3)] {
+        ensure!(
+            *old.to_secret_bytes()? != *fresh.to_secret_bytes()?,
+            "a share did not change"
+        );
+    }
+    cosign(&w, &[n1, n2])?;
+    cosign(&w, &[n1, n3])?;
+    // The lost share no longer combines with any new one.
+    for fresh in [n2, n3] {
+        let mut psbt = w.psbt.clone();
+        ensure!(
+            ckm::psbt::sign_in_memory(&mut psbt, &[&shares[0], fresh], &mut rng).is_err(),
+            "the lost share still combines after the repair"
+        );
+    }
+    history.transitions.push(t1.clone());
+    ensure!(history.verify()? == e1);
+
+    // A record without the newcomer's refresh commitment does not check out.
+    let mut bad = history.clone();
+    bad.transitions[0].round1.remove(&1);
+    ensure!(
+        bad.verify().is_err(),
+        "a record missing a refresher verified"
+    );
+
+    // 2. Enrol signer 4 (helpers 1 and 2), with a refresh of every share.
+    let newcomer = IdentityKey::generate(&mut rng);
+    let entry = RosterEntry {
+        index: 4,
+        url: "http://127.0.0.1:29999".into(),
+        identity: newcomer.public(),
+        tls_sha256: None,
+    };
+    let ctx = context(
+        TransitionKind::EnrolRefresh(4),
+        &e1,
+        &coordinator,
+        e1.roster.with(entry)?,
+        vec![1, 2],
+    );
+    let members = vec![
+        Member {
+            key: &replacement,
+            share: Some(n1),
+        },
+        Member {
+            key: &keys[1],
+            share: Some(n2),
+        },
+        Member {
+            key: &keys[2],
+            share: Some(n3),
+        },
+        Member {
+            key: &newcomer,
+            share: None,
+        },
+    ];
+    let (prepared, t2) = run_in_memory(ctx, &e1, &members, &mut rng)?;
+    let e2 = t2.state.clone();
+    ensure!(e2.epoch == 2 && e2.group.signers() == 4);
+    let after = shares_of(prepared);
+    let m4 = after.get(&4).context("share 4")?;
+    let m3 = after.get(&3).context("share 3")?;
+    cosign(&w, &[m4, m3])?;
+    // The shares of epoch 1 no longer combine with those of epoch 2.
+    let mut psbt = w.psbt.clone();
+    ensure!(
+        ckm::psbt::sign_in_memory(&mut psbt, &[m4, n3], &mut rng).is_err(),
+        "an epoch-1 share combined with the newcomer's"
+    );
+    for (i, old) in [(1u16, n1), (2, n2), (3, n3)] {
+        let fresh = after.get(&i).context("share")?;
+        ensure!(
+            *old.to_secret_bytes()? != *fresh.to_secret_bytes()?,
+            "share {i} did not change at the enrolment"
+        );
+    }
+    history.transitions.push(t2);
+    ensure!(history.verify()? == e2);
+    // The replaced identity is a former member for good.
+    ensure!(history.former_members().contains_key(&keys[0].public()));
+    Ok(())
+}

@@ -89,8 +89,11 @@ fn repair_then_spend_with_the_repaired_signer() -> Result<()> {
         &c.coord,
         &["wallet", "repair", "--signer", "2", "--to", &fresh.spec()],
     )?;
-    // The repair (epoch 1), then the refresh that revokes the lost share (epoch 2).
-    ensure!(v["repair"]["epoch"] == 1 && v["epoch"] == 2, "{v}");
+    // The repair and the refresh that revokes the lost share: one transition (epoch 1).
+    ensure!(
+        v["transition"] == "repair of signer 2 with a refresh" && v["epoch"] == 1,
+        "{v}"
+    );
     c.signers[1] = fresh;
     c.signers[0].stop()?;
     let used = spend_from_first(&c, &env, &first, 300_000)?;
@@ -246,10 +249,13 @@ fn migrate_2_of_3_to_3_of_5_sweeps_every_coin() -> Result<()> {
 // Kill points
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Refresh,
+    /// An enrolment alone (`--no-refresh`).
     AddSigner,
+    /// An enrolment and a refresh, one transition (the default).
+    AddSignerRefresh,
 }
 
 /// Points the coordinator's roster entry of the signer with `identity` at `url`.
@@ -276,8 +282,13 @@ fn kill_point(env: &TestEnv, op: Op, step: &str, victim: Victim) -> Result<()> {
     let what = format!("{op:?} / {step} / {victim:?}");
     let (mut c, first) = funded(env, 3, 2)?;
     let newcomer = match op {
-        Op::AddSigner => Some(c.new_peer("s4")?),
+        Op::AddSigner | Op::AddSignerRefresh => Some(c.new_peer("s4")?),
         Op::Refresh => None,
+    };
+    let enrol = if op == Op::AddSigner {
+        ["wallet", "add-signer", "--no-refresh"].as_slice()
+    } else {
+        ["wallet", "add-signer"].as_slice()
     };
     // The proxied signer: signer 2 for a refresh, the newcomer for an enrolment (or signer 2
     // for the steps only the members see).
@@ -291,16 +302,11 @@ fn kill_point(env: &TestEnv, op: Op, step: &str, victim: Victim) -> Result<()> {
     cmd.arg("--json");
     match (&newcomer, member_step) {
         (Some(n), false) => {
-            cmd.args([
-                "wallet",
-                "add-signer",
-                "--no-refresh",
-                &format!("{}#{}", proxy.url, n.identity),
-            ]);
+            cmd.args(enrol).arg(format!("{}#{}", proxy.url, n.identity));
         }
         (Some(n), true) => {
             route(&c, &c.signers[1].identity, &proxy.url)?;
-            cmd.args(["wallet", "add-signer", "--no-refresh", &n.spec()]);
+            cmd.args(enrol).arg(n.spec());
         }
         (None, _) => {
             route(&c, &c.signers[1].identity, &proxy.url)?;
@@ -417,6 +423,27 @@ fn kill_points_of_add_signer() -> Result<()> {
     ] {
         for victim in [Victim::Coordinator, Victim::Signer] {
             kill_point(&env, Op::AddSigner, step, victim)?;
+        }
+    }
+    Ok(())
+}
+
+/// The enrolment with a refresh is one transition: killed at any step, resume leaves every
+/// signer in one epoch, before it or after it (never a repaired-but-unrefreshed one).
+#[test]
+fn kill_points_of_add_signer_with_refresh() -> Result<()> {
+    let env = TestEnv::new()?;
+    for step in [
+        "begin",
+        "repair_deltas",
+        "refresh_round1",
+        "refresh_round2",
+        "prepare",
+        "vote",
+        "decide",
+    ] {
+        for victim in [Victim::Coordinator, Victim::Signer] {
+            kill_point(&env, Op::AddSignerRefresh, step, victim)?;
         }
     }
     Ok(())

@@ -170,16 +170,6 @@ pub struct Context {
     pub json: bool,
     /// `-v` count, for commands that set up logging themselves.
     pub verbose: u8,
-    /// Results held back by [`Context::held_back`] (JSON and text), printed with the next.
-    held: std::cell::RefCell<Option<Held>>,
-}
-
-/// A result held back for the next [`Context::output`].
-struct Held {
-    key: &'static str,
-    muted: bool,
-    json: Option<serde_json::Value>,
-    text: Option<String>,
 }
 
 impl Context {
@@ -195,61 +185,13 @@ impl Context {
             network: global.network,
             json: global.json,
             verbose: global.verbose,
-            held: std::cell::RefCell::new(None),
         })
-    }
-
-    /// Runs `f` with its result held back: the next [`Context::output`] prints it too (its
-    /// JSON under `key` of the next JSON object; its text first). For a command that is two
-    /// steps (a repair, then a refresh) yet prints one result.
-    pub fn held_back<T>(&self, key: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        *self.held.borrow_mut() = Some(Held {
-            key,
-            muted: true,
-            json: None,
-            text: None,
-        });
-        let out = f();
-        if let Some(h) = self.held.borrow_mut().as_mut() {
-            h.muted = false;
-        }
-        if out.is_err() {
-            *self.held.borrow_mut() = None;
-        }
-        out
     }
 
     /// Prints a result: JSON on stdout with `--json`, else the human text.
     pub fn output(&self, json: serde_json::Value, human: impl FnOnce() -> String) -> Result<()> {
-        let mut json = json;
-        let mut prefix = String::new();
-        {
-            let mut held = self.held.borrow_mut();
-            match held.as_mut() {
-                Some(h) if h.muted => {
-                    h.text = (!self.json).then(human);
-                    h.json = Some(json);
-                    return Ok(());
-                }
-                Some(_) => {
-                    if let Some(h) = held.take() {
-                        if let (Some(v), Some(obj)) = (h.json, json.as_object_mut()) {
-                            obj.insert(h.key.to_string(), v);
-                        }
-                        if let Some(t) = h.text {
-                            prefix = t + "\n";
-                        }
-                    }
-                }
-                None => {}
-            }
-        }
         let mut out = std::io::stdout().lock();
-        let text = if self.json {
-            json.to_string()
-        } else {
-            prefix + &human()
-        };
+        let text = if self.json { json.to_string() } else { human() };
         match writeln!(out, "{text}") {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             other => other.context("writing to stdout"),

@@ -67,9 +67,9 @@ pub struct RepairArgs {
     /// Roster indexes of the helpers (default: the first t other signers)
     #[arg(long, value_name = "INDEX", value_delimiter = ',')]
     pub helpers: Vec<u16>,
-    /// Do not refresh every share after the repair (by default a refresh follows at once:
-    /// a repaired share is the same point as the lost one, so a stolen copy of the lost
-    /// share keeps combining until every share changes)
+    /// Repair alone, without refreshing every share (by default the repair and a refresh
+    /// are one transition: a repaired share alone is the same point as the lost one, so a
+    /// stolen copy of the lost share would keep combining until every share changes)
     #[arg(long)]
     pub no_refresh: bool,
     #[command(flatten)]
@@ -87,8 +87,8 @@ pub struct AddArgs {
     /// Roster indexes of the helpers (default: the first t signers)
     #[arg(long, value_name = "INDEX", value_delimiter = ',')]
     pub helpers: Vec<u16>,
-    /// Do not refresh every share after the enrolment (by default a refresh follows at
-    /// once, so that no share of the roster before stays valid)
+    /// Enrol alone, without refreshing every share (by default the enrolment and a refresh
+    /// are one transition, so that no share of the roster before stays valid)
     #[arg(long)]
     pub no_refresh: bool,
     #[command(flatten)]
@@ -184,7 +184,10 @@ fn run(
             let indexes = roster.indexes();
             (roster, indexes)
         }
-        TransitionKind::Repair(i) | TransitionKind::Enrol(i) => {
+        TransitionKind::Repair(i)
+        | TransitionKind::Enrol(i)
+        | TransitionKind::RepairRefresh(i)
+        | TransitionKind::EnrolRefresh(i) => {
             let entry = newcomer
                 .clone()
                 .ok_or_else(|| anyhow!("no new signer given"))?;
@@ -422,44 +425,23 @@ pub fn remove_signer(ctx: &Context, args: RemoveArgs) -> Result<()> {
 }
 
 pub fn repair(ctx: &Context, args: RepairArgs) -> Result<()> {
-    let (lock, w) = open(ctx, &args.wallet, "wallet repair")?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet repair")?;
     let entry = RosterEntry {
         index: args.index,
         url: args.to.url,
         identity: args.to.identity,
         tls_sha256: args.to.tls_sha256,
     };
-    let kind = TransitionKind::Repair(args.index);
-    if args.no_refresh {
-        return run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout);
-    }
-    ctx.held_back("repair", || {
-        run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
-    })?;
-    refresh_after(&lock, ctx, &args.wallet, &args.timeout, "repair")
-}
-
-/// The refresh that follows a repair or an enrolment: every share changes, so no share of
-/// the roster before (a stolen copy of a lost one among them) combines any more. Runs under
-/// the lock the caller holds (`_held`), so no other operation gets in between.
-fn refresh_after(
-    _held: &WalletLock,
-    ctx: &Context,
-    wallet: &WalletArg,
-    timeout: &TimeoutArg,
-    what: &str,
-) -> Result<()> {
-    ctx.say(format!(
-        "now refreshing every share, so that no share from before the {what} combines any more (skip with --no-refresh)…"
-    ));
-    let w = ctx.open_wallet(wallet.name.as_deref())?;
-    run(ctx, w, TransitionKind::Refresh, None, &[], timeout).with_context(|| {
-        format!("the {what} is committed, but the refresh after it is not: run `ckm wallet resume`, then `ckm wallet refresh`")
-    })
+    let kind = if args.no_refresh {
+        TransitionKind::Repair(args.index)
+    } else {
+        TransitionKind::RepairRefresh(args.index)
+    };
+    run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
 }
 
 pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
-    let (lock, w) = open(ctx, &args.wallet, "wallet add-signer")?;
+    let (_lock, w) = open(ctx, &args.wallet, "wallet add-signer")?;
     let index = w.meta().roster.indexes().into_iter().max().unwrap_or(0) + 1;
     let entry = RosterEntry {
         index,
@@ -467,14 +449,12 @@ pub fn add_signer(ctx: &Context, args: AddArgs) -> Result<()> {
         identity: args.signer.identity,
         tls_sha256: args.signer.tls_sha256,
     };
-    let kind = TransitionKind::Enrol(index);
-    if args.no_refresh {
-        return run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout);
-    }
-    ctx.held_back("enrolment", || {
-        run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
-    })?;
-    refresh_after(&lock, ctx, &args.wallet, &args.timeout, "enrolment")
+    let kind = if args.no_refresh {
+        TransitionKind::Enrol(index)
+    } else {
+        TransitionKind::EnrolRefresh(index)
+    };
+    run(ctx, w, kind, Some(entry), &args.helpers, &args.timeout)
 }
 
 pub fn resume(ctx: &Context, args: WalletOnlyArgs) -> Result<()> {

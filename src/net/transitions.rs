@@ -142,6 +142,22 @@ async fn drive_transition(
             .cloned()
             .collect()
     };
+    if kind.newcomer().is_some() {
+        // Repair or enrolment (with or without a refresh): the helpers' deltas, then sigmas.
+        let helpers = pick(&context.helpers);
+        let calls = helpers
+            .iter()
+            .map(|e| {
+                (
+                    e.clone(),
+                    CoordinatorToSigner::Transition(machine.repair_deltas(e.index)),
+                )
+            })
+            .collect();
+        for (index, reply) in call_each(client, calls).await {
+            machine.add_sigma(index, transition_answer("repair", index, reply)?)?;
+        }
+    }
     if kind.refreshes() {
         let request = machine.refresh_round1()?;
         let calls = members
@@ -165,19 +181,6 @@ async fn drive_transition(
             machine.add_certified(index, transition_answer("refresh round 2", index, reply)?)?;
         }
     } else {
-        let helpers = pick(&context.helpers);
-        let calls = helpers
-            .iter()
-            .map(|e| {
-                (
-                    e.clone(),
-                    CoordinatorToSigner::Transition(machine.repair_deltas(e.index)),
-                )
-            })
-            .collect();
-        for (index, reply) in call_each(client, calls).await {
-            machine.add_sigma(index, transition_answer("repair", index, reply)?)?;
-        }
         let request = machine.repair_sigmas()?;
         let calls = members
             .iter()

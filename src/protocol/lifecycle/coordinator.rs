@@ -23,7 +23,10 @@ pub struct TransitionCoordinator {
     pub(super) from: WalletState,
     pub(super) round1: BTreeMap<u16, round1::Package>,
     pub(super) transcripts: BTreeMap<u16, Digest>,
+    /// Refresh round-2 packages, by recipient then sender.
     pub(super) sealed: BTreeMap<u16, BTreeMap<u16, Sealed>>,
+    /// Repair deltas, by recipient (a helper) then sender.
+    pub(super) deltas: BTreeMap<u16, BTreeMap<u16, Sealed>>,
     pub(super) sigmas: BTreeMap<u16, Sealed>,
     pub(super) state: Option<(WalletState, Digest)>,
     pub(super) certificates: BTreeMap<u16, Certificate>,
@@ -42,6 +45,7 @@ impl TransitionCoordinator {
             round1: BTreeMap::new(),
             transcripts: BTreeMap::new(),
             sealed: BTreeMap::new(),
+            deltas: BTreeMap::new(),
             sigmas: BTreeMap::new(),
             state: None,
             certificates: BTreeMap::new(),
@@ -83,9 +87,10 @@ impl TransitionCoordinator {
             let package = package
                 .ok_or_else(|| malformed(kind, format!("member {index} sent no package")))?;
             self.round1.insert(index, package);
-        } else if self.context.helpers.contains(&index) {
+        }
+        if kind.newcomer().is_some() && self.context.helpers.contains(&index) {
             for (to, blob) in deltas {
-                self.sealed.entry(to).or_default().insert(index, blob);
+                self.deltas.entry(to).or_default().insert(index, blob);
             }
         }
         Ok(())

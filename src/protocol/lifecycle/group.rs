@@ -8,9 +8,7 @@ use frost::keys::dkg::round1;
 use frost::keys::PublicKeyPackage;
 use frost_secp256k1_tr as frost;
 
-use super::{
-    element_of, frost_err, scalar_of, share_of, TransitionContext, TransitionError, WalletState,
-};
+use super::{element_of, frost_err, scalar_of, share_of, TransitionContext, TransitionError};
 use crate::frost::identifier;
 use crate::keys::GroupPublic;
 
@@ -50,18 +48,18 @@ pub fn refreshed_group(
         .map_err(|e| TransitionError::Inconsistent(e.to_string()))
 }
 
-/// The group a refresh or removal leads to: every helper's round-1 package must be there.
+/// The group the refresh rounds of a transition lead to from `base` (the group before a
+/// refresh or removal, the group after the repair or enrolment part of one with a refresh):
+/// every refresher's round-1 package must be there.
 pub(super) fn next_group(
-    from: &WalletState,
+    base: &GroupPublic,
     context: &TransitionContext,
     round1: &BTreeMap<u16, round1::Package>,
 ) -> Result<GroupPublic, TransitionError> {
     let got: Vec<u16> = round1.keys().copied().collect();
-    if got != context.helpers {
-        return Err(TransitionError::Packages {
-            expected: context.helpers.clone(),
-            got,
-        });
+    let expected = context.refreshers();
+    if got != expected {
+        return Err(TransitionError::Packages { expected, got });
     }
-    refreshed_group(&from.group, round1)
+    refreshed_group(base, round1)
 }

@@ -50,6 +50,16 @@ pub fn run_in_memory<R: RngCore + CryptoRng>(
         coordinator.add_begun(index, answer)?;
         participants.insert(index, (m.key, p));
     }
+    if context.kind.newcomer().is_some() {
+        // Repair or enrolment (with or without a refresh): the helpers' deltas and sigmas.
+        for h in &context.helpers {
+            let (key, p) = participants
+                .get_mut(h)
+                .ok_or_else(|| malformed(context.kind, format!("helper {h} is not a member")))?;
+            let answer = p.step(coordinator.repair_deltas(*h), key, rng)?;
+            coordinator.add_sigma(*h, answer)?;
+        }
+    }
     if context.kind.refreshes() {
         let request = coordinator.refresh_round1()?;
         for (index, (key, p)) in participants.iter_mut() {
@@ -61,13 +71,6 @@ pub fn run_in_memory<R: RngCore + CryptoRng>(
             coordinator.add_certified(*index, answer)?;
         }
     } else {
-        for h in &context.helpers {
-            let (key, p) = participants
-                .get_mut(h)
-                .ok_or_else(|| malformed(context.kind, format!("helper {h} is not a member")))?;
-            let answer = p.step(coordinator.repair_deltas(*h), key, rng)?;
-            coordinator.add_sigma(*h, answer)?;
-        }
         let request = coordinator.repair_sigmas()?;
         let target = context
             .kind

@@ -59,6 +59,10 @@ pub enum TransitionRequest {
         sealed: BTreeMap<u16, Sealed>,
         /// Transcripts by member.
         transcripts: BTreeMap<u16, Digest>,
+        /// For the newcomer of a repair or enrolment with a refresh: the sigmas the helpers
+        /// sealed to it (empty for everyone else).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sigmas: BTreeMap<u16, Sealed>,
     },
     /// Repair: the deltas the other helpers sealed to the recipient.
     RepairDeltas {

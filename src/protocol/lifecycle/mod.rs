@@ -1,7 +1,8 @@
 //! Keys that outlive their servers: epoch transitions of a wallet's shares without moving
 //! funds — refresh (every share changes), remove a signer (a refresh among the others),
-//! repair a lost share and enrol a new signer (the repairable threshold scheme) — each a
-//! certified, two-phase transition from one [`WalletState`] to the next. The design, and what
+//! repair a lost share and enrol a new signer (the repairable threshold scheme), alone or in
+//! one transition with a refresh of every share — each a certified transition from one
+//! [`WalletState`] to the next. The design, and what
 //! each kind does to shares and roster, is in `docs/managing-signers.md`.
 //!
 //! Every transition starts from a state all members agree on (its hash is in the
@@ -33,7 +34,10 @@
 //! - `refresh.rs`: refresh — the context's check and the refresh rounds on both halves.
 //! - `remove.rs`: removal — the context's check; the rounds are the refresh's.
 //! - `repair.rs`: repair — the context's check for a newcomer, and the repairable-scheme
-//!   rounds (deltas, sigmas) an enrolment runs too.
+//!   rounds (deltas, sigmas) an enrolment runs too. With a refresh
+//!   ([`TransitionKind::RepairRefresh`], [`TransitionKind::EnrolRefresh`]) the deltas go
+//!   first, then the refresh rounds among the whole new roster (`refresh.rs`), where the
+//!   newcomer gets its sigmas with round 2 and refreshes the share they give.
 //! - `enrol.rs`: enrolment — the newcomer's verifying share ([`enrolled_share`]) and group.
 //! - `group.rs`: the group a refresh leads to, recomputed from public commitments
 //!   ([`refreshed_group`]).
@@ -206,20 +210,40 @@ pub enum TransitionKind {
     Repair(u16),
     /// A new member is enrolled at this index.
     Enrol(u16),
+    /// A repair and a refresh in one transition: the member at this index gets a share under
+    /// a new identity key and every share changes with it, so the lost share (and a stolen
+    /// copy of it) no longer combines once the transition commits.
+    RepairRefresh(u16),
+    /// An enrolment and a refresh in one transition: a new member at this index, and every
+    /// share changes.
+    EnrolRefresh(u16),
 }
 
 impl TransitionKind {
-    /// The index of the member who joins (repair, enrol).
+    /// The index of the member who joins (repair, enrol, with or without a refresh).
     pub fn newcomer(self) -> Option<u16> {
         match self {
-            TransitionKind::Repair(i) | TransitionKind::Enrol(i) => Some(i),
-            _ => None,
+            TransitionKind::Repair(i)
+            | TransitionKind::Enrol(i)
+            | TransitionKind::RepairRefresh(i)
+            | TransitionKind::EnrolRefresh(i) => Some(i),
+            TransitionKind::Refresh | TransitionKind::Remove(_) => None,
         }
     }
 
-    /// Whether the members run the refresh rounds (refresh, remove).
+    /// Whether the members run the refresh rounds (refresh, remove, and a repair or
+    /// enrolment with a refresh).
     pub fn refreshes(self) -> bool {
-        matches!(self, TransitionKind::Refresh | TransitionKind::Remove(_))
+        !matches!(self, TransitionKind::Repair(_) | TransitionKind::Enrol(_))
+    }
+
+    /// Whether the newcomer's index is a member already (a repair, with or without a
+    /// refresh) rather than a new one (an enrolment).
+    pub fn repairs(self) -> bool {
+        matches!(
+            self,
+            TransitionKind::Repair(_) | TransitionKind::RepairRefresh(_)
+        )
     }
 }
 
@@ -230,6 +254,10 @@ impl fmt::Display for TransitionKind {
             TransitionKind::Remove(i) => write!(f, "removal of signer {i}"),
             TransitionKind::Repair(i) => write!(f, "repair of signer {i}"),
             TransitionKind::Enrol(i) => write!(f, "enrolment of signer {i}"),
+            TransitionKind::RepairRefresh(i) => write!(f, "repair of signer {i} with a refresh"),
+            TransitionKind::EnrolRefresh(i) => {
+                write!(f, "enrolment of signer {i} with a refresh")
+            }
         }
     }
 }
@@ -254,7 +282,9 @@ pub struct TransitionContext {
     /// The roster after it.
     pub new_roster: Roster,
     /// Who runs the secret part: every member of the new roster for a refresh or removal,
-    /// `t` (or more) current members for a repair or enrolment.
+    /// `t` (or more) current members for a repair or enrolment (with or without a refresh:
+    /// the refresh rounds of those run among every member of the new roster, see
+    /// [`TransitionContext::refreshers`]).
     pub helpers: Vec<u16>,
 }
 
@@ -373,6 +403,8 @@ impl TransitionContext {
             TransitionKind::Remove(i) => (1, i),
             TransitionKind::Repair(i) => (2, i),
             TransitionKind::Enrol(i) => (3, i),
+            TransitionKind::RepairRefresh(i) => (4, i),
+            TransitionKind::EnrolRefresh(i) => (5, i),
         };
         e.input(&[tag]);
         e.input(&index.to_be_bytes());
@@ -389,6 +421,19 @@ impl TransitionContext {
             e.input(&h.to_be_bytes());
         }
         Digest(ContextDigest::from_engine(e).to_byte_array())
+    }
+
+    /// Who runs the refresh rounds: the helpers of a refresh or removal, every member of the
+    /// new roster (the newcomer among them) for a repair or enrolment with a refresh, nobody
+    /// for a repair or enrolment alone. In roster order.
+    pub fn refreshers(&self) -> Vec<u16> {
+        match self.kind {
+            TransitionKind::Refresh | TransitionKind::Remove(_) => self.helpers.clone(),
+            TransitionKind::RepairRefresh(_) | TransitionKind::EnrolRefresh(_) => {
+                self.new_roster.indexes()
+            }
+            TransitionKind::Repair(_) | TransitionKind::Enrol(_) => Vec::new(),
+        }
     }
 
     /// The members of the new roster who were not members before.
@@ -431,9 +476,10 @@ impl TransitionContext {
         match kind {
             TransitionKind::Refresh => refresh::check(self, from, &new_indexes),
             TransitionKind::Remove(i) => remove::check(self, from, i, t, &new_indexes),
-            TransitionKind::Repair(i) | TransitionKind::Enrol(i) => {
-                repair::check_newcomer(self, from, i, t, &helpers)
-            }
+            TransitionKind::Repair(i)
+            | TransitionKind::Enrol(i)
+            | TransitionKind::RepairRefresh(i)
+            | TransitionKind::EnrolRefresh(i) => repair::check_newcomer(self, from, i, t, &helpers),
         }
     }
 }

@@ -77,8 +77,21 @@ impl Participant {
             return Err(malformed(kind, "this signer is removed by the transition"));
         }
         let t = from.group.threshold();
+        let helper = kind.newcomer().is_some() && context.helpers.contains(&index);
         let (stage, answer) = if kind.refreshes() {
-            refresh::begin(&context, index, t, rng)?
+            let (stage, answer) = refresh::begin(&context, index, t, rng)?;
+            match (stage, answer) {
+                // A repair or enrolment with a refresh: a helper sends its deltas too.
+                (Stage::Refresh1(secret), TransitionAnswer::Begun { package, .. }) if helper => {
+                    let (delta, deltas) =
+                        repair::begin_helper(&context, &from, index, share.as_ref(), me, rng)?;
+                    (
+                        Stage::HelperRefresh1 { delta, secret },
+                        TransitionAnswer::Begun { package, deltas },
+                    )
+                }
+                other => other,
+            }
         } else if newcomer {
             (
                 Stage::Newcomer,
@@ -87,8 +100,16 @@ impl Participant {
                     deltas: BTreeMap::new(),
                 },
             )
-        } else if context.helpers.contains(&index) {
-            repair::begin_helper(&context, &from, index, share.as_ref(), me, rng)?
+        } else if helper {
+            let (delta, deltas) =
+                repair::begin_helper(&context, &from, index, share.as_ref(), me, rng)?;
+            (
+                Stage::Helper(delta),
+                TransitionAnswer::Begun {
+                    package: None,
+                    deltas,
+                },
+            )
         } else {
             (
                 Stage::Waiting,
@@ -145,7 +166,8 @@ impl Participant {
                 session,
                 sealed,
                 transcripts,
-            } => self.on_refresh_round2(stage, session, sealed, transcripts, me),
+                sigmas,
+            } => self.on_refresh_round2(stage, session, sealed, transcripts, sigmas, me),
             TransitionRequest::RepairDeltas { session, sealed } => {
                 self.on_repair_deltas(stage, session, sealed, me, rng)
             }

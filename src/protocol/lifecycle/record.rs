@@ -17,7 +17,7 @@ use super::{
 use crate::frost::identifier;
 use crate::frost::pedersen::group_from_broadcasts;
 use crate::identity::{IdentityKey, IdentityPublic};
-use crate::keys::GroupKey;
+use crate::keys::{GroupKey, GroupPublic};
 use crate::protocol::dkg::{Certificate, CertifiedKeygen};
 
 sha256t_hash_newtype! {
@@ -32,7 +32,8 @@ sha256t_hash_newtype! {
 
 const CERTIFICATE_DOMAIN: &str = "transition-certificate";
 
-/// The transcript: the context and every refresh round-1 package (none for a repair).
+/// The transcript: the context and every refresh round-1 package (none for a repair or an
+/// enrolment without a refresh).
 pub fn transcript(
     context: &TransitionContext,
     round1: &BTreeMap<u16, round1::Package>,
@@ -49,7 +50,7 @@ pub fn transcript(
 }
 
 /// The state after a transition, from the state before and what the transition's public
-/// record determines (the refresh commitments; for a repair nothing else).
+/// record determines (the refresh commitments; for a repair or enrolment alone nothing else).
 ///
 /// # Errors
 /// The inputs do not fit together.
@@ -58,12 +59,11 @@ pub fn next_state(
     context: &TransitionContext,
     round1: &BTreeMap<u16, round1::Package>,
 ) -> Result<WalletState, TransitionError> {
-    let group = match context.kind {
-        TransitionKind::Refresh | TransitionKind::Remove(_) => {
-            group::next_group(from, context, round1)?
-        }
-        TransitionKind::Repair(_) => from.group.clone(),
-        TransitionKind::Enrol(i) => enrol::enrolled_group(from, &context.helpers, i)?,
+    let base = base_group(from, context)?;
+    let group = if context.kind.refreshes() {
+        group::next_group(&base, context, round1)?
+    } else {
+        base
     };
     if GroupKey::of(&group) != GroupKey::of(&from.group) {
         return Err(TransitionError::Inconsistent(
@@ -81,6 +81,23 @@ pub fn next_state(
         ));
     }
     Ok(state)
+}
+
+/// The group the refresh rounds start from: the group before a refresh or removal; after a
+/// repair (the same verifying shares) or an enrolment (one more), with or without a refresh.
+pub(super) fn base_group(
+    from: &WalletState,
+    context: &TransitionContext,
+) -> Result<GroupPublic, TransitionError> {
+    match context.kind {
+        TransitionKind::Refresh
+        | TransitionKind::Remove(_)
+        | TransitionKind::Repair(_)
+        | TransitionKind::RepairRefresh(_) => Ok(from.group.clone()),
+        TransitionKind::Enrol(i) | TransitionKind::EnrolRefresh(i) => {
+            enrol::enrolled_group(from, &context.helpers, i)
+        }
+    }
 }
 
 fn certificate_message(transcript: &Digest, state: &Digest) -> [u8; 32] {
@@ -145,7 +162,7 @@ pub fn check_certificates(
 pub struct CertifiedTransition {
     /// The context.
     pub context: TransitionContext,
-    /// The refresh round-1 packages (empty for a repair or enrolment).
+    /// The refresh round-1 packages (empty for a repair or enrolment without a refresh).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub round1: BTreeMap<u16, round1::Package>,
     /// The resulting state.

@@ -11,7 +11,7 @@ use frost_secp256k1_tr as frost;
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use super::record::{next_state, transcript};
+use super::record::{base_group, next_state, transcript};
 use super::state::{open_sealed, sealed_aad, Participant, Stage};
 use super::{
     frost_err, malformed, same_members, Digest, TransitionAnswer, TransitionContext,
@@ -46,7 +46,7 @@ pub(super) fn begin<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<(Stage, TransitionAnswer), TransitionError> {
     let id = identifier(index).map_err(frost_err)?;
-    let n = u16::try_from(context.helpers.len()).unwrap_or(u16::MAX);
+    let n = u16::try_from(context.refreshers().len()).unwrap_or(u16::MAX);
     let (secret, package) =
         frost::keys::refresh::refresh_dkg_part1(id, n, t, &mut *rng).map_err(frost_err)?;
     Ok((
@@ -77,11 +77,9 @@ impl Participant {
         }
         let kind = self.context.kind;
         let got: Vec<u16> = packages.keys().copied().collect();
-        if got != self.context.helpers {
-            return Err(TransitionError::Packages {
-                expected: self.context.helpers.clone(),
-                got,
-            });
+        let expected = self.context.refreshers();
+        if got != expected {
+            return Err(TransitionError::Packages { expected, got });
         }
         let transcript = transcript(&self.context, &packages)?;
         let others = packages
@@ -120,13 +118,16 @@ impl Participant {
     }
 
     /// [`TransitionRequest::RefreshRound2`]: checks every transcript, opens the packages
-    /// sealed to this member, computes the new share and certifies the new state.
+    /// sealed to this member, computes the new share and certifies the new state. The
+    /// newcomer of a repair or enrolment with a refresh first recovers its share from the
+    /// helpers' `sigmas`, then refreshes it like every other member.
     pub(super) fn on_refresh_round2(
         &mut self,
         stage: Stage,
         session: SessionId,
         sealed: BTreeMap<u16, Sealed>,
         transcripts: BTreeMap<u16, Digest>,
+        sigmas: BTreeMap<u16, Sealed>,
         me: &IdentityKey,
     ) -> Result<TransitionAnswer, TransitionError> {
         let Stage::Refresh2 {
@@ -147,16 +148,17 @@ impl Participant {
             .map(|(i, _)| *i)
             .collect();
         let members: Vec<u16> = transcripts.keys().copied().collect();
-        if members != self.context.helpers {
+        let refreshers = self.context.refreshers();
+        if members != refreshers {
             return Err(TransitionError::Packages {
-                expected: self.context.helpers.clone(),
+                expected: refreshers,
                 got: members,
             });
         }
         if !mismatched.is_empty() {
             return Err(TransitionError::TranscriptMismatch(mismatched));
         }
-        self.expect_every_other_helper(sealed.keys().copied())?;
+        self.expect_every_other(&refreshers, sealed.keys().copied())?;
         let mut round2_packages = BTreeMap::new();
         for (from, blob) in &sealed {
             let plain = open_sealed(
@@ -176,15 +178,26 @@ impl Participant {
             .map(|(i, p)| identifier(*i).map(|id| (id, p.clone())))
             .collect::<Result<BTreeMap<_, _>, _>>()
             .map_err(frost_err)?;
-        let old = self
-            .share
-            .as_ref()
-            .ok_or_else(|| malformed(kind, "this member holds no share"))?;
+        // The group the refresh starts from (after the repair or enrolment part, if any) and
+        // this member's share of it: the one it holds, or for the newcomer the one the
+        // helpers' sigmas give (checked against that group's verifying share).
+        let base = base_group(&self.from, &self.context)?;
+        let old = match (&self.share, kind.newcomer()) {
+            (Some(share), _) if sigmas.is_empty() => share.clone(),
+            (None, Some(i)) if i == self.index => self.recover_share(&sigmas, &base, me)?,
+            (Some(_), _) => {
+                return Err(malformed(
+                    kind,
+                    "sigmas sent to a member that keeps its share",
+                ))
+            }
+            (None, _) => return Err(malformed(kind, "this member holds no share")),
+        };
         let (key_package, pkp) = frost::keys::refresh::refresh_dkg_shares(
             &secret,
             &others,
             &round2_packages,
-            self.from.group.public_key_package().clone(),
+            base.public_key_package().clone(),
             old.key_package().clone(),
         )
         .map_err(frost_err)?;
@@ -210,11 +223,9 @@ impl TransitionCoordinator {
     /// Packages missing.
     pub fn refresh_round1(&mut self) -> Result<TransitionRequest, TransitionError> {
         let got: Vec<u16> = self.round1.keys().copied().collect();
-        if got != self.context.helpers {
-            return Err(TransitionError::Packages {
-                expected: self.context.helpers.clone(),
-                got,
-            });
+        let expected = self.context.refreshers();
+        if got != expected {
+            return Err(TransitionError::Packages { expected, got });
         }
         let state = next_state(&self.from, &self.context, &self.round1)?;
         let transcript = transcript(&self.context, &self.round1)?;
@@ -247,12 +258,20 @@ impl TransitionCoordinator {
         Ok(())
     }
 
-    /// Refresh: what member `index` needs for round 2.
+    /// Refresh: what member `index` needs for round 2 (the newcomer of a repair or
+    /// enrolment with a refresh also gets the helpers' sigmas: call after
+    /// [`TransitionCoordinator::add_sigma`] for every helper).
     pub fn refresh_round2(&self, index: u16) -> TransitionRequest {
+        let sigmas = if self.context.kind.newcomer() == Some(index) {
+            self.sigmas.clone()
+        } else {
+            BTreeMap::new()
+        };
         TransitionRequest::RefreshRound2 {
             session: self.context.session,
             sealed: self.sealed.get(&index).cloned().unwrap_or_default(),
             transcripts: self.transcripts.clone(),
+            sigmas,
         }
     }
 }

@@ -17,11 +17,11 @@ use super::record::{next_state, transcript};
 use super::state::{open_sealed, sealed_aad, Participant, Stage};
 use super::{
     frost_err, malformed, same_members, TransitionAnswer, TransitionContext, TransitionCoordinator,
-    TransitionError, TransitionKind, TransitionRequest, WalletState,
+    TransitionError, TransitionRequest, WalletState,
 };
 use crate::frost::{identifier, shares::roster_index};
 use crate::identity::{IdentityKey, Sealed};
-use crate::keys::KeyShare;
+use crate::keys::{GroupPublic, KeyShare};
 use crate::protocol::SessionId;
 
 /// The context of a repair or an enrolment of member `i` (the newcomer): `i` is a member for
@@ -35,7 +35,7 @@ pub(super) fn check_newcomer(
     helpers: &BTreeSet<u16>,
 ) -> Result<(), TransitionError> {
     let kind = context.kind;
-    let repair = matches!(kind, TransitionKind::Repair(_));
+    let repair = kind.repairs();
     if repair != from.roster.get(i).is_some() || i == 0 {
         return Err(malformed(
             kind,
@@ -84,7 +84,7 @@ pub(super) fn begin_helper<R: RngCore + CryptoRng>(
     share: Option<&KeyShare>,
     me: &IdentityKey,
     rng: &mut R,
-) -> Result<(Stage, TransitionAnswer), TransitionError> {
+) -> Result<(Box<Delta>, BTreeMap<u16, Sealed>), TransitionError> {
     let kind = context.kind;
     let target = kind
         .newcomer()
@@ -130,13 +130,7 @@ pub(super) fn begin_helper<R: RngCore + CryptoRng>(
         );
     }
     let own = own.ok_or_else(|| malformed(kind, "no delta for this helper"))?;
-    Ok((
-        Stage::Helper(Box::new(own)),
-        TransitionAnswer::Begun {
-            package: None,
-            deltas: sealed,
-        },
-    ))
+    Ok((Box::new(own), sealed))
 }
 
 impl Participant {
@@ -150,15 +144,17 @@ impl Participant {
         me: &IdentityKey,
         rng: &mut R,
     ) -> Result<TransitionAnswer, TransitionError> {
-        let Stage::Helper(own) = stage else {
-            return Err(TransitionError::Session);
+        let (own, next) = match stage {
+            Stage::Helper(own) => (own, Stage::Waiting),
+            Stage::HelperRefresh1 { delta, secret } => (delta, Stage::Refresh1(secret)),
+            _ => return Err(TransitionError::Session),
         };
         if session != self.context.session {
             return Err(TransitionError::Session);
         }
         let ctx = self.context.hash();
         let kind = self.context.kind;
-        self.expect_every_other_helper(sealed.keys().copied())?;
+        self.expect_every_other(&self.context.helpers, sealed.keys().copied())?;
         let mut deltas = vec![*own];
         for (from, blob) in &sealed {
             let plain = open_sealed(
@@ -187,7 +183,7 @@ impl Participant {
             &bytes,
             rng,
         ));
-        self.stage = Stage::Waiting;
+        self.stage = next;
         Ok(TransitionAnswer::Sigma { sealed })
     }
 
@@ -206,6 +202,23 @@ impl Participant {
         if session != self.context.session {
             return Err(TransitionError::Session);
         }
+        let state = next_state(&self.from, &self.context, &BTreeMap::new())?;
+        let share = self.recover_share(&sealed, &state.group, me)?;
+        let transcript = transcript(&self.context, &BTreeMap::new())?;
+        self.finish(share, state, transcript, BTreeMap::new(), me)
+    }
+}
+
+impl Participant {
+    /// The newcomer's share from every helper's sealed sigma: the point of the group's
+    /// polynomial at its index, checked against `group`'s verifying share there (the group
+    /// after the repair or enrolment; a refresh, if any, comes after).
+    pub(super) fn recover_share(
+        &self,
+        sealed: &BTreeMap<u16, Sealed>,
+        group: &GroupPublic,
+        me: &IdentityKey,
+    ) -> Result<KeyShare, TransitionError> {
         let ctx = self.context.hash();
         let kind = self.context.kind;
         let got: Vec<u16> = sealed.keys().copied().collect();
@@ -216,7 +229,7 @@ impl Participant {
             });
         }
         let mut sigmas = Vec::new();
-        for (from, blob) in &sealed {
+        for (from, blob) in sealed {
             let plain = open_sealed(
                 me,
                 &self.from.roster,
@@ -227,21 +240,17 @@ impl Participant {
             )?;
             sigmas.push(Sigma::deserialize(&plain).map_err(frost_err)?);
         }
-        let state = next_state(&self.from, &self.context, &BTreeMap::new())?;
         let key_package = frost::keys::repairable::repair_share_part3(
             &sigmas,
             identifier(self.index).map_err(frost_err)?,
-            state.group.public_key_package(),
+            group.public_key_package(),
         )
         .map_err(frost_err)?;
-        // The recovered share must match the verifying share the group expects.
-        let share = KeyShare::new(key_package, state.group.clone()).map_err(|e| {
+        KeyShare::new(key_package, group.clone()).map_err(|e| {
             TransitionError::Inconsistent(format!(
                 "the repaired share does not match the group's verifying share: {e}"
             ))
-        })?;
-        let transcript = transcript(&self.context, &BTreeMap::new())?;
-        self.finish(share, state, transcript, BTreeMap::new(), me)
+        })
     }
 }
 
@@ -250,7 +259,7 @@ impl TransitionCoordinator {
     pub fn repair_deltas(&self, index: u16) -> TransitionRequest {
         TransitionRequest::RepairDeltas {
             session: self.context.session,
-            sealed: self.sealed.get(&index).cloned().unwrap_or_default(),
+            sealed: self.deltas.get(&index).cloned().unwrap_or_default(),
         }
     }
 

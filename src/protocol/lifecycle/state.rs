@@ -63,10 +63,17 @@ pub(super) enum Stage {
     },
     /// Repair helper: its own delta, waiting for the others'.
     Helper(Box<Delta>),
+    /// Repair or enrolment helper in a transition with a refresh: its own delta and its
+    /// refresh round-1 secret (the deltas go first, then the refresh rounds).
+    HelperRefresh1 {
+        delta: Box<Delta>,
+        secret: round1::SecretPackage,
+    },
     /// Repair helper after sending its sigma, or a member who keeps its share: waits to
     /// certify.
     Waiting,
-    /// Newcomer: waiting for the sigmas.
+    /// Newcomer (repair or enrolment alone): waiting for the sigmas. With a refresh, the
+    /// newcomer runs the refresh rounds and gets the sigmas with round 2.
     Newcomer,
     /// Done: the new share and state, certified.
     Done(Box<Done>),
@@ -90,15 +97,14 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Checks that packages came `from` every other helper of the transition, each once
-    /// (in roster order, as a map's keys are).
-    pub(super) fn expect_every_other_helper(
+    /// Checks that packages came `from` every other one of `members` (the helpers of a
+    /// repair, the refreshers of a refresh), each once (in roster order, as a map's keys are).
+    pub(super) fn expect_every_other(
         &self,
+        members: &[u16],
         from: impl Iterator<Item = u16>,
     ) -> Result<(), TransitionError> {
-        let expected: Vec<u16> = self
-            .context
-            .helpers
+        let expected: Vec<u16> = members
             .iter()
             .copied()
             .filter(|i| *i != self.index)
