@@ -3,8 +3,10 @@
 //! enrol on a certified 2-of-3 wallet. After each, the group key (hence every address) is
 //! unchanged, the new shares co-sign a PSBT of the wallet that libbitcoinconsensus accepts,
 //! the shares of the old epoch no longer combine with the new ones, and the record re-checks
-//! offline (alone and as part of the wallet's history). Refusals: a newcomer nobody approved,
-//! a context that does not start from the member's state, a forged certificate.
+//! offline (alone and as part of the wallet's history). A repair and an enrolment with a
+//! refresh (one transition each): every share changes and the lost share combines with no new
+//! one. Refusals: a newcomer nobody approved, a context that does not start from the member's
+//! state, a forged certificate, sigmas withheld from the newcomer or handed to another member.
 
 #[path = "common/consensus.rs"]
 mod consensus;
@@ -19,8 +21,8 @@ use ckm::identity::IdentityKey;
 use ckm::keys::{GroupKey, KeyShare, Roster, RosterEntry};
 use ckm::protocol::dkg::{self, CertifiedKeygen, DkgContext};
 use ckm::protocol::lifecycle::{
-    run_in_memory, History, Holding, Member, Participant, TransitionContext, TransitionError,
-    TransitionKind, WalletState, TRANSITION_VERSION,
+    run_in_memory, History, Holding, Member, Participant, TransitionContext, TransitionCoordinator,
+    TransitionError, TransitionKind, TransitionRequest, WalletState, TRANSITION_VERSION,
 };
 use ckm::protocol::SessionId;
 use ckm::wallet::{CkmWallet, WalletMeta};
@@ -531,5 +533,118 @@ fn repair_and_enrolment_with_a_refresh_are_one_transition_that_retires_every_old
     ensure!(history.verify()? == e2);
     // The replaced identity is a former member for good.
     ensure!(history.former_members().contains_key(&keys[0].public()));
+    Ok(())
+}
+
+/// In a repair with a refresh, the sigmas go to the newcomer only, with refresh round 2: a
+/// coordinator that withholds them from the newcomer, or hands them to a member who keeps its
+/// share, is refused by that member before it certifies anything.
+#[test]
+fn a_repair_with_a_refresh_refuses_sigmas_withheld_or_misplaced() -> Result<()> {
+    let mut rng = rand::thread_rng();
+    let keys: Vec<IdentityKey> = (0..3).map(|_| IdentityKey::generate(&mut rng)).collect();
+    let (shares, _, genesis, coordinator) = keygen(&keys)?;
+    let replacement = IdentityKey::generate(&mut rng);
+    let entry = RosterEntry {
+        index: 1,
+        url: "http://127.0.0.1:29998".into(),
+        identity: replacement.public(),
+        tls_sha256: None,
+    };
+    let ctx = context(
+        TransitionKind::RepairRefresh(1),
+        &genesis,
+        &coordinator,
+        genesis.roster.with(entry)?,
+        vec![2, 3],
+    );
+    let mut machine = TransitionCoordinator::new(ctx.clone(), genesis.clone())?;
+    let mut members = BTreeMap::new();
+    for (key, share) in [
+        (&replacement, None),
+        (&keys[1], Some(&shares[1])),
+        (&keys[2], Some(&shares[2])),
+    ] {
+        let (p, answer) = Participant::begin(
+            ctx.clone(),
+            key,
+            Holding {
+                state: &genesis,
+                share,
+            },
+            |_| true,
+            &mut rng,
+        )?;
+        machine.add_begun(p.index(), answer)?;
+        members.insert(p.index(), (key, p));
+    }
+    for h in [2u16, 3] {
+        let (key, p) = members.get_mut(&h).context("helper")?;
+        let answer = p.step(machine.repair_deltas(h), key, &mut rng)?;
+        machine.add_sigma(h, answer)?;
+    }
+    let round1 = machine.refresh_round1()?;
+    for (i, (key, p)) in members.iter_mut() {
+        let answer = p.step(round1.clone(), key, &mut rng)?;
+        machine.add_refresh_sealed(*i, answer)?;
+    }
+    let TransitionRequest::RefreshRound2 { sigmas, .. } = machine.refresh_round2(1) else {
+        bail!("not a round-2 request");
+    };
+    ensure!(sigmas.len() == 2, "the newcomer's request lacks the sigmas");
+    // Member 2 (keeps its share) is handed the newcomer's sigmas.
+    let TransitionRequest::RefreshRound2 {
+        session,
+        sealed,
+        transcripts,
+        ..
+    } = machine.refresh_round2(2)
+    else {
+        bail!("not a round-2 request");
+    };
+    let (key, p) = members.get_mut(&2).context("member 2")?;
+    let misplaced = p.step(
+        TransitionRequest::RefreshRound2 {
+            session,
+            sealed,
+            transcripts,
+            sigmas: sigmas.clone(),
+        },
+        key,
+        &mut rng,
+    );
+    ensure!(
+        matches!(misplaced, Err(TransitionError::Malformed { .. })),
+        "sigmas to a member that keeps its share: {misplaced:?}"
+    );
+    // The newcomer without its sigmas.
+    let TransitionRequest::RefreshRound2 {
+        session,
+        sealed,
+        transcripts,
+        ..
+    } = machine.refresh_round2(1)
+    else {
+        bail!("not a round-2 request");
+    };
+    let (key, p) = members.get_mut(&1).context("newcomer")?;
+    let withheld = p.step(
+        TransitionRequest::RefreshRound2 {
+            session,
+            sealed,
+            transcripts,
+            sigmas: BTreeMap::new(),
+        },
+        key,
+        &mut rng,
+    );
+    ensure!(
+        matches!(withheld, Err(TransitionError::Packages { .. })),
+        "the newcomer without sigmas: {withheld:?}"
+    );
+    // Member 3, asked properly, certifies.
+    let (key, p) = members.get_mut(&3).context("member 3")?;
+    let answer = p.step(machine.refresh_round2(3), key, &mut rng)?;
+    machine.add_certified(3, answer)?;
     Ok(())
 }
