@@ -537,7 +537,7 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
             None => None,
         };
         let server = Server::new(
-            signer,
+            signer.clone(),
             Access {
                 allowed_coordinators: config.allow_coordinators.clone(),
                 limits: config.limits,
@@ -579,6 +579,8 @@ fn serve(ctx: &Context, args: &ServeArgs) -> Result<()> {
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
+        // The last decisions' checkpoint is on disk before the process ends.
+        signer.home().flush_checkpoint();
         tracing::info!("signer stopped");
         Ok(())
     })

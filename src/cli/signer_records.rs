@@ -132,13 +132,25 @@ pub fn state(ctx: &Context, cmd: StateCommand) -> Result<()> {
                     serde_json::json!({
                         "ok": true,
                         "records": s.at.audit_count,
+                        "checkpoint_records": s.checkpoint.map(|c| c.audit_count),
                         "policy_version": s.at.policy_version,
                         "peers_version": s.at.peers_version,
                     }),
                     || {
+                        let ahead = s
+                            .checkpoint
+                            .map(|c| s.at.audit_count.saturating_sub(c.audit_count))
+                            .unwrap_or(0);
                         format!(
-                            "state OK: {} audit records, policy version {}, peers version {}; the checkpoint matches",
-                            s.at.audit_count, s.at.policy_version, s.at.peers_version
+                            "state OK: {} audit records, policy version {}, peers version {}; the checkpoint matches{}",
+                            s.at.audit_count,
+                            s.at.policy_version,
+                            s.at.peers_version,
+                            if ahead > 0 {
+                                format!(" ({ahead} records were ahead of it, as after a crash right after a signing: it follows them now)")
+                            } else {
+                                String::new()
+                            }
                         )
                     },
                 ),

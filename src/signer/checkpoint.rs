@@ -9,7 +9,7 @@
 //! needs a monotonic counter outside the machine's disk (a TPM or secure element).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bdk_wallet::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
@@ -193,33 +193,42 @@ fn advance_on<R: RngCore + CryptoRng>(
 }
 
 /// The checkpoint of a long-running signer: one connection kept open (reopened after an
-/// error), so an advance costs one synced commit.
+/// error), so an advance costs one synced commit; and the advance that follows a signing
+/// decision made off the signing's critical path ([`CheckpointFile::advance_soon`]).
 #[derive(Debug)]
 pub struct CheckpointFile {
-    path: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    inner: Arc<Inner>,
 }
 
-impl CheckpointFile {
-    /// The checkpoint of signer directory `dir` (nothing is opened yet).
-    pub fn new(dir: &Path) -> Self {
-        CheckpointFile {
-            path: path_in(dir),
-            conn: Mutex::new(None),
-        }
-    }
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Option<Connection>>,
+    later: Mutex<Later>,
+    settled: Condvar,
+}
 
-    /// Like [`advance`], on the kept connection.
-    ///
-    /// # Errors
-    /// SQLite errors (a full or read-only disk) or a corrupted value.
-    pub fn advance<R: RngCore + CryptoRng>(
+/// The background advance: the checkpoint wanted next (the latest position asked for), whether
+/// a thread is writing, and the error of its last write.
+#[derive(Debug, Default)]
+struct Later {
+    wanted: Option<(StoreKey, Checkpoint)>,
+    running: bool,
+    failed: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn advance<R: RngCore + CryptoRng>(
         &self,
         key: &StoreKey,
         to: Checkpoint,
         rng: &mut R,
     ) -> Result<Checkpoint, CheckpointError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.conn);
         if guard.is_none() {
             *guard = Some(open(&self.path)?);
         }
@@ -237,9 +246,131 @@ impl CheckpointFile {
         result
     }
 
-    /// Drops the kept connection (before the file is replaced or removed).
+    /// The background thread: writes the wanted checkpoint until none is left (decisions
+    /// that arrive meanwhile are folded into one write), then ends.
+    fn run_later(&self) {
+        loop {
+            let job = {
+                let mut later = lock(&self.later);
+                match later.wanted.take() {
+                    Some(job) => job,
+                    None => {
+                        later.running = false;
+                        self.settled.notify_all();
+                        return;
+                    }
+                }
+            };
+            let (key, at) = job;
+            // Tests widen the window between a decision and its checkpoint (debug builds
+            // only) to crash a signer inside it.
+            #[cfg(debug_assertions)]
+            if let Some(ms) = std::env::var("CKM_TEST_CHECKPOINT_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            if let Err(e) = self.advance(&key, at, &mut rand::rngs::OsRng) {
+                tracing::error!(error = %e, "cannot advance the checkpoint; the next signing retries before its share leaves");
+                lock(&self.later).failed = Some(e.to_string());
+            }
+        }
+    }
+}
+
+impl CheckpointFile {
+    /// The checkpoint of signer directory `dir` (nothing is opened yet).
+    pub fn new(dir: &Path) -> Self {
+        CheckpointFile {
+            inner: Arc::new(Inner {
+                path: path_in(dir),
+                conn: Mutex::new(None),
+                later: Mutex::new(Later::default()),
+                settled: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Like [`advance`], on the kept connection (after any background advance in flight).
+    ///
+    /// # Errors
+    /// SQLite errors (a full or read-only disk) or a corrupted value.
+    pub fn advance<R: RngCore + CryptoRng>(
+        &self,
+        key: &StoreKey,
+        to: Checkpoint,
+        rng: &mut R,
+    ) -> Result<Checkpoint, CheckpointError> {
+        self.inner.advance(key, to, rng)
+    }
+
+    /// Advances to `to` on a background thread and returns at once: the signing decision
+    /// that called it is durable in `signer.db` already, so its share may leave while the
+    /// checkpoint follows (`docs/BENCHMARKS.md` and `docs/operations.md` say why rollback
+    /// detection still holds: start-up accepts records ahead of the checkpoint, and a
+    /// graceful stop waits for it, [`CheckpointFile::flush`]). Advances asked for while one
+    /// is being written are folded into the next write.
+    ///
+    /// # Errors
+    /// When the last background advance failed, this one is written synchronously first;
+    /// its error (a full or read-only disk) is returned, and the caller must then refuse to
+    /// release its share, as before the checkpoint moved off the critical path.
+    pub fn advance_soon(&self, key: &StoreKey, to: Checkpoint) -> Result<(), CheckpointError> {
+        let mut later = lock(&self.inner.later);
+        if later.failed.take().is_some() {
+            drop(later);
+            return self
+                .inner
+                .advance(key, to, &mut rand::rngs::OsRng)
+                .map(|_| ());
+        }
+        later.wanted = Some(match later.wanted.take() {
+            Some((k, at)) => (k, at.max(to)),
+            None => (key.clone(), to),
+        });
+        if later.running {
+            return Ok(());
+        }
+        later.running = true;
+        drop(later);
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("ckm-checkpoint".into())
+            .spawn(move || inner.run_later());
+        if spawned.is_err() {
+            // No thread: write it here.
+            let job = {
+                let mut later = lock(&self.inner.later);
+                later.running = false;
+                later.wanted.take()
+            };
+            if let Some((k, at)) = job {
+                self.inner.advance(&k, at, &mut rand::rngs::OsRng)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until no background advance is in flight (a graceful stop, before the file is
+    /// replaced). Returns the error of the last background write, if it failed.
+    pub fn flush(&self) -> Option<String> {
+        let mut later = lock(&self.inner.later);
+        while later.running {
+            later = self
+                .inner
+                .settled
+                .wait(later)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        later.failed.clone()
+    }
+
+    /// Drops the kept connection (before the file is replaced or removed), after any
+    /// background advance.
     pub fn close(&self) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = self.flush();
+        *lock(&self.inner.conn) = None;
     }
 }
 

@@ -257,7 +257,8 @@ impl SignerDb {
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits it when `f` succeeds;
-    /// any error (from `f` or the commit, e.g. a full or read-only disk) rolls it back.
+    /// any error (from `f` or the commit, e.g. a full or read-only disk) rolls it back. The
+    /// commit is synced (`synchronous=FULL`): it survives a power loss.
     ///
     /// # Errors
     /// `f`'s error or the database's.
@@ -265,7 +266,34 @@ impl SignerDb {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.write_as(true, f)
+    }
+
+    /// Like [`SignerDb::write`], but the commit is not synced (`synchronous=NORMAL` for this
+    /// transaction): it survives a crash of the process, not of the machine, and the next
+    /// synced commit makes it durable too (WAL order). For state that dies with the process
+    /// anyway — a round-1 reservation is worth nothing without the round-1 nonces, which
+    /// live in memory (`docs/wallet-wide-limits.md`).
+    ///
+    /// # Errors
+    /// `f`'s error or the database's.
+    pub fn write_unsynced<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.write_as(false, f)
+    }
+
+    fn write_as<T, E: From<DbError>>(
+        &self,
+        synced: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.take()?;
+        if !synced {
+            conn.execute_batch("PRAGMA synchronous=NORMAL;")
+                .map_err(|e| E::from(self.error(e)))?;
+        }
         let result = (|| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -274,8 +302,10 @@ impl SignerDb {
             tx.commit().map_err(|e| E::from(self.error(e)))?;
             Ok(out)
         })();
+        // Back to synced commits before the connection is pooled again.
+        let restored = synced || conn.execute_batch("PRAGMA synchronous=FULL;").is_ok();
         // A connection whose transaction failed half-way is dropped, not pooled.
-        if result.is_ok() {
+        if result.is_ok() && restored {
             self.put_back(conn);
         }
         result

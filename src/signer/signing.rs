@@ -239,7 +239,10 @@ impl Signer {
         let outflow = checked.outflow().to_sat();
         let txid = checked.txid();
         let gk = info.group_key.to_string();
-        let reserved = self.home.db().write(|tx| {
+        // Not synced: a reservation is worth nothing without this session's nonces, which
+        // live in memory and die with the process (the decision in round 2 is the signing's
+        // one synced commit; docs/wallet-wide-limits.md).
+        let reserved = self.home.db().write_unsynced(|tx| {
             let mut own = own_records(tx, &gk, now)?;
             own.push(this_spend(&checked));
             if let Err(v) = policy.check_window(outflow, counted_total(&own, [])) {
@@ -489,7 +492,9 @@ impl Signer {
 
     /// The decision, in one transaction: (when `reservation` is given) the reservation must
     /// still be live; the window check over this signer's records (and the statements); the
-    /// keyed audit record of the signature; the reservation released. Then the checkpoint.
+    /// keyed audit record of the signature; the reservation released. That commit is the
+    /// signing's one durable write; the checkpoint then advances on a background thread
+    /// (synchronously, and refusing on failure, when the last background advance failed).
     /// No share may leave unless this returns `Ok`.
     #[allow(clippy::too_many_arguments)]
     fn decide(
@@ -572,7 +577,8 @@ impl Signer {
                 ));
             }
         }
-        if let Err(e) = self.home.advance_checkpoint(&mut self.rng()) {
+        // The checkpoint follows off the critical path: the decision is durable already.
+        if let Err(e) = self.home.advance_checkpoint_soon() {
             tracing::error!(%session, error = %e, "cannot advance the checkpoint; no share released");
             return Err(refuse(
                 ErrorCode::Internal,

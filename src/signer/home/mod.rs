@@ -472,6 +472,24 @@ impl SignerHome {
         Ok(self.checkpoint.advance(&self.key, at, rng)?)
     }
 
+    /// Advances the checkpoint to where the records are now, on a background thread (after
+    /// a signing decision: see [`checkpoint::CheckpointFile::advance_soon`]).
+    ///
+    /// # Errors
+    /// Database errors; the checkpoint's error when the last background advance failed and
+    /// the synchronous retry fails too.
+    pub fn advance_checkpoint_soon(&self) -> Result<(), HomeError> {
+        let at = self.db.read(|c| Ok(self.position(c)))??;
+        Ok(self.checkpoint.advance_soon(&self.key, at)?)
+    }
+
+    /// Waits for a background checkpoint advance in flight (a graceful stop).
+    pub fn flush_checkpoint(&self) {
+        if let Some(e) = self.checkpoint.flush() {
+            tracing::error!(error = %e, "the last checkpoint advance failed");
+        }
+    }
+
     /// Checks the records against the sealed checkpoint: the whole audit chain (keyed
     /// MACs), its length and last MAC, and the policy and peers versions. A fresh home (no
     /// records, no checkpoint) gets its first checkpoint.
