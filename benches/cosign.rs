@@ -44,7 +44,8 @@
 //! `CKM_BENCH_LOAD_RUNS` (runs of each kind of load, default 7, 1 in quick mode),
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
-//! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15),
+//! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15; `CKM_BENCH_PERF_INPUTS` inputs,
+//! default 100),
 //! `CKM_BENCH_REFRESH=REPS` (refresh mode: only the refresh rows, REPS refreshes of each
 //! group after a warm-up; prints the table, writes `target/bench/refresh.json`),
 //! `CKM_BENCH_FLOOR=ROUNDS` (floor mode: only the floor, memory and network rows of 100 inputs
@@ -1876,7 +1877,11 @@ fn profile(out: PathBuf) -> Result<()> {
     let client = Client::new(coordinator, CALL_TIMEOUT)?;
     let members = roster(&signers)?;
     let (group, _) = rt.block_on(create_wallet(&client, "perf", NETWORK, 2, &members))?;
-    let (meta, psbt) = ckm_psbt(dir.path(), "perf", &group, members, 100, &mut rng)?;
+    let inputs: usize = std::env::var("CKM_BENCH_PERF_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (meta, psbt) = ckm_psbt(dir.path(), "perf", &group, members, inputs, &mut rng)?;
     // Warm up the connections.
     let mut p = psbt.clone();
     rt.block_on(sign_psbt(&client, &meta, &mut p))?;
@@ -1904,7 +1909,7 @@ fn profile(out: PathBuf) -> Result<()> {
         .status();
     perf.wait()?;
     log(format!(
-        "profiled {reps} network signings of 100 inputs, 2-of-3: {}; signer pids {}; perf data in {}",
+        "profiled {reps} network signings of {inputs} input(s), 2-of-3: {}; signer pids {}; perf data in {}",
         spread(&samples),
         pids.join(","),
         out.display()

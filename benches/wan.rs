@@ -623,6 +623,10 @@ struct Group {
     n: u16,
     plain: WalletMeta,
     limited: WalletMeta,
+    /// The same wallets with rosters straight to the signers (no relay): the small-payment
+    /// rows.
+    direct_plain: WalletMeta,
+    direct_limited: WalletMeta,
     store: MemoryCommitments,
     psbts: BTreeMap<usize, (Psbt, Psbt)>,
 }
@@ -894,10 +898,24 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
 
-    let rtts: &[u64] = if quick { &[0, 50] } else { &[0, 50, 200] };
+    let small_only = std::env::var("CKM_BENCH_SMALL").is_ok_and(|v| !v.is_empty() && v != "0");
+    let rtts: &[u64] = if small_only {
+        &[]
+    } else if quick {
+        &[0, 50]
+    } else {
+        &[0, 50, 200]
+    };
     let input_counts: &[usize] = if quick { &[1] } else { &[1, 100] };
-    let roast_rtts: &[u64] = if quick { &[50] } else { &[0, 50, 200] };
+    let roast_rtts: &[u64] = if small_only {
+        &[0]
+    } else if quick {
+        &[50]
+    } else {
+        &[0, 50, 200]
+    };
     let reps = if quick { 3 } else { 7 };
+    let small_reps = if quick { 5 } else { 15 };
 
     // One coordinator (wallets are bound to the coordinator that created them), two
     // clients: a long timeout for the WAN rows, RETRY_TIMEOUT for ROAST and the retry.
@@ -951,14 +969,13 @@ fn main() -> Result<()> {
                     set_daily_limit(&bin, &s.home, &name, HUGE_LIMIT)?;
                 }
             }
-            metas.push(wallet_meta(
-                &name,
-                &group,
-                proxied(&members, &bench.relays)?,
+            metas.push((
+                wallet_meta(&name, &group, proxied(&members, &bench.relays)?),
+                wallet_meta(&name, &group, members.clone()),
             ));
         }
-        let limited = metas.pop().context("two wallets")?;
-        let plain = metas.pop().context("two wallets")?;
+        let (limited, direct_limited) = metas.pop().context("two wallets")?;
+        let (plain, direct_plain) = metas.pop().context("two wallets")?;
         let mut psbts = BTreeMap::new();
         for &inputs in input_counts {
             psbts.insert(
@@ -974,6 +991,8 @@ fn main() -> Result<()> {
             n,
             plain,
             limited,
+            direct_plain,
+            direct_limited,
             store: MemoryCommitments::default(),
             psbts,
         });
@@ -993,6 +1012,28 @@ fn main() -> Result<()> {
     }
 
     let mut checked = Checked::default();
+    // Small payments: one durable commit on the signers' disk, and 1-input signings on
+    // direct connections, in the same run.
+    let commit = commit_samples(dir.path(), 200)?;
+    log(format!(
+        "one durable SQLite commit (4 KiB, WAL, synchronous=FULL) in {}: {}",
+        dir.path().display(),
+        spread(&commit)
+    ));
+    let mut small = Vec::new();
+    if !roast_only {
+        for g in groups.iter_mut() {
+            let floor = &floors[&(g.t, g.n, 1)];
+            small.push(small_row(
+                &bench,
+                &client,
+                g,
+                floor,
+                small_reps,
+                &mut checked,
+            )?);
+        }
+    }
     let mut wan = Vec::new();
     for &rtt in rtts.iter().filter(|_| !roast_only) {
         for g in groups.iter_mut() {
@@ -1058,12 +1099,31 @@ fn main() -> Result<()> {
 
     let total = lateness.total();
     log(format!("whole run (timed or not): {}", total.text()));
-    report(&machine, &wan, &roast, &total)?;
+    let small = small_report(&Spread::of(&commit), &small, &roast)?;
+    if small_only {
+        merge_report(
+            &machine,
+            [
+                ("small", small),
+                ("commit_ms", serde_json::json!(round3(median(&commit)))),
+            ],
+        )?;
+        log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
+        return Ok(());
+    }
+    report(&machine, &wan, &roast, &total, small, median(&commit))?;
     log(format!("total {:.1} s", started.elapsed().as_secs_f64()));
     Ok(())
 }
 
-fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Result<()> {
+fn report(
+    machine: &str,
+    wan: &[WanRow],
+    roast: &[RoastRow],
+    total: &Late,
+    small: serde_json::Value,
+    commit_ms: f64,
+) -> Result<()> {
     let mut out = String::new();
     out.push_str(&format!(
         "\nckm over an emulated WAN — {machine}\n\nMedian ms (min–max); goal one round ≤ 1.2 × (RTT + floor)\n\n"
@@ -1198,6 +1258,19 @@ fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Re
         })
         .collect();
 
+    merge_report(
+        machine,
+        [
+            ("wan", serde_json::Value::Array(wan_json)),
+            ("roast", serde_json::Value::Array(roast_json)),
+            ("small", small),
+            ("commit_ms", serde_json::json!(round3(commit_ms))),
+        ],
+    )
+}
+
+/// Adds `keys` to `target/bench/report.json` (created when absent).
+fn merge_report<const N: usize>(machine: &str, keys: [(&str, serde_json::Value); N]) -> Result<()> {
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("report.json");
@@ -1209,11 +1282,164 @@ fn report(machine: &str, wan: &[WanRow], roast: &[RoastRow], total: &Late) -> Re
     let obj = json
         .as_object_mut()
         .with_context(|| format!("{} is not a JSON object", path.display()))?;
-    obj.insert("wan".into(), serde_json::Value::Array(wan_json));
-    obj.insert("roast".into(), serde_json::Value::Array(roast_json));
+    let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    for (k, v) in keys {
+        obj.insert(k.into(), v);
+    }
     write_atomic(&path, &serde_json::to_vec_pretty(&json)?)?;
-    log(format!("added \"wan\" and \"roast\" to {}", path.display()));
+    log(format!("added {names:?} to {}", path.display()));
     Ok(())
+}
+
+/// One small-payment row: 1 input, direct connections (no relay), the three kinds
+/// interleaved.
+struct SmallRow {
+    t: u16,
+    n: u16,
+    floor: Spread,
+    one: Spread,
+    two: Spread,
+    statements: Spread,
+}
+
+fn small_row(
+    bench: &Bench,
+    client: &Client,
+    g: &mut Group,
+    floor: &[f64],
+    reps: usize,
+    checked: &mut Checked,
+) -> Result<SmallRow> {
+    let (plain_psbt, limited_psbt) = g.psbts.get(&1).cloned().context("no 1-input PSBT")?;
+    let label = format!("small, 1 input, {}-of-{}", g.t, g.n);
+    bench.set_rtt(Duration::ZERO);
+    // Warm-up (untimed).
+    let two = bench
+        .two_rounds(client, &g.direct_plain, &plain_psbt)?
+        .expect_clean(SignMode::TwoRounds, &label)?;
+    checked.once(format!("two rounds {label}"), &plain_psbt, &two)?;
+    bench.top_up(client, &g.direct_plain, &mut g.store, 1)?;
+    let one = bench
+        .one_round(client, &g.direct_plain, &plain_psbt, &mut g.store, false)?
+        .expect_clean(SignMode::OneRound, &label)?;
+    checked.once(format!("one round {label}"), &plain_psbt, &one)?;
+    bench
+        .two_rounds(client, &g.direct_limited, &limited_psbt)?
+        .expect_clean(SignMode::WithStatements, &label)?;
+    let (mut one_ms, mut two_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        bench.top_up(client, &g.direct_plain, &mut g.store, 1)?;
+        bench.warm(client, &g.direct_plain)?;
+        let one = bench
+            .one_round(client, &g.direct_plain, &plain_psbt, &mut g.store, false)?
+            .expect_clean(SignMode::OneRound, &label)?;
+        one_ms.push(one.ms);
+        bench.warm(client, &g.direct_plain)?;
+        let two = bench
+            .two_rounds(client, &g.direct_plain, &plain_psbt)?
+            .expect_clean(SignMode::TwoRounds, &label)?;
+        two_ms.push(two.ms);
+        bench.warm(client, &g.direct_limited)?;
+        let lim = bench
+            .two_rounds(client, &g.direct_limited, &limited_psbt)?
+            .expect_clean(SignMode::WithStatements, &label)?;
+        lim_ms.push(lim.ms);
+    }
+    log(format!(
+        "{label}: one round {}; two rounds {}; with statements {}",
+        spread(&one_ms),
+        spread(&two_ms),
+        spread(&lim_ms)
+    ));
+    Ok(SmallRow {
+        t: g.t,
+        n: g.n,
+        floor: Spread::of(floor),
+        one: Spread::of(&one_ms),
+        two: Spread::of(&two_ms),
+        statements: Spread::of(&lim_ms),
+    })
+}
+
+/// The small-payment table (printed) and its JSON: for each kind, network − floor and its
+/// ratio to one durable commit, against the goal network − floor ≤ 1.5 × commit + 1 ms; the
+/// ROAST rows at RTT 0 against floor + 2 × commit + 1 ms (1 input) and 1.15 × floor (100).
+fn small_report(
+    commit: &Spread,
+    rows: &[SmallRow],
+    roast: &[RoastRow],
+) -> Result<serde_json::Value> {
+    let c = commit.median;
+    let goal = 1.5 * c + 1.0;
+    let mut out = format!(
+        "\nSmall payments, 1 input, direct loopback: one durable commit (commit_ms) {} ms; goal network − floor ≤ 1.5 × commit_ms + 1 = {goal:.2} ms\n\n",
+        commit.cell()
+    );
+    out.push_str("| t-of-n | floor | kind | network | network − floor | (network − floor) / commit_ms | goal met |\n|:---:|---:|:---|---:|---:|---:|:---:|\n");
+    let mut json_rows = Vec::new();
+    for r in rows {
+        for (kind, s) in [
+            ("one round", &r.one),
+            ("two rounds", &r.two),
+            ("with statements", &r.statements),
+        ] {
+            let over = s.median - r.floor.median;
+            out.push_str(&format!(
+                "| {}-of-{} | {:.2} | {kind} | {} | {over:.2} | {:.2} | {} |\n",
+                r.t,
+                r.n,
+                r.floor.median,
+                s.cell(),
+                over / c,
+                if over <= goal { "yes" } else { "no" }
+            ));
+            json_rows.push(serde_json::json!({
+                "threshold": r.t,
+                "signers": r.n,
+                "inputs": 1,
+                "kind": kind,
+                "floor_ms": round3(r.floor.median),
+                "network_ms": round3(s.median),
+                "network_min_ms": round3(s.min),
+                "network_max_ms": round3(s.max),
+                "network_minus_floor_ms": round3(over),
+                "over_commit_ms": round3(over / c),
+                "goal_ms": round3(goal),
+                "goal_met": over <= goal,
+            }));
+        }
+    }
+    let mut roast_json = Vec::new();
+    for r in roast.iter().filter(|r| r.rtt == 0) {
+        let (bound, what) = if r.inputs == 1 {
+            (r.floor.median + 2.0 * c + 1.0, "floor + 2 × commit_ms + 1")
+        } else {
+            (1.15 * r.floor.median, "1.15 × floor")
+        };
+        out.push_str(&format!(
+            "ROAST 3-of-5 at RTT 0, {} input(s), one hanging and one invalid signer: {} ms; goal ≤ {what} = {bound:.2} ms: {}\n",
+            r.inputs,
+            r.roast.cell(),
+            if r.roast.median <= bound { "met" } else { "not met" }
+        ));
+        roast_json.push(serde_json::json!({
+            "inputs": r.inputs,
+            "floor_ms": round3(r.floor.median),
+            "roast_ms": round3(r.roast.median),
+            "goal_ms": round3(bound),
+            "goal": what,
+            "goal_met": r.roast.median <= bound,
+        }));
+    }
+    print!("{out}");
+    std::io::stdout().flush()?;
+    Ok(serde_json::json!({
+        "commit_ms": round3(c),
+        "commit_min_ms": round3(commit.min),
+        "commit_max_ms": round3(commit.max),
+        "rows": json_rows,
+        "roast_rtt0": roast_json,
+    }))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

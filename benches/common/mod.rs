@@ -517,3 +517,36 @@ pub fn floor_samples(
         Ok(start.elapsed())
     })
 }
+
+/// `reps` durable SQLite commits in `dir` (the disk the signer homes use), each a 4 KiB row in
+/// its own `BEGIN IMMEDIATE` transaction, WAL and `synchronous=FULL` as in `signer.db`: the
+/// cost of the one durable write a signing makes, measured in the same run (ms).
+pub fn commit_samples(dir: &Path, reps: usize) -> Result<Vec<f64>> {
+    use bdk_wallet::rusqlite::{Connection, TransactionBehavior};
+    let path = dir.join("commit-probe.db");
+    let mut conn = Connection::open(&path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+    )?;
+    let body = vec![0x5au8; 4096];
+    let mut commit = |conn: &mut Connection| -> Result<Duration> {
+        let start = Instant::now();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT INTO probe (body) VALUES (?1)", [&body])?;
+        tx.commit()?;
+        Ok(start.elapsed())
+    };
+    for _ in 0..5 {
+        commit(&mut conn)?;
+    }
+    let mut out = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        out.push(ms(commit(&mut conn)?));
+    }
+    drop(conn);
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    Ok(out)
+}

@@ -243,10 +243,13 @@ impl Signer {
         // live in memory and die with the process (the decision in round 2 is the signing's
         // one synced commit; docs/wallet-wide-limits.md).
         let reserved = self.home.db().write_unsynced(|tx| {
-            let mut own = own_records(tx, &gk, now)?;
-            own.push(this_spend(&checked));
-            if let Err(v) = policy.check_window(outflow, counted_total(&own, [])) {
-                return Ok(Err(v));
+            // The window is read only when there is a limit to check it against.
+            if policy.daily_limit_sats.is_some() {
+                let mut own = own_records(tx, &gk, now)?;
+                own.push(this_spend(&checked));
+                if let Err(v) = policy.check_window(outflow, counted_total(&own, [])) {
+                    return Ok(Err(v));
+                }
             }
             tx.execute(
                 "INSERT INTO reservations (session, group_key, txid, outflow, expires, inputs)
@@ -524,17 +527,20 @@ impl Signer {
                     return Err(Decision::Expired);
                 }
             }
-            let mut own = own_records(tx, &gk, now)?;
-            if reservation.is_none() {
-                own.push(this_spend(checked));
+            // The window is read only when there is a limit to check it against.
+            if policy.daily_limit_sats.is_some() {
+                let mut own = own_records(tx, &gk, now)?;
+                if reservation.is_none() {
+                    own.push(this_spend(checked));
+                }
+                let total = match window {
+                    Window::WithStatements(statements) => counted_total(&own, statements.values()),
+                    Window::Own => counted_total(&own, []),
+                };
+                policy
+                    .check_window(outflow, total)
+                    .map_err(Decision::Policy)?;
             }
-            let total = match window {
-                Window::WithStatements(statements) => counted_total(&own, statements.values()),
-                Window::Own => counted_total(&own, []),
-            };
-            policy
-                .check_window(outflow, total)
-                .map_err(Decision::Policy)?;
             audit::append(
                 tx,
                 mac,

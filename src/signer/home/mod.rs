@@ -225,6 +225,7 @@ pub struct SignerHome {
     identity: IdentityKey,
     db: SignerDb,
     checkpoint: checkpoint::CheckpointFile,
+    parsed: records::Parsed,
 }
 
 /// A store header not yet written (it goes last: its presence makes a signer home).
@@ -329,6 +330,7 @@ impl SignerHome {
         })?;
         let home = SignerHome {
             checkpoint: checkpoint::CheckpointFile::new(&dir),
+            parsed: records::Parsed::default(),
             dir,
             key,
             mac,
@@ -416,6 +418,7 @@ impl SignerHome {
         let mac = key.mac_key(audit::MAC_PURPOSE);
         Ok(SignerHome {
             checkpoint: checkpoint::CheckpointFile::new(&dir),
+            parsed: records::Parsed::default(),
             dir,
             key,
             mac,

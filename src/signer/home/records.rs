@@ -81,7 +81,73 @@ impl SignerHome {
     /// [`HomeError::UnknownWallet`].
     pub fn wallet(&self, name_or_key: &str) -> Result<WalletInfo, HomeError> {
         self.db
-            .read(|c| Ok(find_in(c, self.db.path(), name_or_key)))?
+            .read(|c| Ok(find_in(c, self.db.path(), name_or_key, Some(&self.parsed))))?
+    }
+}
+
+/// Records a long-running signer parsed before, by their exact bytes on disk: a wallet's
+/// record (its certified key generation and history carry many points, which cost field
+/// inversions to decode) and its share (opened and checked against its verifying share).
+/// Every lookup still reads the row; only an identical row is served from here, so a
+/// changed record (a transition, a policy) is parsed afresh. Bounded; the shares drop (and
+/// zeroize) with the home.
+#[derive(Default)]
+pub(super) struct Parsed {
+    infos: std::sync::Mutex<std::collections::HashMap<String, WalletInfo>>,
+    shares: std::sync::Mutex<std::collections::HashMap<GroupKey, ParsedShare>>,
+}
+
+/// A share and the row it came from.
+pub(super) struct ParsedShare {
+    pub(super) info_json: String,
+    pub(super) sealed: Vec<u8>,
+    pub(super) share: crate::keys::KeyShare,
+}
+
+/// Most records of each kind kept.
+const PARSED_MAX: usize = 256;
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed").finish_non_exhaustive()
+    }
+}
+
+impl Parsed {
+    fn info(&self, path: &Path, text: &str) -> Result<WalletInfo, HomeError> {
+        let mut infos = self.infos.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(info) = infos.get(text) {
+            return Ok(info.clone());
+        }
+        let info = parse_info(path, text)?;
+        if infos.len() >= PARSED_MAX {
+            infos.clear();
+        }
+        infos.insert(text.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// The share parsed from exactly this row before, if any.
+    pub(super) fn share(
+        &self,
+        group_key: &GroupKey,
+        info_json: &str,
+        sealed: &[u8],
+    ) -> Option<crate::keys::KeyShare> {
+        let shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .get(group_key)
+            .filter(|p| p.info_json == info_json && p.sealed == sealed)
+            .map(|p| p.share.clone())
+    }
+
+    /// Keeps a share parsed from a row.
+    pub(super) fn keep_share(&self, group_key: GroupKey, parsed: ParsedShare) {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if shares.len() >= PARSED_MAX && !shares.contains_key(&group_key) {
+            shares.clear();
+        }
+        shares.insert(group_key, parsed);
     }
 }
 
@@ -114,7 +180,12 @@ fn list_from(conn: &Connection, path: &Path) -> Result<Vec<WalletInfo>, HomeErro
 /// requests carry) is an exact match; a name matches only when one wallet has it: names are
 /// chosen by each coordinator, and a name shared by wallets of different coordinators is
 /// refused with the candidates listed rather than resolved to one of them.
-fn find_in(conn: &Connection, path: &Path, name_or_key: &str) -> Result<WalletInfo, HomeError> {
+fn find_in(
+    conn: &Connection,
+    path: &Path,
+    name_or_key: &str,
+    parsed: Option<&Parsed>,
+) -> Result<WalletInfo, HomeError> {
     let sql = |source| {
         HomeError::Db(DbError::Sqlite {
             path: path.to_path_buf(),
@@ -130,7 +201,10 @@ fn find_in(conn: &Connection, path: &Path, name_or_key: &str) -> Result<WalletIn
         .optional()
         .map_err(sql)?;
     if let Some(t) = by_key {
-        return parse_info(path, &t);
+        return match parsed {
+            Some(p) => p.info(path, &t),
+            None => parse_info(path, &t),
+        };
     }
     let mut stmt = conn
         .prepare_cached("SELECT info FROM wallets WHERE name = ?1 ORDER BY group_key")
@@ -201,5 +275,5 @@ pub fn find_wallet(dir: &Path, name_or_key: &str) -> Result<WalletInfo, HomeErro
         return Err(HomeError::UnknownWallet(name_or_key.to_string()));
     }
     let conn = SignerDb::open_read_only(&path)?;
-    find_in(&conn, &path, name_or_key)
+    find_in(&conn, &path, name_or_key, None)
 }

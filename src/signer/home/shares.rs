@@ -249,6 +249,9 @@ impl SignerHome {
         })?;
         let (info_json, sealed) =
             row.ok_or_else(|| HomeError::UnknownWallet(group_key.to_string()))?;
+        if let Some(share) = self.parsed.share(group_key, &info_json, &sealed) {
+            return Ok(share);
+        }
         let path = self.db.path().to_path_buf();
         let secret = self
             .key
@@ -267,6 +270,14 @@ impl SignerHome {
                 reason: "the share belongs to another group".into(),
             });
         }
+        self.parsed.keep_share(
+            *group_key,
+            super::records::ParsedShare {
+                info_json,
+                sealed,
+                share: share.clone(),
+            },
+        );
         Ok(share)
     }
 }
