@@ -530,7 +530,7 @@ pub fn commit_samples(dir: &Path, reps: usize) -> Result<Vec<f64>> {
          CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
     )?;
     let body = vec![0x5au8; 4096];
-    let mut commit = |conn: &mut Connection| -> Result<Duration> {
+    let commit = |conn: &mut Connection| -> Result<Duration> {
         let start = Instant::now();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("INSERT INTO probe (body) VALUES (?1)", [&body])?;
