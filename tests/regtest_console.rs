@@ -2,7 +2,8 @@
 //! chromium-driver (WebDriver, with fantoccini) against `ckm console` on a regtest wallet with
 //! three real `ckm signer serve` processes, bitcoind and electrs. Logs in with the printed
 //! token, reads the balance, pays from the send page (review, co-sign, broadcast) and checks
-//! that bitcoind mines the payment, labels it in the history, freezes a coin; and checks over
+//! that bitcoind mines the payment, labels it in the history, freezes a coin, co-signs a PSBT
+//! made elsewhere on the PSBT page (broadcast afterwards); and checks over
 //! plain HTTP that a request without the session cookie, a POST without the CSRF token and a
 //! wrong `Host` header are refused. Takes the screenshots of `docs/console.md`.
 //!
@@ -390,6 +391,75 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
     ensure!(
         is_frozen(c, &coin_row)?,
         "the CLI does not see {coin_row} frozen"
+    );
+
+    // The PSBT page: a PSBT made elsewhere (here by the CLI) is inspected, co-signed, and
+    // the signed PSBT it gives back broadcasts.
+    let to2 = foreign_address().to_string();
+    let unsigned = c.dir.path().join("elsewhere.psbt");
+    ckm_json(
+        &c.coord,
+        &[
+            "psbt",
+            "create",
+            "--to",
+            &format!("{to2}:60000"),
+            "--fee-rate",
+            "2",
+            "--out",
+            unsigned.to_str().ok_or_else(|| anyhow!("path"))?,
+        ],
+    )?;
+    let text64 = std::fs::read_to_string(&unsigned)?;
+    b.goto(&format!("{base}/w/vault/psbt")).await?;
+    b.find(Locator::Id("psbt"))
+        .await?
+        .send_keys(text64.trim())
+        .await?;
+    submit(b, b.find(Locator::Id("inspect")).await?).await?;
+    let view = text(b, "#inspection").await?;
+    ensure!(
+        view.contains(&to2) && view.contains("60000") && view.contains("unsigned"),
+        "{view}"
+    );
+    submit(b, b.find(Locator::Id("psbt-sign")).await?).await?;
+    let signed_by = b.find_all(Locator::Css("#cosigners tr.signed")).await?;
+    ensure!(
+        signed_by.len() == 2,
+        "{} signers signed the PSBT",
+        signed_by.len()
+    );
+    let signed64 = b
+        .find(Locator::Css(
+            "form[action$='/psbt/download'] input[name='psbt']",
+        ))
+        .await?
+        .attr("value")
+        .await?
+        .ok_or_else(|| anyhow!("no signed PSBT"))?;
+    let signed = c.dir.path().join("signed.psbt");
+    std::fs::write(&signed, &signed64)?;
+    let signed_path = signed.to_str().ok_or_else(|| anyhow!("path"))?;
+    let inspected = ckm_json(&c.coord, &["psbt", "inspect", signed_path])?;
+    ensure!(inspected["state"] == json!("finalized"), "{inspected}");
+    let sent = ckm_json(
+        &c.coord,
+        &[
+            "psbt",
+            "broadcast",
+            signed_path,
+            "--electrum",
+            &env.electrum_url(),
+        ],
+    )?;
+    let txid2 = sent["txid"].as_str().unwrap_or_default().to_string();
+    ensure!(text(b, "#signed-txid").await? == txid2, "{sent}");
+    let mempool = env.rpc("getrawmempool", json!([]))?;
+    ensure!(
+        mempool
+            .as_array()
+            .is_some_and(|m| m.iter().any(|t| t == &json!(txid2))),
+        "{txid2} not in the mempool"
     );
 
     // Receive: a new address with its BIP-0021 URI and QR code.

@@ -60,6 +60,11 @@ pub enum ConsoleError {
     /// The PSBT is not one of this wallet.
     #[error(transparent)]
     Coordinate(#[from] crate::psbt::CoordinateError),
+    /// The PSBT lacks what the signers need.
+    #[error(
+        "{0}; fill it with Bitcoin Core's utxoupdatepsbt and the wallet's exported descriptors"
+    )]
+    NotSignable(#[from] crate::wallet::NotSignable),
     /// The chain source failed.
     #[error(transparent)]
     Chain(#[from] ChainError),

@@ -20,6 +20,7 @@ use super::wallets::SignerHealth;
 use super::{blocking, ConsoleError, Shared};
 use crate::chain::{broadcast_and_record, fee_rate_for, ChainSource};
 use crate::net::cosign::{cosign_wallet, CosignOptions};
+use crate::psbt::VersionedPsbt;
 use crate::wallet::labels::LabelKind;
 use crate::wallet::spend::recipient::bip21_uri;
 use crate::wallet::{CkmWallet, Recipient, Review, TxState};
@@ -48,6 +49,10 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/w/{name}/coins", get(coins))
         .route("/w/{name}/freeze", post(freeze))
         .route("/w/{name}/signers", get(signers))
+        .route("/w/{name}/psbt", get(psbt_form))
+        .route("/w/{name}/psbt/inspect", post(psbt_inspect))
+        .route("/w/{name}/psbt/sign", post(psbt_sign))
+        .route("/w/{name}/psbt/download", post(psbt_download))
         .with_state(shared)
 }
 
@@ -58,6 +63,7 @@ impl IntoResponse for ConsoleError {
             ConsoleError::BadRequest(_)
             | ConsoleError::Recipient(_)
             | ConsoleError::FeeGuard(_)
+            | ConsoleError::NotSignable(_)
             | ConsoleError::Coordinate(_) => StatusCode::BAD_REQUEST,
             ConsoleError::Lock(_) => StatusCode::CONFLICT,
             ConsoleError::Cosign(_) | ConsoleError::Chain(_) | ConsoleError::NoChain(_) => {
@@ -715,4 +721,134 @@ async fn signers(State(shared): S, Path(name): Path<String>) -> Result<Response,
         wallet: name,
         now: crate::auth::unix_now(),
     })
+}
+
+#[derive(Template)]
+#[template(path = "psbt.html")]
+struct PsbtPage {
+    csrf: String,
+    wallet: String,
+    psbt: String,
+    inspection: Option<String>,
+    signed: Option<Sent>,
+}
+
+async fn psbt_form(
+    Path(name): Path<String>,
+    Extension(Authenticated(s)): Session,
+) -> Result<Response, ConsoleError> {
+    page(&PsbtPage {
+        csrf: s.csrf,
+        wallet: name,
+        psbt: String::new(),
+        inspection: None,
+        signed: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct PsbtForm {
+    psbt: String,
+}
+
+fn decode_psbt(text: &str) -> Result<VersionedPsbt, ConsoleError> {
+    let compact: String = text.split_whitespace().collect();
+    VersionedPsbt::from_base64(&compact)
+        .map_err(|e| ConsoleError::BadRequest(format!("the PSBT does not decode: {e}")))
+}
+
+/// A PSBT made elsewhere, as `psbt inspect` shows it for this wallet.
+async fn psbt_inspect(
+    State(shared): S,
+    Path(name): Path<String>,
+    Extension(Authenticated(s)): Session,
+    Form(f): Form<PsbtForm>,
+) -> Result<Response, ConsoleError> {
+    let psbt = decode_psbt(&f.psbt)?;
+    let wallet = name.clone();
+    let text = blocking(move || {
+        shared
+            .wallets
+            .read(&wallet, |w| Ok(w.inspect_psbt(&psbt).to_text(&wallet)))
+    })
+    .await?;
+    page(&PsbtPage {
+        csrf: s.csrf,
+        wallet: name,
+        psbt: f.psbt.split_whitespace().collect(),
+        inspection: Some(text),
+        signed: None,
+    })
+}
+
+/// Co-signs a PSBT made elsewhere (as `psbt sign`: checked for what the signers need first),
+/// then offers it for download.
+async fn psbt_sign(
+    State(shared): S,
+    Path(name): Path<String>,
+    Extension(Authenticated(s)): Session,
+    Form(f): Form<PsbtForm>,
+) -> Result<Response, ConsoleError> {
+    let mut psbt = decode_psbt(&f.psbt)?;
+    let wallet = name.clone();
+    let (signed, text, report) = blocking(move || {
+        shared.wallets.write(&wallet, "console psbt sign", |w| {
+            w.check_signable(&psbt)?;
+            let report = tokio::runtime::Handle::current().block_on(cosign_wallet(
+                &shared.client,
+                w,
+                psbt.psbt_mut(),
+                CosignOptions::default(),
+            ))?;
+            // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
+            psbt.mark_signed();
+            let text = w.inspect_psbt(&psbt).to_text(&wallet);
+            let signed = psbt
+                .to_base64()
+                .map_err(|e| ConsoleError::BadRequest(format!("encoding the PSBT: {e}")))?;
+            Ok((signed, text, report))
+        })
+    })
+    .await?;
+    page(&PsbtPage {
+        csrf: s.csrf,
+        wallet: name,
+        psbt: signed,
+        inspection: Some(text),
+        signed: Some(Sent {
+            wallet: String::new(),
+            txid: report.transaction.compute_txid().to_string(),
+            signers: report.signers,
+            skipped: report.skipped,
+            culprits: report.culprits,
+            mode: serde_json::to_value(report.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }),
+    })
+}
+
+/// The PSBT as a binary file.
+async fn psbt_download(Form(f): Form<PsbtForm>) -> Result<Response, ConsoleError> {
+    let psbt = decode_psbt(&f.psbt)?;
+    let bytes = psbt
+        .serialize()
+        .map_err(|e| ConsoleError::BadRequest(format!("encoding the PSBT: {e}")))?;
+    let name = format!("{}.psbt", psbt.psbt().unsigned_tx.compute_txid());
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+                    .map_err(|_| ConsoleError::Task)?,
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
