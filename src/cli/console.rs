@@ -43,6 +43,13 @@ pub struct ConsoleArgs {
 
 /// Runs the console until Ctrl-C.
 pub fn run(ctx: &Context, args: ConsoleArgs) -> Result<()> {
+    if args.listen.ip().is_unspecified() && args.public_hosts.is_empty() {
+        bail!(
+            "listening on every interface ({}): name the host browsers will use with \
+             --public-host NAME (the Host header must match it)",
+            args.listen
+        );
+    }
     let identity = ctx.coordinator_identity()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsIdentity::from_pem_files(cert, key)?),

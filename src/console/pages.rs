@@ -151,9 +151,9 @@ async fn overview(
     let rows = blocking(move || {
         let mut rows = Vec::new();
         for name in shared.wallets.names()? {
-            rows.push(shared.wallets.read(&name, |w| {
+            rows.push(shared.wallets.read(&name, |w, memo| {
                 let meta = w.meta();
-                let b = w.balance();
+                let b = memo.balance(w);
                 Ok(WalletRow {
                     name: meta.name.clone(),
                     network: meta.network.to_string(),
@@ -548,7 +548,7 @@ async fn history(
     let (entries, total) = blocking(move || {
         shared
             .wallets
-            .read(&wallet, |w| Ok(w.history(PAGE_ROWS, offset)?))
+            .read(&wallet, |w, memo| memo.history(w, PAGE_ROWS, offset))
     })
     .await?;
     let rows = entries
@@ -639,7 +639,7 @@ struct Coins {
     total: usize,
 }
 
-/// The wallet's unspent coins (as `wallet coins`).
+/// The wallet's unspent coins, a page at a time (as `wallet coins`).
 async fn coins(
     State(shared): S,
     Path(name): Path<String>,
@@ -647,20 +647,25 @@ async fn coins(
     Extension(Authenticated(s)): Session,
 ) -> Result<Response, ConsoleError> {
     let wallet = name.clone();
-    let coins = blocking(move || shared.wallets.read(&wallet, |w| Ok(w.coins()?))).await?;
-    let total = coins.len();
     let page_no = q.page.unwrap_or(1).max(1);
+    let offset = (page_no - 1).saturating_mul(PAGE_ROWS);
+    let coins = blocking(move || shared.wallets.read(&wallet, |w, memo| memo.coins(w))).await?;
+    let total = coins.len();
     let rows = coins
-        .into_iter()
-        .skip((page_no - 1).saturating_mul(PAGE_ROWS))
+        .iter()
+        .skip(offset)
         .take(PAGE_ROWS)
         .map(|c| CoinRow {
             outpoint: c.outpoint.to_string(),
             sats: c.amount.to_sat(),
-            address: c.address.map(|a| a.to_string()).unwrap_or_default(),
+            address: c
+                .address
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             confirmations: c.confirmations,
             frozen: c.frozen,
-            label: c.label.unwrap_or_default(),
+            label: c.label.clone().unwrap_or_default(),
         })
         .collect();
     page(&Coins {
@@ -715,7 +720,7 @@ struct Signers {
 async fn signers(State(shared): S, Path(name): Path<String>) -> Result<Response, ConsoleError> {
     let wallet = name.clone();
     let sh = shared.clone();
-    blocking(move || sh.wallets.read(&wallet, |_| Ok(()))).await?;
+    blocking(move || sh.wallets.read(&wallet, |_, _| Ok(()))).await?;
     page(&Signers {
         rows: shared.health.of(&name),
         wallet: name,
@@ -769,7 +774,7 @@ async fn psbt_inspect(
     let text = blocking(move || {
         shared
             .wallets
-            .read(&wallet, |w| Ok(w.inspect_psbt(&psbt).to_text(&wallet)))
+            .read(&wallet, |w, _| Ok(w.inspect_psbt(&psbt).to_text(&wallet)))
     })
     .await?;
     page(&PsbtPage {

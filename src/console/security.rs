@@ -107,14 +107,12 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Whether `host` (a `Host` header) names this console: the listen address, or a public name
-/// (alone or with the port).
-pub fn host_allowed(shared: &Shared, host: &str) -> bool {
-    let listen = shared.listen.to_string();
-    let port = shared.listen.port();
-    host == listen
-        || shared
-            .public_hosts
+/// Whether `host` (a `Host` header) names the console listening on `listen`: that address,
+/// or a public name (alone or with the port).
+pub fn host_allowed(listen: std::net::SocketAddr, public_hosts: &[String], host: &str) -> bool {
+    let port = listen.port();
+    host == listen.to_string()
+        || public_hosts
             .iter()
             .any(|name| host == name || host == format!("{name}:{port}"))
 }
@@ -159,7 +157,7 @@ pub async fn gate(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    if !host_allowed(&shared, host) {
+    if !host_allowed(shared.listen, &shared.public_hosts, host) {
         return refusal(
             StatusCode::MISDIRECTED_REQUEST,
             "this console does not answer for that host name (see --public-host)\n",
@@ -235,6 +233,28 @@ mod tests {
             s.open();
         }
         assert!(s.get(&first).is_none(), "the oldest session is dropped");
+    }
+
+    #[test]
+    fn host_must_name_the_console() {
+        let listen: std::net::SocketAddr = "127.0.0.1:8035".parse().expect("addr");
+        let public = vec!["ckm.lan".to_string()];
+        assert!(host_allowed(listen, &[], "127.0.0.1:8035"));
+        assert!(!host_allowed(listen, &[], "localhost:8035"));
+        assert!(!host_allowed(listen, &[], "127.0.0.1:8036"));
+        assert!(!host_allowed(listen, &[], "attacker.example"));
+        assert!(!host_allowed(listen, &[], ""));
+        assert!(host_allowed(listen, &public, "ckm.lan"));
+        assert!(host_allowed(listen, &public, "ckm.lan:8035"));
+        assert!(!host_allowed(listen, &public, "ckm.lan:80"));
+        assert!(!host_allowed(listen, &public, "x.ckm.lan"));
+    }
+
+    #[test]
+    fn session_cookie_is_http_only_and_strict() {
+        let c = session_cookie("abc", false);
+        assert_eq!(c, "ckm_console=abc; HttpOnly; SameSite=Strict; Path=/");
+        assert!(session_cookie("abc", true).ends_with("; Secure"));
     }
 
     #[test]

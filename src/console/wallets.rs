@@ -1,6 +1,8 @@
 //! The wallets the console shows, kept loaded (a wallet of 10 000 transactions takes longer
 //! to load than a page may take) and loaded again when its database changed on disk (another
-//! `ckm` process wrote it); and the signers' health, probed in the background.
+//! `ckm` process wrote it), with what the pages read of them (balance, coins, history pages)
+//! computed once per state of the database; and the signers' health, probed in the
+//! background.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use crate::keys::GroupKey;
 use crate::net::client::Client;
 use crate::net::transitions::gather_status;
 use crate::wallet::lock::{Access, WalletLock};
-use crate::wallet::CkmWallet;
+use crate::wallet::{Balance, CkmWallet, Coin, HistoryEntry};
 
 use super::ConsoleError;
 
@@ -37,6 +39,61 @@ fn stamp(db: &Path) -> Stamp {
 struct Loaded {
     stamp: Stamp,
     wallet: CkmWallet,
+    memo: Memo,
+}
+
+/// What the pages read of a wallet, computed once per state of its database (a balance over
+/// 10 000 transactions takes longer than a page may): dropped when the wallet is loaded again
+/// or written.
+#[derive(Default)]
+pub struct Memo {
+    balance: Option<Balance>,
+    coins: Option<Arc<Vec<Coin>>>,
+    history: BTreeMap<(usize, usize), (Vec<HistoryEntry>, usize)>,
+}
+
+/// History pages kept per wallet state.
+const MEMO_PAGES: usize = 64;
+
+impl Memo {
+    /// [`CkmWallet::balance`].
+    pub fn balance(&mut self, w: &CkmWallet) -> Balance {
+        *self.balance.get_or_insert_with(|| w.balance())
+    }
+
+    /// [`CkmWallet::coins`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn coins(&mut self, w: &CkmWallet) -> Result<Arc<Vec<Coin>>, ConsoleError> {
+        if let Some(c) = &self.coins {
+            return Ok(c.clone());
+        }
+        let coins = Arc::new(w.coins()?);
+        self.coins = Some(coins.clone());
+        Ok(coins)
+    }
+
+    /// [`CkmWallet::history`].
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn history(
+        &mut self,
+        w: &CkmWallet,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<HistoryEntry>, usize), ConsoleError> {
+        if let Some(page) = self.history.get(&(limit, offset)) {
+            return Ok(page.clone());
+        }
+        let page = w.history(limit, offset)?;
+        if self.history.len() >= MEMO_PAGES {
+            self.history.clear();
+        }
+        self.history.insert((limit, offset), page.clone());
+        Ok(page)
+    }
 }
 
 /// The wallets of a coordinator home (`<home>/wallets/NAME.sqlite`).
@@ -99,12 +156,12 @@ impl Wallets {
     pub fn read<T>(
         &self,
         name: &str,
-        f: impl FnOnce(&CkmWallet) -> Result<T, ConsoleError>,
+        f: impl FnOnce(&CkmWallet, &mut Memo) -> Result<T, ConsoleError>,
     ) -> Result<T, ConsoleError> {
         let slot = self.slot(name)?;
         let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         let loaded = self.fresh(name, &mut guard)?;
-        f(&loaded.wallet)
+        f(&loaded.wallet, &mut loaded.memo)
     }
 
     /// Runs `f` on wallet `name` under its lock (as `operation`, shown to another `ckm` process
@@ -132,6 +189,7 @@ impl Wallets {
         let loaded = self.fresh(name, &mut guard)?;
         let out = f(&mut loaded.wallet);
         loaded.stamp = stamp(&db);
+        loaded.memo = Memo::default();
         out
     }
 
@@ -148,6 +206,7 @@ impl Wallets {
             *guard = Some(Loaded {
                 stamp: stamp(&db),
                 wallet,
+                memo: Memo::default(),
             });
         }
         guard
@@ -199,7 +258,7 @@ impl Health {
 pub async fn probe_all(wallets: &Wallets, client: &Client, health: &Health) {
     let Ok(names) = wallets.names() else { return };
     for name in names {
-        let Ok(meta) = wallets.read(&name, |w| Ok(w.meta().clone())) else {
+        let Ok(meta) = wallets.read(&name, |w, _| Ok(w.meta().clone())) else {
             continue;
         };
         let members = meta.roster.entries().to_vec();
