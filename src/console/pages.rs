@@ -649,12 +649,14 @@ async fn coins(
     let wallet = name.clone();
     let page_no = q.page.unwrap_or(1).max(1);
     let offset = (page_no - 1).saturating_mul(PAGE_ROWS);
-    let coins = blocking(move || shared.wallets.read(&wallet, |w, memo| memo.coins(w))).await?;
-    let total = coins.len();
+    let (coins, total) = blocking(move || {
+        shared
+            .wallets
+            .read(&wallet, |w, memo| memo.coins(w, PAGE_ROWS, offset))
+    })
+    .await?;
     let rows = coins
         .iter()
-        .skip(offset)
-        .take(PAGE_ROWS)
         .map(|c| CoinRow {
             outpoint: c.outpoint.to_string(),
             sats: c.amount.to_sat(),

@@ -48,11 +48,11 @@ struct Loaded {
 #[derive(Default)]
 pub struct Memo {
     balance: Option<Balance>,
-    coins: Option<Arc<Vec<Coin>>>,
+    coins: BTreeMap<(usize, usize), (Vec<Coin>, usize)>,
     history: BTreeMap<(usize, usize), (Vec<HistoryEntry>, usize)>,
 }
 
-/// History pages kept per wallet state.
+/// History and coin pages kept per wallet state.
 const MEMO_PAGES: usize = 64;
 
 impl Memo {
@@ -61,17 +61,25 @@ impl Memo {
         *self.balance.get_or_insert_with(|| w.balance())
     }
 
-    /// [`CkmWallet::coins`].
+    /// [`CkmWallet::coins_page`].
     ///
     /// # Errors
     /// Database errors.
-    pub fn coins(&mut self, w: &CkmWallet) -> Result<Arc<Vec<Coin>>, ConsoleError> {
-        if let Some(c) = &self.coins {
-            return Ok(c.clone());
+    pub fn coins(
+        &mut self,
+        w: &CkmWallet,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<Coin>, usize), ConsoleError> {
+        if let Some(page) = self.coins.get(&(limit, offset)) {
+            return Ok(page.clone());
         }
-        let coins = Arc::new(w.coins()?);
-        self.coins = Some(coins.clone());
-        Ok(coins)
+        let page = w.coins_page(limit, offset)?;
+        if self.coins.len() >= MEMO_PAGES {
+            self.coins.clear();
+        }
+        self.coins.insert((limit, offset), page.clone());
+        Ok(page)
     }
 
     /// [`CkmWallet::history`].
