@@ -3,7 +3,8 @@
 //! three real `ckm signer serve` processes, bitcoind and electrs. Logs in with the printed
 //! token, reads the balance, pays from the send page (review, co-sign, broadcast) and checks
 //! that bitcoind mines the payment, labels it in the history, freezes a coin, co-signs a PSBT
-//! made elsewhere on the PSBT page (broadcast afterwards); and checks over
+//! made elsewhere on the PSBT page (broadcast afterwards), shows the signers' refusal of a
+//! payment over their daily limit with the rule they name; and checks over
 //! plain HTTP that a request without the session cookie, a POST without the CSRF token and a
 //! wrong `Host` header are refused. Takes the screenshots of `docs/console.md`.
 //!
@@ -497,5 +498,29 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
     }
     let page = b.source().await?;
     ensure!(page.contains("s ago"), "no time of last answer");
+
+    // A payment the signers refuse: the page names the rule they invoke, nothing is sent.
+    c.set_daily_limit(100_000)?;
+    let before = env.rpc("getrawmempool", json!([]))?;
+    b.goto(&format!("{base}/w/vault/send")).await?;
+    b.find(Locator::Id("recipients"))
+        .await?
+        .send_keys(&format!("{}:50000", foreign_address()))
+        .await?;
+    b.find(Locator::Id("fee_rate"))
+        .await?
+        .send_keys("2")
+        .await?;
+    submit(b, b.find(Locator::Id("review")).await?).await?;
+    submit(b, b.find(Locator::Id("sign")).await?).await?;
+    let refusal = text(b, "#error").await?;
+    ensure!(
+        refusal.contains("co-signing failed") && refusal.contains("daily-limit-sats"),
+        "{refusal}"
+    );
+    ensure!(
+        env.rpc("getrawmempool", json!([]))? == before,
+        "a refused payment reached the mempool"
+    );
     Ok(())
 }
