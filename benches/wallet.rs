@@ -29,6 +29,13 @@
 //!   kept-alive HTTP connection). Then one block with one more payment is mined and the synced
 //!   homes sync again (the incremental sync), against their first sync.
 //!
+//! - **console** (issue 28, with `history`): `ckm console` on that same wallet, each page
+//!   (overview, history first and last page, coins, send, receive, signers) timed over
+//!   loopback HTTP with a session cookie, after one warm-up (the console computes balance,
+//!   coins and history pages once per wallet state); then the first load of the overview,
+//!   history and coins pages after each change of the wallet (a label written through the
+//!   console), which computes them again. The budget is 100 ms a page.
+//!
 //! Output: a table on stdout and `target/bench/wallet.json`.
 //!
 //! Environment: `CKM_BENCH_WALLET_REPS` (timed repetitions of each row, default 9),
@@ -276,6 +283,178 @@ fn history_rows(
             "wallet_db_mb": round3(db_mb),
             "cold_ms": cold,
             "warm": warm,
+        }),
+    );
+    console_rows(reps, &c, listed, report)
+}
+
+// ---------------------------------------------------------------------------------------
+// The web console's pages on the same wallet
+// ---------------------------------------------------------------------------------------
+
+/// A running `ckm console` on the cluster's home.
+struct ConsoleProc(std::process::Child);
+
+impl Drop for ConsoleProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Each page of `ckm console` (issue 28) on the 10 000-transaction wallet: the time from
+/// request to the last byte of the answer over loopback HTTP (one kept-alive connection),
+/// after one warm-up load of each (the console keeps the wallet loaded). Budget: 100 ms.
+fn console_rows(
+    reps: usize,
+    c: &Cluster,
+    listed: usize,
+    report: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let mut child = ckm_cmd(&c.coord)
+        .args([
+            "console",
+            "--listen",
+            "127.0.0.1:0",
+            "--probe-every",
+            "3600",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting ckm console")?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let _console = ConsoleProc(child);
+    let mut url = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut url)?;
+    let url = url.trim().to_string();
+    let base = url
+        .split("/login")
+        .next()
+        .ok_or_else(|| anyhow!("ckm console printed {url:?}"))?
+        .to_string();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let login = http.get(&url).send()?;
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow!("no session cookie from {url}"))?
+        .to_string();
+    let last = listed.div_ceil(ckm::console::pages::PAGE_ROWS);
+    let pages = [
+        ("console: wallets overview", "/".to_string()),
+        (
+            "console: history, first page",
+            "/w/vault/history".to_string(),
+        ),
+        (
+            "console: history, last page",
+            format!("/w/vault/history?page={last}"),
+        ),
+        ("console: coins", "/w/vault/coins".to_string()),
+        ("console: send form", "/w/vault/send".to_string()),
+        ("console: receive form", "/w/vault/receive".to_string()),
+        ("console: signers", "/w/vault/signers".to_string()),
+    ];
+    let get = |path: &str| -> Result<f64> {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}{path}"))
+            .header("cookie", &cookie)
+            .send()?;
+        let status = r.status();
+        let body = r.bytes()?;
+        let elapsed = ms(t.elapsed());
+        ensure!(status.is_success(), "{path}: {status}");
+        ensure!(!body.is_empty(), "{path}: empty");
+        Ok(elapsed)
+    };
+    let t = Instant::now();
+    get("/")?;
+    let first = ms(t.elapsed());
+    println!(
+        "{:<44} cold     {first:>9.2} ms",
+        "console: first page (loads the wallet)"
+    );
+    for (_, path) in &pages {
+        get(path)?;
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
+    for _ in 0..reps.max(5) {
+        for (k, (_, path)) in pages.iter().enumerate() {
+            samples[k].push(get(path)?);
+        }
+    }
+    let mut rows = serde_json::Map::new();
+    for ((name, _), s) in pages.iter().zip(&samples) {
+        show(name, s);
+        let mut v = stats(s);
+        v["within_100ms"] = json!(median(s) <= 100.0);
+        rows.insert((*name).to_string(), v);
+    }
+    // The first load of each page after the wallet changed (a label written through the
+    // console): what the console computes once per wallet state, uncached.
+    let history_page = http
+        .get(format!("{base}/w/vault/history"))
+        .header("cookie", &cookie)
+        .send()?
+        .text()?;
+    let field = |html: &str, marker: &str| -> Result<String> {
+        let start = html
+            .find(marker)
+            .ok_or_else(|| anyhow!("no {marker} in the page"))?
+            + marker.len();
+        let end = html[start..]
+            .find('"')
+            .ok_or_else(|| anyhow!("unterminated {marker}"))?;
+        Ok(html[start..start + end].to_string())
+    };
+    let csrf = field(&history_page, "name=\"csrf\" value=\"")?;
+    let txid = field(&history_page, "data-txid=\"")?;
+    let mut changes = 0u32;
+    let mut change = || -> Result<()> {
+        changes += 1;
+        let r = http
+            .post(format!("{base}/w/vault/label"))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("kind", "tx"),
+                ("reference", txid.as_str()),
+                ("text", &format!("bench {changes}")),
+            ])
+            .send()?;
+        ensure!(r.status().is_redirection(), "label: {}", r.status());
+        Ok(())
+    };
+    let changed_pages = &pages[..4];
+    let mut after: Vec<Vec<f64>> = vec![Vec::new(); changed_pages.len()];
+    for _ in 0..reps.max(5) {
+        for (k, (_, path)) in changed_pages.iter().enumerate() {
+            change()?;
+            after[k].push(get(path)?);
+        }
+    }
+    let mut after_rows = serde_json::Map::new();
+    for ((name, _), s) in changed_pages.iter().zip(&after) {
+        show(&format!("{name} (after a change)"), s);
+        let mut v = stats(s);
+        v["within_100ms"] = json!(median(s) <= 100.0);
+        after_rows.insert((*name).to_string(), v);
+    }
+    report.insert(
+        "console".into(),
+        json!({
+            "transactions": listed,
+            "first_load_ms": round3(first),
+            "pages": rows,
+            "pages_after_a_change": after_rows,
         }),
     );
     Ok(())

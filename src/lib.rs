@@ -42,6 +42,7 @@
 
 pub mod auth;
 pub mod chain;
+pub mod console;
 pub mod frost;
 pub mod identity;
 pub mod idle;

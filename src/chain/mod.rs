@@ -138,3 +138,25 @@ pub fn broadcast_and_record(
     }
     Ok(txid)
 }
+
+/// The fee rate of a payment: `given` when set, else `source`'s estimate for `target_blocks`,
+/// else the fallback ([`crate::wallet::spend::fees::FALLBACK_FEE_RATE_SAT_VB`]); with where
+/// it came from.
+///
+/// # Errors
+/// The source failed to answer the estimate.
+pub fn fee_rate_for(
+    given: Option<FeeRate>,
+    source: Option<&dyn ChainSource>,
+    target_blocks: u16,
+) -> Result<(FeeRate, crate::wallet::FeeRateSource), ChainError> {
+    let estimate = match (given, source) {
+        (None, Some(source)) => source.fee_estimate(target_blocks)?,
+        _ => None,
+    };
+    Ok(crate::wallet::spend::fees::choose_fee_rate(
+        given,
+        estimate,
+        target_blocks,
+    ))
+}

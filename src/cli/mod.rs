@@ -6,6 +6,7 @@
 
 mod args;
 mod chain;
+mod console;
 pub mod hints;
 mod id;
 mod pin;
@@ -110,6 +111,21 @@ enum Command {
     /// Create, co-sign and broadcast PSBT files
     #[command(subcommand)]
     Psbt(psbt::PsbtCommand),
+    /// Serve the web console of this coordinator home (wallets, receive, send, history,
+    /// coins, signers) to a browser
+    ///
+    /// Binds loopback by default and prints one URL with a fresh login token; opening it gives
+    /// the browser a session cookie. Every page needs that session, every form a CSRF token,
+    /// and the Host header must be the listen address or a --public-host name. Off loopback it
+    /// serves HTTPS only. The console is a view and a driver: the signers check every payment.
+    ///
+    /// Examples:
+    ///   ckm --home ~/coord console
+    ///   ckm --home ~/coord console --listen 127.0.0.1:8035 --electrum tcp://127.0.0.1:60401
+    ///   ckm --home ~/coord console --listen 0.0.0.0:8443 --public-host ckm.lan \
+    ///       --tls-cert cert.pem --tls-key key.pem
+    #[command(verbatim_doc_comment)]
+    Console(console::ConsoleArgs),
 }
 
 /// Whether the command sets up logging itself (`signer serve`, whose log format may come
@@ -160,6 +176,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Signer(cmd) => signer::run(&ctx, cmd),
         Command::Wallet(cmd) => wallet::run(&ctx, cmd),
         Command::Psbt(cmd) => psbt::run(&ctx, cmd),
+        Command::Console(args) => console::run(&ctx, args),
     }
 }
 
@@ -173,6 +190,17 @@ pub struct Context {
 }
 
 impl Context {
+    /// A quiet context on `home` (for work done on the console's behalf).
+    pub fn for_home(home: PathBuf, network: Option<Network>) -> Self {
+        Context {
+            home,
+            network,
+            json: true,
+            verbose: 0,
+            held: std::cell::RefCell::new(None),
+        }
+    }
+
     fn new(global: GlobalArgs) -> Result<Self> {
         let home = match global.home {
             Some(h) => h,

@@ -6,14 +6,12 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 use bitcoin::{FeeRate, OutPoint, Psbt, Txid};
 use ckm::chain::{broadcast_and_record, ChainSource};
 use ckm::net::client::Client;
 use ckm::net::coordinator::SignReport;
-use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
-use ckm::wallet::labels::LabelKind;
-use ckm::wallet::spend::fees;
+use ckm::net::cosign::{cosign_wallet, CosignOptions};
 use ckm::wallet::{CkmWallet, FeeRateSource, PayAmount, Payment, Recipient, Review, ReviewOutput};
 
 use super::args::{ElectrumArg, PaymentArgs, WalletArg};
@@ -49,15 +47,11 @@ pub fn choose_rate(
     source: Option<&dyn ChainSource>,
 ) -> Result<(FeeRate, FeeRateSource)> {
     let given = payment.fee_rate.map(fee_rate).transpose()?;
-    let estimate = match (given, source) {
-        (None, Some(source)) => source.fee_estimate(payment.target_blocks)?,
-        _ => None,
-    };
-    Ok(fees::choose_fee_rate(
+    Ok(ckm::chain::fee_rate_for(
         given,
-        estimate,
+        source,
         payment.target_blocks,
-    ))
+    )?)
 }
 
 /// Builds the payment PSBT and checks its fee against the guard (unless `--allow-high-fee`).
@@ -113,18 +107,7 @@ pub fn build_recovery(
 /// label of the transaction `txid` (a segwit txid does not change when it is signed) unless it
 /// has one.
 pub fn keep_labels(w: &mut CkmWallet, recipients: &[Recipient], txid: Txid) -> Result<()> {
-    let mut given = Vec::new();
-    for r in recipients {
-        if let Some(label) = &r.label {
-            w.set_label(LabelKind::Addr, &r.address.to_string(), label)?;
-            given.push(label.as_str());
-        }
-    }
-    let txid = txid.to_string();
-    if !given.is_empty() && w.label(LabelKind::Tx, &txid)?.is_none() {
-        w.set_label(LabelKind::Tx, &txid, &given.join(", "))?;
-    }
-    Ok(())
+    Ok(w.keep_recipient_labels(recipients, txid)?)
 }
 
 /// The review as JSON: recipients, change, fee (sats and sat/vB), inputs.
@@ -266,22 +249,12 @@ pub fn cosign_with_timeout(
         w.meta().group.threshold(),
         w.meta().roster.len()
     ));
-    let report = if one_round {
-        let (meta, mut store) = w.commitments(&client.identity().public());
-        runtime()?.block_on(sign_psbt_one_round(
-            &client,
-            meta,
-            psbt,
-            &mut store,
-            OneRoundOptions {
-                hedge,
-                ..OneRoundOptions::default()
-            },
-        ))
-    } else {
-        runtime()?.block_on(ckm::net::coordinator::sign_psbt(&client, w.meta(), psbt))
-    }
-    .context("co-signing failed; the PSBT was not changed")?;
+    let report = runtime()?.block_on(cosign_wallet(
+        &client,
+        w,
+        psbt,
+        CosignOptions { one_round, hedge },
+    ))?;
     for (index, reason) in &report.skipped {
         ctx.say(format!("skipped signer {index}: {reason}"));
     }

@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod coordinator;
+pub mod cosign;
 pub mod one_round;
 pub mod quota;
 pub mod restored;

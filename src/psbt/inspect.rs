@@ -371,3 +371,100 @@ fn verify(
     }
     Ok((keychain, index))
 }
+
+/// An owner in words, with the fix for an input the signers will refuse.
+fn owner_text(owner: &Owner) -> String {
+    match owner {
+        Owner::Ours {
+            keychain,
+            index,
+            key_origin,
+        } => {
+            let k = match keychain {
+                Keychain::Receive => "receive",
+                Keychain::Change => "change",
+            };
+            let note = if *key_origin {
+                ""
+            } else {
+                " (no key origin in the PSBT: the signers will refuse it; add it with Core's utxoupdatepsbt and `ckm wallet export` descriptors)"
+            };
+            format!("ours, {k} #{index}{note}")
+        }
+        Owner::Foreign => "not ours".into(),
+        Owner::FalseClaim { reason } => format!("CLAIMS TO BE OURS BUT IS NOT: {reason}"),
+    }
+}
+
+fn sats(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".into(), |s| s.to_string())
+}
+
+impl Inspection {
+    /// The view `psbt inspect` prints: txid, version, state, each input and output with
+    /// whose it is, what is paid out, the fee.
+    pub fn to_text(&self, wallet: &str) -> String {
+        let r = self;
+        let mut lines = vec![
+            format!("txid        {}", r.txid),
+            format!(
+                "PSBT        version {}, for wallet '{wallet}'",
+                r.psbt_version
+            ),
+            format!(
+                "state       {}",
+                match r.state {
+                    SigningState::Unsigned => "unsigned",
+                    SigningState::PartlySigned => "partly signed",
+                    SigningState::Signed => "signed, not finalized",
+                    SigningState::Finalized => "finalized (ready to broadcast)",
+                }
+            ),
+            format!("inputs      {}", r.inputs.len()),
+        ];
+        for i in &r.inputs {
+            let state = match i.state {
+                InputState::Unsigned => "unsigned",
+                InputState::Signed => "signed",
+                InputState::Finalized => "finalized",
+            };
+            lines.push(format!(
+                "  #{:<3} {:>14} sat  {}  {}  [{state}]",
+                i.index,
+                sats(i.amount_sats),
+                i.previous_output,
+                owner_text(&i.owner)
+            ));
+        }
+        lines.push(format!("outputs     {}", r.outputs.len()));
+        for o in &r.outputs {
+            let role = match &o.owner {
+                Owner::Ours {
+                    keychain: Keychain::Change,
+                    ..
+                } => "change ",
+                Owner::Ours { .. } => "to self",
+                Owner::Foreign => "payment",
+                Owner::FalseClaim { .. } => "payment",
+            };
+            lines.push(format!(
+                "  #{:<3} {:>14} sat  {role}  {}  {}",
+                o.index,
+                o.amount_sats,
+                o.address.as_deref().unwrap_or(&o.script_pubkey),
+                owner_text(&o.owner)
+            ));
+        }
+        lines.push(format!("paid out    {} sat", r.payment_total_sats));
+        let rate = r
+            .fee_rate_sat_per_vb
+            .map_or_else(|| "?".into(), |f| format!("{f:.2}"));
+        lines.push(format!(
+            "fee         {} sat, {rate} sat/vB ({}{} vB)",
+            sats(r.fee_sats),
+            if r.vsize_exact { "" } else { "~" },
+            r.vsize
+        ));
+        lines.join("\n")
+    }
+}

@@ -100,6 +100,31 @@ impl CkmWallet {
         Ok(())
     }
 
+    /// Keeps the labels given with the recipients of a payment (BIP-0021 `label`) as address
+    /// labels, and as the label of its transaction `txid` (a segwit txid does not change when
+    /// it is signed) unless that has one.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn keep_recipient_labels(
+        &mut self,
+        recipients: &[super::Recipient],
+        txid: bitcoin::Txid,
+    ) -> Result<(), WalletError> {
+        let mut given = Vec::new();
+        for r in recipients {
+            if let Some(label) = &r.label {
+                self.set_label(LabelKind::Addr, &r.address.to_string(), label)?;
+                given.push(label.as_str());
+            }
+        }
+        let txid = txid.to_string();
+        if !given.is_empty() && self.label(LabelKind::Tx, &txid)?.is_none() {
+            self.set_label(LabelKind::Tx, &txid, &given.join(", "))?;
+        }
+        Ok(())
+    }
+
     /// The label of `reference`, if any.
     ///
     /// # Errors

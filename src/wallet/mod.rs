@@ -21,6 +21,7 @@
 
 pub mod export;
 pub mod history;
+mod inspect;
 pub mod labels;
 pub mod lock;
 mod meta;
@@ -38,6 +39,7 @@ mod commitments;
 
 pub use commitments::WalletCommitments;
 pub use history::{Balance, HistoryEntry, TxState};
+pub use inspect::NotSignable;
 pub use meta::{PendingTransition, WalletMeta, WalletVerifyError};
 pub use spend::{
     Coin, FeeGuardError, FeeRateSource, PayAmount, Payment, Recipient, RecipientError,

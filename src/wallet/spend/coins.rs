@@ -38,35 +38,61 @@ impl CkmWallet {
     /// # Errors
     /// Database errors (reading labels).
     pub fn coins(&self) -> Result<Vec<Coin>, WalletError> {
+        let mut coins = self.unlabelled_coins();
+        for coin in &mut coins {
+            coin.label = self.label(LabelKind::Output, &coin.outpoint.to_string())?;
+        }
+        Ok(coins)
+    }
+
+    /// A page of [`CkmWallet::coins`]: at most `limit` coins from `offset`, with the number of
+    /// coins; labels are read for the page only (a wallet may hold thousands of coins).
+    ///
+    /// # Errors
+    /// Database errors (reading labels).
+    pub fn coins_page(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<Coin>, usize), WalletError> {
+        let all = self.unlabelled_coins();
+        let total = all.len();
+        let mut page: Vec<Coin> = all.into_iter().skip(offset).take(limit).collect();
+        for coin in &mut page {
+            coin.label = self.label(LabelKind::Output, &coin.outpoint.to_string())?;
+        }
+        Ok((page, total))
+    }
+
+    /// The unspent coins, largest first, without their labels.
+    fn unlabelled_coins(&self) -> Vec<Coin> {
         let tip = self.wallet.latest_checkpoint().height();
         let network = self.meta.network;
         let mut coins: Vec<Coin> = self
             .wallet
             .list_unspent()
-            .map(|u| -> Result<Coin, WalletError> {
-                Ok(Coin {
-                    outpoint: u.outpoint,
-                    amount: u.txout.value,
-                    address: Address::from_script(&u.txout.script_pubkey, network).ok(),
-                    keychain: u.keychain,
-                    index: u.derivation_index,
-                    confirmations: match u.chain_position {
-                        ChainPosition::Confirmed { anchor, .. } => {
-                            tip.saturating_sub(anchor.block_id.height).saturating_add(1)
-                        }
-                        ChainPosition::Unconfirmed { .. } => 0,
-                    },
-                    frozen: self.wallet.is_outpoint_locked(u.outpoint),
-                    label: self.label(LabelKind::Output, &u.outpoint.to_string())?,
-                })
+            .map(|u| Coin {
+                outpoint: u.outpoint,
+                amount: u.txout.value,
+                address: Address::from_script(&u.txout.script_pubkey, network).ok(),
+                keychain: u.keychain,
+                index: u.derivation_index,
+                confirmations: match u.chain_position {
+                    ChainPosition::Confirmed { anchor, .. } => {
+                        tip.saturating_sub(anchor.block_id.height).saturating_add(1)
+                    }
+                    ChainPosition::Unconfirmed { .. } => 0,
+                },
+                frozen: self.wallet.is_outpoint_locked(u.outpoint),
+                label: None,
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         coins.sort_by(|a, b| {
             b.amount
                 .cmp(&a.amount)
                 .then_with(|| a.outpoint.cmp(&b.outpoint))
         });
-        Ok(coins)
+        coins
     }
 
     /// Freezes one of the wallet's unspent coins (persisted). Returns false if it already was.

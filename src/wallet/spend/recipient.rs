@@ -154,6 +154,34 @@ pub fn parse_address(text: &str, network: Network) -> Result<Address, RecipientE
     })
 }
 
+/// A BIP-0021 URI asking for a payment to `address`: `bitcoin:ADDR[?amount=BTC][&label=…]`
+/// (the label percent-encoded), as [`Recipient::parse`] reads it back.
+pub fn bip21_uri(address: &Address, amount: Option<Amount>, label: Option<&str>) -> String {
+    let mut params = Vec::new();
+    if let Some(amount) = amount {
+        params.push(format!(
+            "amount={}",
+            amount.to_string_in(Denomination::Bitcoin)
+        ));
+    }
+    if let Some(label) = label {
+        let mut encoded = String::new();
+        for b in label.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                encoded.push(char::from(b));
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        params.push(format!("label={encoded}"));
+    }
+    if params.is_empty() {
+        format!("bitcoin:{address}")
+    } else {
+        format!("bitcoin:{address}?{}", params.join("&"))
+    }
+}
+
 impl Recipient {
     /// Parses one recipient: `ADDR:AMOUNT`, `ADDR:max`, a `bitcoin:` URI, or a bare `ADDR`
     /// paid `amount` (the separate amount of the older `--to ADDR --amount N` form). An
@@ -291,6 +319,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Recipient, RecipientError> {
         Recipient::parse(text, None, Network::Regtest)
+    }
+
+    #[test]
+    fn bip21_uri_reads_back() {
+        let address = parse_address(REGTEST, Network::Regtest).expect("address");
+        let uri = bip21_uri(
+            &address,
+            Some(Amount::from_sat(150_000)),
+            Some("rent, März & co"),
+        );
+        assert!(uri.starts_with("bitcoin:bcrt1q"), "{uri}");
+        assert!(uri.contains("amount=0.0015"), "{uri}");
+        let back = parse(&uri).expect("parses back");
+        assert_eq!(back.address, address);
+        assert_eq!(back.amount, PayAmount::Exact(Amount::from_sat(150_000)));
+        assert_eq!(back.label.as_deref(), Some("rent, März & co"));
+        assert_eq!(
+            bip21_uri(&address, None, None),
+            format!("bitcoin:{address}")
+        );
     }
 
     #[test]
