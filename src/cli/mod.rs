@@ -197,7 +197,6 @@ impl Context {
             network,
             json: true,
             verbose: 0,
-            held: std::cell::RefCell::new(None),
         }
     }
 
