@@ -358,6 +358,8 @@ fn bad_peers_are_refused_in_time() -> Result<()> {
         refused(&c, &args)
     };
 
+    let before = std::fs::read(c.wallet_path())?;
+
     // Nothing listens: refused at once, naming the peer and the port to use.
     let closed = format!("127.0.0.1:{}", free_port()?);
     let (e, took) = sync(&[good.clone(), closed.clone()], &[])?;
@@ -394,9 +396,33 @@ fn bad_peers_are_refused_in_time() -> Result<()> {
     let (e, _) = sync(&[good.clone(), plain.peer()], &[])?;
     ensure!(e.contains("-peerblockfilters=1"), "{e}");
 
-    // Nothing was written by the refusals: the wallet has never synced.
-    let v = ckm_json(&c.coord, &["wallet", "balance"])?;
-    ensure!(v["confirmed_sats"].as_u64() == Some(0), "{v}");
+    // Nothing was written by the refusals.
+    ensure!(
+        std::fs::read(c.wallet_path())? == before,
+        "the wallet database changed"
+    );
+
+    // A first sync starts at the birth height: a coin in an earlier block is not looked at;
+    // a rescan from before it finds it.
+    let (addr, _) = address(&c)?;
+    env.fund(&addr, 50_000)?;
+    let funded = env.block_count()?;
+    env.mine_blocks(1, None)?;
+    let two = cbf_flags(&[good.clone(), good.clone()]);
+    let after = (funded + 1).to_string();
+    let v = run_json(&c, &["wallet", "sync", "--birth-height", &after], &two)?;
+    ensure!(v["height"].as_u64() == Some(env.block_count()?), "{v}");
+    ensure!(
+        v["confirmed_sats"].as_u64() == Some(0),
+        "seen before its birth: {v}"
+    );
+    let at = funded.to_string();
+    let v = run_json(
+        &c,
+        &["wallet", "sync", "--rescan", "--birth-height", &at],
+        &two,
+    )?;
+    ensure!(v["confirmed_sats"].as_u64() == Some(50_000), "{v}");
 
     // One peer works, with a warning on stderr (also with --json).
     env.mine_blocks(1, None)?;
