@@ -48,8 +48,8 @@ pub struct CbfConfig {
     pub peers: Vec<String>,
     /// Connection and per-request timeout. Default [`DEFAULT_TIMEOUT_SECS`].
     pub timeout: Duration,
-    /// Where a first sync (and a rescan) starts. Default: genesis, or Taproot's activation on
-    /// mainnet.
+    /// Where a first sync (and a rescan) starts. Default: Taproot's activation (709,632) on
+    /// mainnet, genesis elsewhere, as for bitcoind.
     pub start_height: Option<u32>,
     /// The wallet's last checkpoint: sessions that need no filters (broadcast, fee hint)
     /// start their header chain there. Default: the start of a first sync.
@@ -263,7 +263,9 @@ impl Cbf {
             peers,
             network,
             timeout,
-            start_height: config.start_height.unwrap_or(0),
+            start_height: config
+                .start_height
+                .unwrap_or_else(|| super::bitcoind::default_birth_height(network)),
             claimed_tip,
             tip: Mutex::new(
                 config
@@ -735,6 +737,7 @@ mod tests {
     #[test]
     fn anchors_skip_to_taproot_only_on_mainnet() {
         assert_eq!(anchor(Network::Bitcoin, 800_000).height, 709_631);
+        assert_eq!(anchor(Network::Bitcoin, 709_632).height, 709_631);
         assert_eq!(anchor(Network::Bitcoin, 100).height, 0);
         assert_eq!(anchor(Network::Regtest, 800_000).height, 0);
     }
