@@ -396,6 +396,21 @@ fn bad_peers_are_refused_in_time() -> Result<()> {
     let (e, _) = sync(&[good.clone(), plain.peer()], &[])?;
     ensure!(e.contains("-peerblockfilters=1"), "{e}");
 
+    // A home without wallets: `chain set` finds the peers' network by itself.
+    let fresh = tempfile::tempdir()?;
+    let started = Instant::now();
+    let v = ckm_json(
+        fresh.path(),
+        &["wallet", "chain", "set", "--cbf", &good, "--cbf", &good],
+    )?;
+    ensure!(v["checked"]["chain"] == json!("regtest"), "{v}");
+    ensure!(v["saved"]["peers"] == json!([good, good]), "{v}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
     // Nothing was written by the refusals.
     ensure!(
         std::fs::read(c.wallet_path())? == before,

@@ -286,9 +286,7 @@ impl Cbf {
         })?;
         // Resolving needs a network only for a missing port: mainnet's then.
         let addr = resolve(first, Network::Bitcoin)?;
-        let network = probe::NETWORKS
-            .into_iter()
-            .find(|n| probe::hello(addr, *n, config.timeout.min(Duration::from_secs(5))).is_ok())
+        let network = probe::which_network(addr, None, config.timeout.min(Duration::from_secs(5)))
             .ok_or_else(|| CbfError::NoHandshake {
                 peer: first.clone(),
                 network: "any network".into(),
@@ -461,7 +459,7 @@ fn check_peer(
             reason: e.to_string(),
         }),
         Err(probe::Failure::NoHandshake(reason)) => {
-            match probe::which_network(addr, network, timeout.min(Duration::from_secs(5))) {
+            match probe::which_network(addr, Some(network), timeout.min(Duration::from_secs(5))) {
                 Some(other) => Err(CbfError::WrongNetwork {
                     peer: name.to_string(),
                     node: other.to_core_arg().into(),

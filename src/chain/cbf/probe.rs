@@ -124,12 +124,12 @@ pub(super) fn hello(
 /// none answers within `timeout`.
 pub(super) fn which_network(
     addr: SocketAddr,
-    except: Network,
+    except: Option<Network>,
     timeout: Duration,
 ) -> Option<Network> {
     let handles: Vec<_> = NETWORKS
         .into_iter()
-        .filter(|n| *n != except)
+        .filter(|n| Some(*n) != except)
         .map(|n| std::thread::spawn(move || hello(addr, n, timeout).ok().map(|_| n)))
         .collect();
     handles
