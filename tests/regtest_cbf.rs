@@ -438,6 +438,21 @@ fn bad_peers_are_refused_in_time() -> Result<()> {
         &two,
     )?;
     ensure!(v["confirmed_sats"].as_u64() == Some(50_000), "{v}");
+    // A birth height past the tip: headers only, in time; the coins found stay.
+    let future = (env.block_count()? + 5).to_string();
+    let started = Instant::now();
+    let v = run_json(
+        &c,
+        &["wallet", "sync", "--rescan", "--birth-height", &future],
+        &two,
+    )?;
+    ensure!(v["height"].as_u64() == Some(env.block_count()?), "{v}");
+    ensure!(v["confirmed_sats"].as_u64() == Some(50_000), "{v}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 
     // One peer works, with a warning on stderr (also with --json).
     env.mine_blocks(1, None)?;

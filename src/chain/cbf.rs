@@ -382,18 +382,28 @@ impl Cbf {
             let mut result = session
                 .next_update(&mut subscriber, &mut progress)
                 .await
-                .map(|u| updates.push(u));
-            if let (Ok(()), Some(height)) = (&result, skip_to) {
-                result = match session.requester.rescan_from(height) {
-                    Ok(()) => session
-                        .next_update(&mut subscriber, &mut progress)
-                        .await
-                        .map(|u| updates.push(u)),
-                    Err(e) => Err(self.client_error(format!("rescan: {e}"))),
-                };
+                .map(|u| {
+                    let tip = u.chain.as_ref().map_or(0, |c| c.height());
+                    updates.push(u);
+                    tip
+                });
+            // Filters from the start height on, unless the chain has not reached it yet.
+            if let (Ok(tip), Some(height)) = (&result, skip_to) {
+                if height < *tip {
+                    result = match session.requester.rescan_from(height) {
+                        Ok(()) => session
+                            .next_update(&mut subscriber, &mut progress)
+                            .await
+                            .map(|u| {
+                                updates.push(u);
+                                0
+                            }),
+                        Err(e) => Err(self.client_error(format!("rescan: {e}"))),
+                    };
+                }
             }
             session.stop().await;
-            result.map(|()| updates)
+            result.map(|_| updates)
         })?;
         for update in updates {
             wallet
