@@ -9,9 +9,11 @@
 //! batch), and the wallet keeps the statuses of the last applied sync
 //! ([`CkmWallet::script_statuses`]); a script is synced again when its status differs, when
 //! the wallet expects an unconfirmed transaction on it, or when the wallet's last block is no
-//! longer the server's (a reorg: a status names heights, not blocks).
+//! longer the server's (a reorg: a status names heights, not blocks). A connection subscribes
+//! to a script once (the client refuses a second time), so a second sync on the same
+//! connection (the console) reads every script's history, as before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bdk_electrum::electrum_client::{self, ElectrumApi};
 use bdk_electrum::BdkElectrumClient;
@@ -32,6 +34,9 @@ pub const TIMEOUT_SECS: u8 = 30;
 pub struct Electrum {
     url: String,
     client: BdkElectrumClient<electrum_client::Client>,
+    /// Scripts this connection has subscribed to: the client refuses a second subscription,
+    /// so a later sync on the same connection reads their history without a status.
+    subscribed: std::sync::Mutex<HashSet<ScriptBuf>>,
 }
 
 impl std::fmt::Debug for Electrum {
@@ -55,6 +60,7 @@ impl Electrum {
         Ok(Electrum {
             url: url.to_string(),
             client: BdkElectrumClient::new(client),
+            subscribed: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -190,13 +196,17 @@ impl Electrum {
             .filter(|(_, txid)| unconfirmed.contains(txid))
             .map(|(spk, _)| spk)
             .collect();
+        let current: HashMap<&ScriptBuf, &Option<[u8; 32]>> =
+            statuses.iter().map(|(spk, status)| (spk, status)).collect();
         let to_sync: Vec<((KeychainKind, u32), ScriptBuf)> = revealed
             .into_iter()
-            .zip(&statuses)
-            .filter(|((_, spk), (_, status))| {
-                awaited.contains(spk) || saved.get(spk) != Some(status)
+            .filter(|(_, spk)| {
+                awaited.contains(spk)
+                    || match (current.get(spk), saved.get(spk)) {
+                        (Some(now), Some(before)) => *now != before,
+                        _ => true,
+                    }
             })
-            .map(|(item, _)| item)
             .collect();
         let request = SyncRequest::builder()
             .chain_tip(tip)
@@ -217,27 +227,41 @@ impl Electrum {
         Ok(height)
     }
 
-    /// The server's status of each script (one batch), taken before its history is read so
-    /// that a change in between makes the next sync look again.
+    /// The server's status of each script (one batch) not subscribed to yet on this
+    /// connection (the others have none here: their history is read), taken before any
+    /// history is read so that a change in between makes the next sync look again.
     fn statuses(
         &self,
         scripts: &[((KeychainKind, u32), ScriptBuf)],
     ) -> Result<Statuses, ChainError> {
+        let mut subscribed = self
+            .subscribed
+            .lock()
+            .map_err(|_| source_error(&self.url, "subscription list poisoned"))?;
+        let fresh: Vec<&ScriptBuf> = scripts
+            .iter()
+            .map(|(_, spk)| spk)
+            .filter(|spk| !subscribed.contains(*spk))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
         let answers = self
             .client
             .inner
-            .batch_script_subscribe(scripts.iter().map(|(_, spk)| spk.as_script()))
+            .batch_script_subscribe(fresh.iter().map(|spk| spk.as_script()))
             .map_err(|e| source_error(&self.url, e))?;
-        if answers.len() != scripts.len() {
+        subscribed.extend(fresh.iter().map(|spk| (*spk).clone()));
+        if answers.len() != fresh.len() {
             return Err(source_error(
                 &self.url,
-                format!("{} statuses for {} scripts", answers.len(), scripts.len()),
+                format!("{} statuses for {} scripts", answers.len(), fresh.len()),
             ));
         }
-        Ok(scripts
-            .iter()
+        Ok(fresh
+            .into_iter()
             .zip(answers)
-            .map(|((_, spk), status)| (spk.clone(), status.map(|s| *s)))
+            .map(|(spk, status)| (spk.clone(), status.map(|s| *s)))
             .collect())
     }
 
