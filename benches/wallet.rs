@@ -27,7 +27,9 @@
 //!   `--electrum`, each a whole process; baseline in the same run: fetching the same blocks
 //!   raw over RPC in this process (`getblockhash` + `getblock HASH 0`, decoded, over one
 //!   kept-alive HTTP connection). Then one block with one more payment is mined and the synced
-//!   homes sync again (the incremental sync), against their first sync.
+//!   homes sync again (the incremental sync), against their first sync. The same through
+//!   `--cbf` (compact block filters from bitcoind's P2P port, given twice: two connections
+//!   whose filter headers must agree, as with two peers).
 //!
 //! - **console** (issue 28, with `history`): `ckm console` on that same wallet, each page
 //!   (overview, history first and last page, coins, send, receive, signers) timed over
@@ -736,6 +738,8 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
         cookie.as_str(),
     ];
     let electrum_args = ["--electrum", electrum.as_str()];
+    let peer = format!("127.0.0.1:{}", env.p2p_port());
+    let cbf_args = ["--cbf", peer.as_str(), "--cbf", peer.as_str()];
     let expected = SYNC_SATS * SYNC_PAYMENTS as u64;
 
     // The baseline: the same blocks, raw (`getblock HASH 0`, decoded as ckm's sync decodes
@@ -777,10 +781,12 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
     };
     let (bitcoind_first, bitcoind_home) = first("bitcoind", &bitcoind_args)?;
     let (electrum_first, electrum_home) = first("electrum", &electrum_args)?;
+    let (cbf_first, cbf_home) = first("cbf", &cbf_args)?;
 
     // Incremental: one more block holding one more payment, then both homes sync.
     let mut bitcoind_next = Vec::new();
     let mut electrum_next = Vec::new();
+    let mut cbf_next = Vec::new();
     for rep in 0..reps {
         env.fund(&addresses[rep % addresses.len()], SYNC_SATS)?;
         env.mine_blocks(1, None)?;
@@ -791,9 +797,12 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
         let mut args = vec!["wallet", "sync"];
         args.extend_from_slice(&electrum_args);
         electrum_next.push(timed_ckm(&electrum_home, &args)?);
+        let mut args = vec!["wallet", "sync"];
+        args.extend_from_slice(&cbf_args);
+        cbf_next.push(timed_ckm(&cbf_home, &args)?);
     }
     let want = expected + SYNC_SATS * reps as u64;
-    for home in [&bitcoind_home, &electrum_home] {
+    for home in [&bitcoind_home, &electrum_home, &cbf_home] {
         let balance = ckm_json(home, &["wallet", "balance"])?;
         ensure!(
             balance["confirmed_sats"] == want,
@@ -806,9 +815,13 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
     show("first sync through electrum", &electrum_first);
     show("incremental sync through bitcoind", &bitcoind_next);
     show("incremental sync through electrum", &electrum_next);
+    show("first sync through compact filters", &cbf_first);
+    show("incremental sync through compact filters", &cbf_next);
     let first_ratio = median(&bitcoind_first) / median(&raw_ms);
     let bitcoind_incremental = median(&bitcoind_next) / median(&bitcoind_first);
     let electrum_incremental = median(&electrum_next) / median(&electrum_first);
+    let cbf_first_ratio = median(&cbf_first) / median(&raw_ms);
+    let cbf_incremental = median(&cbf_next) / median(&cbf_first);
     println!(
         "{:<44} {first_ratio:.2}x (goal <= 1.5x)",
         "bitcoind first sync / raw blocks"
@@ -823,6 +836,15 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
         "electrum incremental / first",
         electrum_incremental * 100.0
     );
+    println!(
+        "{:<44} {cbf_first_ratio:.2}x",
+        "compact filters first sync / raw blocks"
+    );
+    println!(
+        "{:<44} {:.1}%",
+        "compact filters incremental / first",
+        cbf_incremental * 100.0
+    );
     report.insert(
         "sync".into(),
         json!({
@@ -836,6 +858,10 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
             "bitcoind_first_over_raw": round3(first_ratio),
             "bitcoind_incremental_over_first": round3(bitcoind_incremental),
             "electrum_incremental_over_first": round3(electrum_incremental),
+            "cbf_first": stats(&cbf_first),
+            "cbf_incremental": stats(&cbf_next),
+            "cbf_first_over_raw": round3(cbf_first_ratio),
+            "cbf_incremental_over_first": round3(cbf_incremental),
         }),
     );
     Ok(())

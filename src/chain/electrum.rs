@@ -3,10 +3,23 @@
 //! asks about the unconfirmed transactions the wallet expects (so a transaction replaced or
 //! dropped from the mempool is seen as gone); progress, broadcast, `blockchain.estimatefee`
 //! and the header tip.
+//!
+//! Incremental syncs skip the scripts whose history has not changed: every sync first asks
+//! the server for the status of each revealed script (`blockchain.scripthash.subscribe`, one
+//! batch), and the wallet keeps the statuses of the last applied sync
+//! ([`CkmWallet::script_statuses`]); a script is synced again when its status differs, when
+//! the wallet expects an unconfirmed transaction on it, or when the wallet's last block is no
+//! longer the server's (a reorg: a status names heights, not blocks). A connection subscribes
+//! to a script once (the client refuses a second time), so a second sync on the same
+//! connection (the console) reads every script's history, as before.
+
+use std::collections::{HashMap, HashSet};
 
 use bdk_electrum::electrum_client::{self, ElectrumApi};
 use bdk_electrum::BdkElectrumClient;
-use bitcoin::{FeeRate, Transaction, Txid};
+use bdk_wallet::chain::spk_client::SyncRequest;
+use bdk_wallet::KeychainKind;
+use bitcoin::{FeeRate, ScriptBuf, Transaction, Txid};
 
 use super::{ChainError, ChainSource, ProgressFn, SyncProgress};
 use crate::wallet::CkmWallet;
@@ -21,6 +34,9 @@ pub const TIMEOUT_SECS: u8 = 30;
 pub struct Electrum {
     url: String,
     client: BdkElectrumClient<electrum_client::Client>,
+    /// Scripts this connection has subscribed to: the client refuses a second subscription,
+    /// so a later sync on the same connection reads their history without a status.
+    subscribed: std::sync::Mutex<HashSet<ScriptBuf>>,
 }
 
 impl std::fmt::Debug for Electrum {
@@ -44,6 +60,7 @@ impl Electrum {
         Ok(Electrum {
             url: url.to_string(),
             client: BdkElectrumClient::new(client),
+            subscribed: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -86,6 +103,7 @@ impl ChainSource for Electrum {
         mut progress: ProgressFn,
     ) -> Result<u32, ChainError> {
         self.warm(wallet);
+        let statuses = self.statuses(&revealed(wallet))?;
         let request = wallet
             .bdk()
             .start_full_scan()
@@ -95,7 +113,9 @@ impl ChainSource for Electrum {
             .client
             .full_scan(request, STOP_GAP, 10, true)
             .map_err(|e| source_error(&self.url, e))?;
-        self.apply(wallet, update)
+        let height = self.apply(wallet, update)?;
+        wallet.set_script_statuses(&statuses)?;
+        Ok(height)
     }
 
     fn broadcast(&self, tx: &Transaction) -> Result<Txid, ChainError> {
@@ -144,9 +164,54 @@ impl Electrum {
         mut progress: ProgressFn,
     ) -> Result<u32, ChainError> {
         self.warm(wallet);
-        let request = wallet
-            .bdk()
-            .start_sync_with_revealed_spks()
+        let revealed = revealed(wallet);
+        let statuses = self.statuses(&revealed)?;
+        let bdk = wallet.bdk();
+        let tip = bdk.latest_checkpoint();
+        let expected: Vec<(ScriptBuf, Txid)> = bdk
+            .tx_graph()
+            .list_expected_spk_txids(bdk.local_chain(), tip.block_id(), bdk.spk_index(), ..)
+            .collect();
+        // Skipping needs the wallet's last block to still be the server's.
+        let same_chain = tip.height() == 0
+            || self
+                .client
+                .inner
+                .block_header(tip.height() as usize)
+                .is_ok_and(|h| h.block_hash() == tip.hash());
+        let saved = if same_chain {
+            wallet.script_statuses()?
+        } else {
+            Default::default()
+        };
+        // Scripts with an unconfirmed transaction of the wallet: looked at every time, so that
+        // one the server does not have (dropped, replaced, never relayed) is marked evicted.
+        let unconfirmed: HashSet<Txid> = bdk
+            .transactions()
+            .filter(|t| !t.chain_position.is_confirmed())
+            .map(|t| t.tx_node.txid)
+            .collect();
+        let awaited: HashSet<&ScriptBuf> = expected
+            .iter()
+            .filter(|(_, txid)| unconfirmed.contains(txid))
+            .map(|(spk, _)| spk)
+            .collect();
+        let current: HashMap<&ScriptBuf, &Option<[u8; 32]>> =
+            statuses.iter().map(|(spk, status)| (spk, status)).collect();
+        let to_sync: Vec<((KeychainKind, u32), ScriptBuf)> = revealed
+            .into_iter()
+            .filter(|(_, spk)| {
+                awaited.contains(spk)
+                    || match (current.get(spk), saved.get(spk)) {
+                        (Some(now), Some(before)) => *now != before,
+                        _ => true,
+                    }
+            })
+            .collect();
+        let request = SyncRequest::builder()
+            .chain_tip(tip)
+            .spks_with_indexes(to_sync)
+            .expected_spk_txids(expected)
             .inspect(move |item, _| {
                 if let bdk_wallet::chain::spk_client::SyncItem::Spk((keychain, index), _) = item {
                     progress(SyncProgress::Script { keychain, index });
@@ -157,7 +222,47 @@ impl Electrum {
             .client
             .sync(request, 10, true)
             .map_err(|e| source_error(&self.url, e))?;
-        self.apply(wallet, update)
+        let height = self.apply(wallet, update)?;
+        wallet.set_script_statuses(&statuses)?;
+        Ok(height)
+    }
+
+    /// The server's status of each script (one batch) not subscribed to yet on this
+    /// connection (the others have none here: their history is read), taken before any
+    /// history is read so that a change in between makes the next sync look again.
+    fn statuses(
+        &self,
+        scripts: &[((KeychainKind, u32), ScriptBuf)],
+    ) -> Result<Statuses, ChainError> {
+        let mut subscribed = self
+            .subscribed
+            .lock()
+            .map_err(|_| source_error(&self.url, "subscription list poisoned"))?;
+        let fresh: Vec<&ScriptBuf> = scripts
+            .iter()
+            .map(|(_, spk)| spk)
+            .filter(|spk| !subscribed.contains(*spk))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = self
+            .client
+            .inner
+            .batch_script_subscribe(fresh.iter().map(|spk| spk.as_script()))
+            .map_err(|e| source_error(&self.url, e))?;
+        subscribed.extend(fresh.iter().map(|spk| (*spk).clone()));
+        if answers.len() != fresh.len() {
+            return Err(source_error(
+                &self.url,
+                format!("{} statuses for {} scripts", answers.len(), fresh.len()),
+            ));
+        }
+        Ok(fresh
+            .into_iter()
+            .zip(answers)
+            .map(|(spk, status)| (spk.clone(), status.map(|s| *s)))
+            .collect())
     }
 
     /// Hands the client the transactions and anchors (confirmation proofs) the wallet
@@ -192,6 +297,14 @@ impl Electrum {
         wallet.persist()?;
         Ok(wallet.bdk().latest_checkpoint().height())
     }
+}
+
+/// Each script with its Electrum status (`None`: no history).
+type Statuses = Vec<(ScriptBuf, Option<[u8; 32]>)>;
+
+/// Every script the wallet has revealed, with its keychain and index.
+fn revealed(wallet: &CkmWallet) -> Vec<((KeychainKind, u32), ScriptBuf)> {
+    wallet.bdk().spk_index().revealed_spks(..).collect()
 }
 
 /// A fee rate from BTC per 1000 vbytes, as Electrum and Bitcoin Core give it: `None` for a

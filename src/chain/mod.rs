@@ -2,15 +2,16 @@
 //! the wallet up to date, broadcast a transaction, estimate a fee rate, read the tip.
 //!
 //! Reading order: this file (the trait, its error and the helpers every source shares), then
-//! one file per source: [`electrum`] (an Electrum server through `bdk_electrum`) and
-//! [`bitcoind`] (the user's own Bitcoin Core node over RPC, through `bdk_bitcoind_rpc`).
-//! Compact block filters (`bdk_kyoto`) are to be a sibling implementing the same trait, so that
-//! the CLI and the console pick a source once and call the same functions.
+//! one file per source: [`electrum`] (an Electrum server through `bdk_electrum`),
+//! [`bitcoind`] (the user's own Bitcoin Core node over RPC, through `bdk_bitcoind_rpc`) and
+//! [`cbf`] (compact block filters from P2P peers, through `bdk_kyoto`), so that the CLI and
+//! the console pick a source once and call the same functions.
 //!
 //! May import: [`crate::wallet`] (the wallet it updates) and the lower floors. Never `net`,
 //! `signer`, `ops` or `cli`: the chain is not the signers' network.
 
 pub mod bitcoind;
+pub mod cbf;
 pub mod electrum;
 
 use bdk_wallet::KeychainKind;
@@ -34,6 +35,13 @@ pub enum SyncProgress {
         /// The block's height.
         height: u32,
         /// The source's tip when the sync started (or this block, if higher).
+        tip: u32,
+    },
+    /// Compact block filters checked so far (filter sources), in thousandths of the work.
+    Filters {
+        /// 0 to 1000.
+        permille: u16,
+        /// The height of the peers' best header known so far.
         tip: u32,
     },
 }
@@ -72,6 +80,9 @@ pub enum ChainError {
     /// The Bitcoin Core node cannot be used or failed.
     #[error(transparent)]
     Bitcoind(#[from] bitcoind::BitcoindError),
+    /// The compact-filter peers cannot be used or failed.
+    #[error(transparent)]
+    Cbf(#[from] cbf::CbfError),
     /// Saving the wallet failed.
     #[error(transparent)]
     Wallet(#[from] WalletError),

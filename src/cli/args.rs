@@ -20,8 +20,8 @@ pub struct WalletArg {
     pub name: Option<String>,
 }
 
-/// `--electrum URL` or `--bitcoind URL …`, shared by the commands that talk to the chain
-/// (resolved by [`super::chain::resolve`]).
+/// `--electrum URL`, `--bitcoind URL …` or `--cbf HOST:PORT …`, shared by the commands that
+/// talk to the chain (resolved by [`super::chain::resolve`]).
 #[derive(Debug, Args, Clone, Default)]
 pub struct ElectrumArg {
     /// Electrum server, e.g. tcp://127.0.0.1:60401 [default: CKM_ELECTRUM, else the home's
@@ -30,6 +30,28 @@ pub struct ElectrumArg {
     pub electrum: Option<String>,
     #[command(flatten)]
     pub bitcoind: BitcoindArgs,
+    #[command(flatten)]
+    pub cbf: CbfArgs,
+}
+
+/// `--cbf HOST:PORT` (repeatable), the compact-block-filter peers (flattened into
+/// [`ElectrumArg`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CbfArgs {
+    /// A P2P peer serving compact block filters (BIP-0157), e.g. 127.0.0.1:8333: a bitcoind
+    /// started with -blockfilterindex=1 -peerblockfilters=1. Repeat it: give two or more
+    /// peers, as one peer can leave out blocks that pay you. Filters carry no mempool: a
+    /// payment to you shows only once mined [default: CKM_CBF (comma-separated), else the
+    /// home's saved source]
+    #[arg(
+        long = "cbf",
+        value_name = "HOST:PORT",
+        conflicts_with_all = ["electrum", "bitcoind"]
+    )]
+    pub cbf: Vec<String>,
+    /// Seconds a compact-filter peer has to connect and to answer each request [default: 30]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cbf_timeout: Option<u64>,
 }
 
 /// `--bitcoind URL` and its credentials, shared by the commands that talk to the chain
@@ -62,8 +84,8 @@ pub struct BitcoindArgs {
     /// Seconds before a connection or request to bitcoind fails [default: 30]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub bitcoind_timeout: Option<u64>,
-    /// First block of a wallet's first sync from bitcoind; with `wallet create`, the birth
-    /// height to record [default: the wallet's birth height (the chain's tip at `wallet
+    /// First block of a wallet's first sync from bitcoind or compact filters; with `wallet
+    /// create`, the birth height to record [default: the wallet's birth height (the chain's tip at `wallet
     /// create`); without one, 709632 (Taproot's activation) on mainnet, 0 elsewhere]
     #[arg(long, value_name = "HEIGHT")]
     pub birth_height: Option<u32>,

@@ -235,11 +235,14 @@ pub enum WalletCommand {
     /// the first time, then the addresses the wallet revealed (which also notices
     /// transactions replaced or dropped from the mempool, shown by `wallet history`). Your own
     /// Bitcoin Core node: the blocks since the last sync, then the mempool; the first sync
-    /// starts at the wallet's birth height (recorded at `wallet create`) or --birth-height
+    /// starts at the wallet's birth height (recorded at `wallet create`) or --birth-height.
+    /// Compact block filters from P2P peers (--cbf): the same, without any mempool (a payment
+    /// to you shows once mined), and from two or more peers (one can leave out blocks)
     ///
     /// Examples:
     ///   ckm wallet sync --electrum tcp://127.0.0.1:60401
     ///   ckm wallet sync --bitcoind http://127.0.0.1:8332 --bitcoind-cookie ~/.bitcoin/.cookie
+    ///   ckm wallet sync --cbf node1.example.org:8333 --cbf 203.0.113.5:8333   # no mempool
     ///   ckm wallet sync --birth-height 850000    # the home's saved bitcoind source, first sync
     ///   ckm wallet sync --rescan    # coins sent to addresses this wallet never showed
     #[command(verbatim_doc_comment)]
@@ -250,7 +253,8 @@ pub enum WalletCommand {
         electrum: ElectrumArg,
         /// Find coins on addresses this wallet did not reveal (a restored wallet, another
         /// coordinator's copy): through Electrum, scan every address up to 20 unused ones past
-        /// the last used; through bitcoind, read every block again from --birth-height
+        /// the last used; through bitcoind, read every block again from --birth-height; through
+        /// compact filters, every filter again from --birth-height
         #[arg(long)]
         rescan: bool,
     },

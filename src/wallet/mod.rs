@@ -26,6 +26,7 @@ pub mod labels;
 pub mod lock;
 mod meta;
 pub mod record;
+mod script_status;
 pub mod spend;
 
 use std::path::Path;

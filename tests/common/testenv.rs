@@ -21,8 +21,9 @@
 //!
 //! # What [`TestEnv::new`] starts
 //!
-//! * `bitcoind -regtest` in a fresh temporary datadir, with cookie auth, `-txindex=1
-//!   -rest=1` (electrs needs REST), P2P and RPC bound to 127.0.0.1 on free ports. This
+//! * `bitcoind -regtest` in a fresh temporary datadir, with cookie auth, `-txindex=1`,
+//!   `-blockfilterindex=1 -peerblockfilters=1` (compact filters for P2P peers),
+//!   `-rest=1` (electrs needs REST), P2P and RPC bound to 127.0.0.1 on free ports. This
 //!   bitcoind is built **without a wallet**: there is no `getnewaddress` or `sendtoaddress`.
 //!   Coins come from mining ([`TestEnv::mine_to`], [`TestEnv::fund_coinbase`]) or from the
 //!   environment's own faucet key ([`TestEnv::fund`]).
@@ -223,6 +224,9 @@ impl TestEnv {
             .arg("-rpcbind=127.0.0.1")
             .arg("-rpcallowip=127.0.0.1")
             .arg("-txindex=1")
+            // Compact block filters served to P2P peers (tests/regtest_cbf.rs).
+            .arg("-blockfilterindex=1")
+            .arg("-peerblockfilters=1")
             .arg("-rest=1")
             .arg("-fallbackfee=0.0001")
             .stdin(Stdio::null())
