@@ -59,7 +59,7 @@ up-bitcoind:
 down:
     regtest/down
 
-# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers (writes target/bench/report.json); hostile-PSBT decoding from 1k to 160k pairs; the everyday wallet: wallet send vs single-key, history and balance over 10 000 transactions, first and incremental sync of a 2 000-block chain through bitcoind and Electrum vs raw block fetch (target/bench/wallet.json)
+# Co-signing benchmark: bare FROST vs in memory vs signer processes vs single-key, DKG, scale (1 vs 10 000 wallets), load; then over an emulated WAN: two vs one round, statements, ROAST vs retry with faulty signers, and small payments against one durable commit (commit_ms; writes target/bench/report.json); hostile-PSBT decoding from 1k to 160k pairs; the everyday wallet: wallet send vs single-key, history and balance over 10 000 transactions, console pages, first and incremental sync of a 2 000-block chain through bitcoind, Electrum and compact filters vs raw block fetch (target/bench/wallet.json)
 bench:
     cargo build --release --locked --bins --examples
     CKM_BIN=target/release/ckm cargo bench --locked --bench cosign
