@@ -2,7 +2,7 @@
 //! the light client `bdk_kyoto`: no node of one's own, no server that learns the addresses.
 //!
 //! Reading order: [`CbfConfig`] (what the caller gives), [`CbfError`], then [`Cbf`]: `connect`
-//! checks every peer with a version handshake of its own ([`probe`]: reachable in time, on the
+//! checks every peer with a version handshake of its own (`cbf/probe.rs`: reachable in time, on the
 //! wallet's network, serving filters); each sync then runs a light client on a private tokio
 //! runtime until it has checked the filters up to the peers' tip, applies its update and stops.
 //!

@@ -248,7 +248,7 @@ impl Inner {
 
     /// The background thread: writes the wanted checkpoint until none is left (decisions
     /// that arrive meanwhile are folded into one write), then ends.
-    fn run_later(&self) {
+    fn run_later<R: RngCore + CryptoRng>(&self, mut rng: R) {
         loop {
             let job = {
                 let mut later = lock(&self.later);
@@ -271,7 +271,7 @@ impl Inner {
             {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            if let Err(e) = self.advance(&key, at, &mut rand::rngs::OsRng) {
+            if let Err(e) = self.advance(&key, at, &mut rng) {
                 tracing::error!(error = %e, "cannot advance the checkpoint; the next signing retries before its share leaves");
                 lock(&self.later).failed = Some(e.to_string());
             }
@@ -316,14 +316,17 @@ impl CheckpointFile {
     /// When the last background advance failed, this one is written synchronously first;
     /// its error (a full or read-only disk) is returned, and the caller must then refuse to
     /// release its share, as before the checkpoint moved off the critical path.
-    pub fn advance_soon(&self, key: &StoreKey, to: Checkpoint) -> Result<(), CheckpointError> {
+    /// `rng` seals the checkpoint (on the background thread, or here).
+    pub fn advance_soon<R: RngCore + CryptoRng + Send + 'static>(
+        &self,
+        key: &StoreKey,
+        to: Checkpoint,
+        mut rng: R,
+    ) -> Result<(), CheckpointError> {
         let mut later = lock(&self.inner.later);
         if later.failed.take().is_some() {
             drop(later);
-            return self
-                .inner
-                .advance(key, to, &mut rand::rngs::OsRng)
-                .map(|_| ());
+            return self.inner.advance(key, to, &mut rng).map(|_| ());
         }
         later.wanted = Some(match later.wanted.take() {
             Some((k, at)) => (k, at.max(to)),
@@ -337,17 +340,14 @@ impl CheckpointFile {
         let inner = Arc::clone(&self.inner);
         let spawned = std::thread::Builder::new()
             .name("ckm-checkpoint".into())
-            .spawn(move || inner.run_later());
-        if spawned.is_err() {
-            // No thread: write it here.
-            let job = {
-                let mut later = lock(&self.inner.later);
-                later.running = false;
-                later.wanted.take()
-            };
-            if let Some((k, at)) = job {
-                self.inner.advance(&k, at, &mut rand::rngs::OsRng)?;
-            }
+            .spawn(move || inner.run_later(rng));
+        if let Err(e) = spawned {
+            // No thread (and the generator went with it): as when a background write fails,
+            // the next decision writes the checkpoint synchronously before its share leaves.
+            let mut later = lock(&self.inner.later);
+            later.running = false;
+            later.failed = Some(format!("cannot start the checkpoint thread: {e}"));
+            self.inner.settled.notify_all();
         }
         Ok(())
     }

@@ -584,7 +584,7 @@ impl Signer {
             }
         }
         // The checkpoint follows off the critical path: the decision is durable already.
-        if let Err(e) = self.home.advance_checkpoint_soon() {
+        if let Err(e) = self.home.advance_checkpoint_soon(self.rng()) {
             tracing::error!(%session, error = %e, "cannot advance the checkpoint; no share released");
             return Err(refuse(
                 ErrorCode::Internal,

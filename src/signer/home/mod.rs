@@ -475,15 +475,19 @@ impl SignerHome {
         Ok(self.checkpoint.advance(&self.key, at, rng)?)
     }
 
-    /// Advances the checkpoint to where the records are now, on a background thread (after
-    /// a signing decision: see [`checkpoint::CheckpointFile::advance_soon`]).
+    /// Advances the checkpoint to where the records are now, on a background thread that
+    /// seals it with `rng` (after a signing decision: see
+    /// [`checkpoint::CheckpointFile::advance_soon`]).
     ///
     /// # Errors
     /// Database errors; the checkpoint's error when the last background advance failed and
     /// the synchronous retry fails too.
-    pub fn advance_checkpoint_soon(&self) -> Result<(), HomeError> {
+    pub fn advance_checkpoint_soon<R: RngCore + CryptoRng + Send + 'static>(
+        &self,
+        rng: R,
+    ) -> Result<(), HomeError> {
         let at = self.db.read(|c| Ok(self.position(c)))??;
-        Ok(self.checkpoint.advance_soon(&self.key, at)?)
+        Ok(self.checkpoint.advance_soon(&self.key, at, rng)?)
     }
 
     /// Waits for a background checkpoint advance in flight (a graceful stop).
