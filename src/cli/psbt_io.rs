@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use ckm::psbt::ur;
+use ckm::psbt::version::PsbtFileForm;
 use ckm::psbt::{PsbtVersion, VersionedPsbt};
 use clap::builder::TypedValueParser as _;
 use clap::{Args, ValueEnum};
@@ -76,33 +77,14 @@ pub struct PsbtFile {
 pub fn read(path: &Path) -> Result<PsbtFile> {
     let bytes = ckm::store::read_limited(path, MAX_PSBT_FILE)
         .with_context(|| format!("reading {}", path.display()))?;
-    let show = path.display();
-    if bytes.starts_with(b"psbt\xff") {
-        let psbt = VersionedPsbt::deserialize(&bytes)
-            .with_context(|| format!("{show} is not a valid PSBT"))?;
-        return Ok(PsbtFile {
-            psbt,
-            format: PsbtFormat::Binary,
-        });
-    }
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| anyhow!("{show} is not a PSBT (neither binary, base64 nor UR)"))?;
-    if ur::looks_like_ur(text) {
-        let raw = ur::decode(text.lines())
-            .with_context(|| format!("{show}: cannot read its URs as a PSBT"))?;
-        let psbt = VersionedPsbt::deserialize(&raw)
-            .with_context(|| format!("{show}: the UR does not hold a valid PSBT"))?;
-        return Ok(PsbtFile {
-            psbt,
-            format: PsbtFormat::Ur,
-        });
-    }
-    let psbt = VersionedPsbt::from_base64(text)
-        .with_context(|| format!("{show} is not a valid PSBT (binary, base64 or UR)"))?;
-    Ok(PsbtFile {
-        psbt,
-        format: PsbtFormat::Base64,
-    })
+    let (psbt, form) = VersionedPsbt::from_file_bytes(&bytes)
+        .with_context(|| format!("{} is not a PSBT ckm can read", path.display()))?;
+    let format = match form {
+        PsbtFileForm::Binary => PsbtFormat::Binary,
+        PsbtFileForm::Base64 => PsbtFormat::Base64,
+        PsbtFileForm::Ur => PsbtFormat::Ur,
+    };
+    Ok(PsbtFile { psbt, format })
 }
 
 /// The bytes of a PSBT file in `format`.

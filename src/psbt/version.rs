@@ -34,6 +34,38 @@ pub struct VersionedPsbt {
     v2: Option<V2Fields>,
 }
 
+/// The form a PSBT file or upload came in ([`VersionedPsbt::from_file_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsbtFileForm {
+    /// Binary (BIP-0174's file format, `psbt\xff…`).
+    Binary,
+    /// Base64 text (line breaks allowed).
+    Base64,
+    /// Uniform Resources, one `ur:psbt/…` per line.
+    Ur,
+}
+
+/// Why the bytes of a PSBT file are not a PSBT.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PsbtFileError {
+    /// It starts like a binary PSBT but is not a valid one.
+    #[error("not a valid binary PSBT")]
+    Binary(#[source] PsbtDecodeError),
+    /// Its URs do not decode.
+    #[error("its URs cannot be read as a PSBT")]
+    Ur(#[source] super::ur::UrError),
+    /// Its URs decode to something that is not a valid PSBT.
+    #[error("its UR does not hold a valid PSBT")]
+    UrPsbt(#[source] PsbtDecodeError),
+    /// Text that is not a valid base64 PSBT.
+    #[error("not a valid PSBT (binary, base64 or UR)")]
+    Base64(#[source] PsbtDecodeError),
+    /// Neither binary nor text.
+    #[error("not a PSBT (neither binary, base64 nor UR)")]
+    NotText,
+}
+
 impl VersionedPsbt {
     /// Wraps a PSBT to be written in `version`.
     pub fn new(psbt: Psbt, version: PsbtVersion) -> Self {
@@ -78,6 +110,28 @@ impl VersionedPsbt {
             .decode(text.trim())
             .map_err(PsbtDecodeError::Base64)?;
         Self::deserialize(&bytes)
+    }
+
+    /// Reads the bytes of a PSBT file in any form ckm writes: binary, base64 text (line
+    /// breaks and surrounding blanks allowed) or URs; version 0 or 2 in each. The CLI's file
+    /// reader and the console's upload both use it.
+    ///
+    /// # Errors
+    /// [`PsbtFileError`], naming the form the bytes looked like.
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<(Self, PsbtFileForm), PsbtFileError> {
+        if bytes.starts_with(super::consts::PSBT_MAGIC_BYTES) {
+            let psbt = Self::deserialize(bytes).map_err(PsbtFileError::Binary)?;
+            return Ok((psbt, PsbtFileForm::Binary));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| PsbtFileError::NotText)?;
+        if super::ur::looks_like_ur(text) {
+            let raw = super::ur::decode(text.lines()).map_err(PsbtFileError::Ur)?;
+            let psbt = Self::deserialize(&raw).map_err(PsbtFileError::UrPsbt)?;
+            return Ok((psbt, PsbtFileForm::Ur));
+        }
+        let compact: String = text.split_whitespace().collect();
+        let psbt = Self::from_base64(&compact).map_err(PsbtFileError::Base64)?;
+        Ok((psbt, PsbtFileForm::Base64))
     }
 
     /// The PSBT (as version 0, the model every check works on).
@@ -270,5 +324,72 @@ mod tests {
         let bytes = v2.serialize().map_err(|e| e.to_string());
         let back = bytes.and_then(|b| VersionedPsbt::deserialize(&b).map_err(|e| e.to_string()));
         assert_eq!(back.map(VersionedPsbt::into_psbt), Ok(psbt));
+    }
+
+    #[test]
+    fn a_file_is_read_in_each_form_and_garbage_is_named() {
+        use bitcoin::{Amount, OutPoint, ScriptBuf, TxIn, TxOut};
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                ..TxIn::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(1000),
+                script_pubkey: ScriptBuf::new(),
+            }],
+        };
+        let Ok(psbt) = Psbt::from_unsigned_tx(tx) else {
+            panic!("unsigned tx");
+        };
+        for version in [PsbtVersion::V0, PsbtVersion::V2] {
+            let v = VersionedPsbt::new(psbt.clone(), version);
+            let Ok(binary) = v.serialize() else {
+                panic!("serialize");
+            };
+            let read = |bytes: &[u8]| {
+                VersionedPsbt::from_file_bytes(bytes)
+                    .map(|(p, form)| (p.version(), p.into_psbt(), form))
+                    .map_err(|e| e.to_string())
+            };
+            assert_eq!(
+                read(&binary),
+                Ok((version, psbt.clone(), PsbtFileForm::Binary))
+            );
+            // Base64 wrapped at 20 columns, with blanks around it.
+            let text = BASE64_STANDARD.encode(&binary);
+            let wrapped: Vec<String> = text
+                .as_bytes()
+                .chunks(20)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let file = format!("\n  {}\n\n", wrapped.join("\n"));
+            assert_eq!(
+                read(file.as_bytes()),
+                Ok((version, psbt.clone(), PsbtFileForm::Base64))
+            );
+            let Ok(parts) = super::super::ur::encode_parts(&binary, 30, 0) else {
+                panic!("ur");
+            };
+            assert!(parts.len() > 1, "several fragments");
+            assert_eq!(
+                read(parts.join("\n").as_bytes()),
+                Ok((version, psbt.clone(), PsbtFileForm::Ur))
+            );
+        }
+        assert!(matches!(
+            VersionedPsbt::from_file_bytes(b"\xff\xfe not text"),
+            Err(PsbtFileError::NotText)
+        ));
+        assert!(matches!(
+            VersionedPsbt::from_file_bytes(b"cHNidP8 is not a whole psbt"),
+            Err(PsbtFileError::Base64(_))
+        ));
+        assert!(matches!(
+            VersionedPsbt::from_file_bytes(b"psbt\xff\x00"),
+            Err(PsbtFileError::Binary(_))
+        ));
     }
 }
