@@ -2,7 +2,8 @@
 //! home, over plain HTTP on loopback and over HTTPS off loopback (its self-signed
 //! certificate). A request without the session cookie, a POST without the CSRF token and a
 //! foreign `Host` are refused; the token gives an `HttpOnly; SameSite=Strict` cookie
-//! (`Secure` over HTTPS); a POST with the session's CSRF token passes the gate.
+//! (`Secure` over HTTPS); a POST (a form or a file upload) with the session's CSRF token
+//! passes the gate.
 //! The browser test on a regtest wallet is tests/regtest_console.rs.
 
 use std::io::{BufRead, BufReader};
@@ -108,6 +109,30 @@ fn check_gate(url: &str, secure: bool) -> Result<()> {
     ensure!(
         post(&[("csrf", csrf)])? == 404,
         "POST with the session's token"
+    );
+    // A file upload (multipart/form-data) passes the gate only with the session's token.
+    let upload = |token: &str| -> Result<(u16, String)> {
+        let body = format!(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{token}\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.psbt\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\nnot a psbt\r\n--XyZ--\r\n"
+        );
+        let r = http
+            .post(format!("{base}/w/none/psbt/upload"))
+            .header("cookie", &cookie)
+            .header("content-type", "multipart/form-data; boundary=XyZ")
+            .body(body)
+            .send()?;
+        Ok((r.status().as_u16(), r.text()?))
+    };
+    ensure!(
+        upload(&"0".repeat(64))?.0 == 403,
+        "upload with another token"
+    );
+    let (status, page) = upload(csrf)?;
+    ensure!(
+        status == 400 && page.contains("not a PSBT"),
+        "upload with the session's token: {status} {page}"
     );
     let r = http
         .get(format!("{base}/"))

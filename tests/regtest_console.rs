@@ -3,7 +3,9 @@
 //! three real `ckm signer serve` processes, bitcoind and electrs. Logs in with the printed
 //! token, reads the balance, pays from the send page (review, co-sign, broadcast) and checks
 //! that bitcoind mines the payment, labels it in the history, freezes a coin, co-signs a PSBT
-//! made elsewhere on the PSBT page (broadcast afterwards), shows the signers' refusal of a
+//! made elsewhere on the PSBT page (pasted, then uploaded as a binary file; its progress shown
+//! per signer while two signers are held stopped; broadcast afterwards), shows the signers'
+//! refusal of a
 //! payment over their daily limit with the rule they name; and checks over
 //! plain HTTP that a request without the session cookie, a POST without the CSRF token and a
 //! wrong `Host` header are refused. Takes the screenshots of `docs/console.md`.
@@ -145,12 +147,52 @@ async fn submit(b: &Client, button: fantoccini::elements::Element) -> Result<()>
     Ok(())
 }
 
+/// Takes a screenshot: into `docs/console/` (the pictures of `docs/console.md`) when
+/// `CKM_UPDATE_SCREENSHOTS=1`, else under `target/console-screenshots/` so that a test run
+/// leaves the work tree as it was.
 async fn screenshot(b: &Client, name: &str) -> Result<()> {
     let png = b.screenshot().await?;
     ensure!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = if std::env::var_os("CKM_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        root.join("docs/console")
+    } else {
+        root.join("target/console-screenshots")
+    };
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(name), png)?;
+    Ok(())
+}
+
+/// Waits until the page (which may reload itself, as a signing's progress page does) shows
+/// `css`, and returns its text; an error page ends the wait early with its message.
+async fn wait_for(b: &Client, css: &str) -> Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(e) = b.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                return Ok(t);
+            }
+        }
+        if css != "#error" {
+            if let Ok(e) = b.find(Locator::Css("#error")).await {
+                bail!("waiting for {css}, the page shows: {}", e.text().await?);
+            }
+        }
+        ensure!(Instant::now() < deadline, "{css} never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops (`SIGSTOP`) or continues (`SIGCONT`) a signer process: a stopped signer accepts
+/// connections (the kernel does) but answers nothing.
+fn signal(pid: Option<u32>, sig: &str) -> Result<()> {
+    let pid = pid.ok_or_else(|| anyhow!("signer not running"))?;
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()?
+        .success();
+    ensure!(ok, "kill {sig} {pid} failed");
     Ok(())
 }
 
@@ -311,7 +353,7 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
     );
     screenshot(b, "send-review.png").await?;
     submit(b, b.find(Locator::Id("sign")).await?).await?;
-    let txid = text(b, "#txid")
+    let txid = wait_for(b, "#txid")
         .await
         .context("the send did not complete")?;
     let signed = b.find_all(Locator::Css("#cosigners tr.signed")).await?;
@@ -423,7 +465,43 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
         view.contains(&to2) && view.contains("60000") && view.contains("unsigned"),
         "{view}"
     );
-    submit(b, b.find(Locator::Id("psbt-sign")).await?).await?;
+
+    // The same PSBT uploaded as a binary file: the same view.
+    let binary = c.dir.path().join("elsewhere-binary.psbt");
+    {
+        use bitcoin::base64::prelude::{Engine as _, BASE64_STANDARD};
+        std::fs::write(&binary, BASE64_STANDARD.decode(text64.trim())?)?;
+    }
+    b.goto(&format!("{base}/w/vault/psbt")).await?;
+    b.find(Locator::Id("psbt-file"))
+        .await?
+        .send_keys(binary.to_str().ok_or_else(|| anyhow!("path"))?)
+        .await?;
+    submit(b, b.find(Locator::Id("upload")).await?).await?;
+    ensure!(
+        text(b, "#inspection").await? == view,
+        "the uploaded file shows otherwise"
+    );
+
+    // Co-signing shows each signer's progress: with signers 2 and 3 stopped, the page shows
+    // them asked and unanswered (reloading itself), then the result once they continue.
+    signal(c.signers[1].pid(), "-STOP")?;
+    signal(c.signers[2].pid(), "-STOP")?;
+    let held = async {
+        submit(b, b.find(Locator::Id("psbt-sign")).await?).await?;
+        let waiting = wait_for(b, "#progress tr[data-signer='2'].asked td.state").await?;
+        ensure!(waiting.contains("no answer yet"), "{waiting}");
+        ensure!(
+            b.find_all(Locator::Css("#progress tbody tr")).await?.len() == 3,
+            "not every signer shown"
+        );
+        screenshot(b, "signing-progress.png").await
+    }
+    .await;
+    signal(c.signers[1].pid(), "-CONT")?;
+    signal(c.signers[2].pid(), "-CONT")?;
+    held?;
+    wait_for(b, "#signed-txid").await?;
     let signed_by = b.find_all(Locator::Css("#cosigners tr.signed")).await?;
     ensure!(
         signed_by.len() == 2,
@@ -513,7 +591,7 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
         .await?;
     submit(b, b.find(Locator::Id("review")).await?).await?;
     submit(b, b.find(Locator::Id("sign")).await?).await?;
-    let refusal = text(b, "#error").await?;
+    let refusal = wait_for(b, "#error").await?;
     ensure!(
         refusal.contains("co-signing failed") && refusal.contains("daily-limit-sats"),
         "{refusal}"

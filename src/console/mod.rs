@@ -7,13 +7,18 @@
 //!
 //! Reading order: [`security`] (login token, session cookie, CSRF, `Host`, headers),
 //! [`wallets`] (the loaded wallets and the background signer probe), [`pages`] (one handler
-//! and one compile-time checked template per page; templates in `src/console/templates/`).
+//! and one compile-time checked template per page; templates in `src/console/templates/`),
+//! [`psbt`] (a PSBT made elsewhere: pasted or uploaded, inspected, downloaded) and
+//! [`signing`] (co-signing as a job whose page shows each signer's progress).
 //! Pages work without JavaScript; none syncs the chain on load (sync is a button).
 //!
 //! May import `net`, `chain`, `wallet` and the lower floors. Never `cli`.
 
 pub mod pages;
+pub mod psbt;
 pub mod security;
+pub mod signing;
+mod view;
 pub mod wallets;
 
 use std::net::SocketAddr;
@@ -115,6 +120,7 @@ pub struct Shared {
     wallets: wallets::Wallets,
     health: wallets::Health,
     sessions: security::Sessions,
+    jobs: signing::Jobs,
     client: Client,
     open_chain: OpenChain,
     listen: SocketAddr,
@@ -143,6 +149,7 @@ impl Console {
                 wallets: wallets::Wallets::new(config.wallets_dir),
                 health: wallets::Health::default(),
                 sessions: security::Sessions::default(),
+                jobs: signing::Jobs::default(),
                 client,
                 open_chain: config.open_chain,
                 listen: config.listen,

@@ -9,21 +9,20 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use bitcoin::{FeeRate, OutPoint, Psbt, Txid};
+use bitcoin::{FeeRate, OutPoint, Txid};
 use serde::Deserialize;
 
 use super::security::{same_secret, session_cookie, Authenticated};
+use super::view::{chain, page, parse_recipients, url_segment};
 use super::wallets::SignerHealth;
-use super::{blocking, ConsoleError, Shared};
-use crate::chain::{broadcast_and_record, fee_rate_for, ChainSource};
-use crate::net::cosign::{cosign_wallet, CosignOptions};
-use crate::psbt::VersionedPsbt;
+use super::{blocking, psbt, signing, ConsoleError, Shared};
+use crate::chain::fee_rate_for;
 use crate::wallet::labels::LabelKind;
 use crate::wallet::spend::recipient::bip21_uri;
-use crate::wallet::{CkmWallet, Recipient, Review, TxState};
+use crate::wallet::{Review, TxState};
 
 /// Rows of a history or coins page.
 pub const PAGE_ROWS: usize = 50;
@@ -43,52 +42,19 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/w/{name}/receive", get(receive).post(receive_new))
         .route("/w/{name}/send", get(send))
         .route("/w/{name}/send/review", post(send_review))
-        .route("/w/{name}/send/sign", post(send_sign))
+        .route("/w/{name}/send/sign", post(signing::send_sign))
+        .route("/w/{name}/signing/{id}", get(signing::job_page))
         .route("/w/{name}/history", get(history))
         .route("/w/{name}/label", post(label))
         .route("/w/{name}/coins", get(coins))
         .route("/w/{name}/freeze", post(freeze))
         .route("/w/{name}/signers", get(signers))
-        .route("/w/{name}/psbt", get(psbt_form))
-        .route("/w/{name}/psbt/inspect", post(psbt_inspect))
-        .route("/w/{name}/psbt/sign", post(psbt_sign))
-        .route("/w/{name}/psbt/download", post(psbt_download))
+        .route("/w/{name}/psbt", get(psbt::psbt_form))
+        .route("/w/{name}/psbt/inspect", post(psbt::psbt_inspect))
+        .route("/w/{name}/psbt/upload", post(psbt::psbt_upload))
+        .route("/w/{name}/psbt/sign", post(signing::psbt_sign))
+        .route("/w/{name}/psbt/download", post(psbt::psbt_download))
         .with_state(shared)
-}
-
-impl IntoResponse for ConsoleError {
-    fn into_response(self) -> Response {
-        let status = match &self {
-            ConsoleError::NoWallet(_) => StatusCode::NOT_FOUND,
-            ConsoleError::BadRequest(_)
-            | ConsoleError::Recipient(_)
-            | ConsoleError::FeeGuard(_)
-            | ConsoleError::NotSignable(_)
-            | ConsoleError::Coordinate(_) => StatusCode::BAD_REQUEST,
-            ConsoleError::Lock(_) => StatusCode::CONFLICT,
-            ConsoleError::Cosign(_) | ConsoleError::Chain(_) | ConsoleError::NoChain(_) => {
-                StatusCode::BAD_GATEWAY
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let page = ErrorPage {
-            message: crate::error_chain(&self),
-        };
-        let body = page
-            .render()
-            .unwrap_or_else(|_| "the page could not be rendered".into());
-        (status, Html(body)).into_response()
-    }
-}
-
-fn page(t: &impl Template) -> Result<Response, ConsoleError> {
-    Ok(Html(t.render()?).into_response())
-}
-
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage {
-    message: String,
 }
 
 async fn css() -> Response {
@@ -178,11 +144,6 @@ async fn overview(
         wallet: String::new(),
         rows,
     })
-}
-
-/// Opens the wallet's chain source.
-fn chain(shared: &Shared, w: &CkmWallet) -> Result<Box<dyn ChainSource>, ConsoleError> {
-    (shared.open_chain)(w).map_err(ConsoleError::NoChain)
 }
 
 /// Syncs a wallet through its chain source (the explicit button; no page load syncs).
@@ -351,19 +312,6 @@ fn lines(review: &Review) -> (Vec<Line>, Vec<Line>, Vec<Line>) {
     )
 }
 
-fn parse_recipients(text: &str, w: &CkmWallet) -> Result<Vec<Recipient>, ConsoleError> {
-    let recipients = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| Recipient::parse(l, None, w.meta().network))
-        .collect::<Result<Vec<_>, _>>()?;
-    if recipients.is_empty() {
-        return Err(ConsoleError::BadRequest("no recipient given".into()));
-    }
-    Ok(recipients)
-}
-
 /// Builds the payment (as `wallet send`: recipients checked, fee rate given or estimated,
 /// bdk's coin selection, the fee guard) and shows its review as the signers will see it.
 async fn send_review(
@@ -432,70 +380,6 @@ async fn send_review(
         psbt: psbt.to_string(),
         recipients: f.recipients,
         allow_high_fee,
-    })
-}
-
-#[derive(Deserialize)]
-struct SignForm {
-    psbt: String,
-    #[serde(default)]
-    recipients: String,
-    #[serde(default)]
-    allow_high_fee: Option<String>,
-}
-
-#[derive(Template)]
-#[template(path = "sent.html")]
-struct Sent {
-    wallet: String,
-    txid: String,
-    signers: Vec<u16>,
-    skipped: Vec<(u16, String)>,
-    culprits: Vec<u16>,
-    mode: String,
-}
-
-/// Reviews the PSBT again, co-signs it with the wallet's signers and broadcasts it (as
-/// `wallet send` after its confirmation); the signers' refusals come back with their reasons.
-async fn send_sign(
-    State(shared): S,
-    Path(name): Path<String>,
-    Form(f): Form<SignForm>,
-) -> Result<Response, ConsoleError> {
-    let mut psbt = Psbt::from_str(f.psbt.trim())
-        .map_err(|e| ConsoleError::BadRequest(format!("the PSBT does not decode: {e}")))?;
-    let allow_high_fee = f.allow_high_fee.is_some();
-    let wallet = name.clone();
-    let (txid, report) = blocking(move || {
-        shared.wallets.write(&wallet, "console send", |w| {
-            let recipients = parse_recipients(&f.recipients, w).unwrap_or_default();
-            let review = w.review(&psbt)?;
-            if !allow_high_fee {
-                review.check_fee()?;
-            }
-            let source = chain(&shared, w)?;
-            let report = tokio::runtime::Handle::current().block_on(cosign_wallet(
-                &shared.client,
-                w,
-                &mut psbt,
-                CosignOptions::default(),
-            ))?;
-            let txid = broadcast_and_record(source.as_ref(), Some(w), &report.transaction)?;
-            w.keep_recipient_labels(&recipients, txid)?;
-            Ok((txid, report))
-        })
-    })
-    .await?;
-    page(&Sent {
-        wallet: name,
-        txid: txid.to_string(),
-        signers: report.signers,
-        skipped: report.skipped,
-        culprits: report.culprits,
-        mode: serde_json::to_value(report.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
     })
 }
 
@@ -612,13 +496,6 @@ async fn label(
     Ok(Redirect::to(&format!("/w/{}/{back}", url_segment(&name))).into_response())
 }
 
-/// A wallet name (letters, digits, `_-.`) as a path segment; anything else is dropped.
-fn url_segment(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        .collect()
-}
-
 struct CoinRow {
     outpoint: String,
     sats: u64,
@@ -728,134 +605,4 @@ async fn signers(State(shared): S, Path(name): Path<String>) -> Result<Response,
         wallet: name,
         now: crate::auth::unix_now(),
     })
-}
-
-#[derive(Template)]
-#[template(path = "psbt.html")]
-struct PsbtPage {
-    csrf: String,
-    wallet: String,
-    psbt: String,
-    inspection: Option<String>,
-    signed: Option<Sent>,
-}
-
-async fn psbt_form(
-    Path(name): Path<String>,
-    Extension(Authenticated(s)): Session,
-) -> Result<Response, ConsoleError> {
-    page(&PsbtPage {
-        csrf: s.csrf,
-        wallet: name,
-        psbt: String::new(),
-        inspection: None,
-        signed: None,
-    })
-}
-
-#[derive(Deserialize)]
-struct PsbtForm {
-    psbt: String,
-}
-
-fn decode_psbt(text: &str) -> Result<VersionedPsbt, ConsoleError> {
-    let compact: String = text.split_whitespace().collect();
-    VersionedPsbt::from_base64(&compact)
-        .map_err(|e| ConsoleError::BadRequest(format!("the PSBT does not decode: {e}")))
-}
-
-/// A PSBT made elsewhere, as `psbt inspect` shows it for this wallet.
-async fn psbt_inspect(
-    State(shared): S,
-    Path(name): Path<String>,
-    Extension(Authenticated(s)): Session,
-    Form(f): Form<PsbtForm>,
-) -> Result<Response, ConsoleError> {
-    let psbt = decode_psbt(&f.psbt)?;
-    let wallet = name.clone();
-    let text = blocking(move || {
-        shared
-            .wallets
-            .read(&wallet, |w, _| Ok(w.inspect_psbt(&psbt).to_text(&wallet)))
-    })
-    .await?;
-    page(&PsbtPage {
-        csrf: s.csrf,
-        wallet: name,
-        psbt: f.psbt.split_whitespace().collect(),
-        inspection: Some(text),
-        signed: None,
-    })
-}
-
-/// Co-signs a PSBT made elsewhere (as `psbt sign`: checked for what the signers need first),
-/// then offers it for download.
-async fn psbt_sign(
-    State(shared): S,
-    Path(name): Path<String>,
-    Extension(Authenticated(s)): Session,
-    Form(f): Form<PsbtForm>,
-) -> Result<Response, ConsoleError> {
-    let mut psbt = decode_psbt(&f.psbt)?;
-    let wallet = name.clone();
-    let (signed, text, report) = blocking(move || {
-        shared.wallets.write(&wallet, "console psbt sign", |w| {
-            w.check_signable(&psbt)?;
-            let report = tokio::runtime::Handle::current().block_on(cosign_wallet(
-                &shared.client,
-                w,
-                psbt.psbt_mut(),
-                CosignOptions::default(),
-            ))?;
-            // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.
-            psbt.mark_signed();
-            let text = w.inspect_psbt(&psbt).to_text(&wallet);
-            let signed = psbt
-                .to_base64()
-                .map_err(|e| ConsoleError::BadRequest(format!("encoding the PSBT: {e}")))?;
-            Ok((signed, text, report))
-        })
-    })
-    .await?;
-    page(&PsbtPage {
-        csrf: s.csrf,
-        wallet: name,
-        psbt: signed,
-        inspection: Some(text),
-        signed: Some(Sent {
-            wallet: String::new(),
-            txid: report.transaction.compute_txid().to_string(),
-            signers: report.signers,
-            skipped: report.skipped,
-            culprits: report.culprits,
-            mode: serde_json::to_value(report.mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        }),
-    })
-}
-
-/// The PSBT as a binary file.
-async fn psbt_download(Form(f): Form<PsbtForm>) -> Result<Response, ConsoleError> {
-    let psbt = decode_psbt(&f.psbt)?;
-    let bytes = psbt
-        .serialize()
-        .map_err(|e| ConsoleError::BadRequest(format!("encoding the PSBT: {e}")))?;
-    let name = format!("{}.psbt", psbt.psbt().unsigned_tx.compute_txid());
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-                    .map_err(|_| ConsoleError::Task)?,
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
 }

@@ -186,11 +186,15 @@ pub async fn gate(
             .get("x-csrf-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let given = from_header.or_else(|| {
-            url::form_urlencoded::parse(&bytes)
+        let given = match from_header {
+            Some(token) => Some(token),
+            None if is_multipart(&parts.headers) => {
+                multipart_csrf(&parts.headers, bytes.clone()).await
+            }
+            None => url::form_urlencoded::parse(&bytes)
                 .find(|(k, _)| k == CSRF_FIELD)
-                .map(|(_, v)| v.into_owned())
-        });
+                .map(|(_, v)| v.into_owned()),
+        };
         if !given.is_some_and(|g| same_secret(&g, &session.csrf)) {
             return refusal(
                 StatusCode::FORBIDDEN,
@@ -203,6 +207,32 @@ pub async fn gate(
     let mut r = next.run(req).await;
     with_headers(r.headers_mut());
     r
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("multipart/form-data"))
+}
+
+/// The CSRF field of a `multipart/form-data` body (a file upload), read with the same parser
+/// as the handler's (axum's, on `multer`); `None` if the body does not parse or lacks it.
+async fn multipart_csrf(headers: &HeaderMap, body: axum::body::Bytes) -> Option<String> {
+    use axum::extract::FromRequest as _;
+    let mut req = Request::new(Body::from(body));
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        req.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .ok()?;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some(CSRF_FIELD) {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// The `Set-Cookie` value of a new session.

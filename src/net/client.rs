@@ -187,6 +187,17 @@ pub struct Client {
     >,
     key: Arc<IdentityKey>,
     timeout: Duration,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// What a [`Client`] made with [`Client::observed`] reports of each call: a progress display
+/// (the console's co-signing page) learns which signer was asked and how it answered. Called
+/// on the async task that makes the call: keep it short and never block.
+pub trait CallObserver: Send + Sync {
+    /// A request to signer `index` is about to leave.
+    fn asked(&self, index: u16);
+    /// Signer `index` answered (a refusal or a transport failure is an `Err`).
+    fn answered(&self, index: u16, answer: Result<&SignerToCoordinator, &CallError>);
 }
 
 impl std::fmt::Debug for Client {
@@ -237,7 +248,17 @@ impl Client {
             pinned: Arc::default(),
             key: Arc::new(key),
             timeout,
+            observer: None,
         })
+    }
+
+    /// This client (same connections and identity) reporting each call to `observer`.
+    #[must_use]
+    pub fn observed(&self, observer: Arc<dyn CallObserver>) -> Client {
+        Client {
+            observer: Some(observer),
+            ..self.clone()
+        }
     }
 
     /// The HTTP client for a signer: the shared plain one for loopback `http`, or a pooled
@@ -312,6 +333,20 @@ impl Client {
     /// # Errors
     /// See [`CallError`].
     pub async fn call_encoded(
+        &self,
+        signer: &RosterEntry,
+        body: Vec<u8>,
+    ) -> Result<SignerToCoordinator, CallError> {
+        let Some(observer) = &self.observer else {
+            return self.exchange(signer, body).await;
+        };
+        observer.asked(signer.index);
+        let answer = self.exchange(signer, body).await;
+        observer.answered(signer.index, answer.as_ref());
+        answer
+    }
+
+    async fn exchange(
         &self,
         signer: &RosterEntry,
         body: Vec<u8>,
