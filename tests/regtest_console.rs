@@ -495,7 +495,23 @@ async fn drive(b: &Client, c: &Cluster, env: &TestEnv, base: &str, url: &str) ->
             b.find_all(Locator::Css("#progress tbody tr")).await?.len() == 3,
             "not every signer shown"
         );
-        screenshot(b, "signing-progress.png").await
+        screenshot(b, "signing-progress.png").await?;
+        // Meanwhile the wallet's lock is held shared, as `ckm psbt sign` holds it: another
+        // signing may take it too, a spend or a transition may not.
+        use ckm::wallet::lock::{Access, WalletLock};
+        let lock = WalletLock::path_for(&c.coord.join("wallets/vault.sqlite"));
+        let quick = Duration::from_millis(50);
+        let busy = WalletLock::acquire(&lock, "vault", "test", Access::Exclusive, quick, |_| {})
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        ensure!(
+            busy.contains("console psbt sign"),
+            "exclusive lock: {busy:?}"
+        );
+        let shared = WalletLock::acquire(&lock, "vault", "test", Access::Shared, quick, |_| {});
+        ensure!(shared.is_ok(), "a second signing was kept out: {shared:?}");
+        Ok(())
     }
     .await;
     signal(c.signers[1].pid(), "-CONT")?;

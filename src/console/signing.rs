@@ -339,7 +339,7 @@ pub(super) async fn psbt_sign(
     let wallet = name.clone();
     let handle = job.clone();
     Ok(run(job, &name, move || {
-        let page = shared.wallets.write(&wallet, "console psbt sign", |w| {
+        let page = shared.wallets.cosign(&wallet, "console psbt sign", |w| {
             w.check_signable(&psbt)?;
             let report = cosign(&shared, &handle, w, psbt.psbt_mut())?;
             // Signed with SIGHASH_DEFAULT/ALL: a version-2 PSBT is no longer modifiable.

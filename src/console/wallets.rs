@@ -183,13 +183,38 @@ impl Wallets {
         operation: &str,
         f: impl FnOnce(&mut CkmWallet) -> Result<T, ConsoleError>,
     ) -> Result<T, ConsoleError> {
+        self.write_as(name, operation, Access::Exclusive, f)
+    }
+
+    /// [`Wallets::write`] with the lock shared, as the CLI's `psbt sign` takes it: co-signing
+    /// a PSBT made beforehand may run beside other signings (a `ckm psbt sign` in another
+    /// process), never beside a transition or a spend that chooses coins.
+    ///
+    /// # Errors
+    /// As [`Wallets::write`].
+    pub fn cosign<T>(
+        &self,
+        name: &str,
+        operation: &str,
+        f: impl FnOnce(&mut CkmWallet) -> Result<T, ConsoleError>,
+    ) -> Result<T, ConsoleError> {
+        self.write_as(name, operation, Access::Shared, f)
+    }
+
+    fn write_as<T>(
+        &self,
+        name: &str,
+        operation: &str,
+        access: Access,
+        f: impl FnOnce(&mut CkmWallet) -> Result<T, ConsoleError>,
+    ) -> Result<T, ConsoleError> {
         let slot = self.slot(name)?;
         let db = self.db(name);
         let _lock = WalletLock::acquire(
             &WalletLock::path_for(&db),
             name,
             operation,
-            Access::Exclusive,
+            access,
             LOCK_WAIT,
             |_| {},
         )?;
