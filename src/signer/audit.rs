@@ -242,11 +242,8 @@ fn mac_of(key: &MacKey, prev: &[u8; 32], seq: u64, time: u64, e: &AuditEvent) ->
 /// SQLite errors.
 pub fn tail(conn: &Connection) -> rusqlite::Result<(u64, [u8; 32])> {
     let last: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, mac FROM audit ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()?;
     Ok(match last {
         Some((seq, mac)) => {
@@ -267,10 +264,8 @@ fn insert(
     e: &AuditEvent,
     mac: &[u8; 32],
 ) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO audit (seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac, inputs)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        rusqlite::params![
+    conn.prepare_cached("INSERT INTO audit (seq, time, group_key, wallet, kind, coordinator, txid, outflow, fee, detail, mac, inputs)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)").and_then(|mut st| st.execute(rusqlite::params![
             i64::try_from(seq).unwrap_or(i64::MAX),
             i64::try_from(time).unwrap_or(i64::MAX),
             e.group_key,
@@ -283,8 +278,7 @@ fn insert(
             e.detail,
             mac.as_slice(),
             inputs_text(&e.inputs),
-        ],
-    )?;
+        ]))?;
     Ok(())
 }
 

@@ -330,7 +330,8 @@ fn set_private(path: &Path) {
 /// # Errors
 /// SQLite errors.
 pub fn get_kv(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+    conn.prepare_cached("SELECT value FROM kv WHERE key = ?1")
+        .and_then(|mut st| st.query_row([key], |r| r.get(0)))
         .optional()
 }
 
@@ -339,11 +340,11 @@ pub fn get_kv(conn: &Connection, key: &str) -> rusqlite::Result<Option<Vec<u8>>>
 /// # Errors
 /// SQLite errors.
 pub fn put_kv(conn: &Connection, key: &str, value: &[u8]) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO kv (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        rusqlite::params![key, value],
-    )?;
+    )
+    .and_then(|mut st| st.execute(rusqlite::params![key, value]))?;
     Ok(())
 }
 

@@ -251,22 +251,22 @@ impl Signer {
                     return Ok(Err(v));
                 }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO reservations (session, group_key, txid, outflow, expires, inputs)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![
+            )
+            .and_then(|mut st| {
+                st.execute(rusqlite::params![
                     session.to_string(),
                     gk,
                     txid.to_string(),
                     i64::try_from(outflow).unwrap_or(i64::MAX),
                     i64::try_from(now + SESSION_TTL.as_secs()).unwrap_or(i64::MAX),
                     audit::inputs_text(checked.spent_outpoints()),
-                ],
-            )?;
-            tx.execute(
-                "DELETE FROM reservations WHERE expires <= ?1",
-                [i64::try_from(now).unwrap_or(i64::MAX)],
-            )?;
+                ])
+            })?;
+            tx.prepare_cached("DELETE FROM reservations WHERE expires <= ?1")
+                .and_then(|mut st| st.execute([i64::try_from(now).unwrap_or(i64::MAX)]))?;
             Ok::<_, HomeError>(Ok(()))
         });
         match reserved {
@@ -517,11 +517,8 @@ impl Signer {
         let decided = self.home.db().write(|tx| {
             if let Some(r) = reservation {
                 let live: Option<i64> = tx
-                    .query_row(
-                        "SELECT expires FROM reservations WHERE session = ?1",
-                        [r.to_string()],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached("SELECT expires FROM reservations WHERE session = ?1")
+                    .and_then(|mut st| st.query_row([r.to_string()], |row| row.get(0)))
                     .optional()?;
                 if !matches!(live, Some(e) if e > i64::try_from(now).unwrap_or(i64::MAX)) {
                     return Err(Decision::Expired);
@@ -554,10 +551,8 @@ impl Signer {
                 now,
             )?;
             if let Some(r) = reservation {
-                tx.execute(
-                    "DELETE FROM reservations WHERE session = ?1",
-                    [r.to_string()],
-                )?;
+                tx.prepare_cached("DELETE FROM reservations WHERE session = ?1")
+                    .and_then(|mut st| st.execute([r.to_string()]))?;
             }
             Ok(())
         });

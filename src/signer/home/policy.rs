@@ -292,11 +292,8 @@ fn read_policy(
     group_key: &GroupKey,
 ) -> Result<Policy, HomeError> {
     let row: Option<(i64, Vec<u8>)> = conn
-        .query_row(
-            "SELECT version, sealed FROM policies WHERE group_key = ?1",
-            [group_key.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT version, sealed FROM policies WHERE group_key = ?1")
+        .and_then(|mut st| st.query_row([group_key.to_string()], |r| Ok((r.get(0)?, r.get(1)?))))
         .optional()
         .map_err(sql_err)?;
     match row {

@@ -193,11 +193,8 @@ fn find_in(
         })
     };
     let by_key: Option<String> = conn
-        .query_row(
-            "SELECT info FROM wallets WHERE group_key = ?1",
-            [name_or_key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT info FROM wallets WHERE group_key = ?1")
+        .and_then(|mut st| st.query_row([name_or_key], |r| r.get(0)))
         .optional()
         .map_err(sql)?;
     if let Some(t) = by_key {

@@ -240,12 +240,11 @@ impl SignerHome {
     /// Unknown wallet, an edited record, a corrupted blob or an inconsistent share.
     pub fn load_share(&self, group_key: &GroupKey) -> Result<KeyShare, HomeError> {
         let row: Option<(String, Vec<u8>)> = self.db.read(|c| {
-            c.query_row(
-                "SELECT info, share FROM wallets WHERE group_key = ?1",
-                [group_key.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
+            c.prepare_cached("SELECT info, share FROM wallets WHERE group_key = ?1")
+                .and_then(|mut st| {
+                    st.query_row([group_key.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                })
+                .optional()
         })?;
         let (info_json, sealed) =
             row.ok_or_else(|| HomeError::UnknownWallet(group_key.to_string()))?;
