@@ -37,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::chain::{ChainError, ChainSource};
 use crate::identity::IdentityKey;
 use crate::net::client::Client;
+use crate::net::server::accept_next;
 use crate::wallet::CkmWallet;
 
 /// Opens the chain source of a wallet (the CLI's choice: flags, environment, saved source).
@@ -198,18 +199,9 @@ impl Console {
         let acceptor = self.tls.map(TlsAcceptor::from);
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
+            let Some((stream, peer)) = accept_next(&listener, shutdown.as_mut()).await else {
+                break;
             };
-            let _ = stream.set_nodelay(true);
             let router = router.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {

@@ -85,9 +85,10 @@ impl Jobs {
 }
 
 /// What one signer did so far in a job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 enum Step {
     /// Not asked yet (or not needed).
+    #[default]
     Waiting,
     /// A request is out (the how-manieth).
     Asked(u32),
@@ -99,7 +100,7 @@ enum Step {
     Failed(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Line {
     step: Step,
     requests: u32,
@@ -121,21 +122,13 @@ impl Job {
     fn members(&self, indexes: impl IntoIterator<Item = u16>) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         for i in indexes {
-            lines.entry(i).or_insert(Line {
-                step: Step::Waiting,
-                requests: 0,
-                at: None,
-            });
+            lines.entry(i).or_default();
         }
     }
 
     fn update(&self, index: u16, f: impl FnOnce(&mut Line)) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let line = lines.entry(index).or_insert(Line {
-            step: Step::Waiting,
-            requests: 0,
-            at: None,
-        });
+        let line = lines.entry(index).or_default();
         f(line);
         line.at = Some(self.started.elapsed());
     }

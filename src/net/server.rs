@@ -336,18 +336,9 @@ async fn accept_loop(
             slot = gate.connection() => slot,
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let Some((stream, peer)) = accept_next(&listener, shutdown.as_mut()).await else {
+            break;
         };
-        let _ = stream.set_nodelay(true);
         let limits = limits();
         let acceptor = acceptor.clone();
         let router = router.clone();
@@ -382,6 +373,30 @@ async fn accept_loop(
         }
     }
     Ok(())
+}
+
+/// The next connection on `listener`, with `TCP_NODELAY` set, or `None` once `shutdown`
+/// resolves. A failed accept (out of file descriptors, say) is logged and retried after
+/// 50 ms. The signer's server and the console both accept through it.
+pub async fn accept_next<F: std::future::Future<Output = ()>>(
+    listener: &TcpListener,
+    mut shutdown: std::pin::Pin<&mut F>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => return None,
+        }
+    }
 }
 
 /// Whether the first byte a client sent is a TLS handshake record (22).
