@@ -86,7 +86,9 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt};
+use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
 use ckm::protocol::dkg::{run_in_memory as certified_dkg, CertifiedShare, DkgContext};
+use ckm::protocol::roast::{CommitmentStore, MemoryCommitments};
 use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
 use ckm::signer::audit::{self, AuditEvent, AuditKind};
 use ckm::signer::db::SignerDb;
@@ -1885,6 +1887,49 @@ fn profile(out: PathBuf) -> Result<()> {
     // Warm up the connections.
     let mut p = psbt.clone();
     rt.block_on(sign_psbt(&client, &meta, &mut p))?;
+    // CKM_BENCH_PERF_ONE_ROUND=1: one-round signings from commitments fetched before the
+    // profile starts (so that only the signings are recorded).
+    let one_round = std::env::var("CKM_BENCH_PERF_ONE_ROUND").is_ok_and(|v| v == "1");
+    let mut store = MemoryCommitments::default();
+    if one_round {
+        let wallet = WalletRef {
+            name: meta.name.clone(),
+            group_key: GroupKey::of(&meta.group),
+            epoch: meta.epoch,
+        };
+        for entry in meta.roster.entries() {
+            let mut fetched = 0;
+            while fetched < (reps + 8) * inputs {
+                let count = u16::try_from(((reps + 8) * inputs - fetched).min(500))?;
+                let reply = rt.block_on(client.call(
+                    entry,
+                    &CoordinatorToSigner::Preprocess {
+                        wallet: wallet.clone(),
+                        count,
+                    },
+                ))?;
+                let SignerToCoordinator::Preprocessed { batch, .. } = reply else {
+                    bail!("signer {} answered Preprocess with {reply:?}", entry.index);
+                };
+                let commitments = batch.verify(
+                    entry.index,
+                    &entry.identity,
+                    &client.identity().public(),
+                    &wallet.group_key,
+                )?;
+                fetched += commitments.len();
+                store.add(entry.index, commitments);
+            }
+        }
+        let mut p = psbt.clone();
+        rt.block_on(sign_psbt_one_round(
+            &client,
+            &meta,
+            &mut p,
+            &mut store,
+            OneRoundOptions::default(),
+        ))?;
+    }
     let mut pids: Vec<String> = signers.iter().map(|s| s.pid().to_string()).collect();
     pids.push(std::process::id().to_string());
     let mut perf = Command::new("perf")
@@ -1900,7 +1945,17 @@ fn profile(out: PathBuf) -> Result<()> {
     for _ in 0..reps {
         let mut p = psbt.clone();
         let start = Instant::now();
-        rt.block_on(sign_psbt(&client, &meta, &mut p))?;
+        if one_round {
+            rt.block_on(sign_psbt_one_round(
+                &client,
+                &meta,
+                &mut p,
+                &mut store,
+                OneRoundOptions::default(),
+            ))?;
+        } else {
+            rt.block_on(sign_psbt(&client, &meta, &mut p))?;
+        }
         samples.push(ms(start.elapsed()));
     }
     // Stop perf (our own child) with SIGINT so that it writes its file.
@@ -1909,7 +1964,8 @@ fn profile(out: PathBuf) -> Result<()> {
         .status();
     perf.wait()?;
     log(format!(
-        "profiled {reps} network signings of {inputs} input(s), 2-of-3: {}; signer pids {}; perf data in {}",
+        "profiled {reps} {} network signings of {inputs} input(s), 2-of-3: {}; signer pids {}; perf data in {}",
+        if one_round { "one-round" } else { "two-round" },
         spread(&samples),
         pids.join(","),
         out.display()

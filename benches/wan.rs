@@ -1026,6 +1026,7 @@ fn main() -> Result<()> {
             let floor = &floors[&(g.t, g.n, 1)];
             small.push(small_row(
                 &bench,
+                &signers[..usize::from(g.n)],
                 &client,
                 g,
                 floor,
@@ -1300,10 +1301,65 @@ struct SmallRow {
     one: Spread,
     two: Spread,
     statements: Spread,
+    /// The signers' own mean time per one-round request (their `/metrics`: from the request
+    /// read to the answer built, decision commit included), ms.
+    signer_ms: f64,
+    /// CPU time of the bench process and the group's signers per repetition (one signing of
+    /// each kind, the commitment top-up and warm-up calls included), ms.
+    cpu_ms: f64,
+}
+
+/// Sum (seconds) and count of the one-round requests `signers` have handled, read off their
+/// `/metrics` (the histogram `ckm_signing_round_seconds{round="one-round"}`).
+fn one_round_handling(signers: &[SignerProc]) -> Result<(f64, f64)> {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for signer in signers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = loop {
+            let printed = signer
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(url) = printed {
+                break url;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "signer {} printed no metrics address",
+                signer.home.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let url = reqwest::Url::parse(&url)?;
+        let host = url.host_str().context("metrics URL without host")?;
+        let port = url.port().context("metrics URL without port")?;
+        let mut stream = TcpStream::connect((host, port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET /metrics HTTP/1.0\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        for line in text.lines() {
+            let value = |prefix: &str| {
+                line.strip_prefix(prefix)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            };
+            if let Some(v) = value("ckm_signing_round_seconds_sum{round=\"one-round\"}") {
+                sum += v;
+            } else if let Some(v) = value("ckm_signing_round_seconds_count{round=\"one-round\"}") {
+                count += v;
+            }
+        }
+    }
+    Ok((sum, count))
 }
 
 fn small_row(
     bench: &Bench,
+    signers: &[SignerProc],
     client: &Client,
     g: &mut Group,
     floor: &[f64],
@@ -1327,12 +1383,24 @@ fn small_row(
         .two_rounds(client, &g.direct_limited, &limited_psbt)?
         .expect_clean(SignMode::WithStatements, &label)?;
     let (mut one_ms, mut two_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut handled_s, mut handled) = (0.0, 0.0);
+    let mut pids: Vec<String> = signers
+        .iter()
+        .filter_map(|s| s.pid().map(|p| p.to_string()))
+        .collect();
+    pids.push("self".into());
+    let cpu_now = || -> Option<f64> { pids.iter().map(|p| cpu_ms(p)).sum() };
+    let cpu_before = cpu_now();
     for _ in 0..reps {
         bench.top_up(client, &g.direct_plain, &mut g.store, 1)?;
         bench.warm(client, &g.direct_plain)?;
+        let before = one_round_handling(signers)?;
         let one = bench
             .one_round(client, &g.direct_plain, &plain_psbt, &mut g.store, false)?
             .expect_clean(SignMode::OneRound, &label)?;
+        let after = one_round_handling(signers)?;
+        handled_s += after.0 - before.0;
+        handled += after.1 - before.1;
         one_ms.push(one.ms);
         bench.warm(client, &g.direct_plain)?;
         let two = bench
@@ -1345,8 +1413,17 @@ fn small_row(
             .expect_clean(SignMode::WithStatements, &label)?;
         lim_ms.push(lim.ms);
     }
+    ensure!(
+        handled >= 1.0,
+        "{label}: the signers' metrics counted no one-round request"
+    );
+    let signer_ms = 1000.0 * handled_s / handled;
+    let cpu_ms = cpu_before
+        .zip(cpu_now())
+        .map(|(a, b)| (b - a) / reps as f64)
+        .context("cannot read the processes' CPU time from /proc")?;
     log(format!(
-        "{label}: one round {}; two rounds {}; with statements {}",
+        "{label}: one round {}; two rounds {}; with statements {}; a signer's own handling of a one-round request {signer_ms:.2} ms on average ({handled} requests); CPU of all processes per repetition of the three {cpu_ms:.1} ms",
         spread(&one_ms),
         spread(&two_ms),
         spread(&lim_ms)
@@ -1358,6 +1435,8 @@ fn small_row(
         one: Spread::of(&one_ms),
         two: Spread::of(&two_ms),
         statements: Spread::of(&lim_ms),
+        signer_ms,
+        cpu_ms,
     })
 }
 
@@ -1408,6 +1487,27 @@ fn small_report(
                 "goal_met": over <= goal,
             }));
         }
+    }
+    out.push_str("\nOne round, where the time goes: a signer's own handling of its request (its metrics: request read to answer built, the decision's durable commit included; signers work in parallel), and the rest (the coordinator's work before and after, HTTP on both sides, scheduling of the processes on the machine's cores)\n\n| t-of-n | network | floor | a signer's handling (mean) | rest | CPU per repetition of the three kinds, all processes |\n|:---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            r.t,
+            r.n,
+            r.one.median,
+            r.floor.median,
+            r.signer_ms,
+            r.one.median - r.signer_ms,
+            r.cpu_ms
+        ));
+        json_rows.push(serde_json::json!({
+            "threshold": r.t,
+            "signers": r.n,
+            "inputs": 1,
+            "kind": "one round, a signer's handling",
+            "signer_handling_ms": round3(r.signer_ms),
+            "cpu_per_repetition_ms": round3(r.cpu_ms),
+        }));
     }
     let mut roast_json = Vec::new();
     for r in roast.iter().filter(|r| r.rtt == 0) {

@@ -204,6 +204,55 @@ fn dkg_groups_agree_and_derive_like_bip32() -> Result<()> {
     Ok(())
 }
 
+/// `GroupPublic::derivation` remembers what it derived (per process): asked again, in any
+/// order (a child before its parent, a path twice), and for two groups with the same paths, it
+/// still gives each group's own BIP-0032 child.
+#[test]
+fn remembered_derivations_stay_per_group_and_path() -> Result<()> {
+    let mut rng = test_rng("remembered_derivations_stay_per_group_and_path");
+    let groups = [
+        check_group(2, 3, &mut rng)?[0].group().clone(),
+        check_group(2, 3, &mut rng)?[0].group().clone(),
+    ];
+    let order = [
+        "m/0/7",
+        "m/0",
+        "m/0/7",
+        "m/1/7",
+        "m/0/3/9/2",
+        "m/0/3/9",
+        "m/0/3/9/2",
+        "m/1",
+    ];
+    for round in 0..2 {
+        for group in &groups {
+            let xpub = group.xpub(NETWORK);
+            for p in order {
+                let p = path(p);
+                let derived = group.derivation(&p)?;
+                ensure!(
+                    derived.public_key() == xpub.derive_pub(secp(), &p)?.public_key,
+                    "round {round}: {p} is not the group's BIP-0032 child"
+                );
+                ensure!(
+                    derived.path() == &p,
+                    "round {round}: {p} came back as {}",
+                    derived.path()
+                );
+            }
+        }
+        ensure!(
+            groups[0].derivation(&path("m/0/7"))? != groups[1].derivation(&path("m/0/7"))?,
+            "two groups share a derivation"
+        );
+    }
+    ensure!(
+        groups[0].derivation(&path("m/0/7h")).is_err(),
+        "a hardened step is refused even when its parent is remembered"
+    );
+    Ok(())
+}
+
 /// Signs `msg` with the key packages derived at `derivation` for `signers` and aggregates with
 /// the derived public key package (BIP-0086 tweak, no script tree).
 fn sign_derived(

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -256,12 +256,31 @@ pub struct SignerProc {
     pub identity: IdentityPublic,
     pub url: String,
     pub serve: Serve,
+    /// `http://ADDR/metrics` of an honest signer (its `--metrics` listener), once printed.
+    pub metrics: Arc<Mutex<Option<String>>>,
     child: Option<Child>,
     allowed: Vec<IdentityPublic>,
     peers: Vec<IdentityPublic>,
 }
 
+/// CPU time (user + system, ms) used so far by process `pid` over all its threads, from
+/// `/proc/PID/stat` (clock ticks of 10 ms: meaningful over many signings, not one).
+pub fn cpu_ms(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10.0)
+}
+
 impl SignerProc {
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The listening address (`host:port`).
     pub fn addr(&self) -> Result<std::net::SocketAddr> {
         let hostport = self
@@ -279,6 +298,8 @@ impl SignerProc {
                     "signer",
                     "serve",
                     "--listen",
+                    "127.0.0.1:0",
+                    "--metrics",
                     "127.0.0.1:0",
                 ]);
                 cmd
@@ -322,10 +343,16 @@ impl SignerProc {
         let stdout = child.stdout.take().context("no stdout")?;
         self.child = Some(child);
         let (tx, rx) = mpsc::channel();
+        let metrics = self.metrics.clone();
+        *metrics.lock().unwrap_or_else(|p| p.into_inner()) = None;
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             let _ = tx.send(lines.next());
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("metrics on ") {
+                    *metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(url.to_string());
+                }
+            }
         });
         Ok(rx)
     }
@@ -427,6 +454,7 @@ pub fn start_signers(
             identity: *me,
             url: String::new(),
             serve: Serve::Honest,
+            metrics: Arc::default(),
             child: None,
             allowed: allowed.to_vec(),
             peers: ids.iter().filter(|p| *p != me).copied().collect(),

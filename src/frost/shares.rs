@@ -5,9 +5,9 @@
 //! an additive tweak `T` (the sum of the per-step `ckd_pub` tweaks), so every share `s_i`
 //! becomes `s_i + T`, every verifying share `Y_i + T·G` and the group key `Q + T·G`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use bitcoin::bip32::{ChainCode, ChildNumber, DerivationPath, Fingerprint, Xpub};
 use bitcoin::secp256k1::{
@@ -223,14 +223,76 @@ impl GroupPublic {
     ///
     /// # Errors
     /// Fails for hardened steps.
+    ///
+    /// Derivations are remembered for the process (public values only, at most 16 384 of
+    /// them): every round of every signing of an input derives the same public child again,
+    /// on the coordinator and on each signer. A path's parent is looked up the same way, so
+    /// the addresses of one keychain share its first step.
     pub fn derivation(&self, path: &DerivationPath) -> Result<Derivation, KeyError> {
-        let root = Derivation {
-            path: DerivationPath::master(),
-            tweak: None,
-            public_key: self.group_key,
-            chain_code: ChainCode::from(self.chain_code),
+        let key = DerivationKey {
+            group_key: self.group_key,
+            chain_code: self.chain_code,
+            path: path.clone(),
         };
-        root.extend(path)
+        if let Some(known) = DerivationCache::get(&key) {
+            return Ok(known);
+        }
+        let steps: &[ChildNumber] = path.as_ref();
+        let derived = match steps.split_last() {
+            Some((last, parent)) if !parent.is_empty() => self
+                .derivation(&DerivationPath::from(parent))?
+                .extend(&DerivationPath::from(vec![*last]))?,
+            _ => Derivation {
+                path: DerivationPath::master(),
+                tweak: None,
+                public_key: self.group_key,
+                chain_code: ChainCode::from(self.chain_code),
+            }
+            .extend(path)?,
+        };
+        DerivationCache::put(key, derived.clone());
+        Ok(derived)
+    }
+}
+
+/// What a derivation is remembered by: the group's root key and chain code, and the path.
+#[derive(PartialEq, Eq, Hash)]
+struct DerivationKey {
+    group_key: PublicKey,
+    chain_code: [u8; 32],
+    path: DerivationPath,
+}
+
+/// The process-wide memory of [`GroupPublic::derivation`]: public values only (a child key
+/// and its tweak follow from the group's public key and chain code), at most
+/// [`DerivationCache::CAPACITY`] of them; when full it starts over.
+struct DerivationCache;
+
+impl DerivationCache {
+    /// About 3 MiB when full: far more addresses than one signing touches.
+    const CAPACITY: usize = 16_384;
+
+    fn map() -> &'static Mutex<HashMap<DerivationKey, Derivation>> {
+        static MAP: OnceLock<Mutex<HashMap<DerivationKey, Derivation>>> = OnceLock::new();
+        MAP.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    fn get(key: &DerivationKey) -> Option<Derivation> {
+        Self::map()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn put(key: DerivationKey, derivation: Derivation) {
+        let mut map = Self::map()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, derivation);
     }
 }
 

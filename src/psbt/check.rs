@@ -8,15 +8,13 @@
 //! output's own derivation index from the certified policy and refuses any other merkle root
 //! (a wallet without a policy refuses every merkle root, as [`check_psbt`] always did).
 
-use std::collections::HashMap;
-
 use bitcoin::key::{TapTweak, TweakedPublicKey};
 use bitcoin::sighash::{Prevouts, SighashCache};
 use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, Psbt, ScriptBuf, TapSighash, TapSighashType, TxOut, Txid, XOnlyPublicKey};
 
 use crate::frost::shares::{secp, Derivation, GroupPublic, KeyError, SpendKey};
-use crate::keys::{Keychain, WalletPath};
+use crate::keys::WalletPath;
 use crate::recovery::{RecoveryError, RecoveryPolicy, WalletScripts};
 
 /// Why a PSBT was refused. Inputs and outputs are named by index.
@@ -255,25 +253,6 @@ fn our_path(
         .map_err(|_| "its origin path is not m/0/i or m/1/i (i non-hardened)")
 }
 
-/// Derives `path`, reusing the derivation of its keychain (`m/0`, `m/1`: shared by every
-/// address of a keychain) from `parents`.
-fn derive_cached(
-    group: &GroupPublic,
-    parents: &mut HashMap<Keychain, Derivation>,
-    path: &WalletPath,
-) -> Result<Derivation, KeyError> {
-    let parent = match parents.get(&path.keychain) {
-        Some(p) => p,
-        None => {
-            let p = group.derivation(&path.keychain_path())?;
-            parents.entry(path.keychain).or_insert(p)
-        }
-    };
-    parent.extend(&bitcoin::bip32::DerivationPath::from(vec![
-        bitcoin::bip32::ChildNumber::Normal { index: path.index },
-    ]))
-}
-
 /// Checks `psbt` against a wallet without a recovery path (no script tree anywhere) and
 /// computes every input's sighash. Same as [`check_psbt_with`]`(psbt, group, None)`.
 ///
@@ -323,7 +302,6 @@ pub fn check_psbt_with(
     }
 
     let mut cache = SighashCache::new(tx);
-    let mut parents: HashMap<Keychain, Derivation> = HashMap::new();
     let mut inputs = Vec::with_capacity(tx.input.len());
     for (index, (input, prevout)) in psbt.inputs.iter().zip(&prevouts).enumerate() {
         let sighash_type = match input.sighash_type {
@@ -348,10 +326,12 @@ pub fn check_psbt_with(
             .ok_or_else(|| not_ours("no tap_internal_key"))?;
         let path = our_path(group, &internal, &input.tap_key_origins).map_err(not_ours)?;
         let derivation =
-            derive_cached(group, &mut parents, &path).map_err(|source| CheckError::Derive {
-                input: index,
-                source,
-            })?;
+            group
+                .derivation(&path.to_derivation())
+                .map_err(|source| CheckError::Derive {
+                    input: index,
+                    source,
+                })?;
         if derivation.internal_key() != internal {
             return Err(not_ours(
                 "its internal key is not our key at its origin path",
@@ -436,7 +416,8 @@ pub fn check_psbt_with(
                     reason,
                 };
                 let path = our_path(group, &internal, &output.tap_key_origins).map_err(bad)?;
-                let derivation = derive_cached(group, &mut parents, &path)
+                let derivation = group
+                    .derivation(&path.to_derivation())
                     .map_err(|_| bad("its path cannot be derived"))?;
                 if derivation.internal_key() != internal {
                     return Err(bad("its internal key is not our key at its origin path"));

@@ -107,10 +107,10 @@ fn read(
     path: &Path,
     key: &StoreKey,
 ) -> Result<Option<Checkpoint>, CheckpointError> {
+    // Cached per connection: the server's kept connection reads and writes on every decision.
     let sealed: Option<Vec<u8>> = conn
-        .query_row("SELECT sealed FROM checkpoint WHERE id = 0", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT sealed FROM checkpoint WHERE id = 0")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
         .optional()
         .map_err(|source| CheckpointError::Sqlite {
             path: path.to_path_buf(),
@@ -182,11 +182,11 @@ fn advance_on<R: RngCore + CryptoRng>(
     let next = current.max(to);
     let plain = serde_json::to_vec(&next).unwrap_or_default();
     let sealed = key.seal(AAD, &plain, rng);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO checkpoint (id, sealed) VALUES (0, ?1)
          ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed",
-        [sealed],
     )
+    .and_then(|mut st| st.execute([sealed]))
     .map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(next)
@@ -205,15 +205,32 @@ struct Inner {
     path: PathBuf,
     conn: Mutex<Option<Connection>>,
     later: Mutex<Later>,
+    /// Signalled when a write ends (for [`CheckpointFile::flush`]).
     settled: Condvar,
+    /// Signalled when an advance is wanted (for the waiting background thread).
+    wake: Condvar,
 }
 
+/// How long the background thread waits for the next decision before it ends: a busy signer
+/// keeps one thread instead of starting one per signing.
+const IDLE: Duration = Duration::from_secs(5);
+
+/// How long the background thread waits after a decision before it writes the checkpoint:
+/// the decisions of those milliseconds are folded into one write (one fsync instead of one per
+/// signing under load), and the write stays out of the way of the coordinator's aggregation
+/// of the signing that asked for it. It widens the window described in
+/// `docs/wallet-wide-limits.md` ("The checkpoint off the critical path") by as much.
+const FOLD: Duration = Duration::from_millis(5);
+
 /// The background advance: the checkpoint wanted next (the latest position asked for), whether
-/// a thread is writing, and the error of its last write.
+/// the thread exists and whether it is writing, and the error of its last write.
 #[derive(Debug, Default)]
 struct Later {
     wanted: Option<(StoreKey, Checkpoint)>,
-    running: bool,
+    /// The background thread exists (writing or waiting for work).
+    alive: bool,
+    /// The background thread has taken a wanted checkpoint and not finished writing it.
+    writing: bool,
     failed: Option<String>,
 }
 
@@ -246,16 +263,37 @@ impl Inner {
         result
     }
 
-    /// The background thread: writes the wanted checkpoint until none is left (decisions
-    /// that arrive meanwhile are folded into one write), then ends.
+    /// The background thread: writes the wanted checkpoint whenever there is one (decisions
+    /// that arrive during a write are folded into the next), and ends after [`IDLE`] without
+    /// one.
     fn run_later<R: RngCore + CryptoRng>(&self, mut rng: R) {
         loop {
             let job = {
                 let mut later = lock(&self.later);
-                match later.wanted.take() {
-                    Some(job) => job,
-                    None => {
-                        later.running = false;
+                later.writing = false;
+                self.settled.notify_all();
+                loop {
+                    if later.wanted.is_some() {
+                        // Wait FOLD first (a stop waits for it too): decisions made
+                        // meanwhile go into this one write, and the write does not compete for
+                        // the CPU with the signing whose share just left.
+                        later.writing = true;
+                        drop(later);
+                        std::thread::sleep(FOLD);
+                        later = lock(&self.later);
+                        if let Some(job) = later.wanted.take() {
+                            break job;
+                        }
+                        later.writing = false;
+                        continue;
+                    }
+                    let (next, waited) = self
+                        .wake
+                        .wait_timeout(later, IDLE)
+                        .unwrap_or_else(|p| p.into_inner());
+                    later = next;
+                    if waited.timed_out() && later.wanted.is_none() {
+                        later.alive = false;
                         self.settled.notify_all();
                         return;
                     }
@@ -288,6 +326,7 @@ impl CheckpointFile {
                 conn: Mutex::new(None),
                 later: Mutex::new(Later::default()),
                 settled: Condvar::new(),
+                wake: Condvar::new(),
             }),
         }
     }
@@ -332,10 +371,11 @@ impl CheckpointFile {
             Some((k, at)) => (k, at.max(to)),
             None => (key.clone(), to),
         });
-        if later.running {
+        if later.alive {
+            self.inner.wake.notify_one();
             return Ok(());
         }
-        later.running = true;
+        later.alive = true;
         drop(later);
         let inner = Arc::clone(&self.inner);
         let spawned = std::thread::Builder::new()
@@ -345,7 +385,7 @@ impl CheckpointFile {
             // No thread (and the generator went with it): as when a background write fails,
             // the next decision writes the checkpoint synchronously before its share leaves.
             let mut later = lock(&self.inner.later);
-            later.running = false;
+            later.alive = false;
             later.failed = Some(format!("cannot start the checkpoint thread: {e}"));
             self.inner.settled.notify_all();
         }
@@ -356,7 +396,7 @@ impl CheckpointFile {
     /// replaced). Returns the error of the last background write, if it failed.
     pub fn flush(&self) -> Option<String> {
         let mut later = lock(&self.inner.later);
-        while later.running {
+        while later.alive && (later.writing || later.wanted.is_some()) {
             later = self
                 .inner
                 .settled
@@ -395,4 +435,51 @@ pub fn replace<R: RngCore + CryptoRng>(
     )
     .map_err(|source| CheckpointError::Sqlite { path, source })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::store::KdfParams;
+
+    fn at(count: u64) -> Checkpoint {
+        Checkpoint {
+            audit_count: count,
+            ..Checkpoint::default()
+        }
+    }
+
+    /// Decisions in quick succession go to one kept thread, which folds them into the latest;
+    /// a flush returns once it is on disk; a later decision is written by the same thread.
+    #[test]
+    fn background_advances_fold_into_the_latest_and_flush_waits_for_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut rng = StdRng::seed_from_u64(29);
+        let (key, _) =
+            StoreKey::create(b"test", KdfParams::fast_for_tests(), &mut rng).expect("store key");
+        let file = CheckpointFile::new(dir.path());
+        for count in [3, 1, 7, 5] {
+            file.advance_soon(&key, at(count), StdRng::seed_from_u64(count))
+                .expect("advance");
+        }
+        assert_eq!(file.flush(), None, "no background write failed");
+        let written = load(dir.path(), &key).expect("load").expect("a checkpoint");
+        assert_eq!(
+            written.audit_count, 7,
+            "the latest position asked for is on disk"
+        );
+        assert!(
+            lock(&file.inner.later).alive,
+            "the thread waits for the next decision"
+        );
+        file.advance_soon(&key, at(9), StdRng::seed_from_u64(9))
+            .expect("advance");
+        assert_eq!(file.flush(), None);
+        let written = load(dir.path(), &key).expect("load").expect("a checkpoint");
+        assert_eq!(written.audit_count, 9);
+        file.close();
+    }
 }
