@@ -1,10 +1,12 @@
 //! Per-coordinator state on a signer stays bounded under a flood (issue 24), with a real
 //! `ckm signer serve` process: a coordinator that opens round-1 sessions and never finishes
-//! them, each with a PSBT padded to 1 MiB, is refused once its open sessions hold
-//! [`MAX_SESSION_BYTES_PER_COORDINATOR`] bytes; with small PSBTs, after
-//! [`MAX_SESSIONS_PER_COORDINATOR`] sessions. The signer's resident memory grows by less than
-//! [`RSS_BOUND_MIB`] over the whole flood (it holds at most 32 MiB of PSBT text per
-//! coordinator, plus the parsed copies).
+//! them, each with a PSBT padded to 1 MiB, keeps at most
+//! [`MAX_SESSION_BYTES_PER_COORDINATOR`] bytes of them open; with small PSBTs, at most
+//! [`MAX_SESSIONS_PER_COORDINATOR`] sessions. Beyond that the signer forgets the coordinator's
+//! oldest sessions (issue 29: a busy coordinator's own leftovers, one per signing at each
+//! signer it asked but did not choose, must not shut it out) instead of refusing the new one.
+//! The signer's resident memory grows by less than [`RSS_BOUND_MIB`] over the whole flood (it
+//! holds at most 32 MiB of PSBT text per coordinator, plus the parsed copies).
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -12,6 +14,8 @@ mod cluster;
 mod consensus;
 #[path = "common/driver.rs"]
 mod driver;
+
+use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
 use bitcoin::psbt::raw::ProprietaryKey;
@@ -37,17 +41,40 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .parse()?)
 }
 
-/// Opens round-1 sessions at signer 1 until it refuses; returns how many it took and the
-/// refusal.
-fn flood(d: &Driver, psbt: &bitcoin::Psbt, most: usize) -> Result<(usize, String)> {
-    for n in 0..most {
-        match d.commit(SessionId::random(&mut rand::thread_rng()), psbt, 1)? {
-            Ok(_) => {}
-            Err(CallError::Refused { message, .. }) => return Ok((n, message)),
-            Err(e) => bail!("session {n}: {e}"),
+/// Opens `count` round-1 sessions at signer 1 (each must be accepted); returns their ids,
+/// oldest first.
+fn flood(d: &Driver, psbt: &bitcoin::Psbt, count: usize) -> Result<Vec<SessionId>> {
+    let mut opened = Vec::with_capacity(count);
+    for n in 0..count {
+        let session = SessionId::random(&mut rand::thread_rng());
+        match d.commit(session, psbt, 1)? {
+            Ok(_) => opened.push(session),
+            Err(e) => bail!("session {n} was not opened: {e}"),
         }
     }
-    bail!("{most} sessions and no refusal")
+    Ok(opened)
+}
+
+/// Whether signer 1 still holds `session` open: the statement round on it answers anything
+/// but "unknown signing session".
+fn still_open(d: &Driver, session: SessionId) -> Result<bool> {
+    Ok(match d.statement(session, &BTreeMap::new(), 1)? {
+        Err(CallError::Refused { message, .. }) => !message.contains("unknown signing session"),
+        _ => true,
+    })
+}
+
+/// How many of `sessions` signer 1 still holds, checked from the newest back until the first
+/// forgotten one (asking about a session may end it, so each is asked once).
+fn open_tail(d: &Driver, sessions: &[SessionId]) -> Result<usize> {
+    let mut open = 0;
+    for session in sessions.iter().rev() {
+        if !still_open(d, *session)? {
+            break;
+        }
+        open += 1;
+    }
+    Ok(open)
 }
 
 #[test]
@@ -58,7 +85,7 @@ fn a_flood_of_open_sessions_is_capped_per_coordinator() -> Result<()> {
     let pid = c.signers[0].pid().context("signer 1 runs")?;
     let before = rss_kib(pid)?;
 
-    // Padded to 1 MiB: refused once 32 MiB are held.
+    // Padded to 1 MiB: at most 32 MiB of them are held; the oldest are forgotten.
     let mut big = c.pay(&funding, &foreign_address(), 10_000, 2)?.psbt;
     big.proprietary.insert(
         ProprietaryKey {
@@ -70,20 +97,25 @@ fn a_flood_of_open_sessions_is_capped_per_coordinator() -> Result<()> {
     );
     let size = big.to_string().len();
     ensure!(size > 1 << 20, "{size}");
-    let (taken, why) = flood(&d, &big, 200)?;
-    ensure!(
-        taken == MAX_SESSION_BYTES_PER_COORDINATOR / size,
-        "{taken} sessions of {size} bytes: {why}"
-    );
-    ensure!(why.contains("bytes of PSBT"), "{why}");
+    let opened = flood(&d, &big, 60)?;
     let after = rss_kib(pid)?;
+    let fits = MAX_SESSION_BYTES_PER_COORDINATOR / size;
+    ensure!(
+        !still_open(&d, opened[0])?,
+        "the oldest of 60 sessions of {size} bytes is still open"
+    );
+    let open = open_tail(&d, &opened)?;
+    ensure!(
+        open == fits,
+        "{open} of 60 sessions of {size} bytes open, {fits} fit in {MAX_SESSION_BYTES_PER_COORDINATOR} bytes"
+    );
     let grown_mib = after.saturating_sub(before) / 1024;
     ensure!(
         grown_mib < RSS_BOUND_MIB,
         "RSS grew by {grown_mib} MiB ({before} → {after} KiB)"
     );
     eprintln!(
-        "RSS {} → {} MiB over {taken} sessions of {size} bytes",
+        "RSS {} → {} MiB over 60 sessions of {size} bytes, the newest {open} kept",
         before / 1024,
         after / 1024
     );
@@ -96,8 +128,21 @@ fn small_sessions_are_capped_by_count() -> Result<()> {
     let funding = fund(&c, &FUNDS)?;
     let d = Driver::new(&c, WALLET)?;
     let small = c.pay(&funding, &foreign_address(), 10_000, 2)?.psbt;
-    let (taken, why) = flood(&d, &small, 200)?;
-    ensure!(taken == MAX_SESSIONS_PER_COORDINATOR, "{taken}: {why}");
-    ensure!(why.contains("signing sessions open"), "{why}");
+    let opened = flood(&d, &small, 200)?;
+    ensure!(
+        !still_open(&d, opened[0])?,
+        "the oldest of 200 sessions is still open"
+    );
+    let open = open_tail(&d, &opened)?;
+    ensure!(
+        open == MAX_SESSIONS_PER_COORDINATOR,
+        "{open} of 200 small sessions open, at most {MAX_SESSIONS_PER_COORDINATOR} should be"
+    );
+    // A round 1 beyond the cap is still answered: the coordinator is not shut out.
+    let session = SessionId::random(&mut rand::thread_rng());
+    ensure!(
+        d.commit(session, &small, 1)?.is_ok(),
+        "a new session after the flood was refused"
+    );
     Ok(())
 }

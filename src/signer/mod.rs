@@ -90,9 +90,11 @@ pub fn seeded_rng_source(seed: u64) -> RngSource {
 pub const SESSION_TTL: Duration = Duration::from_secs(300);
 /// Most sessions kept at once (older ones are dropped first).
 pub const MAX_SESSIONS: usize = 10_000;
-/// Most open signing sessions (waiting for round 2) of one coordinator.
+/// Most open signing sessions (waiting for round 2) of one coordinator; its oldest are
+/// forgotten first.
 pub const MAX_SESSIONS_PER_COORDINATOR: usize = 64;
-/// Most PSBT bytes held by the open signing sessions of one coordinator.
+/// Most PSBT bytes held by the open signing sessions of one coordinator (its oldest sessions
+/// are forgotten first).
 pub const MAX_SESSION_BYTES_PER_COORDINATOR: usize = 32 << 20;
 /// The window of the daily limit.
 pub const WINDOW_SECS: u64 = 24 * 3600;

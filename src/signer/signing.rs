@@ -45,30 +45,56 @@ pub(super) struct SignSession {
     bytes: usize,
 }
 
-/// Refuses a new session of `from` (of `bytes`) beyond its caps.
-fn check_coordinator_caps(
-    signing: &std::collections::HashMap<SessionId, SignSession>,
-    from: &IdentityPublic,
-    bytes: usize,
-) -> Result<(), Refusal> {
-    let (count, held) = signing
-        .values()
-        .filter(|s| s.coordinator == *from)
-        .fold((0usize, 0usize), |(n, b), s| {
-            (n + 1, b.saturating_add(s.bytes))
-        });
-    if count >= MAX_SESSIONS_PER_COORDINATOR
-        || held.saturating_add(bytes) > MAX_SESSION_BYTES_PER_COORDINATOR
-    {
+/// Refuses a PSBT that alone is more than a coordinator may hold in open sessions.
+fn check_session_bytes(bytes: usize) -> Result<(), Refusal> {
+    if bytes > MAX_SESSION_BYTES_PER_COORDINATOR {
         return Err(refuse(
             ErrorCode::BadRequest,
             format!(
-                "this coordinator has {count} signing sessions open here holding {held} bytes of PSBT (at most {MAX_SESSIONS_PER_COORDINATOR} sessions and {MAX_SESSION_BYTES_PER_COORDINATOR} bytes): finish them, or wait until they expire ({} s)",
-                SESSION_TTL.as_secs()
+                "a PSBT of {bytes} bytes is more than the {MAX_SESSION_BYTES_PER_COORDINATOR} bytes a coordinator's open signing sessions may hold here"
             ),
         ));
     }
     Ok(())
+}
+
+/// Makes room for a new session of `from` holding `bytes` of PSBT within its caps (at most
+/// [`MAX_SESSIONS_PER_COORDINATOR`] sessions and [`MAX_SESSION_BYTES_PER_COORDINATOR`] bytes):
+/// its own oldest open sessions are forgotten first, as a full nonce pool forgets its oldest
+/// nonces. A coordinator that asks more signers for round 1 than it needs leaves a session
+/// open at each signer it did not choose, so refusing here would shut out a busy coordinator
+/// for [`SESSION_TTL`] because of its own leftovers. A forgotten session answers later rounds
+/// as unknown; its reservation stays in the database until it expires and counts towards the
+/// daily limit until then (the safe side). Returns how many sessions were forgotten.
+fn make_room(
+    signing: &mut std::collections::HashMap<SessionId, SignSession>,
+    from: &IdentityPublic,
+    bytes: usize,
+) -> Result<usize, Refusal> {
+    check_session_bytes(bytes)?;
+    let mut forgotten = 0;
+    loop {
+        let (count, held, oldest) = signing.iter().filter(|(_, s)| s.coordinator == *from).fold(
+            (0usize, 0usize, None::<(SessionId, Instant)>),
+            |(n, b, oldest), (id, s)| {
+                let oldest = match oldest {
+                    Some((_, at)) if at <= s.started => oldest,
+                    _ => Some((*id, s.started)),
+                };
+                (n + 1, b.saturating_add(s.bytes), oldest)
+            },
+        );
+        if count < MAX_SESSIONS_PER_COORDINATOR
+            && held.saturating_add(bytes) <= MAX_SESSION_BYTES_PER_COORDINATOR
+        {
+            return Ok(forgotten);
+        }
+        let Some((id, _)) = oldest else {
+            return Ok(forgotten);
+        };
+        signing.remove(&id);
+        forgotten += 1;
+    }
 }
 
 /// A one-round signing request's contents.
@@ -222,7 +248,7 @@ impl Signer {
         {
             let mut signing = self.lock_signing()?;
             prune(&mut signing, |s| s.started);
-            check_coordinator_caps(&signing, from, bytes)?;
+            check_session_bytes(bytes)?;
         }
         let (psbt, share) = self.psbt_and_share(&info, &psbt)?;
         let recovery = certified_recovery(&info, &share)?;
@@ -293,7 +319,14 @@ impl Signer {
         if signing.contains_key(&session) {
             return Err(refuse(ErrorCode::BadRequest, "session id already in use"));
         }
-        check_coordinator_caps(&signing, from, bytes)?;
+        let forgotten = make_room(&mut signing, from, bytes)?;
+        if forgotten > 0 {
+            tracing::info!(
+                coordinator = %from,
+                forgotten,
+                "forgot this coordinator's oldest open signing sessions to keep within its caps"
+            );
+        }
         tracing::info!(%session, wallet = %info.name, %txid, inputs = checked.inputs().len(), outflow_sats = outflow, fee_sats = checked.fee().to_sat(), "committed nonces and reserved the spend");
         signing.insert(
             session,
