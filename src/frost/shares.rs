@@ -242,16 +242,27 @@ impl GroupPublic {
             Some((last, parent)) if !parent.is_empty() => self
                 .derivation(&DerivationPath::from(parent))?
                 .extend(&DerivationPath::from(vec![*last]))?,
-            _ => Derivation {
-                path: DerivationPath::master(),
-                tweak: None,
-                public_key: self.group_key,
-                chain_code: ChainCode::from(self.chain_code),
-            }
-            .extend(path)?,
+            _ => self.derivation_uncached(path)?,
         };
         DerivationCache::put(key, derived.clone());
         Ok(derived)
+    }
+}
+
+impl GroupPublic {
+    /// [`GroupPublic::derivation`] without the process's memory of earlier derivations: what
+    /// a derivation costs the first time (benches), and a reference for tests.
+    ///
+    /// # Errors
+    /// Fails for hardened steps.
+    pub fn derivation_uncached(&self, path: &DerivationPath) -> Result<Derivation, KeyError> {
+        Derivation {
+            path: DerivationPath::master(),
+            tweak: None,
+            public_key: self.group_key,
+            chain_code: ChainCode::from(self.chain_code),
+        }
+        .extend(path)
     }
 }
 
