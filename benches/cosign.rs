@@ -76,11 +76,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use bdk_wallet::{KeychainKind, SignOptions, Wallet};
-use bitcoin::bip32::Xpriv;
+use bitcoin::bip32::{DerivationPath, Xpriv};
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, FeeRate, NetworkKind, Psbt, ScriptBuf, Transaction, Txid};
 use ckm::frost::pedersen::{run_in_memory, DkgParams};
-use ckm::frost::shares::{GroupPublic, KeyShare};
+use ckm::frost::shares::{Derivation, GroupPublic, KeyError, KeyShare};
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
@@ -537,23 +537,25 @@ fn breakdown(psbt: &Psbt, shares: &[KeyShare], reps: usize) -> Result<Vec<(Strin
             "check_psbt (whole PSBT, incl. sighashes and derivations, remembered after the first repetition)",
             t,
         );
-        let (_, t) = timed(|| {
-            for i in checked.inputs() {
-                group.derivation_uncached(i.derivation.path())?;
-            }
-            Ok(())
-        })?;
-        add(
-            "GroupPublic::derivation × N the first time (a new input: uncached)",
-            t,
-        );
-        let (_, t) = timed(|| {
-            for i in checked.inputs() {
-                group.derivation(i.derivation.path())?;
-            }
-            Ok(())
-        })?;
-        add("GroupPublic::derivation × N again (remembered)", t);
+        type Derive = fn(&GroupPublic, &DerivationPath) -> Result<Derivation, KeyError>;
+        for (label, derive) in [
+            (
+                "GroupPublic::derivation × N the first time (a new input: uncached)",
+                GroupPublic::derivation_uncached as Derive,
+            ),
+            (
+                "GroupPublic::derivation × N again (remembered)",
+                GroupPublic::derivation,
+            ),
+        ] {
+            let (_, t) = timed(|| {
+                for i in checked.inputs() {
+                    derive(&group, i.derivation.path())?;
+                }
+                Ok(())
+            })?;
+            add(label, t);
+        }
         let (_, t) = timed(|| {
             for i in checked.inputs() {
                 signers[0].derive(&i.derivation)?;
@@ -1914,22 +1916,7 @@ fn profile(out: PathBuf) -> Result<()> {
             let mut fetched = 0;
             while fetched < (reps + 8) * inputs {
                 let count = u16::try_from(((reps + 8) * inputs - fetched).min(500))?;
-                let reply = rt.block_on(client.call(
-                    entry,
-                    &CoordinatorToSigner::Preprocess {
-                        wallet: wallet.clone(),
-                        count,
-                    },
-                ))?;
-                let SignerToCoordinator::Preprocessed { batch, .. } = reply else {
-                    bail!("signer {} answered Preprocess with {reply:?}", entry.index);
-                };
-                let commitments = batch.verify(
-                    entry.index,
-                    &entry.identity,
-                    &client.identity().public(),
-                    &wallet.group_key,
-                )?;
+                let commitments = common::preprocess(&rt, &client, entry, &wallet, count)?;
                 fetched += commitments.len();
                 store.add(entry.index, commitments);
             }

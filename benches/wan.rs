@@ -68,11 +68,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use bitcoin::Psbt;
 use ckm::identity::{IdentityKey, IdentityPublic};
 use ckm::keys::{GroupKey, Roster, RosterEntry};
-use ckm::message::{CoordinatorToSigner, SignerToCoordinator, WalletRef};
+use ckm::message::{CoordinatorToSigner, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt, SignMode, SignReport};
 use ckm::net::one_round::{hedge_fits, sign_psbt_one_round, OneRoundOptions, HEDGE_MAX_SHARES};
@@ -462,22 +462,7 @@ impl Bench {
                 continue;
             }
             let count = u16::try_from(want.max(16))?;
-            let reply = self.rt.block_on(client.call(
-                entry,
-                &CoordinatorToSigner::Preprocess {
-                    wallet: wallet.clone(),
-                    count,
-                },
-            ))?;
-            let SignerToCoordinator::Preprocessed { batch, .. } = reply else {
-                bail!("signer {} answered Preprocess with {reply:?}", entry.index);
-            };
-            let commitments = batch.verify(
-                entry.index,
-                &entry.identity,
-                &client.identity().public(),
-                &wallet.group_key,
-            )?;
+            let commitments = preprocess(&self.rt, client, entry, &wallet, count)?;
             store.add(entry.index, commitments);
             asked += 1;
         }

@@ -64,9 +64,16 @@ fn still_open(d: &Driver, session: SessionId) -> Result<bool> {
     })
 }
 
-/// How many of `sessions` signer 1 still holds, checked from the newest back until the first
-/// forgotten one (asking about a session may end it, so each is asked once).
-fn open_tail(d: &Driver, sessions: &[SessionId]) -> Result<usize> {
+/// How many of `sessions` (oldest first) signer 1 still holds, after checking that it forgot
+/// the oldest: counted from the newest back until the first forgotten one (asking about a
+/// session may end it, so each is asked once).
+fn kept(d: &Driver, sessions: &[SessionId]) -> Result<usize> {
+    let oldest = sessions.first().context("no sessions")?;
+    ensure!(
+        !still_open(d, *oldest)?,
+        "the oldest of {} sessions is still open",
+        sessions.len()
+    );
     let mut open = 0;
     for session in sessions.iter().rev() {
         if !still_open(d, *session)? {
@@ -100,11 +107,7 @@ fn a_flood_of_open_sessions_is_capped_per_coordinator() -> Result<()> {
     let opened = flood(&d, &big, 60)?;
     let after = rss_kib(pid)?;
     let fits = MAX_SESSION_BYTES_PER_COORDINATOR / size;
-    ensure!(
-        !still_open(&d, opened[0])?,
-        "the oldest of 60 sessions of {size} bytes is still open"
-    );
-    let open = open_tail(&d, &opened)?;
+    let open = kept(&d, &opened)?;
     ensure!(
         open == fits,
         "{open} of 60 sessions of {size} bytes open, {fits} fit in {MAX_SESSION_BYTES_PER_COORDINATOR} bytes"
@@ -129,11 +132,7 @@ fn small_sessions_are_capped_by_count() -> Result<()> {
     let d = Driver::new(&c, WALLET)?;
     let small = c.pay(&funding, &foreign_address(), 10_000, 2)?.psbt;
     let opened = flood(&d, &small, 200)?;
-    ensure!(
-        !still_open(&d, opened[0])?,
-        "the oldest of 200 sessions is still open"
-    );
-    let open = open_tail(&d, &opened)?;
+    let open = kept(&d, &opened)?;
     ensure!(
         open == MAX_SESSIONS_PER_COORDINATOR,
         "{open} of 200 small sessions open, at most {MAX_SESSIONS_PER_COORDINATOR} should be"

@@ -19,7 +19,10 @@ use bitcoin::secp256k1::{Keypair, SecretKey};
 use bitcoin::{Address, Amount, FeeRate, Network, Psbt, ScriptBuf, Transaction, TxOut};
 use ckm::frost::shares::{secp, GroupPublic};
 use ckm::identity::IdentityPublic;
-use ckm::keys::Roster;
+use ckm::keys::{Roster, RosterEntry};
+use ckm::message::{CoordinatorToSigner, SignerToCoordinator, WalletRef};
+use ckm::net::client::Client;
+use ckm::protocol::roast::PreCommitment;
 use ckm::signer::home::SignerHome;
 use ckm::wallet::{CkmWallet, WalletMeta};
 use frost_secp256k1_tr as frost;
@@ -468,6 +471,33 @@ pub fn start_signers(
         p.wait_ready(rx)?;
     }
     Ok(procs)
+}
+
+/// One `Preprocess` call: `count` fresh commitments of `entry` for `wallet`, the batch's
+/// signature checked (as a coordinator stores them for one-round signing).
+pub fn preprocess(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    entry: &RosterEntry,
+    wallet: &WalletRef,
+    count: u16,
+) -> Result<Vec<PreCommitment>> {
+    let reply = rt.block_on(client.call(
+        entry,
+        &CoordinatorToSigner::Preprocess {
+            wallet: wallet.clone(),
+            count,
+        },
+    ))?;
+    let SignerToCoordinator::Preprocessed { batch, .. } = reply else {
+        bail!("signer {} answered Preprocess with {reply:?}", entry.index);
+    };
+    Ok(batch.verify(
+        entry.index,
+        &entry.identity,
+        &client.identity().public(),
+        &wallet.group_key,
+    )?)
 }
 
 /// `ckm --json signer policy set --wallet WALLET --daily-limit-sats SATS` on a signer home
