@@ -175,13 +175,6 @@ impl WalletPath {
             Normal { index: self.index },
         ])
     }
-
-    /// The keychain's path `m/k` (the parent every address of the keychain shares).
-    pub fn keychain_path(&self) -> bitcoin::bip32::DerivationPath {
-        bitcoin::bip32::DerivationPath::from(vec![bitcoin::bip32::ChildNumber::Normal {
-            index: self.keychain.step(),
-        }])
-    }
 }
 
 impl fmt::Display for WalletPath {

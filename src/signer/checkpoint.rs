@@ -229,7 +229,8 @@ struct Later {
     wanted: Option<(StoreKey, Checkpoint)>,
     /// The background thread exists (writing or waiting for work).
     alive: bool,
-    /// The background thread has taken a wanted checkpoint and not finished writing it.
+    /// The background thread is about to write the wanted checkpoint (its [`FOLD`] wait) or
+    /// is writing it.
     writing: bool,
     failed: Option<String>,
 }
