@@ -124,7 +124,9 @@ struct Driver<'a> {
     /// Signers whose store entry was cleared after refusing old commitments.
     refilled: BTreeSet<u16>,
     batch: u16,
-    asked_first: bool,
+    /// Signers asked for commitments because the store held none of theirs: a signing whose
+    /// shares came from one of them is reported as [`SignMode::PreprocessedFirst`].
+    asked_first: BTreeSet<u16>,
     /// Hedging allowed.
     hedge: bool,
     /// This run started hedged.
@@ -169,7 +171,7 @@ impl Driver<'_> {
         match self.store.take(index, self.machine.inputs()) {
             Some(c) => self.machine.ready(index, c),
             None => {
-                self.asked_first = true;
+                self.asked_first.insert(index);
                 self.preprocess(index);
             }
         }
@@ -757,7 +759,7 @@ pub async fn sign_psbt_one_round(
         preprocessing: BTreeSet::new(),
         refilled: BTreeSet::new(),
         batch,
-        asked_first: false,
+        asked_first: BTreeSet::new(),
         stop: Arc::new(AtomicBool::new(false)),
         prepared,
     };
@@ -780,6 +782,11 @@ pub async fn sign_psbt_one_round(
             sign_psbt(client, meta, psbt).await
         }
         Ended::Done(outcome) => Ok(SignReport {
+            mode: if outcome.signers.iter().any(|i| d.asked_first.contains(i)) {
+                SignMode::PreprocessedFirst
+            } else {
+                SignMode::OneRound
+            },
             signer_identities: outcome
                 .signers
                 .iter()
@@ -789,11 +796,6 @@ pub async fn sign_psbt_one_round(
             culprits: outcome.malicious,
             skipped: outcome.excluded,
             transaction: outcome.transaction,
-            mode: if d.asked_first {
-                SignMode::PreprocessedFirst
-            } else {
-                SignMode::OneRound
-            },
             sessions: outcome.sessions,
         }),
     }
