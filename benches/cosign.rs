@@ -45,7 +45,8 @@
 //! `CKM_BENCH_PERF=FILE` (profile mode: only the 100-input 2-of-3 network case, recorded by
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15; `CKM_BENCH_PERF_INPUTS` inputs,
-//! default 100),
+//! default 100; `CKM_BENCH_PERF_ONE_ROUND=1` one-round signings, counting those that started
+//! a second session; `CKM_BENCH_PATIENCE=none` signs them without patience),
 //! `CKM_BENCH_REFRESH=REPS` (refresh mode: only the refresh rows, REPS refreshes of each
 //! group after a warm-up; prints the table, writes `target/bench/refresh.json`),
 //! `CKM_BENCH_FLOOR=ROUNDS` (floor mode: only the floor, memory and network rows of 100 inputs
@@ -86,7 +87,7 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{self, CoordinatorToSigner, SessionId, SignerToCoordinator, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt};
-use ckm::net::one_round::{sign_psbt_one_round, OneRoundOptions};
+use ckm::net::one_round::sign_psbt_one_round;
 use ckm::protocol::dkg::{run_in_memory as certified_dkg, CertifiedShare, DkgContext};
 use ckm::protocol::roast::{CommitmentStore, MemoryCommitments};
 use ckm::psbt::{check_psbt, commit, sign_in_memory, SigningSession};
@@ -1912,10 +1913,14 @@ fn profile(out: PathBuf) -> Result<()> {
             group_key: GroupKey::of(&meta.group),
             epoch: meta.epoch,
         };
+        // A few sessions' worth: each answer brings the commitments of the next signing (more
+        // than a signer's pool holds would be forgotten there, and the driver's refills after
+        // it would be profiled instead of the signings).
+        let want = (8 * inputs).min(ckm::signer::nonces::MAX_POOL);
         for entry in meta.roster.entries() {
             let mut fetched = 0;
-            while fetched < (reps + 8) * inputs {
-                let count = u16::try_from(((reps + 8) * inputs - fetched).min(500))?;
+            while fetched < want {
+                let count = u16::try_from((want - fetched).min(500))?;
                 let commitments = common::preprocess(&rt, &client, entry, &wallet, count)?;
                 fetched += commitments.len();
                 store.add(entry.index, commitments);
@@ -1927,7 +1932,7 @@ fn profile(out: PathBuf) -> Result<()> {
             &meta,
             &mut p,
             &mut store,
-            OneRoundOptions::default(),
+            common::one_round_options(false),
         ))?;
     }
     let mut pids: Vec<String> = signers.iter().map(|s| s.pid().to_string()).collect();
@@ -1942,17 +1947,21 @@ fn profile(out: PathBuf) -> Result<()> {
         .context("starting perf")?;
     std::thread::sleep(Duration::from_millis(1500));
     let mut samples = Vec::new();
+    let mut second_sessions = 0;
     for _ in 0..reps {
         let mut p = psbt.clone();
         let start = Instant::now();
         if one_round {
-            rt.block_on(sign_psbt_one_round(
+            let r = rt.block_on(sign_psbt_one_round(
                 &client,
                 &meta,
                 &mut p,
                 &mut store,
-                OneRoundOptions::default(),
+                common::one_round_options(false),
             ))?;
+            if r.sessions > 1 {
+                second_sessions += 1;
+            }
         } else {
             rt.block_on(sign_psbt(&client, &meta, &mut p))?;
         }
@@ -1964,9 +1973,14 @@ fn profile(out: PathBuf) -> Result<()> {
         .status();
     perf.wait()?;
     log(format!(
-        "profiled {reps} {} network signings of {inputs} input(s), 2-of-3: {}; signer pids {}; perf data in {}",
+        "profiled {reps} {} network signings of {inputs} input(s), 2-of-3: {}{}; signer pids {}; perf data in {}",
         if one_round { "one-round" } else { "two-round" },
         spread(&samples),
+        if one_round {
+            format!(" ({second_sessions} started a second session)")
+        } else {
+            String::new()
+        },
         pids.join(","),
         out.display()
     ));

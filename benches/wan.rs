@@ -75,7 +75,7 @@ use ckm::keys::{GroupKey, Roster, RosterEntry};
 use ckm::message::{CoordinatorToSigner, WalletRef};
 use ckm::net::client::Client;
 use ckm::net::coordinator::{create_wallet, sign_psbt, SignMode, SignReport};
-use ckm::net::one_round::{hedge_fits, sign_psbt_one_round, OneRoundOptions, HEDGE_MAX_SHARES};
+use ckm::net::one_round::{hedge_fits, sign_psbt_one_round, HEDGE_MAX_SHARES};
 use ckm::protocol::roast::{CommitmentStore, MemoryCommitments};
 use ckm::wallet::WalletMeta;
 use common::*;
@@ -427,10 +427,7 @@ impl Bench {
             meta,
             &mut p,
             store,
-            OneRoundOptions {
-                hedge,
-                ..OneRoundOptions::default()
-            },
+            common::one_round_options(hedge),
         ))?;
         Ok(Timed::new(
             start,
@@ -1292,6 +1289,10 @@ struct SmallRow {
     /// CPU time of the bench process and the group's signers per repetition (one signing of
     /// each kind, the commitment top-up and warm-up calls included), ms.
     cpu_ms: f64,
+    /// One-round signings that started a second session (ROAST, when an answer was later
+    /// than the session's patience), of `reps`.
+    second_sessions: usize,
+    reps: usize,
 }
 
 /// Sum (seconds) and count of the one-round requests `signers` have handled, read off their
@@ -1369,6 +1370,7 @@ fn small_row(
         .expect_clean(SignMode::WithStatements, &label)?;
     let (mut one_ms, mut two_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut handled_s, mut handled) = (0.0, 0.0);
+    let mut second_sessions = 0;
     let mut pids: Vec<String> = signers
         .iter()
         .filter_map(|s| s.pid().map(|p| p.to_string()))
@@ -1386,6 +1388,9 @@ fn small_row(
         let after = one_round_handling(signers)?;
         handled_s += after.0 - before.0;
         handled += after.1 - before.1;
+        if one.report.sessions > 1 {
+            second_sessions += 1;
+        }
         one_ms.push(one.ms);
         bench.warm(client, &g.direct_plain)?;
         let two = bench
@@ -1408,7 +1413,7 @@ fn small_row(
         .map(|(a, b)| (b - a) / reps as f64)
         .context("cannot read the processes' CPU time from /proc")?;
     log(format!(
-        "{label}: one round {}; two rounds {}; with statements {}; a signer's own handling of a one-round request {signer_ms:.2} ms on average ({handled} requests); CPU of all processes per repetition of the three {cpu_ms:.1} ms",
+        "{label}: one round {}; two rounds {}; with statements {}; a signer's own handling of a one-round request {signer_ms:.2} ms on average ({handled} requests); CPU of all processes per repetition of the three {cpu_ms:.1} ms; one-round signings with a second session {second_sessions}/{reps}",
         spread(&one_ms),
         spread(&two_ms),
         spread(&lim_ms)
@@ -1422,6 +1427,8 @@ fn small_row(
         statements: Spread::of(&lim_ms),
         signer_ms,
         cpu_ms,
+        second_sessions,
+        reps,
     })
 }
 
@@ -1473,17 +1480,19 @@ fn small_report(
             }));
         }
     }
-    out.push_str("\nOne round, where the time goes: a signer's own handling of its request (its metrics: request read to answer built, the decision's durable commit included; signers work in parallel), and the rest (the coordinator's work before and after, HTTP on both sides, scheduling of the processes on the machine's cores)\n\n| t-of-n | network | floor | a signer's handling (mean) | rest | CPU per repetition of the three kinds, all processes |\n|:---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("\nOne round, where the time goes: a signer's own handling of its request (its metrics: request read to answer built, the decision's durable commit included; signers work in parallel), and the rest (the coordinator's work before and after, HTTP on both sides, scheduling of the processes on the machine's cores)\n\n| t-of-n | network | floor | a signer's handling (mean) | rest | CPU per repetition of the three kinds, all processes | one-round signings with a second session |\n|:---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         out.push_str(&format!(
-            "| {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            "| {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {}/{} |\n",
             r.t,
             r.n,
             r.one.median,
             r.floor.median,
             r.signer_ms,
             r.one.median - r.signer_ms,
-            r.cpu_ms
+            r.cpu_ms,
+            r.second_sessions,
+            r.reps
         ));
         json_rows.push(serde_json::json!({
             "threshold": r.t,
@@ -1492,6 +1501,8 @@ fn small_report(
             "kind": "one round, a signer's handling",
             "signer_handling_ms": round3(r.signer_ms),
             "cpu_per_repetition_ms": round3(r.cpu_ms),
+            "second_sessions": r.second_sessions,
+            "repetitions": r.reps,
         }));
     }
     let mut roast_json = Vec::new();

@@ -94,8 +94,8 @@ fn one_round_signing_after_preprocessing_and_after_a_restart() -> Result<()> {
         let p = payment(&c, &mut funding)?;
         let v = sign_and_check(&c, &p, &format!("next{k}"), &[])?;
         ensure!(v["mode"] == "one-round", "{v}");
-        // A signer that answered is ready again at once (ROAST): if its partner's answer is
-        // later, a second session may start; never more than n − t + 1 = 2.
+        // A signer that answered waits for its session's patience: if its partner's answer
+        // is later still, a second session may start; never more than n − t + 1 = 2.
         ensure!(v["sessions"] == 1 || v["sessions"] == 2, "{v}");
         let by_audit = signed_by(&c, &p.txid())?;
         let reported = u16_array(&v["signer_indexes"])?;
@@ -437,6 +437,33 @@ fn roast_completes_with_two_faulty_of_five_and_names_the_cheat() -> Result<()> {
                 "{faults:?}: culprits {culprits:?}"
             ),
         }
+    }
+    Ok(())
+}
+
+/// A partner that is only slow costs the signer that answered its session's patience, not the
+/// partner's delay: after it, that signer joins a second session with the spare (ROAST), and
+/// the payment is signed long before the slow answer would come.
+#[test]
+fn a_slow_partner_costs_the_patience_not_its_delay() -> Result<()> {
+    let mut c = Cluster::with_wallet(3, 2)?;
+    let mut funding = HashMap::new();
+    // Fills the wallet database with every signer's commitments.
+    let p = payment(&c, &mut funding)?;
+    sign_and_check(&c, &p, "fill", &[])?;
+    c.restart_faulty(0, "slow:8000")?;
+    for k in 0..2 {
+        let p = payment(&c, &mut funding)?;
+        let started = Instant::now();
+        let v = sign_and_check(&c, &p, &format!("slow{k}"), &["--timeout", "60"])?;
+        let took = started.elapsed();
+        // The first session is {1, 2} (roster order); 2 waits for 1, then signs with 3.
+        ensure!(v["sessions"] == 2, "{v}");
+        ensure!(u16_array(&v["signer_indexes"])? == vec![2, 3], "{v}");
+        ensure!(
+            took < Duration::from_secs(6),
+            "took {took:?}: waited for the slow signer's answer (8 s): {v}"
+        );
     }
     Ok(())
 }

@@ -123,6 +123,23 @@ fn existing(var: &str, default: PathBuf, build: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The one-round options of the benches: ckm's defaults, or with `CKM_BENCH_PATIENCE=none`
+/// plain ROAST (a member that answered is ready again at once) for an A/B of the patience
+/// (`ckm::protocol::patience`).
+pub fn one_round_options(hedge: bool) -> ckm::net::one_round::OneRoundOptions {
+    use ckm::protocol::patience::Patience;
+    let plain = std::env::var("CKM_BENCH_PATIENCE").is_ok_and(|v| v == "none");
+    ckm::net::one_round::OneRoundOptions {
+        hedge,
+        patience: if plain {
+            Patience::NONE
+        } else {
+            Patience::DEFAULT
+        },
+        ..ckm::net::one_round::OneRoundOptions::default()
+    }
+}
+
 /// The `ckm` binary: `CKM_BIN`, else the one cargo built with this bench.
 pub fn ckm_bin() -> Result<PathBuf> {
     existing(

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bitcoin::Psbt;
 use tokio::task::JoinSet;
@@ -22,6 +23,7 @@ use crate::message::{
     CoordinatorToSigner, ErrorCode, MoreSession, SessionId, SignerToCoordinator, WalletRef,
 };
 use crate::protocol::cosign::SignError;
+use crate::protocol::patience::{Held, Patience};
 use crate::protocol::roast::{
     CommitmentStore, HedgeError, InputCommitments, PreCommitment, RoastCoordinator, RoastOutcome,
     ShareCheck, SharesOutcome,
@@ -88,6 +90,9 @@ pub struct OneRoundOptions {
     /// Start every `t`-subset of the ready signers at once when the PSBT is small enough
     /// (see [`HEDGE_MAX_SHARES`]). Off by default: it pays off when signers are far apart.
     pub hedge: bool,
+    /// How long a member that answered waits for its session's other members before it may
+    /// join another session ([`crate::protocol::patience`]).
+    pub patience: Patience,
 }
 
 impl Default for OneRoundOptions {
@@ -95,6 +100,7 @@ impl Default for OneRoundOptions {
         OneRoundOptions {
             stock: DEFAULT_STOCK,
             hedge: false,
+            patience: Patience::DEFAULT,
         }
     }
 }
@@ -133,6 +139,8 @@ struct Driver<'a> {
     hedge_run: bool,
     /// Tells share checks still running that the run is over.
     stop: Arc<AtomicBool>,
+    /// Members that answered a session still able to complete, waiting for its others.
+    held: Held,
     /// The spares' preparations, by signer.
     prepared: BTreeMap<u16, Prepared>,
 }
@@ -161,6 +169,8 @@ impl Driver<'_> {
     /// Makes `index` ready from the store, or asks it for commitments.
     fn ready_or_refill(&mut self, index: u16) {
         if !self.machine.usable(index)
+            || self.held.is_held(index)
+            || self.machine.ready_signers().contains(&index)
             || self.signing.contains_key(&index)
             || (self.hedged && !self.set.is_empty())
             || self.checking.contains_key(&index)
@@ -252,10 +262,12 @@ impl Driver<'_> {
             .iter()
             .map(|s| self.machine.precomputation(s))
             .collect();
+        let now = Instant::now();
         for start in starts {
             if !self.started.contains(&start.session) {
                 self.started.push(start.session);
             }
+            self.held.started(start.session, now);
             for index in &start.chosen {
                 if let Some(nonces) = start.nonces.get(index) {
                     per_signer.entry(*index).or_default().push(MoreSession {
@@ -361,6 +373,22 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// Makes ready the held members whose session can no longer complete or whose patience
+    /// ran out (all of them with `all`: nothing is in flight any more); whether any was.
+    fn release_held(&mut self, all: bool) -> bool {
+        let due = if all {
+            self.held.release_all()
+        } else {
+            let machine = &self.machine;
+            self.held.release(Instant::now(), |s| machine.live(s))
+        };
+        let any = !due.is_empty();
+        for index in due {
+            self.ready_or_refill(index);
+        }
+        any
     }
 
     /// Gives the commitments no session used back to the store.
@@ -503,13 +531,25 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                 d.ready_or_refill(index);
             }
         }
+        d.release_held(false);
         d.start_sessions()?;
         if !d.machine.possible() {
             return Err(d.machine.failure());
         }
         d.check_when_useful();
-        let Some(joined) = d.set.join_next().await else {
-            // Nothing in flight and no session can start: every usable signer is short.
+        let joined = match d.held.next_deadline() {
+            Some(due) => tokio::select! {
+                joined = d.set.join_next() => joined,
+                () = tokio::time::sleep_until(due.into()) => continue,
+            },
+            None => d.set.join_next().await,
+        };
+        let Some(joined) = joined else {
+            // Nothing in flight: the held members' sessions cannot complete any more.
+            if d.release_held(true) {
+                continue;
+            }
+            // No session can start: every usable signer is short.
             return Err(d.machine.failure());
         };
         let Ok(event) = joined else { continue };
@@ -563,6 +603,10 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                         fresh,
                         more,
                     }) => {
+                        let now = Instant::now();
+                        for session in &sessions {
+                            d.held.answered(session, now);
+                        }
                         match d.verify_batch(index, fresh) {
                             Ok(c) => d.store.add(index, c),
                             Err(e) => {
@@ -629,9 +673,18 @@ async fn drive(d: &mut Driver<'_>, psbt: &mut Psbt) -> Result<Ended, SignError> 
                 }
             }
             Event::Checked { index, valid } => {
-                d.checking.remove(&index);
+                let session = d.checking.remove(&index);
                 match valid {
-                    Some(true) => d.ready_or_refill(index),
+                    // Held while the session it answered may still complete (patience).
+                    Some(true) => {
+                        let held = session.is_some_and(|s| {
+                            let live = d.machine.live(&s);
+                            d.held.hold(index, s, live, Instant::now())
+                        });
+                        if !held {
+                            d.ready_or_refill(index);
+                        }
+                    }
                     Some(false) => d.machine.checked(index, false),
                     None => {}
                 }
@@ -688,12 +741,14 @@ pub async fn sign_psbt_one_round(
     // the requests travel.
     let mut set = JoinSet::new();
     let mut signing = BTreeMap::new();
+    let mut held = Held::new(options.patience);
     let early = if may_hedge {
         None
     } else {
         early_session(store, &roster, threshold, inputs)
     };
     if let Some((session, members)) = &early {
+        held.started(*session, Instant::now());
         let commitments: BTreeMap<u16, InputCommitments> = members
             .iter()
             .map(|(i, c)| (*i, InputCommitments::of(c)))
@@ -762,6 +817,7 @@ pub async fn sign_psbt_one_round(
         asked_first: BTreeSet::new(),
         stop: Arc::new(AtomicBool::new(false)),
         prepared,
+        held,
     };
     let ended = drive(&mut d, psbt).await;
     d.stop.store(true, Ordering::Relaxed);

@@ -12,7 +12,8 @@
 //! - [`lifecycle`]: epoch transitions — refresh, remove a signer, repair a lost share, enrol
 //!   a new signer — certified and committed in two phases.
 //! - [`roast`]: one-round signing with preprocessed nonces, and ROAST's concurrent sessions
-//!   that complete whatever `n − t` faulty signers do.
+//!   that complete whatever `n − t` faulty signers do; [`patience`]: when a member that
+//!   answered may join another session.
 //! - [`spend_limits`]: reservations, receipts and signed statements that make spending limits hold
 //!   for the whole wallet whichever `t` signers sign.
 //!
@@ -23,6 +24,7 @@
 pub mod cosign;
 pub mod dkg;
 pub mod lifecycle;
+pub mod patience;
 pub mod roast;
 pub mod spend_limits;
 

@@ -750,6 +750,11 @@ impl RoastCoordinator {
         std::mem::take(&mut self.ready).into_iter().collect()
     }
 
+    /// Whether `session` may still complete (started, not finished, no member failed).
+    pub fn live(&self, session: &SessionId) -> bool {
+        self.sessions.get(session).is_some_and(|s| !s.dead)
+    }
+
     /// Whether `signer` is a member of a session still waiting for shares.
     pub fn busy(&self, signer: u16) -> bool {
         self.sessions
