@@ -9,8 +9,9 @@
 //! needs a monotonic counter outside the machine's disk (a TPM or secure element).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bdk_wallet::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
 use rand::{CryptoRng, RngCore};
@@ -205,6 +206,9 @@ struct Inner {
     path: PathBuf,
     conn: Mutex<Option<Connection>>,
     later: Mutex<Later>,
+    /// Writes made, and those of them synced (for tests and the argument in the docs).
+    writes: AtomicU64,
+    synced_writes: AtomicU64,
     /// Signalled when a write ends (for [`CheckpointFile::flush`]).
     settled: Condvar,
     /// Signalled when an advance is wanted (for the waiting background thread).
@@ -222,6 +226,17 @@ const IDLE: Duration = Duration::from_secs(5);
 /// `docs/wallet-wide-limits.md` ("The checkpoint off the critical path") by as much.
 const FOLD: Duration = Duration::from_millis(5);
 
+/// The background thread commits without an fsync (`synchronous=NORMAL`: on disk if the signer
+/// crashes, in the page cache if the machine does) unless no synced write was made in the last
+/// `SYNC_EVERY`; and a write left unsynced is written again, synced, once `SYNC_EVERY` has
+/// passed since the last synced one (or at once for a graceful stop). So a signer signing
+/// back to back pays one fsync per second for its checkpoint instead of one per decision, a
+/// signer crash loses nothing more than before, and a machine crash (power loss) loses at most
+/// the last `SYNC_EVERY` of the checkpoint's advance, which start-up then sees as records ahead
+/// of the checkpoint (accepted; `docs/wallet-wide-limits.md`, "The checkpoint off the critical
+/// path"). Writes on the caller's thread ([`CheckpointFile::advance`]) are always synced.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
 /// The background advance: the checkpoint wanted next (the latest position asked for), whether
 /// the thread exists and whether it is writing, and the error of its last write.
 #[derive(Debug, Default)]
@@ -233,6 +248,13 @@ struct Later {
     /// is writing it.
     writing: bool,
     failed: Option<String>,
+    /// The last background write, made without an fsync: written again, synced, within
+    /// [`SYNC_EVERY`].
+    unsynced: Option<(StoreKey, Checkpoint)>,
+    /// When the last synced write was made.
+    synced_at: Option<Instant>,
+    /// A graceful stop waits: sync the unsynced write now.
+    hurry: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,6 +268,17 @@ impl Inner {
         to: Checkpoint,
         rng: &mut R,
     ) -> Result<Checkpoint, CheckpointError> {
+        self.write(key, to, rng, true)
+    }
+
+    /// One write on the kept connection, synced (`synchronous=FULL`) or not (`NORMAL`).
+    fn write<R: RngCore + CryptoRng>(
+        &self,
+        key: &StoreKey,
+        to: Checkpoint,
+        rng: &mut R,
+        synced: bool,
+    ) -> Result<Checkpoint, CheckpointError> {
         let mut guard = lock(&self.conn);
         if guard.is_none() {
             *guard = Some(open(&self.path)?);
@@ -256,20 +289,36 @@ impl Inner {
                 source: rusqlite::Error::InvalidQuery,
             });
         };
-        let result = advance_on(conn, &self.path, key, to, rng);
+        let mode = if synced {
+            "PRAGMA synchronous=FULL"
+        } else {
+            "PRAGMA synchronous=NORMAL"
+        };
+        let result = conn
+            .execute_batch(mode)
+            .map_err(|source| CheckpointError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })
+            .and_then(|()| advance_on(conn, &self.path, key, to, rng));
         if result.is_err() {
             // Start from a fresh connection next time.
             *guard = None;
+        } else {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            if synced {
+                self.synced_writes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
     }
 
     /// The background thread: writes the wanted checkpoint whenever there is one (decisions
-    /// that arrive during a write are folded into the next), and ends after [`IDLE`] without
-    /// one.
+    /// that arrive during a write are folded into the next), synced as [`SYNC_EVERY`] says,
+    /// and ends after [`IDLE`] without one once its last write is synced.
     fn run_later<R: RngCore + CryptoRng>(&self, mut rng: R) {
         loop {
-            let job = {
+            let (job, synced) = {
                 let mut later = lock(&self.later);
                 later.writing = false;
                 self.settled.notify_all();
@@ -283,17 +332,32 @@ impl Inner {
                         std::thread::sleep(FOLD);
                         later = lock(&self.later);
                         if let Some(job) = later.wanted.take() {
-                            break job;
+                            let synced = later.hurry
+                                || later.synced_at.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
+                            break (job, synced);
                         }
                         later.writing = false;
                         continue;
                     }
+                    let wait = match (&later.unsynced, later.synced_at) {
+                        (None, _) => IDLE,
+                        (Some(_), _) if later.hurry => Duration::ZERO,
+                        (Some(_), Some(at)) => SYNC_EVERY.saturating_sub(at.elapsed()),
+                        (Some(_), None) => Duration::ZERO,
+                    };
+                    if wait.is_zero() {
+                        if let Some(job) = later.unsynced.take() {
+                            // Written again, synced: everything before it is on disk then.
+                            later.writing = true;
+                            break (job, true);
+                        }
+                    }
                     let (next, waited) = self
                         .wake
-                        .wait_timeout(later, IDLE)
+                        .wait_timeout(later, wait)
                         .unwrap_or_else(|p| p.into_inner());
                     later = next;
-                    if waited.timed_out() && later.wanted.is_none() {
+                    if waited.timed_out() && later.wanted.is_none() && later.unsynced.is_none() {
                         later.alive = false;
                         self.settled.notify_all();
                         return;
@@ -310,9 +374,22 @@ impl Inner {
             {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            if let Err(e) = self.advance(&key, at, &mut rng) {
-                tracing::error!(error = %e, "cannot advance the checkpoint; the next signing retries before its share leaves");
-                lock(&self.later).failed = Some(e.to_string());
+            let written = self.write(&key, at, &mut rng, synced);
+            let mut later = lock(&self.later);
+            match written {
+                Ok(_) if synced => {
+                    later.synced_at = Some(Instant::now());
+                    later.unsynced = None;
+                    later.hurry = false;
+                }
+                Ok(_) => later.unsynced = Some((key, at)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot advance the checkpoint; the next signing retries before its share leaves");
+                    later.failed = Some(e.to_string());
+                    // The next decision writes (synced) on its own thread.
+                    later.unsynced = None;
+                    later.hurry = false;
+                }
             }
         }
     }
@@ -326,6 +403,8 @@ impl CheckpointFile {
                 path: path_in(dir),
                 conn: Mutex::new(None),
                 later: Mutex::new(Later::default()),
+                writes: AtomicU64::new(0),
+                synced_writes: AtomicU64::new(0),
                 settled: Condvar::new(),
                 wake: Condvar::new(),
             }),
@@ -393,11 +472,15 @@ impl CheckpointFile {
         Ok(())
     }
 
-    /// Waits until no background advance is in flight (a graceful stop, before the file is
-    /// replaced). Returns the error of the last background write, if it failed.
+    /// Waits until no background advance is in flight and the last one is synced (a
+    /// graceful stop, before the file is replaced). Returns the error of the last background
+    /// write, if it failed.
     pub fn flush(&self) -> Option<String> {
         let mut later = lock(&self.inner.later);
-        while later.alive && (later.writing || later.wanted.is_some()) {
+        // A write still to come is synced at once too.
+        later.hurry = later.alive;
+        self.inner.wake.notify_one();
+        while later.alive && (later.writing || later.wanted.is_some() || later.unsynced.is_some()) {
             later = self
                 .inner
                 .settled
@@ -481,6 +564,74 @@ mod tests {
         assert_eq!(file.flush(), None);
         let written = load(dir.path(), &key).expect("load").expect("a checkpoint");
         assert_eq!(written.audit_count, 9);
+        file.close();
+    }
+
+    /// Waits (at most 10 s) until the background thread is neither waiting to write nor
+    /// writing.
+    fn settle(file: &CheckpointFile) {
+        for _ in 0..1000 {
+            {
+                let later = lock(&file.inner.later);
+                if !later.writing && later.wanted.is_none() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the checkpoint thread did not settle");
+    }
+
+    /// Back to back, only the first background write of a burst is synced; the last one is
+    /// written again, synced, once SYNC_EVERY has passed, or at once by a graceful stop.
+    #[test]
+    fn a_burst_syncs_once_and_its_last_write_is_synced_later_or_at_a_stop() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut rng = StdRng::seed_from_u64(30);
+        let (key, _) =
+            StoreKey::create(b"test", KdfParams::fast_for_tests(), &mut rng).expect("store key");
+        let file = CheckpointFile::new(dir.path());
+        let counts = |f: &CheckpointFile| {
+            (
+                f.inner.writes.load(Ordering::Relaxed),
+                f.inner.synced_writes.load(Ordering::Relaxed),
+            )
+        };
+        let burst = |from: u64| {
+            for count in from..from + 8 {
+                file.advance_soon(&key, at(count), StdRng::seed_from_u64(count))
+                    .expect("advance");
+                std::thread::sleep(FOLD + Duration::from_millis(3));
+            }
+            settle(&file);
+        };
+        burst(1);
+        let (writes, synced) = counts(&file);
+        assert!(
+            writes >= 2 && synced < writes,
+            "a burst syncs its first write only: {synced} of {writes} synced"
+        );
+        assert!(lock(&file.inner.later).unsynced.is_some());
+        // Left alone, the thread syncs the last write once SYNC_EVERY has passed.
+        std::thread::sleep(SYNC_EVERY + Duration::from_millis(300));
+        settle(&file);
+        assert!(lock(&file.inner.later).unsynced.is_none());
+        assert_eq!(counts(&file), (writes + 1, synced + 1));
+        let written = load(dir.path(), &key).expect("load").expect("a checkpoint");
+        assert_eq!(written.audit_count, 8);
+
+        // A second burst soon after: its first write is not synced; a stop syncs the last.
+        burst(20);
+        let (writes, synced) = counts(&file);
+        assert!(
+            lock(&file.inner.later).unsynced.is_some(),
+            "{synced} of {writes}"
+        );
+        assert_eq!(file.flush(), None);
+        assert!(lock(&file.inner.later).unsynced.is_none());
+        assert_eq!(counts(&file).1, synced + 1, "the stop synced once");
+        let written = load(dir.path(), &key).expect("load").expect("a checkpoint");
+        assert_eq!(written.audit_count, 27);
         file.close();
     }
 }
