@@ -129,8 +129,10 @@ impl<'de> Deserialize<'de> for InputCommitments {
 /// with frost's own, and frost encodes every commitment when it differs.
 fn frost_encodings(list: &[SigningCommitments]) -> Option<Vec<Vec<u8>>> {
     let one_by_one = || list.iter().map(|c| c.serialize().ok()).collect();
-    let (Some(first), Some(last)) = (list.first(), list.last()) else {
-        return Some(Vec::new());
+    // The template costs three encodings (first, all at once, last): not worth it for the one
+    // or two commitments of a small signing's fresh batch.
+    let (Some(first), Some(last), 3..) = (list.first(), list.last(), list.len()) else {
+        return one_by_one();
     };
     let template = first.serialize().ok()?;
     let compact = crate::frost::compressed_commitments(list)?;
