@@ -6,9 +6,9 @@
 //! whatever `n − t` faulty signers do, with no timeout; but with honest signers whose answers
 //! merely arrive a little apart it also starts a session nobody needs: the faster member and a
 //! spare sign again (a decision, an audit record and a nonce each), and the coordinator drops
-//! that work when the slower answer completes the first session. Measured with 2000 honest
-//! 1-input 2-of-3 signings on 2 cores, 38 % started such a second session (`docs/BENCHMARKS.md`,
-//! run 6).
+//! that work when the slower answer completes the first session. Measured with 300 honest
+//! 1-input 2-of-3 signings on 2 cores, 114 (38 %) started such a second session
+//! (`docs/BENCHMARKS.md`, run 6).
 //!
 //! With [`Held`], a member that answered a session which can still complete is held back until
 //! the session's patience has run out: as long again as a share ([`Patience::percent`]) of the
