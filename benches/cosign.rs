@@ -1907,6 +1907,15 @@ fn profile(out: PathBuf) -> Result<()> {
     // profile starts (so that only the signings are recorded).
     let one_round = std::env::var("CKM_BENCH_PERF_ONE_ROUND").is_ok_and(|v| v == "1");
     let mut store = MemoryCommitments::default();
+    let sign_one_round = |p: &mut Psbt, store: &mut MemoryCommitments| {
+        rt.block_on(sign_psbt_one_round(
+            &client,
+            &meta,
+            p,
+            store,
+            common::one_round_options(false),
+        ))
+    };
     if one_round {
         let wallet = WalletRef {
             name: meta.name.clone(),
@@ -1926,14 +1935,7 @@ fn profile(out: PathBuf) -> Result<()> {
                 store.add(entry.index, commitments);
             }
         }
-        let mut p = psbt.clone();
-        rt.block_on(sign_psbt_one_round(
-            &client,
-            &meta,
-            &mut p,
-            &mut store,
-            common::one_round_options(false),
-        ))?;
+        sign_one_round(&mut psbt.clone(), &mut store)?;
     }
     let mut pids: Vec<String> = signers.iter().map(|s| s.pid().to_string()).collect();
     pids.push(std::process::id().to_string());
@@ -1952,14 +1954,7 @@ fn profile(out: PathBuf) -> Result<()> {
         let mut p = psbt.clone();
         let start = Instant::now();
         if one_round {
-            let r = rt.block_on(sign_psbt_one_round(
-                &client,
-                &meta,
-                &mut p,
-                &mut store,
-                common::one_round_options(false),
-            ))?;
-            if r.sessions > 1 {
+            if sign_one_round(&mut p, &mut store)?.sessions > 1 {
                 second_sessions += 1;
             }
         } else {

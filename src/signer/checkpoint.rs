@@ -536,15 +536,21 @@ mod tests {
         }
     }
 
+    /// A signer directory's checkpoint file and a store key (sealing its value).
+    fn fixture(seed: u64) -> (tempfile::TempDir, StoreKey, CheckpointFile) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (key, _) =
+            StoreKey::create(b"test", KdfParams::fast_for_tests(), &mut rng).expect("store key");
+        let file = CheckpointFile::new(dir.path());
+        (dir, key, file)
+    }
+
     /// Decisions in quick succession go to one kept thread, which folds them into the latest;
     /// a flush returns once it is on disk; a later decision is written by the same thread.
     #[test]
     fn background_advances_fold_into_the_latest_and_flush_waits_for_them() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut rng = StdRng::seed_from_u64(29);
-        let (key, _) =
-            StoreKey::create(b"test", KdfParams::fast_for_tests(), &mut rng).expect("store key");
-        let file = CheckpointFile::new(dir.path());
+        let (dir, key, file) = fixture(29);
         for count in [3, 1, 7, 5] {
             file.advance_soon(&key, at(count), StdRng::seed_from_u64(count))
                 .expect("advance");
@@ -586,11 +592,7 @@ mod tests {
     /// written again, synced, once SYNC_EVERY has passed, or at once by a graceful stop.
     #[test]
     fn a_burst_syncs_once_and_its_last_write_is_synced_later_or_at_a_stop() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut rng = StdRng::seed_from_u64(30);
-        let (key, _) =
-            StoreKey::create(b"test", KdfParams::fast_for_tests(), &mut rng).expect("store key");
-        let file = CheckpointFile::new(dir.path());
+        let (dir, key, file) = fixture(30);
         let counts = |f: &CheckpointFile| {
             (
                 f.inner.writes.load(Ordering::Relaxed),
