@@ -170,7 +170,7 @@ impl Driver<'_> {
     fn ready_or_refill(&mut self, index: u16) {
         if !self.machine.usable(index)
             || self.held.is_held(index)
-            || self.machine.ready_signers().contains(&index)
+            || self.machine.is_ready(index)
             || self.signing.contains_key(&index)
             || (self.hedged && !self.set.is_empty())
             || self.checking.contains_key(&index)

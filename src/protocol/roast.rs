@@ -629,6 +629,11 @@ impl RoastCoordinator {
         self.ready.keys().copied().collect()
     }
 
+    /// Whether `signer` is ready (holds commitments for the next session).
+    pub fn is_ready(&self, signer: u16) -> bool {
+        self.ready.contains_key(&signer)
+    }
+
     /// Hedged start: one session for every `t`-subset of `signers` (all ready), started at
     /// once, so that with at most `signers − t` faulty among them one session has only
     /// honest members and completes in one round trip. A signer's first session uses its
