@@ -46,7 +46,9 @@
 //! `perf record --call-graph dwarf` attached to the signer processes and this process, written
 //! to FILE; `CKM_BENCH_PERF_REPS` signings, default 15; `CKM_BENCH_PERF_INPUTS` inputs,
 //! default 100; `CKM_BENCH_PERF_ONE_ROUND=1` one-round signings, counting those that started
-//! a second session; `CKM_BENCH_PATIENCE=none` signs them without patience),
+//! a second session; `CKM_BENCH_PATIENCE=none` signs them without patience;
+//! `CKM_BENCH_PERF_SCHED=1` records the scheduler's events of the whole machine instead,
+//! for `perf sched timehist`),
 //! `CKM_BENCH_REFRESH=REPS` (refresh mode: only the refresh rows, REPS refreshes of each
 //! group after a warm-up; prints the table, writes `target/bench/refresh.json`),
 //! `CKM_BENCH_FLOOR=ROUNDS` (floor mode: only the floor, memory and network rows of 100 inputs
@@ -1939,14 +1941,19 @@ fn profile(out: PathBuf) -> Result<()> {
     }
     let mut pids: Vec<String> = signers.iter().map(|s| s.pid().to_string()).collect();
     pids.push(std::process::id().to_string());
-    let mut perf = Command::new("perf")
-        .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
-        .arg(&out)
-        .arg("-p")
-        .arg(pids.join(","))
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting perf")?;
+    // CKM_BENCH_PERF_SCHED=1: the scheduler's events of the whole machine instead of samples
+    // (`perf sched timehist -i FILE -s`: each thread's run time and its wait for a core).
+    let sched = std::env::var("CKM_BENCH_PERF_SCHED").is_ok_and(|v| v == "1");
+    let mut perf = Command::new("perf");
+    if sched {
+        perf.args(["sched", "record", "-a", "-o"]).arg(&out);
+    } else {
+        perf.args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+            .arg(&out)
+            .arg("-p")
+            .arg(pids.join(","));
+    }
+    let mut perf = perf.stdin(Stdio::null()).spawn().context("starting perf")?;
     std::thread::sleep(Duration::from_millis(1500));
     let mut samples = Vec::new();
     let mut second_sessions = 0;
