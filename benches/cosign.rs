@@ -64,8 +64,8 @@ use consensus::made_up_funding;
 mod common;
 mod refresh;
 use common::{
-    consensus_verify, floor_samples, foreign_address, log, machine, median, ms, round3, sample,
-    target_dir, NETWORK, PASSPHRASE, SATS_PER_INPUT,
+    consensus_verify, env_number, floor_samples, foreign_address, log, machine, median, ms, round3,
+    sample, target_dir, NETWORK, PASSPHRASE, SATS_PER_INPUT,
 };
 
 use std::collections::BTreeMap;
@@ -1269,16 +1269,10 @@ fn main() -> Result<()> {
     if let Some(path) = std::env::var_os("CKM_BENCH_PERF") {
         return profile(Path::new(&path).to_path_buf());
     }
-    if let Some(rounds) = std::env::var("CKM_BENCH_FLOOR")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(rounds) = env_number::<usize>("CKM_BENCH_FLOOR") {
         return floor_mode(rounds.max(1));
     }
-    if let Some(reps) = std::env::var("CKM_BENCH_REFRESH")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(reps) = env_number::<usize>("CKM_BENCH_REFRESH") {
         return refresh_mode(reps.max(1));
     }
     let quick = std::env::var("CKM_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
@@ -1458,10 +1452,7 @@ fn main() -> Result<()> {
     let scale = scale(&rt, &bin, dir.path(), &client, quick)?;
 
     // Load: many coordinators at once on the same three signer processes.
-    let load_runs = std::env::var("CKM_BENCH_LOAD_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 1 } else { 7 });
+    let load_runs = env_number("CKM_BENCH_LOAD_RUNS").unwrap_or(if quick { 1 } else { 7 });
     let load = load_test(
         &rt,
         dir.path(),
@@ -1882,10 +1873,7 @@ fn load_json(
 /// three signer processes and to this process once they are up (so start-up is not recorded).
 fn profile(out: PathBuf) -> Result<()> {
     let bin = ckm_bin()?;
-    let reps: usize = std::env::var("CKM_BENCH_PERF_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
+    let reps: usize = env_number("CKM_BENCH_PERF_REPS").unwrap_or(15);
     let dir = tempfile::Builder::new().prefix("ckm-bench-").tempdir()?;
     let mut rng = rand::thread_rng();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1897,10 +1885,7 @@ fn profile(out: PathBuf) -> Result<()> {
     let client = Client::new(coordinator, CALL_TIMEOUT)?;
     let members = roster(&signers)?;
     let (group, _) = rt.block_on(create_wallet(&client, "perf", NETWORK, 2, &members))?;
-    let inputs: usize = std::env::var("CKM_BENCH_PERF_INPUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let inputs: usize = env_number("CKM_BENCH_PERF_INPUTS").unwrap_or(100);
     let (meta, psbt) = ckm_psbt(dir.path(), "perf", &group, members, inputs, &mut rng)?;
     // Warm up the connections.
     let mut p = psbt.clone();

@@ -71,7 +71,7 @@ use bitcoin::{
 };
 use ckm::wallet::CkmWallet;
 use cluster::{ckm_cmd, ckm_json, copy_dir, foreign_address, json_str, Cluster};
-use common::{log, max, median, min, ms, round3, spread};
+use common::{env_number, log, max, median, min, ms, round3, spread};
 use consensus::made_up_funding;
 use rand::Rng;
 use serde_json::json;
@@ -868,11 +868,7 @@ fn sync_rows(reps: usize, report: &mut serde_json::Map<String, serde_json::Value
 }
 
 fn main() -> Result<()> {
-    let reps: usize = std::env::var("CKM_BENCH_WALLET_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(9)
-        .max(1);
+    let reps: usize = env_number("CKM_BENCH_WALLET_REPS").unwrap_or(9).max(1);
     let rows =
         std::env::var("CKM_BENCH_WALLET_ROWS").unwrap_or_else(|_| "history,send,sync".into());
     let mut report = serde_json::Map::new();

@@ -53,7 +53,8 @@
 //!
 //! Environment: `CKM_BIN`, `CKM_FAULTY_BIN` (default: `examples/faulty_signer` next to
 //! `ckm`), `CKM_BENCH_SETTLE_MS=MS` (idle time after each untimed warm-up call, before a
-//! timed signing, so that the previous signing's background work is done: default 0), `CKM_BENCH_QUICK=1` (RTT 0 and 50 ms, 1 input, 3 repetitions),
+//! timed signing, so that the previous signing's background work is done: default 0),
+//! `CKM_BENCH_QUICK=1` (RTT 0 and 50 ms, 1 input, 3 repetitions),
 //! `CKM_BENCH_ROAST_ONLY=1` (while working on ROAST: only the ROAST rows, without the retry,
 //! printed but not written to the report).
 
@@ -934,12 +935,7 @@ fn main() -> Result<()> {
             })
             .collect::<Result<Vec<_>>>()?,
     )?;
-    let settle = Duration::from_millis(
-        std::env::var("CKM_BENCH_SETTLE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-    );
+    let settle = Duration::from_millis(env_number("CKM_BENCH_SETTLE_MS").unwrap_or(0));
     let bench = Bench {
         rt,
         relays,

@@ -123,6 +123,12 @@ fn existing(var: &str, default: PathBuf, build: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The number in environment variable `var`, if it is set and parses (the benches' numeric
+/// settings; anything else leaves the default).
+pub fn env_number<T: std::str::FromStr>(var: &str) -> Option<T> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
 /// The one-round options of the benches: ckm's defaults, or with `CKM_BENCH_PATIENCE=none`
 /// plain ROAST (a member that answered is ready again at once) for an A/B of the patience
 /// (`ckm::protocol::patience`).
