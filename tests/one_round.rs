@@ -63,6 +63,16 @@ fn payment(c: &Cluster, funding: &mut HashMap<OutPoint, TxOut>) -> Result<Paymen
     c.pay(funding, &foreign_address(), 450_000, 2)
 }
 
+/// A 2-of-3 wallet whose database holds every signer's commitments (after one signing), and
+/// the funding so far.
+fn filled_cluster() -> Result<(Cluster, HashMap<OutPoint, TxOut>)> {
+    let c = Cluster::with_wallet(3, 2)?;
+    let mut funding = HashMap::new();
+    let p = payment(&c, &mut funding)?;
+    sign_and_check(&c, &p, "fill", &[])?;
+    Ok((c, funding))
+}
+
 fn sign_and_check(
     c: &Cluster,
     p: &Payment,
@@ -446,11 +456,7 @@ fn roast_completes_with_two_faulty_of_five_and_names_the_cheat() -> Result<()> {
 /// the payment is signed long before the slow answer would come.
 #[test]
 fn a_slow_partner_costs_the_patience_not_its_delay() -> Result<()> {
-    let mut c = Cluster::with_wallet(3, 2)?;
-    let mut funding = HashMap::new();
-    // Fills the wallet database with every signer's commitments.
-    let p = payment(&c, &mut funding)?;
-    sign_and_check(&c, &p, "fill", &[])?;
+    let (mut c, mut funding) = filled_cluster()?;
     c.restart_faulty(0, "slow:8000")?;
     for k in 0..2 {
         let p = payment(&c, &mut funding)?;
@@ -535,11 +541,7 @@ fn a_wallet_wide_limit_uses_the_statement_rounds_and_is_remembered() -> Result<(
 /// timeout, and the signature is made by the two honest signers.
 #[test]
 fn hedged_signing_needs_no_second_round_with_a_faulty_signer() -> Result<()> {
-    let mut c = Cluster::with_wallet(3, 2)?;
-    let mut funding = HashMap::new();
-    // Fills the wallet database with every signer's commitments.
-    let p = payment(&c, &mut funding)?;
-    sign_and_check(&c, &p, "fill", &[])?;
+    let (mut c, mut funding) = filled_cluster()?;
 
     for (fault, name) in [("hang-after-commit", "hang"), ("corrupt-share", "cheat")] {
         c.restart_faulty(0, fault)?;
@@ -574,10 +576,7 @@ fn hedged_signing_needs_no_second_round_with_a_faulty_signer() -> Result<()> {
 /// malformed: the coordinator signs in the interactive rounds instead of failing.
 #[test]
 fn a_signer_that_cannot_read_one_round_requests_gets_the_interactive_rounds() -> Result<()> {
-    let mut c = Cluster::with_wallet(3, 2)?;
-    let mut funding = HashMap::new();
-    let p = payment(&c, &mut funding)?;
-    sign_and_check(&c, &p, "fill", &[])?;
+    let (mut c, mut funding) = filled_cluster()?;
     for k in 0..3 {
         c.restart_faulty(k, "no-one-round")?;
     }
