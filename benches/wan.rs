@@ -36,7 +36,11 @@
 //! are in the first signing set.
 //! - `roast_ms`: [`sign_psbt_one_round`] (ROAST) with preprocessed commitments (the hanging
 //!   signer's used commitments are topped up, untimed, before each signing); every timed
-//!   signing must be one round, name signer 2 as malicious and be signed by 3, 4, 5;
+//!   signing must be one round, name signer 2 as malicious and be signed by 3, 4, 5. At RTT 0
+//!   these signings go straight to the signers, as the small rows do (through the relays
+//!   until 2026-12-07). The small report adds, for RTT 0, the CPU time of the coordinator
+//!   and the five signers per signing (`cpu_per_signing_ms`; live threads, a lower bound)
+//!   and the least wall time that CPU allows on the machine's cores;
 //! - `retry_ms`: [`sign_psbt`] with a client timeout of [`RETRY_TIMEOUT`]: the first
 //!   attempt waits for the hanging signer's round-2 answer until the timeout, then starts a
 //!   new attempt without it (shares of an attempt with a failed signer are not checked, so
@@ -594,6 +598,9 @@ struct RoastRow {
     floor: Spread,
     retry: Spread,
     roast: Spread,
+    /// CPU time of the coordinator and the five signers per timed ROAST signing (ms; live
+    /// threads only, so a lower bound: [`common::cpu_during`]).
+    roast_cpu: Spread,
     reps: usize,
     retry_misses: usize,
     sessions: usize,
@@ -708,11 +715,13 @@ fn roast_row(
     bench: &Bench,
     client: &Client,
     meta: &WalletMeta,
+    direct: &WalletMeta,
     psbt: &Psbt,
     rtt: u64,
     floor: &[f64],
     reps: usize,
     with_retry: bool,
+    pids: &[String],
     checked: &mut Checked,
 ) -> Result<RoastRow> {
     let inputs = psbt.inputs.len();
@@ -721,10 +730,16 @@ fn roast_row(
     bench.set_rtt(rtt_d);
     let mut store = MemoryCommitments::default();
     let hedgeable = hedge_fits(5, 3, inputs);
-    let roast = |store: &mut MemoryCommitments, hedge: bool| -> Result<Timed> {
-        bench.top_up(client, meta, store, inputs)?;
-        bench.warm(client, meta)?;
-        let t = bench.one_round(client, meta, psbt, store, hedge)?;
+    // The signing and the CPU time of all six processes while it ran (a lower bound).
+    // At RTT 0 the relays would only forward: ROAST goes straight to the signers there, as
+    // the small rows do (the retry keeps the relays, which hold signers 4 and 5 back).
+    let roast_meta = if rtt == 0 { direct } else { meta };
+    let roast = |store: &mut MemoryCommitments, hedge: bool| -> Result<(Timed, Option<Vec<f64>>)> {
+        bench.top_up(client, roast_meta, store, inputs)?;
+        bench.warm(client, roast_meta)?;
+        let (t, cpu) = common::cpu_during(pids, || {
+            bench.one_round(client, roast_meta, psbt, store, hedge)
+        })?;
         let r = &t.report;
         // A hedged start may complete before the invalid-share signer's answer arrives: it
         // is then not named (counted in `hedged_named`).
@@ -738,7 +753,7 @@ fn roast_row(
             r.signers,
             r.skipped
         );
-        Ok(t)
+        Ok((t, cpu))
     };
     // Some(t) when the first attempt included both faulty signers.
     let retry = || -> Result<Option<Timed>> {
@@ -759,10 +774,10 @@ fn roast_row(
         Ok((hung && r.culprits == [INVALID]).then_some(t))
     };
     // Warm-up.
-    let t = roast(&mut store, false)?;
+    let (t, _) = roast(&mut store, false)?;
     checked.once(format!("roast {inputs}"), psbt, &t)?;
     if hedgeable {
-        let t = roast(&mut store, true)?;
+        let (t, _) = roast(&mut store, true)?;
         checked.once(format!("hedged {inputs}"), psbt, &t)?;
     }
     let (mut hedged_ms, mut hedged_named, mut hedged_sessions) = (Vec::new(), 0, 0);
@@ -774,16 +789,29 @@ fn roast_row(
     let (mut roast_connections, mut retry_connections) = (0, 0);
     let mut late = Late::default();
     let (mut roast_ms, mut retry_ms, mut misses) = (Vec::new(), Vec::new(), 0);
+    let mut roast_cpu = Vec::new();
+    // Per process: the coordinator (this process), then signers 1 to 5.
+    let mut roast_cpu_each: Vec<Vec<f64>> = Vec::new();
     let (mut sessions, mut retry_sessions, mut named) = (0, 0, 0);
     for _ in 0..reps {
         if hedgeable {
-            let t = roast(&mut store, true)?;
+            let (t, _) = roast(&mut store, true)?;
             hedged_sessions = hedged_sessions.max(t.report.sessions);
             hedged_named += usize::from(t.report.culprits == [INVALID]);
             hedged_ms.push(t.ms);
             late.add(&t.late);
         }
-        let t = roast(&mut store, false)?;
+        let (t, cpu) = roast(&mut store, false)?;
+        if let Some(each) = cpu {
+            roast_cpu.push(each.iter().sum());
+            for (k, ms) in each.into_iter().enumerate() {
+                if let Some(v) = roast_cpu_each.get_mut(k) {
+                    v.push(ms);
+                } else {
+                    roast_cpu_each.push(vec![ms]);
+                }
+            }
+        }
         sessions = sessions.max(t.report.sessions);
         named += usize::from(t.report.culprits == [INVALID]);
         roast_ms.push(t.ms);
@@ -819,6 +847,7 @@ fn roast_row(
         floor: Spread::of(floor),
         retry: Spread::of(&retry_ms),
         roast: Spread::of(&roast_ms),
+        roast_cpu: Spread::of(&roast_cpu),
         reps,
         retry_misses: misses,
         sessions,
@@ -832,9 +861,20 @@ fn roast_row(
         late,
     };
     log(format!(
-        "{label}: floor {:.2}; ROAST {} ({sessions} sessions, culprit named {named}/{reps}); hedged {} ({hedged_sessions} sessions, named {hedged_named}); retry {} ({retry_sessions} attempts, {misses} misses); connections opened: {roast_connections} by ROAST, {retry_connections} by the retries; {}",
+        "{label}: floor {:.2}; ROAST {} ({sessions} sessions, culprit named {named}/{reps}; CPU of the six processes per signing {}, medians by process: coordinator {}); hedged {} ({hedged_sessions} sessions, named {hedged_named}); retry {} ({retry_sessions} attempts, {misses} misses); connections opened: {roast_connections} by ROAST, {retry_connections} by the retries; {}",
         row.floor.median,
         spread(&roast_ms),
+        spread(&roast_cpu),
+        roast_cpu_each
+            .iter()
+            .enumerate()
+            .map(|(k, v)| if k == 0 {
+                format!("{:.2}", median(v))
+            } else {
+                format!("signer {k} {:.2}", median(v))
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         spread(&hedged_ms),
         spread(&retry_ms),
         late.text()
@@ -1060,6 +1100,25 @@ fn main() -> Result<()> {
         .iter()
         .find(|g| (g.t, g.n) == (3, 5))
         .context("no 3-of-5 wallet")?;
+    // The same wallet with its roster straight to the signers as they run now (the faulty
+    // ones on new ports): the ROAST signings at RTT 0.
+    let mut direct_roast = three_of_five.direct_plain.clone();
+    for s in signers.iter().take(5) {
+        if let Some(entry) = direct_roast
+            .roster
+            .entries()
+            .iter()
+            .find(|e| e.identity == s.identity)
+            .map(|e| e.index)
+        {
+            direct_roast.roster.set_endpoint(entry, s.url.clone(), None);
+        }
+    }
+    let roast_pids: Vec<String> = signers
+        .iter()
+        .take(5)
+        .filter_map(|s| s.pid().map(|p| p.to_string()))
+        .collect();
     let mut roast = Vec::new();
     let rows_filter = std::env::var("CKM_BENCH_ROAST_ROWS").unwrap_or_default();
     for &rtt in roast_rtts {
@@ -1076,11 +1135,13 @@ fn main() -> Result<()> {
                 &bench,
                 &roast_client,
                 &three_of_five.plain,
+                &direct_roast,
                 psbt,
                 rtt,
                 &floors[&(3, 5, inputs)],
                 reps,
                 !roast_only,
+                &roast_pids,
                 &mut checked,
             )?);
         }
@@ -1292,6 +1353,9 @@ struct SmallRow {
     n: u16,
     floor: Spread,
     one: Spread,
+    /// CPU time of the coordinator and the group's signers per one-round signing (ms; live
+    /// threads only, so a lower bound: [`common::cpu_during`]).
+    one_cpu: Spread,
     two: Spread,
     statements: Spread,
     /// The signers' own mean time per one-round request (their `/metrics`: from the request
@@ -1382,10 +1446,12 @@ fn small_row(
     let (mut one_ms, mut two_ms, mut lim_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut handled_s, mut handled) = (0.0, 0.0);
     let mut second_sessions = 0;
-    let mut pids: Vec<String> = signers
+    let signer_pids: Vec<String> = signers
         .iter()
         .filter_map(|s| s.pid().map(|p| p.to_string()))
         .collect();
+    let (mut one_cpu, mut one_cpu_coordinator) = (Vec::new(), Vec::new());
+    let mut pids = signer_pids.clone();
     pids.push("self".into());
     let cpu_now = || -> Option<f64> { pids.iter().map(|p| cpu_ms(p)).sum() };
     let cpu_before = cpu_now();
@@ -1393,9 +1459,14 @@ fn small_row(
         bench.top_up(client, &g.direct_plain, &mut g.store, 1)?;
         bench.warm(client, &g.direct_plain)?;
         let before = one_round_handling(signers)?;
-        let one = bench
-            .one_round(client, &g.direct_plain, &plain_psbt, &mut g.store, false)?
-            .expect_clean(SignMode::OneRound, &label)?;
+        let (one, cpu) = common::cpu_during(&signer_pids, || {
+            bench.one_round(client, &g.direct_plain, &plain_psbt, &mut g.store, false)
+        })?;
+        let one = one.expect_clean(SignMode::OneRound, &label)?;
+        if let Some(each) = cpu {
+            one_cpu.push(each.iter().sum::<f64>());
+            one_cpu_coordinator.push(each.first().copied().unwrap_or(0.0));
+        }
         let after = one_round_handling(signers)?;
         handled_s += after.0 - before.0;
         handled += after.1 - before.1;
@@ -1424,16 +1495,19 @@ fn small_row(
         .map(|(a, b)| (b - a) / reps as f64)
         .context("cannot read the processes' CPU time from /proc")?;
     log(format!(
-        "{label}: one round {}; two rounds {}; with statements {}; a signer's own handling of a one-round request {signer_ms:.2} ms on average ({handled} requests); CPU of all processes per repetition of the three {cpu_ms:.1} ms; one-round signings with a second session {second_sessions}/{reps}",
+        "{label}: one round {}; two rounds {}; with statements {}; a signer's own handling of a one-round request {signer_ms:.2} ms on average ({handled} requests); CPU of all processes per repetition of the three {cpu_ms:.1} ms; CPU of all processes per one-round signing {} (the coordinator's {:.2} ms); one-round signings with a second session {second_sessions}/{reps}",
         spread(&one_ms),
         spread(&two_ms),
-        spread(&lim_ms)
+        spread(&lim_ms),
+        spread(&one_cpu),
+        median(&one_cpu_coordinator)
     ));
     Ok(SmallRow {
         t: g.t,
         n: g.n,
         floor: Spread::of(floor),
         one: Spread::of(&one_ms),
+        one_cpu: Spread::of(&one_cpu),
         two: Spread::of(&two_ms),
         statements: Spread::of(&lim_ms),
         signer_ms,
@@ -1453,6 +1527,9 @@ fn small_report(
 ) -> Result<serde_json::Value> {
     let c = commit.median;
     let goal = 1.5 * c + 1.0;
+    // No schedule can end a signing sooner than its processes' CPU time spread evenly over
+    // the machine's cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut out = format!(
         "\nSmall payments, 1 input, direct loopback: one durable commit (commit_ms) {} ms; goal network − floor ≤ 1.5 × commit_ms + 1 = {goal:.2} ms\n\n",
         commit.cell()
@@ -1491,10 +1568,10 @@ fn small_report(
             }));
         }
     }
-    out.push_str("\nOne round, where the time goes: a signer's own handling of its request (its metrics: request read to answer built, the decision's durable commit included; signers work in parallel), and the rest (the coordinator's work before and after, HTTP on both sides, scheduling of the processes on the machine's cores)\n\n| t-of-n | network | floor | a signer's handling (mean) | rest | CPU per repetition of the three kinds, all processes | one-round signings with a second session |\n|:---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str(&format!("\nOne round, where the time goes: a signer's own handling of its request (its metrics: request read to answer built, the decision's durable commit included; signers work in parallel), and the rest (the coordinator's work before and after, HTTP on both sides, scheduling of the processes on the machine's cores)\n\n| t-of-n | network | floor | a signer's handling (mean) | rest | CPU per repetition of the three kinds, all processes | CPU per one-round signing, all processes (live threads) | that CPU over {cores} cores: the least wall time any schedule allows | goal for network (floor + goal) | one-round signings with a second session |\n|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"));
     for r in rows {
         out.push_str(&format!(
-            "| {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {}/{} |\n",
+            "| {}-of-{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {}/{} |\n",
             r.t,
             r.n,
             r.one.median,
@@ -1502,6 +1579,9 @@ fn small_report(
             r.signer_ms,
             r.one.median - r.signer_ms,
             r.cpu_ms,
+            r.one_cpu.median,
+            r.one_cpu.median / cores,
+            r.floor.median + goal,
             r.second_sessions,
             r.reps
         ));
@@ -1512,6 +1592,8 @@ fn small_report(
             "kind": "one round, a signer's handling",
             "signer_handling_ms": round3(r.signer_ms),
             "cpu_per_repetition_ms": round3(r.cpu_ms),
+            "cpu_per_one_round_signing_ms": round3(r.one_cpu.median),
+            "cpu_per_one_round_signing_over_cores_ms": round3(r.one_cpu.median / cores),
             "second_sessions": r.second_sessions,
             "repetitions": r.reps,
         }));
@@ -1524,10 +1606,12 @@ fn small_report(
             (1.15 * r.floor.median, "1.15 × floor")
         };
         out.push_str(&format!(
-            "ROAST 3-of-5 at RTT 0, {} input(s), one hanging and one invalid signer: {} ms; goal ≤ {what} = {bound:.2} ms: {}\n",
+            "ROAST 3-of-5 at RTT 0, {} input(s), one hanging and one invalid signer: {} ms; goal ≤ {what} = {bound:.2} ms: {}; CPU of the six processes per signing {} ms (live threads), over {cores} cores at least {:.2} ms\n",
             r.inputs,
             r.roast.cell(),
-            if r.roast.median <= bound { "met" } else { "not met" }
+            if r.roast.median <= bound { "met" } else { "not met" },
+            r.roast_cpu.cell(),
+            r.roast_cpu.median / cores
         ));
         roast_json.push(serde_json::json!({
             "inputs": r.inputs,
@@ -1536,6 +1620,8 @@ fn small_report(
             "goal_ms": round3(bound),
             "goal": what,
             "goal_met": r.roast.median <= bound,
+            "cpu_per_signing_ms": round3(r.roast_cpu.median),
+            "cpu_per_signing_over_cores_ms": round3(r.roast_cpu.median / cores),
         }));
     }
     print!("{out}");

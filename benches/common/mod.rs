@@ -289,6 +289,64 @@ pub struct SignerProc {
     peers: Vec<IdentityPublic>,
 }
 
+/// The CPU time (ns) each live thread of process `pid` (or `self`) has run so far, by
+/// thread id, from `/proc/PID/task/*/schedstat` (nanoseconds, unlike the ticks of
+/// [`cpu_ms`]).
+pub fn thread_cpu_ns(pid: &str) -> Option<BTreeMap<u32, u64>> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread that ends between the listing and the read is skipped.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            out.insert(tid, ns);
+        }
+    }
+    Some(out)
+}
+
+/// CPU time (ms) the threads of this process and of each of `pids` ran while `f` ran (this
+/// process first, then `pids` in order): the sum of each thread's growth, a thread that
+/// started meanwhile counted whole. A lower bound: a thread that ended before the second
+/// reading is missed (with its whole time, not only the part it ran during `f`). Reads are
+/// ordered so that reading the other processes' `/proc` is not charged to this process's
+/// time. `None` when a process cannot be read.
+pub fn cpu_during<T>(
+    pids: &[String],
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Option<Vec<f64>>)> {
+    let read = |pid: &str| thread_cpu_ns(pid);
+    let others_before: Option<Vec<_>> = pids.iter().map(|p| read(p)).collect();
+    let self_before = read("self");
+    let out = f()?;
+    let self_after = read("self");
+    let others_after: Option<Vec<_>> = pids.iter().map(|p| read(p)).collect();
+    let grown = |before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>| -> f64 {
+        let ns: u64 = after
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+            .sum();
+        ns as f64 / 1e6
+    };
+    let cpu = (|| {
+        let mut each = vec![grown(&self_before?, &self_after?)];
+        for (b, a) in others_before?.iter().zip(others_after?.iter()) {
+            each.push(grown(b, a));
+        }
+        Some(each)
+    })();
+    Ok((out, cpu))
+}
+
 /// CPU time (user + system, ms) used so far by process `pid` over all its threads, from
 /// `/proc/PID/stat` (clock ticks of 10 ms: meaningful over many signings, not one).
 pub fn cpu_ms(pid: &str) -> Option<f64> {
