@@ -7,6 +7,9 @@
 //!   nothing; reading (`wallet transition status`) is not blocked.
 //! - The first process is killed (`kill -9`, as a crash): the operating system releases the
 //!   lock, and `wallet resume` from another process runs at once.
+//! - Eight `wallet address` processes started at once on one wallet get eight different
+//!   addresses (before they took the lock, two processes could reveal the same index: eight
+//!   got two addresses).
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -133,4 +136,58 @@ fn a_running_transition_locks_out_resume_and_signing_until_it_ends() -> Result<(
     // Never leave the signer stopped (its drop sends SIGTERM).
     let _ = signal(stopped, "-CONT");
     result.map_err(|e| e.context(c.logs()))
+}
+
+/// An address is handed out once: `wallet address` processes started together on one wallet
+/// each get another one, and a later call goes on after the last of them.
+#[test]
+fn addresses_asked_for_at_once_are_all_different() -> Result<()> {
+    const AT_ONCE: usize = 8;
+    let c = Cluster::with_wallet(3, 2)?;
+    let children = (0..AT_ONCE)
+        .map(|_| {
+            ckm_cmd(&c.coord)
+                .args(["--json", "wallet", "address"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map(Reaped)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut addresses = std::collections::BTreeSet::new();
+    let mut indexes = std::collections::BTreeSet::new();
+    for mut child in children {
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        use std::io::Read as _;
+        if let Some(mut s) = child.0.stdout.take() {
+            s.read_to_string(&mut stdout)?;
+        }
+        if let Some(mut s) = child.0.stderr.take() {
+            s.read_to_string(&mut stderr)?;
+        }
+        let status = child.0.wait()?;
+        ensure!(
+            status.success(),
+            "wallet address failed ({status}): {stdout} {stderr}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&stdout)
+            .with_context(|| format!("wallet address printed no JSON: {stdout}"))?;
+        addresses.insert(json_str(&v, "address")?.to_string());
+        indexes.insert(v["index"].as_u64().context("no index")?);
+    }
+    ensure!(
+        addresses.len() == AT_ONCE && indexes.len() == AT_ONCE,
+        "{AT_ONCE} processes got {} different addresses ({} indexes: {indexes:?})",
+        addresses.len(),
+        indexes.len()
+    );
+    let next = ckm_json(&c.coord, &["wallet", "address"])?;
+    let last = indexes.iter().max().copied().unwrap_or_default();
+    ensure!(
+        next["index"].as_u64() == Some(last + 1),
+        "the next address has index {} after {last}",
+        next["index"]
+    );
+    Ok(())
 }

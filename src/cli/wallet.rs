@@ -666,7 +666,11 @@ fn verify(ctx: &Context, wallet: &CkmWallet) -> Result<()> {
 }
 
 fn address(ctx: &Context, wallet: WalletArg) -> Result<()> {
-    let mut w = ctx.open_wallet(wallet.name.as_deref())?;
+    // Revealing reads the last index and writes the next: under the wallet's lock, so that
+    // two processes (or this one and the console's receive page) never hand out the same
+    // address. The lock is held for milliseconds; during a transition this waits up to 5 s,
+    // then says which operation holds the wallet.
+    let (_lock, mut w) = ctx.open_wallet_locked(wallet.name.as_deref(), "wallet address")?;
     let info = w.reveal_next_address()?;
     ctx.output(
         serde_json::json!({ "address": info.address.to_string(), "index": info.index }),

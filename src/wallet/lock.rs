@@ -10,7 +10,9 @@
 //! process dies (even by `kill -9`), so a crash never leaves a stale lock behind.
 //!
 //! Most operations take the lock exclusively ([`Access::Exclusive`]): transitions, `resume`,
-//! `migrate`, spends that choose coins. Co-signing a PSBT made beforehand changes no coin
+//! `migrate`, spends that choose coins, and revealing a receive address (`wallet address`,
+//! the console's receive page: reading the last index and writing the next must not
+//! interleave, or two callers get the same address). Co-signing a PSBT made beforehand changes no coin
 //! choice and may run many at once (a ROAST load, several payments signed in parallel), so it
 //! takes the lock shared ([`Access::Shared`]): any number of signings together, none beside a
 //! transition.
