@@ -1104,14 +1104,8 @@ fn main() -> Result<()> {
     // ones on new ports): the ROAST signings at RTT 0.
     let mut direct_roast = three_of_five.direct_plain.clone();
     for s in signers.iter().take(5) {
-        if let Some(entry) = direct_roast
-            .roster
-            .entries()
-            .iter()
-            .find(|e| e.identity == s.identity)
-            .map(|e| e.index)
-        {
-            direct_roast.roster.set_endpoint(entry, s.url.clone(), None);
+        if let Some(index) = direct_roast.roster.index_of(&s.identity) {
+            direct_roast.roster.set_endpoint(index, s.url.clone(), None);
         }
     }
     let roast_pids: Vec<String> = signers

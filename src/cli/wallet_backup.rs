@@ -223,13 +223,7 @@ fn confirm_file(
     for (t, entry) in trusted.iter().zip(&entries) {
         if let (Some(_), Ok(e)) = (&t.endpoint, entry) {
             if confirmed.by.contains(&t.identity) {
-                if let Some(index) = meta
-                    .roster
-                    .entries()
-                    .iter()
-                    .find(|r| r.identity == t.identity)
-                    .map(|r| r.index)
-                {
+                if let Some(index) = meta.roster.index_of(&t.identity) {
                     meta.roster.set_endpoint(index, e.url.clone(), e.tls_sha256);
                 }
             }
